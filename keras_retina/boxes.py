@@ -1,0 +1,88 @@
+"""Box formats, pairwise IoU and clipping.
+
+The one internal box format of keras_retina is **yxyx pixels**: a float32
+tensor whose last axis is `[ymin, xmin, ymax, xmax]` in pixels of the image
+the model sees (its input, `image_size` x `image_size`), with `ymax > ymin`
+and `xmax > xmin` for a real box. Ground truth, anchors, decoded detections
+and every function in the package use it. Other formats exist only at the
+edges and are converted here:
+
+- COCO annotations: `[x, y, width, height]` pixels (`xywh_to_yxyx`).
+- The box coder works on centres and sizes (`yxyx_to_centers`,
+  `centers_to_yxyx`): `[cy, cx, h, w]` pixels.
+
+All functions accept any leading dimensions (`[..., 4]`) and run eagerly,
+inside `tf.function` and inside `tf.data.Dataset.map`.
+"""
+
+from keras import ops
+
+
+def xywh_to_yxyx(boxes):
+    """COCO `[x, y, w, h]` -> `[ymin, xmin, ymax, xmax]`; `[..., 4]` -> `[..., 4]`."""
+    x, y, w, h = ops.unstack(boxes, 4, axis=-1)
+    return ops.stack([y, x, y + h, x + w], axis=-1)
+
+
+def yxyx_to_xywh(boxes):
+    """`[ymin, xmin, ymax, xmax]` -> COCO `[x, y, w, h]`; `[..., 4]` -> `[..., 4]`."""
+    ymin, xmin, ymax, xmax = ops.unstack(boxes, 4, axis=-1)
+    return ops.stack([xmin, ymin, xmax - xmin, ymax - ymin], axis=-1)
+
+
+def yxyx_to_centers(boxes):
+    """`[..., 4]` yxyx -> `[..., 4]` `[cy, cx, h, w]` (same units)."""
+    ymin, xmin, ymax, xmax = ops.unstack(boxes, 4, axis=-1)
+    h = ymax - ymin
+    w = xmax - xmin
+    return ops.stack([ymin + 0.5 * h, xmin + 0.5 * w, h, w], axis=-1)
+
+
+def centers_to_yxyx(centers):
+    """`[..., 4]` `[cy, cx, h, w]` -> `[..., 4]` yxyx (same units)."""
+    cy, cx, h, w = ops.unstack(centers, 4, axis=-1)
+    return ops.stack([cy - 0.5 * h, cx - 0.5 * w, cy + 0.5 * h, cx + 0.5 * w], axis=-1)
+
+
+def area(boxes):
+    """`[..., 4]` yxyx -> `[...]`; boxes with non-positive height or width have area 0."""
+    ymin, xmin, ymax, xmax = ops.unstack(boxes, 4, axis=-1)
+    return ops.maximum(ymax - ymin, 0.0) * ops.maximum(xmax - xmin, 0.0)
+
+
+def pairwise_iou(boxes1, boxes2):
+    """Intersection over union of every box in `boxes1` with every box in `boxes2`.
+
+    Args:
+      boxes1: `[..., M, 4]` float32, yxyx.
+      boxes2: `[..., N, 4]` float32, yxyx (leading dims broadcast with boxes1's).
+
+    Returns:
+      `[..., M, N]` float32 in [0, 1]. A pair whose union is empty (two
+      degenerate boxes) has IoU 0, never NaN.
+    """
+    b1 = ops.expand_dims(boxes1, -2)  # [..., M, 1, 4]
+    b2 = ops.expand_dims(boxes2, -3)  # [..., 1, N, 4]
+    y1a, x1a, y2a, x2a = ops.unstack(b1, 4, axis=-1)
+    y1b, x1b, y2b, x2b = ops.unstack(b2, 4, axis=-1)
+    inter_h = ops.maximum(ops.minimum(y2a, y2b) - ops.maximum(y1a, y1b), 0.0)
+    inter_w = ops.maximum(ops.minimum(x2a, x2b) - ops.maximum(x1a, x1b), 0.0)
+    intersection = inter_h * inter_w
+    union = area(b1) + area(b2) - intersection
+    return ops.where(union > 0.0, intersection / ops.maximum(union, 1e-12), 0.0)
+
+
+def clip_to_image(boxes, height, width):
+    """Clips yxyx pixel boxes `[..., 4]` to the image `[0, height] x [0, width]`."""
+    ymin, xmin, ymax, xmax = ops.unstack(boxes, 4, axis=-1)
+    height = ops.cast(height, boxes.dtype)
+    width = ops.cast(width, boxes.dtype)
+    return ops.stack(
+        [
+            ops.clip(ymin, 0.0, height),
+            ops.clip(xmin, 0.0, width),
+            ops.clip(ymax, 0.0, height),
+            ops.clip(xmax, 0.0, width),
+        ],
+        axis=-1,
+    )

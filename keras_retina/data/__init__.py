@@ -1,0 +1,1 @@
+"""Input pipelines: readers, augmentation, resize/pad, and the synthetic demo dataset."""

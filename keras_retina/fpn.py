@@ -1,0 +1,85 @@
+"""Feature pyramid: backbone C3-C5 -> P3-P7 (paper section 4, "Feature Pyramid Network Backbone").
+
+P3-P5 are FPN's top-down pathway [4]: a 1x1 lateral conv on each C_l, the
+coarser level upsampled x2 (nearest) and added, then a 3x3 output conv. Beyond
+P5 the paper departs from FPN: P6 is a 3x3 stride-2 conv on C5 (not on P5), and
+P7 a 3x3 stride-2 conv on ReLU(P6). All levels have `filters` channels (256).
+`p6_input="P5"` gives the Model Garden's variant (P6 from P5) as an option.
+
+Input: dict "C3".."C5" -> `[B, H/2^l, W/2^l, C_l]`.
+Output: dict "P3".."P{max_level}" -> `[B, H/2^l, W/2^l, filters]`.
+Convolutions use Keras' default Glorot-uniform init with zero bias, the
+"Xavier" fill Detectron uses for FPN layers.
+"""
+
+import keras
+
+P6_INPUTS = ("C5", "P5")
+
+
+@keras.saving.register_keras_serializable(package="keras_retina")
+class FeaturePyramid(keras.layers.Layer):
+    """C3-C5 -> P3-P{max_level} (max_level 5..7; 7 in the paper)."""
+
+    def __init__(self, filters=256, max_level=7, p6_input="C5", **kwargs):
+        super().__init__(**kwargs)
+        if p6_input not in P6_INPUTS:
+            raise ValueError(f"p6_input={p6_input!r}: choose one of {P6_INPUTS}.")
+        if not 5 <= max_level <= 7:
+            raise ValueError(f"max_level={max_level}: FeaturePyramid builds P3..P5, P6 or P7.")
+        self.filters = filters
+        self.max_level = max_level
+        self.p6_input = p6_input
+        conv = keras.layers.Conv2D
+        self.lateral = {
+            f"C{lv}": conv(filters, 1, padding="same", name=f"lateral_c{lv}") for lv in (3, 4, 5)
+        }
+        self.output_convs = {
+            f"P{lv}": conv(filters, 3, padding="same", name=f"output_p{lv}") for lv in (3, 4, 5)
+        }
+        self.extra = {
+            f"P{lv}": conv(filters, 3, strides=2, padding="same", name=f"conv_p{lv}")
+            for lv in range(6, max_level + 1)
+        }
+        self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest")
+
+    def build(self, input_shape):
+        for lv in (5, 4, 3):
+            self.lateral[f"C{lv}"].build(input_shape[f"C{lv}"])
+            self.output_convs[f"P{lv}"].build(tuple(input_shape[f"C{lv}"][:-1]) + (self.filters,))
+        p6_channels = input_shape["C5"][-1] if self.p6_input == "C5" else self.filters
+        for name, layer in self.extra.items():
+            layer.build((None, None, None, p6_channels if name == "P6" else self.filters))
+
+    def call(self, features):
+        top_down = self.lateral["C5"](features["C5"])
+        merged = {5: top_down}
+        for lv in (4, 3):
+            top_down = self.lateral[f"C{lv}"](features[f"C{lv}"]) + self.upsample(top_down)
+            merged[lv] = top_down
+        outputs = {f"P{lv}": self.output_convs[f"P{lv}"](merged[lv]) for lv in (3, 4, 5)}
+        previous = features["C5"] if self.p6_input == "C5" else outputs["P5"]
+        for lv in range(6, self.max_level + 1):
+            if lv > 6:
+                previous = keras.ops.relu(previous)
+            previous = self.extra[f"P{lv}"](previous)
+            outputs[f"P{lv}"] = previous
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width = input_shape["C3"][:3]
+        out = {}
+        for lv in range(3, self.max_level + 1):
+            scale = 2 ** (lv - 3)
+            out[f"P{lv}"] = (
+                batch,
+                None if height is None else height // scale,
+                None if width is None else width // scale,
+                self.filters,
+            )
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, max_level=self.max_level, p6_input=self.p6_input)
+        return config

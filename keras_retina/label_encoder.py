@@ -1,0 +1,170 @@
+"""Ground truth -> per-anchor classification and box-regression targets.
+
+Paper, section 4 ("Anchors"): "anchors are assigned to ground-truth object
+boxes using an intersection-over-union (IoU) threshold of 0.5; and to
+background if their IoU is in [0, 0.4). [...] If an anchor is unassigned, which
+may happen with overlap in [0.4, 0.5), it is ignored during training."
+
+The paper uses "the assignment rule from RPN [3]", which also makes the
+anchor(s) with the highest IoU for each ground-truth box foreground for it,
+whatever that IoU is. We follow it (`allow_low_quality_matches=True`, as
+Detectron, Detectron2 and the Model Garden's `force_match_for_each_col` do): a
+ground-truth box whose best anchor has IoU < 0.5 (a small or very elongated
+object) still gets that anchor, and every anchor tied with it, as foreground,
+instead of being invisible to training. A box with IoU 0 to every anchor
+(zero area) is never matched. An anchor that is the best anchor of several
+boxes goes to the one it overlaps most. With `allow_low_quality_matches=False`
+only the thresholds decide, and such a box has no foreground anchor.
+
+Outputs, per anchor, in anchor order (`keras_retina.anchors`):
+- `cls_targets`: int32, the class id 0..K-1 for foreground, `BACKGROUND` (-1)
+  or `IGNORE` (-2).
+- `box_targets`: float32 `[ty, tx, th, tw]` (`keras_retina.box_coder`) for
+  foreground anchors, 0 elsewhere.
+
+Plain TensorFlow, vectorised over the batch: the same results eagerly, in a
+`tf.function`, and inside `tf.data.Dataset.map` (one image or a batch).
+Memory is O(B * A_total * N) for the IoU matrix (76,725 x N floats per image at
+640 px).
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_retina import anchors as anchor_lib
+from keras_retina import box_coder
+from keras_retina import boxes as box_lib
+
+BACKGROUND = -1
+IGNORE = -2
+
+# Paper section 4.
+FOREGROUND_IOU = 0.5
+BACKGROUND_IOU = 0.4
+
+
+@keras.saving.register_keras_serializable(package="keras_retina")
+class LabelEncoder(keras.layers.Layer):
+    """Assigns ground-truth boxes to anchors.
+
+    Args:
+      image_size: int or (height, width) of the model input.
+      min_level, max_level, num_scales, aspect_ratios, anchor_size: the anchor
+        configuration (`keras_retina.anchors.generate_anchors`).
+      foreground_iou: IoU at or above which an anchor is foreground (0.5).
+      background_iou: IoU below which an anchor is background (0.4); anchors in
+        between are ignored.
+      allow_low_quality_matches: give every ground-truth box its best
+        anchor(s) as foreground even below `foreground_iou` (the RPN rule).
+      box_coder_weights: (wy, wx, wh, ww) for `box_coder.encode`.
+
+    Call args:
+      boxes: `[B, N, 4]` or `[N, 4]` float32, yxyx pixels of the input image.
+      classes: `[B, N]` or `[N]` int, 0..K-1; entries < 0 are padding.
+
+    Returns:
+      dict with `cls_targets` `[B, A_total]` int32 and `box_targets`
+      `[B, A_total, 4]` float32 (no batch axis when the inputs had none).
+    """
+
+    def __init__(
+        self,
+        image_size,
+        min_level=anchor_lib.MIN_LEVEL,
+        max_level=anchor_lib.MAX_LEVEL,
+        num_scales=anchor_lib.NUM_SCALES,
+        aspect_ratios=anchor_lib.ASPECT_RATIOS,
+        anchor_size=anchor_lib.ANCHOR_SIZE,
+        foreground_iou=FOREGROUND_IOU,
+        background_iou=BACKGROUND_IOU,
+        allow_low_quality_matches=True,
+        box_coder_weights=box_coder.DEFAULT_WEIGHTS,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not 0.0 < background_iou <= foreground_iou <= 1.0:
+            raise ValueError(
+                f"Need 0 < background_iou <= foreground_iou <= 1, got "
+                f"background_iou={background_iou}, foreground_iou={foreground_iou}."
+            )
+        self.image_size = image_size
+        self.min_level = min_level
+        self.max_level = max_level
+        self.num_scales = num_scales
+        self.aspect_ratios = tuple(aspect_ratios)
+        self.anchor_size = anchor_size
+        self.foreground_iou = foreground_iou
+        self.background_iou = background_iou
+        self.allow_low_quality_matches = allow_low_quality_matches
+        self.box_coder_weights = tuple(box_coder_weights)
+        self.anchors = anchor_lib.concat_anchors(
+            anchor_lib.generate_anchors(
+                image_size, min_level, max_level, num_scales, aspect_ratios, anchor_size
+            )
+        )
+
+    def call(self, boxes, classes):
+        boxes = tf.convert_to_tensor(boxes, tf.float32)
+        classes = tf.cast(classes, tf.int32)
+        unbatched = boxes.shape.rank == 2
+        if unbatched:
+            boxes, classes = boxes[None], classes[None]
+        if boxes.shape.rank != 3 or classes.shape.rank != 2:
+            raise ValueError(
+                "LabelEncoder expects boxes [B, N, 4] and classes [B, N] (or [N, 4] and [N]); "
+                f"got boxes {boxes.shape} and classes {classes.shape}."
+            )
+        cls_targets, box_targets = self._encode(boxes, classes)
+        if unbatched:
+            cls_targets, box_targets = cls_targets[0], box_targets[0]
+        return {"cls_targets": cls_targets, "box_targets": box_targets}
+
+    def _encode(self, boxes, classes):
+        batch = tf.shape(boxes)[0]
+        # One always-invalid padding box keeps every reduction over N non-empty.
+        boxes = tf.concat([boxes, tf.zeros([batch, 1, 4])], axis=1)
+        classes = tf.concat([classes, tf.fill([batch, 1], -1)], axis=1)
+        valid = classes >= 0  # [B, N]
+        anchors = tf.constant(self.anchors)  # [A, 4]
+
+        iou = box_lib.pairwise_iou(anchors[None], boxes)  # [B, A, N]
+        iou = tf.where(valid[:, None, :], iou, -1.0)
+        best_iou = tf.reduce_max(iou, axis=2)  # [B, A]
+        matched = tf.argmax(iou, axis=2, output_type=tf.int32)  # [B, A]
+        foreground = best_iou >= self.foreground_iou
+
+        if self.allow_low_quality_matches:
+            best_per_box = tf.reduce_max(iou, axis=1, keepdims=True)  # [B, 1, N]
+            is_best = tf.logical_and(iou == best_per_box, best_per_box > 0.0)  # [B, A, N]
+            forced = tf.reduce_any(is_best, axis=2)  # [B, A]
+            # Among the boxes an anchor is best for, the one it overlaps most.
+            forced_box = tf.argmax(tf.where(is_best, iou, -1.0), axis=2, output_type=tf.int32)
+            matched = tf.where(forced, forced_box, matched)
+            foreground = tf.logical_or(foreground, forced)
+
+        background = tf.logical_and(best_iou < self.background_iou, tf.logical_not(foreground))
+        matched_classes = tf.gather(classes, matched, batch_dims=1)  # [B, A]
+        cls_targets = tf.where(
+            foreground, matched_classes, tf.where(background, BACKGROUND, IGNORE)
+        )
+        matched_boxes = tf.gather(boxes, matched, batch_dims=1)  # [B, A, 4]
+        deltas = box_coder.encode(matched_boxes, anchors[None], self.box_coder_weights)
+        box_targets = tf.where(foreground[..., None], deltas, 0.0)
+        return cls_targets, box_targets
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_size=self.image_size,
+            min_level=self.min_level,
+            max_level=self.max_level,
+            num_scales=self.num_scales,
+            aspect_ratios=list(self.aspect_ratios),
+            anchor_size=self.anchor_size,
+            foreground_iou=self.foreground_iou,
+            background_iou=self.background_iou,
+            allow_low_quality_matches=self.allow_low_quality_matches,
+            box_coder_weights=list(self.box_coder_weights),
+        )
+        return config

@@ -1,0 +1,159 @@
+"""Raw head outputs -> final detections (paper section 4.1, "Inference").
+
+Per pyramid level: keep the `pre_nms_top_k` (1000) highest-scoring
+(anchor, class) pairs, drop those with score <= `score_threshold` (0.05), and
+decode only those boxes. Candidates of all levels are merged, clipped to the
+image, and greedy NMS at IoU `nms_iou_threshold` (0.5) runs per class; the
+`max_detections` (100, COCO practice) best survivors are returned.
+
+Class-wise NMS runs as one NMS per image on boxes shifted by
+`class_id * (image side + 1)`, so boxes of different classes can never overlap
+(the same trick as torchvision's batched_nms); it uses TensorFlow's
+NonMaxSuppressionV5 kernel, a core op that TF Serving runs.
+
+This is a Keras layer so that the exported SavedModel contains it.
+
+Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]`
+deltas, in anchor order.
+Output: dict
+  - `boxes`: `[B, max_detections, 4]` float32, yxyx pixels of the model input,
+  - `scores`: `[B, max_detections]` float32, descending,
+  - `classes`: `[B, max_detections]` int32, 0..K-1,
+  - `num_detections`: `[B]` int32;
+padding rows have boxes 0, scores 0 and classes -1.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_retina import anchors as anchor_lib
+from keras_retina import box_coder
+from keras_retina import boxes as box_lib
+
+SCORE_THRESHOLD = 0.05
+PRE_NMS_TOP_K = 1000
+NMS_IOU_THRESHOLD = 0.5
+MAX_DETECTIONS = 100
+
+
+@keras.saving.register_keras_serializable(package="keras_retina")
+class DetectionDecoder(keras.layers.Layer):
+    """Decoding, per-level top-k, score threshold, class-wise NMS (see module docstring).
+
+    Args:
+      image_size, min_level, max_level, num_scales, aspect_ratios, anchor_size:
+        the anchor configuration the model was built with.
+      box_coder_weights: as used by the label encoder.
+      score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections:
+        the paper's inference parameters.
+    """
+
+    def __init__(
+        self,
+        image_size,
+        min_level=anchor_lib.MIN_LEVEL,
+        max_level=anchor_lib.MAX_LEVEL,
+        num_scales=anchor_lib.NUM_SCALES,
+        aspect_ratios=anchor_lib.ASPECT_RATIOS,
+        anchor_size=anchor_lib.ANCHOR_SIZE,
+        box_coder_weights=box_coder.DEFAULT_WEIGHTS,
+        score_threshold=SCORE_THRESHOLD,
+        pre_nms_top_k=PRE_NMS_TOP_K,
+        nms_iou_threshold=NMS_IOU_THRESHOLD,
+        max_detections=MAX_DETECTIONS,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not 0.0 <= score_threshold < 1.0 or not 0.0 < nms_iou_threshold <= 1.0:
+            raise ValueError(
+                f"Need 0 <= score_threshold < 1 and 0 < nms_iou_threshold <= 1, got "
+                f"{score_threshold} and {nms_iou_threshold}."
+            )
+        if pre_nms_top_k < 1 or max_detections < 1:
+            raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got "
+                             f"{pre_nms_top_k} and {max_detections}.")
+        self.image_size = image_size
+        self.min_level = min_level
+        self.max_level = max_level
+        self.num_scales = num_scales
+        self.aspect_ratios = tuple(aspect_ratios)
+        self.anchor_size = anchor_size
+        self.box_coder_weights = tuple(box_coder_weights)
+        self.score_threshold = score_threshold
+        self.pre_nms_top_k = pre_nms_top_k
+        self.nms_iou_threshold = nms_iou_threshold
+        self.max_detections = max_detections
+        self.anchors_by_level = anchor_lib.generate_anchors(
+            image_size, min_level, max_level, num_scales, aspect_ratios, anchor_size
+        )
+
+    def call(self, outputs):
+        logits = tf.cast(outputs["classification"], tf.float32)
+        deltas = tf.cast(outputs["box"], tf.float32)
+        num_classes = logits.shape[-1]
+        batch = tf.shape(logits)[0]
+        height, width = anchor_lib.image_hw(self.image_size)
+
+        level_boxes, level_scores, level_classes = [], [], []
+        start = 0
+        for name in sorted(self.anchors_by_level, key=lambda n: int(n[1:])):
+            level_anchors = self.anchors_by_level[name]
+            count = level_anchors.shape[0]
+            flat_logits = tf.reshape(logits[:, start:start + count], [batch, count * num_classes])
+            k = min(self.pre_nms_top_k, count * num_classes)
+            # Sigmoid is monotonic: top-k on logits, sigmoid on the k survivors only.
+            top_logits, top_index = tf.math.top_k(flat_logits, k=k, sorted=False)
+            anchor_index = top_index // num_classes
+            selected_deltas = tf.gather(deltas[:, start:start + count], anchor_index, batch_dims=1)
+            selected_anchors = tf.gather(tf.constant(level_anchors), anchor_index)
+            level_boxes.append(box_coder.decode(selected_deltas, selected_anchors, self.box_coder_weights))
+            level_scores.append(tf.sigmoid(top_logits))
+            level_classes.append(top_index % num_classes)
+            start += count
+
+        boxes = box_lib.clip_to_image(tf.concat(level_boxes, 1), height, width)  # [B, C, 4]
+        scores = tf.concat(level_scores, 1)  # [B, C]
+        classes = tf.concat(level_classes, 1)  # [B, C]
+        scores = tf.where(scores > self.score_threshold, scores, 0.0)
+
+        offset = tf.cast(classes, tf.float32)[..., None] * float(max(height, width) + 1)
+        keep, num_detections = tf.map_fn(
+            self._nms_one_image,
+            (boxes + offset, scores),
+            fn_output_signature=(tf.TensorSpec([self.max_detections], tf.int32),
+                                 tf.TensorSpec([], tf.int32)),
+        )
+        valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
+        return {
+            "boxes": tf.where(valid[..., None], tf.gather(boxes, keep, batch_dims=1), 0.0),
+            "scores": tf.where(valid, tf.gather(scores, keep, batch_dims=1), 0.0),
+            "classes": tf.where(valid, tf.gather(classes, keep, batch_dims=1), -1),
+            "num_detections": num_detections,
+        }
+
+    def _nms_one_image(self, args):
+        boxes, scores = args
+        keep, _ = tf.image.non_max_suppression_with_scores(
+            boxes, scores, self.max_detections, iou_threshold=self.nms_iou_threshold,
+            score_threshold=self.score_threshold,
+        )
+        count = tf.shape(keep)[0]
+        return tf.pad(keep, [[0, self.max_detections - count]]), count
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_size=self.image_size,
+            min_level=self.min_level,
+            max_level=self.max_level,
+            num_scales=self.num_scales,
+            aspect_ratios=list(self.aspect_ratios),
+            anchor_size=self.anchor_size,
+            box_coder_weights=list(self.box_coder_weights),
+            score_threshold=self.score_threshold,
+            pre_nms_top_k=self.pre_nms_top_k,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=self.max_detections,
+        )
+        return config
