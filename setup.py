@@ -1,0 +1,40 @@
+"""keras-retina: RetinaNet ("Focal Loss for Dense Object Detection") as Keras 3 layers on TensorFlow."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "keras_retina" / "__init__.py").read_text()).group(1)
+
+# tf-models-official 2.20 (the reference implementation the tests compare against)
+# requires tensorflow~=2.20.0, so that is the TensorFlow we support and test.
+INSTALL_REQUIRES = [
+    "tensorflow~=2.20.0",
+    "keras>=3.10,<4",
+    "tensorflow-datasets>=4.9,<5",
+    "pycocotools>=2.0.7,<3",
+    "absl-py>=2.0,<3",
+    "numpy>=1.26,<3",
+    "pillow>=10",
+]
+OFFICIAL = ["tf-models-official~=2.20.0"]
+
+setup(
+    name="keras-retina",
+    version=VERSION,
+    description=__doc__,
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_retina", "keras_retina.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "official": OFFICIAL,
+        "test": ["pytest>=8"] + OFFICIAL,
+        "bench": ["keras-hub>=0.20"] + OFFICIAL,
+    },
+    entry_points={"console_scripts": ["keras_retina=keras_retina.cli:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Framework :: Keras"],
+)

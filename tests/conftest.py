@@ -1,0 +1,51 @@
+"""Test setup: quiet TensorFlow logs, two logical CPU devices (for MirroredStrategy), seeds."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Must run before TensorFlow initialises its devices: split the CPU into two
+# logical devices so tests can run a real two-replica MirroredStrategy.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+# A small configuration every model test shares: 128 px, tiny backbone, narrow heads.
+TINY = dict(backbone="tiny", image_size=128, fpn_filters=32, head_filters=32, head_convs=2)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(1234)
+    yield
+
+
+def assert_close(actual, expected, atol=1e-5, rtol=1e-5):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=atol, rtol=rtol)
+
+
+def keras_file_round_trip(model, tmp_path, name="model.keras"):
+    """Saves `model` as a .keras file and loads it back."""
+    path = str(tmp_path / name)
+    model.save(path)
+    return keras.saving.load_model(path)
+
+
+def layer_round_trip(layer, inputs, tmp_path):
+    """A layer rebuilt from its config has the same config; wrapped in a model and saved
+    to a .keras file, it computes the same outputs after loading."""
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    if isinstance(inputs, dict):
+        symbolic = {k: keras.Input(v.shape[1:], dtype=v.dtype, name=k) for k, v in inputs.items()}
+    else:
+        symbolic = keras.Input(inputs.shape[1:], dtype=inputs.dtype)
+    model = keras.Model(symbolic, layer(symbolic))
+    restored = keras_file_round_trip(model, tmp_path)
+    tf.nest.map_structure(assert_close, restored(inputs), model(inputs))
