@@ -52,6 +52,13 @@ def image_hw(image_size):
     return int(height), int(width)
 
 
+def config_image_size(image_size):
+    """`image_size` as stored in layer configs: an int (square) or a [height, width] list."""
+    if isinstance(image_size, (int, np.integer)):
+        return int(image_size)
+    return [int(side) for side in image_size]
+
+
 def validate_image_size(image_size, max_level=MAX_LEVEL):
     """Raises ValueError unless both sides are positive multiples of 2^max_level."""
     height, width = image_hw(image_size)

@@ -88,7 +88,7 @@ class LabelEncoder(keras.layers.Layer):
                 f"Need 0 < background_iou <= foreground_iou <= 1, got "
                 f"background_iou={background_iou}, foreground_iou={foreground_iou}."
             )
-        self.image_size = image_size
+        self.image_size = anchor_lib.config_image_size(image_size)
         self.min_level = min_level
         self.max_level = max_level
         self.num_scales = num_scales

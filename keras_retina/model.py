@@ -154,7 +154,8 @@ class RetinaNet(keras.Model):
         self.anchors = self.label_encoder.anchors  # [A_total, 4] numpy, yxyx pixels
 
         self._config = dict(
-            num_classes=int(num_classes), backbone=backbone, image_size=image_size,
+            num_classes=int(num_classes), backbone=backbone,
+            image_size=anchor_lib.config_image_size(image_size),
             backbone_weights=backbone_weights, freeze_backbone_batchnorm=freeze_backbone_batchnorm,
             num_scales=num_scales, aspect_ratios=list(aspect_ratios), anchor_size=anchor_size,
             fpn_filters=fpn_filters, p6_input=p6_input, head_filters=head_filters,

@@ -73,7 +73,7 @@ class DetectionDecoder(keras.layers.Layer):
         if pre_nms_top_k < 1 or max_detections < 1:
             raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got "
                              f"{pre_nms_top_k} and {max_detections}.")
-        self.image_size = image_size
+        self.image_size = anchor_lib.config_image_size(image_size)
         self.min_level = min_level
         self.max_level = max_level
         self.num_scales = num_scales

@@ -1,0 +1,180 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TINY, assert_close, keras_file_round_trip
+from keras_retina import RetinaNet, num_anchors
+from keras_retina import boxes as box_lib
+from keras_retina.data import synthetic
+
+
+def _tiny(num_classes=3, **overrides):
+    return RetinaNet(num_classes=num_classes, **{**TINY, **overrides})
+
+
+def _data(n=8, seed=3):
+    images, boxes, classes = synthetic.make_dataset(n, 128, num_classes=3, seed=seed)
+    return images.astype(np.float32), boxes, classes
+
+
+def test_raw_outputs_in_anchor_order():
+    model = _tiny()
+    out = model(np.zeros((2, 128, 128, 3), np.float32))
+    assert out["classification"].shape == (2, num_anchors(128), 3)
+    assert out["box"].shape == (2, num_anchors(128), 4)
+    assert model.anchors.shape == (num_anchors(128), 4)
+
+
+def test_resnet50_fpn_at_640_is_the_papers_network():
+    model = RetinaNet(num_classes=80, backbone="resnet50", image_size=640)
+    assert model.output["classification"].shape == (None, 76725, 80)
+    assert model.output["box"].shape == (None, 76725, 4)
+
+    def conv(k, cin, cout):
+        return k * k * cin * cout + cout
+
+    fpn = (conv(1, 512, 256) + conv(1, 1024, 256) + conv(1, 2048, 256) + 3 * conv(3, 256, 256)
+           + conv(3, 2048, 256) + conv(3, 256, 256))  # laterals, P3-P5 outputs, P6 from C5, P7
+    heads = 2 * 4 * conv(3, 256, 256) + conv(3, 256, 9 * 80) + conv(3, 256, 9 * 4)
+    assert model.fpn.count_params() == fpn
+    assert model.classification_head.count_params() + model.box_head.count_params() == heads
+    assert model.count_params() == model.backbone.count_params() + fpn + heads
+
+
+def test_encoder_and_decoder_agree_on_anchor_order():
+    """Perfect raw outputs built from the encoder's targets decode back to the ground truth."""
+    model = _tiny()
+    gt_boxes = np.array([[[10.0, 20.0, 60.0, 50.0], [70.0, 64.0, 120.0, 124.0]]], np.float32)
+    gt_classes = np.array([[2, 0]], np.int32)
+    targets = model.label_encoder(gt_boxes, gt_classes)
+    cls_targets = np.asarray(targets["cls_targets"])
+    logits = np.full(cls_targets.shape + (3,), -10.0, np.float32)
+    for a in np.flatnonzero(cls_targets[0] >= 0):
+        logits[0, a, cls_targets[0, a]] = 10.0
+    out = model.decoder({"classification": logits, "box": np.asarray(targets["box_targets"])})
+    n = int(out["num_detections"][0])
+    assert n == 2  # NMS merges each box's foreground anchors into one detection
+    found = {int(c): b for c, b in zip(np.asarray(out["classes"][0, :n]), np.asarray(out["boxes"][0, :n]))}
+    assert_close(found[2], gt_boxes[0, 0], atol=1e-3)
+    assert_close(found[0], gt_boxes[0, 1], atol=1e-3)
+
+
+def test_predict_returns_final_detections():
+    model = _tiny(max_detections=20)
+    images, _, _ = _data(3)
+    out = model.predict(images, batch_size=2, verbose=0)
+    assert set(out) == {"boxes", "scores", "classes", "num_detections"}
+    assert out["boxes"].shape == (3, 20, 4) and out["classes"].dtype == np.int32
+    assert np.all(out["num_detections"] <= 20)
+
+
+def test_raw_and_pre_encoded_targets_give_the_same_loss():
+    model = _tiny()
+    model.compile(optimizer="sgd")
+    images, boxes, classes = _data(4)
+    raw = model.evaluate(images, {"boxes": boxes, "classes": classes}, batch_size=4, verbose=0,
+                         return_dict=True)
+    encoded = tf.data.Dataset.from_tensor_slices((images, {"boxes": boxes, "classes": classes})).map(
+        lambda x, y: (x, model.label_encoder(y["boxes"], y["classes"]))).batch(4)
+    pre = model.evaluate(encoded, verbose=0, return_dict=True)
+    for key in ("loss", "cls_loss", "box_loss"):
+        assert pre[key] == pytest.approx(raw[key], rel=1e-5), key
+    assert raw["cls_loss"] > 0 and raw["box_loss"] > 0
+
+
+def test_image_without_boxes_trains_with_finite_loss():
+    model = _tiny()
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    images, boxes, classes = _data(4)
+    classes[1:] = -1  # three of four images have no objects
+    history = model.fit(images, {"boxes": boxes, "classes": classes}, batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_bad_targets_are_explained():
+    model = _tiny()
+    model.compile(optimizer="sgd")
+    images, boxes, _ = _data(2)
+    with pytest.raises(ValueError, match="expects training targets as a dict"):
+        model.fit(images, boxes, verbose=0)
+    with pytest.raises(ValueError, match="got keys \\['bbox'\\]"):
+        model.fit(images, {"bbox": boxes}, verbose=0)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        RetinaNet(num_classes=3, backbone="tiny", image_size=100)
+
+
+NON_DEFAULT = dict(
+    backbone="tiny", image_size=[128, 256], num_scales=2, aspect_ratios=[0.5, 1.0, 2.0, 3.0],
+    anchor_size=3.0, fpn_filters=16, p6_input="P5", head_filters=8, head_convs=1,
+    prior_probability=0.02, classification_loss="focal_star", focal_alpha=0.3, focal_gamma=3.0,
+    focal_star_beta=0.5, box_loss_weight=2.0, smooth_l1_beta=0.2, foreground_iou=0.55,
+    background_iou=0.35, allow_low_quality_matches=False, box_coder_weights=[10.0, 10.0, 5.0, 5.0],
+    score_threshold=0.01, pre_nms_top_k=300, nms_iou_threshold=0.6, max_detections=30,
+)
+
+
+def test_config_and_keras_file_round_trip(tmp_path):
+    model = RetinaNet(num_classes=4, name="custom_retinanet", **NON_DEFAULT)
+    config = model.get_config()
+    assert {k: config[k] for k in NON_DEFAULT} == NON_DEFAULT
+    clone = RetinaNet.from_config(config)
+    assert clone.get_config() == config
+    clone.set_weights(model.get_weights())
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, 128, 256, 3)).astype(np.float32)
+    expected = model.predict(images, verbose=0)
+    tf.nest.map_structure(assert_close, clone.predict(images, verbose=0), expected)
+
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    restored = keras_file_round_trip(model, tmp_path)
+    assert isinstance(restored, RetinaNet) and restored.get_config() == config
+    tf.nest.map_structure(assert_close, restored.predict(images, verbose=0), expected)
+    # The restored model keeps training.
+    _, boxes, classes = _data(2)
+    restored.fit(images, {"boxes": boxes * [1, 2, 1, 2], "classes": classes}, verbose=0)
+
+
+def test_learns_to_find_every_box():
+    """A tiny model fit for 300 steps on 8 synthetic images finds every object again."""
+    images, boxes, classes = _data(8)
+    model = _tiny()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(images, {"boxes": boxes, "classes": classes}, batch_size=4, epochs=150,
+                        verbose=0)
+    assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
+    out = model.predict(images, verbose=0)
+    missed = []
+    for i in range(len(images)):
+        n = out["num_detections"][i]
+        for box, cls in zip(boxes[i], classes[i]):
+            if cls < 0:
+                continue
+            iou = np.asarray(box_lib.pairwise_iou(box[None], out["boxes"][i, :n]))[0]
+            if not np.any((iou >= 0.5) & (out["classes"][i, :n] == cls)):
+                missed.append((i, cls, box.round(1).tolist()))
+    assert (classes >= 0).sum() >= 10 and not missed, missed
+
+
+def test_mirrored_strategy_matches_single_device():
+    """Two replicas on two logical CPUs: same loss and same weights after one SGD step."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2
+    images, boxes, classes = _data(4)
+    classes[3] = -1  # replicas see different foreground counts (one has an empty image)
+    targets = {"boxes": boxes, "classes": classes}
+
+    def one_step(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(5)
+            model = _tiny()
+            model.compile(optimizer=keras.optimizers.SGD(0.1))
+        history = model.fit(images, targets, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        return history.history, model.get_weights()
+
+    single_history, single_weights = one_step(tf.distribute.OneDeviceStrategy(devices[0]))
+    mirrored_history, mirrored_weights = one_step(tf.distribute.MirroredStrategy(devices))
+    for key in ("loss", "cls_loss", "box_loss"):
+        assert mirrored_history[key][0] == pytest.approx(single_history[key][0], rel=1e-4), key
+    for ours, theirs in zip(mirrored_weights, single_weights):
+        assert_close(ours, theirs, atol=1e-5, rtol=1e-4)

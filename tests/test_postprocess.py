@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+
+from conftest import assert_close, layer_round_trip
+from keras_retina import box_coder
+from keras_retina import boxes as box_lib
+from keras_retina.postprocess import DetectionDecoder
+
+K = 3
+
+
+def _logit(p):
+    return float(np.log(p / (1 - p)))
+
+
+def _empty(decoder, batch=1):
+    count = decoder_anchor_count(decoder)
+    return np.full((batch, count, K), -12.0, np.float32), np.zeros((batch, count, 4), np.float32)
+
+
+def decoder_anchor_count(decoder):
+    return sum(a.shape[0] for a in decoder.anchors_by_level.values())
+
+
+def _anchors(decoder):
+    return np.concatenate([decoder.anchors_by_level[f"P{lv}"] for lv in range(3, 8)])
+
+
+def test_threshold_classwise_nms_and_order():
+    decoder = DetectionDecoder(128)
+    anchors = _anchors(decoder)
+    logits, deltas = _empty(decoder)
+    # Location (5, 5) of P3: anchors 9*(5*16+5) + a. a=1 and a=4 are concentric 1:1 anchors with
+    # sides 32 and 40.3: IoU 0.63 > 0.5.
+    base = 9 * (5 * 16 + 5)
+    a, b = base + 1, base + 4
+    assert np.asarray(box_lib.pairwise_iou(anchors[[a]], anchors[[b]]))[0, 0] > 0.5
+    far = 9 * (13 * 16 + 2) + 1  # another location, no overlap
+    logits[0, a, 1] = _logit(0.95)
+    logits[0, b, 1] = _logit(0.80)  # same class, overlaps a: suppressed
+    logits[0, b, 2] = _logit(0.70)  # other class at the same box: kept
+    logits[0, far, 0] = _logit(0.50)
+    logits[0, far, 2] = _logit(0.049)  # under the 0.05 threshold: dropped
+    deltas[0, far] = [0.1, -0.2, 0.3, 0.0]
+    out = decoder({"classification": logits, "box": deltas})
+    n = int(out["num_detections"][0])
+    assert n == 3
+    assert_close(out["scores"][0, :3], [0.95, 0.70, 0.50], atol=1e-5)
+    assert list(np.asarray(out["classes"][0, :3])) == [1, 2, 0]
+    expected_far = box_lib.clip_to_image(box_coder.decode(deltas[0, far], anchors[far]), 128, 128)
+    assert_close(out["boxes"][0, 0], box_lib.clip_to_image(anchors[a], 128, 128), atol=1e-4)
+    assert_close(out["boxes"][0, 1], box_lib.clip_to_image(anchors[b], 128, 128), atol=1e-4)
+    assert_close(out["boxes"][0, 2], expected_far, atol=1e-4)
+    # Padding rows.
+    assert np.all(np.asarray(out["classes"][0, n:]) == -1)
+    assert np.all(np.asarray(out["scores"][0, n:]) == 0)
+    assert np.all(np.asarray(out["boxes"][0, n:]) == 0)
+
+
+def test_boxes_are_clipped_to_the_image():
+    decoder = DetectionDecoder(128)
+    logits, deltas = _empty(decoder)
+    logits[0, 0, 0] = 5.0  # the first P3 anchor pokes out of the top-left corner
+    box = np.asarray(decoder({"classification": logits, "box": deltas})["boxes"])[0, 0]
+    assert box.min() >= 0 and box.max() <= 128 and box[2] > box[0] and box[3] > box[1]
+
+
+def test_top_k_per_level_and_max_detections():
+    rng = np.random.default_rng(0)
+    decoder = DetectionDecoder(128, pre_nms_top_k=2, nms_iou_threshold=1.0)
+    logits = rng.normal(4, 1, (2, decoder_anchor_count(decoder), K)).astype(np.float32)
+    deltas = np.zeros_like(logits[..., :1].repeat(4, -1))
+    out = decoder({"classification": logits, "box": deltas})
+    # Two candidates per level and five levels; NMS at IoU 1.0 keeps every distinct one.
+    assert list(np.asarray(out["num_detections"])) == [10, 10]
+    capped = DetectionDecoder(128, max_detections=7)({"classification": logits, "box": deltas})
+    assert capped["boxes"].shape == (2, 7, 4) and list(np.asarray(capped["num_detections"])) == [7, 7]
+    scores = np.asarray(capped["scores"])
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_nothing_above_threshold_gives_zero_detections():
+    decoder = DetectionDecoder(128)
+    logits, deltas = _empty(decoder, batch=2)
+    out = decoder({"classification": logits, "box": deltas})
+    assert list(np.asarray(out["num_detections"])) == [0, 0]
+    assert np.all(np.asarray(out["classes"]) == -1)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="score_threshold"):
+        DetectionDecoder(128, score_threshold=1.5)
+    with pytest.raises(ValueError, match="max_detections"):
+        DetectionDecoder(128, max_detections=0)
+
+
+def test_round_trip(tmp_path):
+    decoder = DetectionDecoder(128, num_scales=2, aspect_ratios=(1.0, 2.0), anchor_size=3.0,
+                               box_coder_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.1,
+                               pre_nms_top_k=50, nms_iou_threshold=0.6, max_detections=20,
+                               name="decoder_x")
+    rng = np.random.default_rng(1)
+    count = decoder_anchor_count(decoder)
+    layer_round_trip(decoder, {"classification": rng.normal(0, 2, (1, count, K)).astype(np.float32),
+                               "box": rng.normal(0, 0.2, (1, count, 4)).astype(np.float32)}, tmp_path)
