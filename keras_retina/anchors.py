@@ -21,8 +21,11 @@ so its targets map onto ours without permutation. A head's conv output
 (`flatten_levels`), which is exactly this order.
 
 The centre of location (y, x) on level l is ((y + 0.5) * stride, (x + 0.5) * stride)
-pixels, stride = 2^l. Image sides must be multiples of 2^max_level (128 for
-P7) so that every level's feature map is exactly side / stride.
+pixels, stride = 2^l. Level l has ceil(side / 2^l) rows and columns, which is
+what the network's stride-2 'same' convolutions produce. Image sides must be
+multiples of 32 (the stride of C5) so the FPN's top-down x2 upsampling lines up
+exactly; P6 and P7 then round up (800 px: P6 13 x 13, P7 7 x 7), and their
+last anchors are centred up to half a stride beyond the image edge.
 """
 
 import math
@@ -59,16 +62,23 @@ def config_image_size(image_size):
     return [int(side) for side in image_size]
 
 
-def validate_image_size(image_size, max_level=MAX_LEVEL):
-    """Raises ValueError unless both sides are positive multiples of 2^max_level."""
+SIZE_MULTIPLE = 32  # stride of C5
+
+
+def validate_image_size(image_size):
+    """(height, width) ints; raises ValueError unless both are positive multiples of 32."""
     height, width = image_hw(image_size)
-    stride = 2**max_level
-    if height <= 0 or width <= 0 or height % stride or width % stride:
+    if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
         raise ValueError(
             f"image_size={image_size!r}: each side must be a positive multiple of "
-            f"{stride} (2^max_level, the stride of P{max_level}); e.g. 512, 640 or 896."
+            f"{SIZE_MULTIPLE} (the stride of C5); e.g. 512, 640 or 800."
         )
     return height, width
+
+
+def feature_size(side, level):
+    """Rows (or columns) of pyramid level `level` for an image side: ceil(side / 2^level)."""
+    return -(-side // 2**level)
 
 
 def anchors_per_location(num_scales=NUM_SCALES, aspect_ratios=ASPECT_RATIOS):
@@ -86,7 +96,7 @@ def generate_anchors(
     """All anchors of an image, in anchor order.
 
     Args:
-      image_size: int or (height, width); sides multiples of 2^max_level.
+      image_size: int or (height, width); sides multiples of 32.
       min_level, max_level: pyramid levels (3 and 7 in the paper).
       num_scales: scales per octave; scale i is 2^(i / num_scales).
       aspect_ratios: width / height ratios.
@@ -97,11 +107,11 @@ def generate_anchors(
       pixels. Concatenating the values in level order gives `[A_total, 4]`
       (use `concat_anchors`).
     """
-    height, width = validate_image_size(image_size, max_level)
+    height, width = validate_image_size(image_size)
     out = {}
     for level in range(min_level, max_level + 1):
         stride = 2**level
-        rows, cols = height // stride, width // stride
+        rows, cols = feature_size(height, level), feature_size(width, level)
         cy = (np.arange(rows, dtype=np.float64) + 0.5) * stride
         cx = (np.arange(cols, dtype=np.float64) + 0.5) * stride
         cy, cx = np.meshgrid(cy, cx, indexing="ij")  # [rows, cols]
@@ -125,8 +135,9 @@ def concat_anchors(anchors_by_level):
 def num_anchors(image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
                 aspect_ratios=ASPECT_RATIOS):
     """Total anchor count of an image (76,725 for 640x640 with the paper's defaults)."""
-    height, width = validate_image_size(image_size, max_level)
-    locations = sum((height // 2**lv) * (width // 2**lv) for lv in range(min_level, max_level + 1))
+    height, width = validate_image_size(image_size)
+    locations = sum(feature_size(height, lv) * feature_size(width, lv)
+                    for lv in range(min_level, max_level + 1))
     return locations * anchors_per_location(num_scales, aspect_ratios)
 
 

@@ -70,11 +70,11 @@ class FeaturePyramid(keras.layers.Layer):
         batch, height, width = input_shape["C3"][:3]
         out = {}
         for lv in range(3, self.max_level + 1):
-            scale = 2 ** (lv - 3)
+            scale = 2 ** (lv - 3)  # stride-2 'same' convs round up
             out[f"P{lv}"] = (
                 batch,
-                None if height is None else height // scale,
-                None if width is None else width // scale,
+                None if height is None else -(-height // scale),
+                None if width is None else -(-width // scale),
                 self.filters,
             )
         return out

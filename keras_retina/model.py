@@ -54,7 +54,7 @@ class RetinaNet(keras.Model):
     Args:
       num_classes: K, number of object classes (no background class).
       backbone: "resnet50", "resnet101" or "tiny".
-      image_size: int or (height, width), multiples of 128.
+      image_size: int or (height, width), multiples of 32.
       backbone_weights: None, "imagenet" or a weights file path.
       freeze_backbone_batchnorm: keep ResNet BatchNorm statistics frozen.
       num_scales, aspect_ratios, anchor_size: anchors (3, (0.5, 1, 2), 4).

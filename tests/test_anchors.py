@@ -41,9 +41,18 @@ def test_areas_are_32_to_512_squared():
         assert (a[2] - a[0]) * (a[3] - a[1]) == pytest.approx(side**2, rel=1e-5)
 
 
-def test_rejects_sizes_not_multiple_of_128():
-    with pytest.raises(ValueError, match="multiple of 128"):
+def test_rejects_sizes_not_multiple_of_32():
+    with pytest.raises(ValueError, match="multiple of 32"):
         anchors.generate_anchors(600)
+
+
+def test_800_rounds_p6_p7_up():
+    by_level = anchors.generate_anchors(800)
+    sides = {k: int(round((v.shape[0] / 9) ** 0.5)) for k, v in by_level.items()}
+    assert sides == {"P3": 100, "P4": 50, "P5": 25, "P6": 13, "P7": 7}
+    assert anchors.num_anchors(800) == (100**2 + 50**2 + 25**2 + 13**2 + 7**2) * 9
+    last_p7 = by_level["P7"][-9:]
+    assert_close((last_p7[:, 0] + last_p7[:, 2]) / 2, np.full(9, 6.5 * 128), atol=1e-3)
 
 
 def test_head_layout_matches_anchor_order():

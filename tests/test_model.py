@@ -42,6 +42,14 @@ def test_resnet50_fpn_at_640_is_the_papers_network():
     assert model.count_params() == model.backbone.count_params() + fpn + heads
 
 
+@pytest.mark.parametrize("backbone,size", [("resnet50", 800), ("tiny", 160)])
+def test_sizes_that_are_not_multiples_of_128(backbone, size):
+    model = RetinaNet(num_classes=2, backbone=backbone, image_size=size, fpn_filters=16,
+                      head_filters=16, head_convs=1)
+    assert model.output["box"].shape == (None, num_anchors(size), 4)
+    assert model.output["classification"].shape == (None, num_anchors(size), 2)
+
+
 def test_encoder_and_decoder_agree_on_anchor_order():
     """Perfect raw outputs built from the encoder's targets decode back to the ground truth."""
     model = _tiny()
@@ -100,7 +108,7 @@ def test_bad_targets_are_explained():
         model.fit(images, boxes, verbose=0)
     with pytest.raises(ValueError, match="got keys \\['bbox'\\]"):
         model.fit(images, {"bbox": boxes}, verbose=0)
-    with pytest.raises(ValueError, match="multiple of 128"):
+    with pytest.raises(ValueError, match="multiple of 32"):
         RetinaNet(num_classes=3, backbone="tiny", image_size=100)
 
 
