@@ -35,6 +35,7 @@ setup(
         "test": ["pytest>=8"] + OFFICIAL,
         "bench": ["keras-hub>=0.20"] + OFFICIAL,
     },
-    entry_points={"console_scripts": ["keras_retina=keras_retina.cli:main"]},
+    data_files=[("share/keras_retina/configs", [str(p) for p in sorted((HERE / "configs").glob("*.flags"))])],
+    entry_points={"console_scripts": ["keras_retina=keras_retina.cli:run"]},
     classifiers=["Programming Language :: Python :: 3", "Framework :: Keras"],
 )

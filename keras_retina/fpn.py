@@ -30,18 +30,30 @@ class FeaturePyramid(keras.layers.Layer):
         self.filters = filters
         self.max_level = max_level
         self.p6_input = p6_input
+        # Every conv is a direct attribute: tf.train.Checkpoint (resume, SavedModel export) does
+        # not see layers held in dicts or lists of a Keras 3 layer.
         conv = keras.layers.Conv2D
-        self.lateral = {
-            f"C{lv}": conv(filters, 1, padding="same", name=f"lateral_c{lv}") for lv in (3, 4, 5)
-        }
-        self.output_convs = {
-            f"P{lv}": conv(filters, 3, padding="same", name=f"output_p{lv}") for lv in (3, 4, 5)
-        }
-        self.extra = {
-            f"P{lv}": conv(filters, 3, strides=2, padding="same", name=f"conv_p{lv}")
-            for lv in range(6, max_level + 1)
-        }
+        for lv in (3, 4, 5):
+            setattr(self, f"lateral_c{lv}", conv(filters, 1, padding="same", name=f"lateral_c{lv}"))
+            setattr(self, f"output_p{lv}", conv(filters, 3, padding="same", name=f"output_p{lv}"))
+        for lv in range(6, max_level + 1):
+            setattr(self, f"conv_p{lv}", conv(filters, 3, strides=2, padding="same", name=f"conv_p{lv}"))
         self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest")
+
+    @property
+    def lateral(self):
+        """"C3".."C5" -> the 1x1 lateral conv on that level."""
+        return {f"C{lv}": getattr(self, f"lateral_c{lv}") for lv in (3, 4, 5)}
+
+    @property
+    def output_convs(self):
+        """"P3".."P5" -> the 3x3 output conv."""
+        return {f"P{lv}": getattr(self, f"output_p{lv}") for lv in (3, 4, 5)}
+
+    @property
+    def extra(self):
+        """"P6".."P{max_level}" -> the 3x3 stride-2 conv that makes the level."""
+        return {f"P{lv}": getattr(self, f"conv_p{lv}") for lv in range(6, self.max_level + 1)}
 
     def build(self, input_shape):
         for lv in (5, 4, 3):

@@ -42,11 +42,10 @@ class PredictionHead(keras.layers.Layer):
         self.num_convs = num_convs
         self.prior_probability = prior_probability
         init = keras.initializers.RandomNormal(stddev=0.01)
-        self.hidden = [
-            keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
-                                kernel_initializer=init, name=f"conv{i}")
-            for i in range(num_convs)
-        ]
+        # Direct attributes, not a list: tf.train.Checkpoint does not see layers in lists.
+        for i in range(num_convs):
+            setattr(self, f"conv{i}", keras.layers.Conv2D(
+                filters, 3, padding="same", activation="relu", kernel_initializer=init, name=f"conv{i}"))
         if prior_probability is None:
             bias = "zeros"
         else:
@@ -55,6 +54,11 @@ class PredictionHead(keras.layers.Layer):
             num_anchors * values_per_anchor, 3, padding="same", kernel_initializer=init,
             bias_initializer=bias, name="output",
         )
+
+    @property
+    def hidden(self):
+        """The hidden 3x3 convs, in order."""
+        return [getattr(self, f"conv{i}") for i in range(self.num_convs)]
 
     def build(self, input_shape):
         shape = tuple(next(iter(input_shape.values())))

@@ -47,6 +47,16 @@ _TARGETS_HELP = (
 )
 
 
+def _for_multi_worker_reduce(logs):
+    """Keras 3 reduces step logs across workers with `reduce(MEAN, axis=0)`, which fails on
+    scalars (keras-team/keras#20585); under MultiWorkerMirroredStrategy give them an axis."""
+    strategy = tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or len(resolver.cluster_spec().as_dict().get("worker", [])) < 2:
+        return logs
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+
+
 @keras.saving.register_keras_serializable(package="keras_retina")
 class RetinaNet(keras.Model):
     """RetinaNet (Lin et al., "Focal Loss for Dense Object Detection").
@@ -204,6 +214,21 @@ class RetinaNet(keras.Model):
         self.cls_loss_tracker.update_state(cls_loss * replicas, sample_weight=batch)
         self.box_loss_tracker.update_state(box_loss * replicas, sample_weight=batch)
         return total
+
+    def train_step(self, data):
+        return _for_multi_worker_reduce(super().train_step(data))
+
+    def test_step(self, data):
+        return _for_multi_worker_reduce(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (keras-team/keras#20585, tensorflow#72388): under a strategy, fit() reduces the
+        # first batch across replicas to build metrics symbolically, which fails under
+        # MultiWorkerMirroredStrategy. RetinaNet is built at construction and compiles no
+        # metrics or losses, so once its optimizer is built there is nothing left to build.
+        if self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ---------------------------------------------------------------- inference
     def detect(self, images):

@@ -49,3 +49,17 @@ def layer_round_trip(layer, inputs, tmp_path):
     model = keras.Model(symbolic, layer(symbolic))
     restored = keras_file_round_trip(model, tmp_path)
     tf.nest.map_structure(assert_close, restored(inputs), model(inputs))
+
+
+TINY_FLAGS = ["--backbone=tiny", "--image_size=64", "--fpn_filters=16", "--head_filters=16",
+              "--head_convs=1", "--batch_size=4", "--reference_batch_size=4", "--optimizer=adamw",
+              "--learning_rate=0.001", "--warmup_steps=2", "--lr_boundaries=", "--verbose=2"]
+
+
+@pytest.fixture
+def tiny_coco(tmp_path):
+    """A small COCO JSON dataset on disk: {"train": (json, images dir), "val": (...)}."""
+    from keras_retina.data import synthetic
+
+    return synthetic.write_coco_dataset(str(tmp_path / "data"), num_train=16, num_val=8,
+                                        num_classes=3, sizes=((64, 96), (96, 64)), max_objects=2)

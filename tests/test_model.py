@@ -112,6 +112,18 @@ def test_bad_targets_are_explained():
         RetinaNet(num_classes=3, backbone="tiny", image_size=100)
 
 
+def test_tf_checkpoint_holds_every_weight(tmp_path):
+    """Resume and export rely on tf.train.Checkpoint seeing every variable of the model."""
+    model = _tiny(head_convs=3)
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    keras.utils.set_random_seed(77)
+    other = _tiny(head_convs=3)
+    tf.train.Checkpoint(model=other).restore(path).assert_existing_objects_matched()
+    assert len(other.weights) == len(model.weights)
+    for restored, saved in zip(other.weights, model.weights):
+        assert_close(restored, saved, atol=0)
+
+
 NON_DEFAULT = dict(
     backbone="tiny", image_size=[128, 256], num_scales=2, aspect_ratios=[0.5, 1.0, 2.0, 3.0],
     anchor_size=3.0, fpn_filters=16, p6_input="P5", head_filters=8, head_convs=1,

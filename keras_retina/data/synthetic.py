@@ -5,9 +5,18 @@ gets 1..`max_objects` shapes; class k is a fixed (shape, colour) pair, so a
 detector has to tell both apart. Shapes may touch but never overlap by more
 than `max_overlap` IoU, so every box stays a fair target.
 
-`make_example(rng, size, ...)` -> (image uint8 `[size, size, 3]` RGB,
-boxes float32 `[n, 4]` yxyx pixels, classes int32 `[n]`).
+`make_example(rng, size, ...)` -> (image uint8 `[H, W, 3]` RGB,
+boxes float32 `[n, 4]` yxyx pixels, classes int32 `[n]`); `size` is an int
+(square) or (H, W).
+
+`write_coco_dataset(root, ...)` writes the demo dataset the way a labelling
+tool would: `root/{train,val}/*.jpg` and `root/{train,val}.json` in COCO
+format, with non-contiguous category ids (1, 3, 5, ...) and mixed image sizes,
+so the demo runs exactly the code path of a user's own COCO data.
 """
+
+import json
+import os
 
 import numpy as np
 
@@ -34,12 +43,13 @@ def make_example(rng, size, num_classes=3, max_objects=3, min_side=0.2, max_side
     """
     if not 1 <= num_classes <= len(CLASSES):
         raise ValueError(f"num_classes must be in 1..{len(CLASSES)}, got {num_classes}.")
-    image = rng.normal(110.0, 20.0, (size, size, 3)).clip(0, 255)
+    height, width = (size, size) if np.isscalar(size) else size
+    image = rng.normal(110.0, 20.0, (height, width, 3)).clip(0, 255)
     boxes, classes = [], []
     for _ in range(rng.integers(1, max_objects + 1)):
         for _attempt in range(20):
-            h, w = rng.uniform(min_side, max_side, 2) * size
-            y0, x0 = rng.uniform(0, size - h), rng.uniform(0, size - w)
+            h, w = rng.uniform(min_side, max_side, 2) * min(height, width)
+            y0, x0 = rng.uniform(0, height - h), rng.uniform(0, width - w)
             box = np.array([y0, x0, y0 + h, x0 + w], np.float32)
             if not boxes or np.asarray(
                     box_lib.pairwise_iou(box[None], np.stack(boxes))).max() <= max_overlap:
@@ -84,3 +94,44 @@ def make_dataset(num_images, size, seed=0, **kwargs):
         boxes[i, :len(c)] = b
         classes[i, :len(c)] = c
     return images, boxes, classes
+
+
+def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((192, 256), (256, 192), (224, 224)),
+                       max_objects=4, seed=0):
+    """Writes the demo dataset once (reused when `root` already holds the same one).
+
+    Returns {"train": (annotations path, images dir), "val": (...)}.
+    """
+    params = dict(num_train=num_train, num_val=num_val, num_classes=num_classes,
+                  sizes=[list(s) for s in sizes], max_objects=max_objects, seed=seed, version=1)
+    marker = os.path.join(root, "dataset.json")
+    paths = {split: (os.path.join(root, f"{split}.json"), os.path.join(root, split))
+             for split in ("train", "val")}
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            if json.load(f) == params:
+                return paths
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    categories = [{"id": 2 * k + 1, "name": CLASS_NAMES[k]} for k in range(num_classes)]
+    for split, count in (("train", num_train), ("val", num_val)):
+        os.makedirs(paths[split][1], exist_ok=True)
+        images, annotations = [], []
+        for index in range(count):
+            height, width = sizes[rng.integers(len(sizes))]
+            image, boxes, classes = make_example(rng, (height, width), num_classes, max_objects)
+            name = f"{index:06d}.jpg"
+            Image.fromarray(image).save(os.path.join(paths[split][1], name), quality=92)
+            images.append({"id": index + 1, "file_name": name, "height": height, "width": width})
+            for (y0, x0, y1, x1), cls in zip(boxes.tolist(), classes.tolist()):
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": index + 1,
+                    "category_id": categories[cls]["id"],
+                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                    "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0})
+        with open(paths[split][0], "w") as f:
+            json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    with open(marker, "w") as f:
+        json.dump(params, f)
+    return paths

@@ -1,0 +1,161 @@
+"""What each `keras_retina` command does, from plain values (`cli` maps flags to them).
+
+- `train`: data source -> `training.train` -> summary printed and in model_dir/summary.json.
+- `evaluate`: model_dir (config.json, label_map.json, latest checkpoint) -> COCO metrics,
+  printed and written as JSON.
+- `check_data`: anchor coverage of the training data, with suggestions.
+
+`options` is a dict of every flag value, `model` the RetinaNet arguments,
+`data` the data-source flags (saved in model_dir/config.json so `evaluate`
+finds the validation data again).
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_retina import evaluation, training
+from keras_retina.data import coco_json, coverage, pipeline, synthetic, tfds_coco, tfrecord
+from keras_retina.model import RetinaNet
+
+
+class DataError(ValueError):
+    """A data source flag is missing, inconsistent or points at nothing."""
+
+
+def _json_source(annotations, images, flag):
+    if not images:
+        raise DataError(f"--{flag}_annotations={annotations} needs --{flag}_images (the image folder).")
+    return coco_json.read_coco_json(annotations, images)
+
+
+def sources(data, need_train=True):
+    """Data flags -> (train examples or None, val examples or None, label map)."""
+    if data.get("demo_data"):
+        paths = synthetic.write_coco_dataset(data["demo_data"])
+        data = {**data, "train_annotations": paths["train"][0], "train_images": paths["train"][1],
+                "val_annotations": paths["val"][0], "val_images": paths["val"][1]}
+    chosen = [name for name in ("train_annotations", "tfds_name", "train_tfrecord") if data.get(name)]
+    if need_train and len(chosen) != 1:
+        raise DataError("Give exactly one training source: --train_annotations/--train_images "
+                        "(COCO JSON), --tfds_name, --train_tfrecord, or --demo_data; got "
+                        f"{', '.join('--' + c for c in chosen) or 'none'}.")
+    train = val = label_map = None
+    if data.get("train_annotations") or data.get("val_annotations"):
+        if data.get("train_annotations"):
+            source = _json_source(data["train_annotations"], data.get("train_images"), "train")
+            train, label_map = source.dataset(), source.label_map
+        if data.get("val_annotations"):
+            val_source = _json_source(data["val_annotations"], data.get("val_images"), "val")
+            if label_map is not None and val_source.label_map != label_map:
+                raise DataError(f"--val_annotations={data['val_annotations']} has other categories "
+                                f"than --train_annotations={data['train_annotations']}.")
+            val, label_map = val_source.dataset(), label_map or val_source.label_map
+    elif data.get("tfds_name"):
+        if need_train:
+            train, label_map = tfds_coco.tfds_examples(data["tfds_name"], data["tfds_train_split"],
+                                                       data.get("tfds_data_dir"))
+        if data.get("tfds_val_split"):
+            val, label_map = tfds_coco.tfds_examples(data["tfds_name"], data["tfds_val_split"],
+                                                     data.get("tfds_data_dir"))
+    elif data.get("train_tfrecord") or data.get("val_tfrecord"):
+        pattern = data.get("train_tfrecord") or data["val_tfrecord"]
+        label_map = (tfrecord.read_label_map(data["label_map"]) if data.get("label_map")
+                     else tfrecord.scan_label_map(pattern))
+        if data.get("train_tfrecord"):
+            train = tfrecord.tfrecord_examples(data["train_tfrecord"], label_map)
+        if data.get("val_tfrecord"):
+            val = tfrecord.tfrecord_examples(data["val_tfrecord"], label_map)
+    if label_map is None:
+        raise DataError("No data: give a training or validation source.")
+    return train, val, label_map
+
+
+def _set_precision(options):
+    policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+    keras.mixed_precision.set_global_policy(policy[options["mixed_precision"]])
+
+
+def train(options, model, data):
+    if not options["model_dir"]:
+        raise DataError("--model_dir is required: where checkpoints, logs and the model go.")
+    _set_precision(options)
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op (reading the data does).
+    strategy = training.make_strategy(options["strategy"])
+    train_examples, val_examples, label_map = sources(data)
+    config = training.TrainConfig(
+        model_dir=options["model_dir"], model=model, batch_size=options["batch_size"],
+        reference_batch_size=options["reference_batch_size"],
+        learning_rate=options["learning_rate"], train_steps=options["train_steps"],
+        lr_boundaries=[int(b) for b in options["lr_boundaries"]],
+        warmup_steps=options["warmup_steps"], optimizer=options["optimizer"],
+        clipnorm=options["clipnorm"],
+        momentum=options["momentum"],
+        weight_decay=options["weight_decay"],
+        checkpoint_every_steps=options["checkpoint_every_steps"],
+        eval_every_steps=options["eval_every_steps"], strategy=options["strategy"],
+        seed=options["seed"], flip=options["flip"], scale_min=options["scale_min"],
+        scale_max=options["scale_max"], verbose=options["verbose"], data=data)
+    report = coverage.anchor_coverage(
+        train_examples, model["image_size"], model["num_scales"], model["aspect_ratios"],
+        model["anchor_size"], max_images=min(options["max_images"], 500))
+    print(coverage.format_coverage(report), flush=True)
+    summary = training.train(config, train_examples, label_map, val_examples, strategy)
+    print(training.format_summary(summary), flush=True)
+    return 0
+
+
+def load_trained_model(model_dir, checkpoint=None):
+    """model_dir -> (RetinaNet with the latest (or given) checkpoint restored, label map, config)."""
+    config_path = os.path.join(model_dir, "config.json")
+    if not tf.io.gfile.exists(config_path):
+        raise DataError(f"--model_dir={model_dir}: no config.json; is this a keras_retina model_dir?")
+    config = training.load_json(config_path)
+    label_map = training.load_json(os.path.join(model_dir, "label_map.json"))
+    model = RetinaNet(**{**config["model"], "backbone_weights": None})
+    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if checkpoint is None:
+        raise DataError(f"--model_dir={model_dir}: no checkpoint in {model_dir}/checkpoints yet.")
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    return model, label_map, config, checkpoint
+
+
+def evaluate(options, model, data):
+    if not options["model_dir"]:
+        raise DataError("--model_dir is required: the trained model to evaluate.")
+    net, label_map, config, checkpoint = load_trained_model(options["model_dir"])
+    given = {k: v for k, v in data.items() if v and k not in ("tfds_train_split", "tfds_val_split")}
+    data = data if given else config["train"]["data"]
+    _, val_examples, data_label_map = sources(data, need_train=False)
+    if val_examples is None:
+        raise DataError("No validation data: give --val_annotations/--val_images, --tfds_name "
+                        "(--tfds_val_split), --val_tfrecord or --demo_data.")
+    if [e["id"] for e in data_label_map] != [e["id"] for e in label_map]:
+        raise DataError("The validation data's categories differ from the model's label_map.json.")
+    size = config["model"]["image_size"]
+    metrics = evaluation.evaluate_coco(
+        net, pipeline.eval_dataset(val_examples, size, options["batch_size"]), label_map)
+    metrics["checkpoint"] = checkpoint
+    print(f"COCO evaluation of {checkpoint} on {metrics['num_images']} images:")
+    print(evaluation.format_metrics(metrics))
+    step = checkpoint.rsplit("-", 1)[-1]
+    path = options["output"] or os.path.join(options["model_dir"], "eval", f"metrics-{step}.json")
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+    evaluation.write_metrics(metrics, path)
+    print(f"Metrics written to {path}")
+    return 0
+
+
+def check_data(options, model, data):
+    train_examples, val_examples, label_map = sources(data, need_train=False)
+    for split, examples in (("train", train_examples), ("val", val_examples)):
+        if examples is None:
+            continue
+        print(f"[{split}] {len(label_map)} classes: {', '.join(e['name'] for e in label_map[:20])}"
+              + (" ..." if len(label_map) > 20 else ""))
+        report = coverage.anchor_coverage(
+            examples, model["image_size"], model["num_scales"], model["aspect_ratios"],
+            model["anchor_size"], max_images=options["max_images"])
+        print(coverage.format_coverage(report))
+    return 0

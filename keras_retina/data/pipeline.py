@@ -1,0 +1,133 @@
+"""Examples -> batches for training and evaluation: augment, resize/pad, label encoding.
+
+Every reader (`coco_json`, `tfds_coco`, `tfrecord`) yields the same example:
+
+    image_id  int64 []          image     uint8 [H, W, 3] RGB
+    boxes     float32 [N, 4]    yxyx pixels of the original image
+    classes   int32 [N]         0..K-1    is_crowd bool [N]    area float32 [N]
+
+Training (`train_dataset`): crowd boxes dropped (never positives), random
+horizontal flip (the paper's only augmentation), optional scale jitter (random
+resize in [min, max] x then a random crop / pad), aspect-preserving resize so
+the longer side is `image_size`, zero padding at the bottom/right to
+`image_size` x `image_size`, then the model's `LabelEncoder` on each image,
+all in parallel `map`s, batched and prefetched. Elements:
+(images float32 [B, S, S, 3] 0-255, {"cls_targets" [B, A], "box_targets" [B, A, 4]}).
+
+Evaluation (`eval_dataset`): the same resize/pad without randomness; elements
+(images, meta) where meta carries `image_id`, `scale` (input pixels per
+original pixel) and the padded ground truth (`boxes` in original pixels,
+`classes`, `is_crowd`, `area`, padding class -1) for COCO evaluation.
+"""
+
+import tensorflow as tf
+
+from keras_retina import anchors as anchor_lib
+
+
+def _resize_and_pad(image, boxes, size, scale, offset=None):
+    """Resizes by `scale`, crops at `offset` (y, x) if given, pads to `size`."""
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), 1)
+    image = tf.image.resize(tf.cast(image, tf.float32), new_hw, method="bilinear")
+    boxes = boxes * scale
+    if offset is not None:
+        image = image[offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
+        shift = tf.cast(tf.stack([offset[0], offset[1], offset[0], offset[1]]), tf.float32)
+        boxes = boxes - shift
+    image = tf.image.pad_to_bounding_box(image, 0, 0, size[0], size[1])
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return image, boxes
+
+
+def _fit_scale(image, size):
+    """Scale that fits the whole image into `size` (height, width) keeping its aspect."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    return tf.minimum(size[0] / shape[0], size[1] / shape[1])
+
+
+def _flip(image, boxes):
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, 4, axis=-1)
+    return tf.image.flip_left_right(image), tf.stack([ymin, width - xmax, ymax, width - xmin], -1)
+
+
+def _clip_and_keep(boxes, classes, size):
+    """Clips boxes to the input image; boxes left with no area get class -1 (padding)."""
+    limits = tf.cast(tf.stack([size[0], size[1], size[0], size[1]]), tf.float32)
+    boxes = tf.clip_by_value(boxes, 0.0, limits)
+    keep = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
+    return boxes, tf.where(keep, classes, -1)
+
+
+def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.0)):
+    """One example -> (image float32 [S, S, 3], boxes [N, 4] input pixels, classes [N], -1 = dropped)."""
+    size = anchor_lib.image_hw(image_size)
+    image, boxes = example["image"], example["boxes"]
+    classes = tf.where(example["is_crowd"], -1, example["classes"])
+    if flip:
+        image, boxes = tf.cond(tf.random.uniform([]) < 0.5, lambda: _flip(image, boxes),
+                               lambda: (image, boxes))
+    scale = _fit_scale(image, size)
+    low, high = scale_range
+    if (low, high) == (1.0, 1.0):
+        image, boxes = _resize_and_pad(image, boxes, size, scale)
+    else:
+        scale = scale * tf.random.uniform([], low, high)
+        scaled = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
+        room = tf.maximum(scaled - tf.constant(size), 0)
+        offset = tf.cast(tf.cast(room, tf.float32) * tf.random.uniform([2]), tf.int32)
+        image, boxes = _resize_and_pad(image, boxes, size, scale, offset)
+    boxes, classes = _clip_and_keep(boxes, classes, size)
+    return image, boxes, classes
+
+
+def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
+                  scale_range=(1.0, 1.0), shuffle_buffer=1000, seed=None, repeat=True):
+    """Examples -> an (optionally infinite) dataset of encoded training batches."""
+
+    def transform(example):
+        image, boxes, classes = preprocess_for_training(example, image_size, flip, scale_range)
+        return image, label_encoder(boxes, classes)
+
+    ds = examples
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def preprocess_for_eval(example, image_size):
+    """One example -> (image float32 [S, S, 3], meta dict) with no randomness."""
+    size = anchor_lib.image_hw(image_size)
+    scale = _fit_scale(example["image"], size)
+    image, _ = _resize_and_pad(example["image"], example["boxes"], size, scale)
+    meta = {
+        "image_id": example["image_id"],
+        "scale": scale,
+        "original_size": tf.shape(example["image"])[:2],
+        "boxes": example["boxes"],
+        "classes": example["classes"],
+        "is_crowd": example["is_crowd"],
+        "area": example["area"],
+    }
+    return image, meta
+
+
+def eval_dataset(examples, image_size, batch_size):
+    """Examples -> batches of (images, meta); ground truth padded with class -1."""
+    ds = examples.map(lambda e: preprocess_for_eval(e, image_size),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    size = anchor_lib.image_hw(image_size)
+    return ds.padded_batch(
+        batch_size,
+        padded_shapes=([size[0], size[1], 3], {
+            "image_id": [], "scale": [], "original_size": [2], "boxes": [None, 4],
+            "classes": [None], "is_crowd": [None], "area": [None]}),
+        padding_values=(0.0, {
+            "image_id": tf.constant(-1, tf.int64), "scale": 0.0, "original_size": 0,
+            "boxes": 0.0, "classes": -1, "is_crowd": False, "area": 0.0}),
+    ).prefetch(tf.data.AUTOTUNE)

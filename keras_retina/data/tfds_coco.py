@@ -1,0 +1,53 @@
+"""TFDS detection datasets (`coco/2017` and any dataset with the same features) -> examples.
+
+TFDS COCO features: `image` uint8, `image/id`, `objects/bbox` (normalised yxyx),
+`objects/label` (contiguous 0..K-1), `objects/is_crowd`, `objects/area`.
+`tfds_examples(name, split, data_dir)` calls the real `tfds.load` (which
+downloads and prepares COCO on first use when the machine allows it) and
+returns (dataset of examples in the common reader format, label map). For
+COCO, the label map carries the original COCO category ids, so exported models
+and evaluation report the ids the rest of the COCO tooling expects.
+"""
+
+import tensorflow as tf
+
+# COCO 2017's 80 category ids, in the order of TFDS's contiguous labels.
+COCO_CATEGORY_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+    31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
+    56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
+    85, 86, 87, 88, 89, 90,
+)
+
+
+def tfds_examples(name, split, data_dir=None, download=True):
+    import tensorflow_datasets as tfds
+
+    dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True,
+                              download=download, shuffle_files=False)
+    names = info.features["objects"]["label"].names
+    if name.startswith("coco") and len(names) == len(COCO_CATEGORY_IDS):
+        ids = COCO_CATEGORY_IDS
+    else:
+        ids = range(1, len(names) + 1)
+    label_map = [{"id": int(i), "name": n} for i, n in zip(ids, names)]
+
+    has_id = "image/id" in info.features
+
+    def convert(index, example):
+        image = example["image"]
+        objects = example["objects"]
+        size = tf.cast(tf.shape(image)[:2], tf.float32)
+        boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4]) * tf.concat([size, size], 0)
+        return {
+            "image_id": tf.cast(example["image/id"], tf.int64) if has_id else index + 1,
+            "image": image,
+            "boxes": boxes,
+            "classes": tf.cast(objects["label"], tf.int32),
+            "is_crowd": tf.cast(objects.get("is_crowd", tf.zeros_like(objects["label"], tf.bool)), tf.bool),
+            "area": tf.cast(objects.get("area", (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])),
+                            tf.float32),
+        }
+
+    dataset = dataset.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset, label_map

@@ -1,0 +1,131 @@
+"""TFRecords in the TF Object Detection API / Model Garden layout -> examples.
+
+Features read (tf.train.Example): `image/encoded`, `image/source_id`,
+`image/height`, `image/width`, `image/object/bbox/{ymin,xmin,ymax,xmax}`
+(normalised to [0, 1]), `image/object/class/label` (the dataset's category ids,
+1-based in the TF OD API), optional `image/object/is_crowd` and
+`image/object/area`. When tf-models-official is installed, its
+`TfExampleDecoder` parses them (the same decoder the Model Garden trains with);
+otherwise an equivalent parser here does.
+
+Output: examples in the common reader format (see `data.pipeline`), boxes in
+pixels of the decoded image, classes mapped to 0..K-1 through the label map.
+A numeric `source_id` becomes the image id; any other string is hashed.
+"""
+
+import json
+
+import tensorflow as tf
+
+from keras_retina.data.coco_json import decode_image
+
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature((), tf.string),
+    "image/source_id": tf.io.FixedLenFeature((), tf.string, ""),
+    "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
+    "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
+    "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+    "image/object/area": tf.io.VarLenFeature(tf.float32),
+    "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
+}
+
+
+def _own_decoder(serialized):
+    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+    dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v
+             for k, v in parsed.items()}
+    image = decode_image(dense["image/encoded"])
+    classes = dense["image/object/class/label"]
+    boxes = tf.stack([dense[f"image/object/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], -1)
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    pixel_boxes = boxes * tf.concat([size, size], 0)
+    area = tf.cond(tf.size(dense["image/object/area"]) > 0, lambda: dense["image/object/area"],
+                   lambda: (pixel_boxes[:, 2] - pixel_boxes[:, 0]) * (pixel_boxes[:, 3] - pixel_boxes[:, 1]))
+    crowd = tf.cond(tf.size(dense["image/object/is_crowd"]) > 0,
+                    lambda: tf.cast(dense["image/object/is_crowd"], tf.bool),
+                    lambda: tf.zeros_like(classes, tf.bool))
+    return {"source_id": dense["image/source_id"], "image": image, "groundtruth_boxes": boxes,
+            "groundtruth_classes": classes, "groundtruth_is_crowd": crowd, "groundtruth_area": area}
+
+
+def example_decoder(use_official=True):
+    """The Model Garden's TfExampleDecoder.decode when available, else ours (same outputs)."""
+    if use_official:
+        try:
+            from official.vision.dataloaders.tf_example_decoder import TfExampleDecoder
+        except ImportError:
+            pass
+        else:
+            return TfExampleDecoder().decode
+    return _own_decoder
+
+
+def _image_id(source_id):
+    numeric = tf.strings.regex_full_match(source_id, "[0-9]{1,18}")
+    return tf.cond(numeric, lambda: tf.strings.to_number(source_id, tf.int64),
+                   lambda: tf.strings.to_hash_bucket_fast(source_id, 2**62))
+
+
+def scan_label_map(pattern):
+    """Distinct class ids in the files -> label map [{"id", "name"}] (names are the ids)."""
+    files = tf.io.gfile.glob(pattern)
+    ids = set()
+    spec = {"image/object/class/label": tf.io.VarLenFeature(tf.int64)}
+    for labels in tf.data.TFRecordDataset(files).map(
+            lambda s: tf.io.parse_single_example(s, spec)["image/object/class/label"].values):
+        ids.update(labels.numpy().tolist())
+    return [{"id": int(i), "name": str(i)} for i in sorted(ids)]
+
+
+def read_label_map(path):
+    """A label map file: JSON [{"id", "name"}] or a TF OD API .pbtxt (item { id: .. name: .. })."""
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    if path.endswith(".json"):
+        entries = json.loads(text)
+    else:
+        import re
+
+        entries = []
+        for item in re.findall(r"item\s*{([^}]*)}", text):
+            id_match = re.search(r"\bid:\s*(\d+)", item)
+            name = re.search(r"(?:display_name|name):\s*[\"']([^\"']*)[\"']", item)
+            if id_match is None:
+                raise ValueError(f"{path}: an item has no id: {item.strip()}")
+            entries.append({"id": int(id_match.group(1)), "name": name.group(1) if name else id_match.group(1)})
+    if not entries:
+        raise ValueError(f"{path}: no label map entries found.")
+    return sorted(({"id": int(e["id"]), "name": str(e["name"])} for e in entries), key=lambda e: e["id"])
+
+
+def tfrecord_examples(pattern, label_map, use_official=True):
+    """Files matching `pattern` -> `tf.data.Dataset` of examples (classes 0..K-1).
+
+    Objects whose category id is not in the label map get class -1 (dropped).
+    """
+    files = tf.io.gfile.glob(pattern)
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {pattern}")
+    decode = example_decoder(use_official)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant([e["id"] for e in label_map], tf.int64),
+            tf.range(len(label_map), dtype=tf.int32)), default_value=-1)
+
+    def convert(serialized):
+        decoded = decode(serialized)
+        image = decoded["image"]
+        size = tf.cast(tf.shape(image)[:2], tf.float32)
+        return {
+            "image_id": _image_id(decoded["source_id"]),
+            "image": image,
+            "boxes": tf.reshape(decoded["groundtruth_boxes"], [-1, 4]) * tf.concat([size, size], 0),
+            "classes": table.lookup(tf.cast(decoded["groundtruth_classes"], tf.int64)),
+            "is_crowd": tf.cast(decoded["groundtruth_is_crowd"], tf.bool),
+            "area": tf.cast(decoded["groundtruth_area"], tf.float32),
+        }
+
+    return tf.data.TFRecordDataset(files).map(convert, num_parallel_calls=tf.data.AUTOTUNE,
+                                              deterministic=True)

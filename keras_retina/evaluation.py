@@ -1,0 +1,154 @@
+"""COCO detection metrics through pycocotools, per-class AP, and a Keras callback.
+
+`evaluate_coco(model, dataset, label_map)` runs `model.detect` over an
+`eval_dataset` (see `data.pipeline`), maps boxes back to each original image
+(divide by the resize scale, clip, yxyx -> COCO xywh) and classes back to the
+dataset's own category ids, builds the ground truth from the same stream (crowd
+flags and areas included, so one path serves COCO JSON, TFDS and TFRecords) and
+runs pycocotools' COCOeval. Returns the 12 standard numbers under the names
+below, plus `per_class_AP` {class name: AP at IoU .50:.95}.
+"""
+
+import contextlib
+import io
+import json
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def collect_detections(model, dataset, label_map):
+    """Runs the model; returns (COCO ground-truth dict, list of COCO result dicts)."""
+    images, annotations, results = [], [], []
+    detect = tf.function(model.detect, reduce_retracing=True)
+    for batch_images, meta in dataset:
+        out = {k: v.numpy() for k, v in detect(batch_images).items()}
+        meta = {k: v.numpy() for k, v in meta.items()}
+        for i, image_id in enumerate(meta["image_id"]):
+            if image_id < 0:
+                continue
+            height, width = (int(s) for s in meta["original_size"][i])
+            images.append({"id": int(image_id), "height": height, "width": width})
+            for box, cls, crowd, area in zip(meta["boxes"][i], meta["classes"][i],
+                                             meta["is_crowd"][i], meta["area"][i]):
+                if cls < 0:
+                    continue
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": int(image_id),
+                    "category_id": label_map[cls]["id"], "bbox": _xywh(box),
+                    "area": float(area), "iscrowd": int(crowd)})
+            n = int(out["num_detections"][i])
+            boxes = out["boxes"][i, :n] / meta["scale"][i]
+            boxes = np.clip(boxes, 0, [height, width, height, width])
+            for box, score, cls in zip(boxes, out["scores"][i, :n], out["classes"][i, :n]):
+                results.append({"image_id": int(image_id), "category_id": label_map[cls]["id"],
+                                "bbox": _xywh(box), "score": float(score)})
+    categories = [{"id": entry["id"], "name": entry["name"]} for entry in label_map]
+    return {"images": images, "annotations": annotations, "categories": categories}, results
+
+
+def _xywh(box):
+    ymin, xmin, ymax, xmax = (float(v) for v in box)
+    return [xmin, ymin, xmax - xmin, ymax - ymin]
+
+
+def coco_metrics(ground_truth, results, label_map):
+    """pycocotools COCOeval (bbox) -> dict of METRIC_NAMES plus `per_class_AP`."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = ground_truth
+        coco_gt.createIndex()
+        if not results:
+            empty = {name: 0.0 for name in METRIC_NAMES}
+            return {**empty, "per_class_AP": {e["name"]: 0.0 for e in label_map}}
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+    # precision: [IoU thresholds, recall points, classes, area ranges, max dets]
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for k, category_id in enumerate(evaluator.params.catIds):
+        values = precision[:, :, k]
+        values = values[values > -1]
+        name = next(e["name"] for e in label_map if e["id"] == category_id)
+        per_class[name] = float(values.mean()) if values.size else float("nan")
+    metrics["per_class_AP"] = per_class
+    return metrics
+
+
+def evaluate_coco(model, dataset, label_map):
+    ground_truth, results = collect_detections(model, dataset, label_map)
+    metrics = coco_metrics(ground_truth, results, label_map)
+    metrics["num_images"] = len(ground_truth["images"])
+    return metrics
+
+
+def format_metrics(metrics):
+    """A readable block: the 12 numbers on two lines, then the per-class AP table."""
+    lines = ["  ".join(f"{n} {metrics[n]:.3f}" for n in METRIC_NAMES[:6]),
+             "  ".join(f"{n} {metrics[n]:.3f}" for n in METRIC_NAMES[6:])]
+    width = max([len(name) for name in metrics["per_class_AP"]] + [5])
+    lines.append(f"{'class':<{width}}  AP")
+    lines += [f"{name:<{width}}  {ap:.3f}" for name, ap in metrics["per_class_AP"].items()]
+    return "\n".join(lines)
+
+
+def write_metrics(metrics, path):
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(metrics, f, indent=2)
+
+
+class CocoEvaluation(keras.callbacks.Callback):
+    """Evaluates every `every_steps` optimizer steps (checked at epoch ends) and at the end.
+
+    Prints one line per evaluation, writes `model_dir/eval/metrics-<step>.json`
+    and TensorBoard scalars (and, with `image_writer`, pictures with boxes).
+    """
+
+    def __init__(self, dataset, label_map, every_steps, eval_dir, summary_writer=None,
+                 image_writer=None):
+        super().__init__()
+        self.dataset = dataset
+        self.label_map = label_map
+        self.every_steps = every_steps
+        self.eval_dir = eval_dir
+        self.summary_writer = summary_writer
+        self.image_writer = image_writer
+        self.last_step = -1
+        self.latest = None
+
+    def run(self):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step == self.last_step:
+            return self.latest
+        start = time.time()
+        metrics = evaluate_coco(self.model, self.dataset, self.label_map)
+        metrics["step"] = step
+        tf.io.gfile.makedirs(self.eval_dir)
+        write_metrics(metrics, f"{self.eval_dir}/metrics-{step}.json")
+        print(f"\n[eval] step {step}: AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  "
+              f"AP75 {metrics['AP75']:.3f}  on {metrics['num_images']} images "
+              f"({time.time() - start:.0f}s)", flush=True)
+        if self.summary_writer is not None:
+            with self.summary_writer.as_default(step=step):
+                for name in METRIC_NAMES:
+                    tf.summary.scalar(f"eval/{name}", metrics[name])
+        if self.image_writer is not None:
+            self.image_writer(self.model, step)
+        self.last_step, self.latest = step, metrics
+        return metrics
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if self.every_steps and step % self.every_steps == 0:
+            self.run()
