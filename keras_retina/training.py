@@ -104,7 +104,12 @@ class TrainConfig:
 def make_strategy(name):
     """'mirrored' (all local devices), 'multi_worker' (from TF_CONFIG) or 'one_device'."""
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()  # NCCL all-reduce
+        # CPU only: plain reduction. The default collective all-reduce keys its ops by
+        # process-global counters, so a second strategy in one process (a notebook, the tests)
+        # can collide with the first ("Shape mismatch in the collective instance").
+        return tf.distribute.MirroredStrategy(cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "one_device":

@@ -36,7 +36,11 @@ def tfds_examples(name, split, data_dir=None, download=True):
 
     def convert(index, example):
         image = example["image"]
-        objects = example["objects"]
+        objects = dict(example["objects"])
+        # Real records have one entry per object in every field; cut to the shortest anyway so
+        # a malformed record cannot misalign boxes and labels.
+        count = tf.reduce_min([tf.shape(v)[0] for v in objects.values()])
+        objects = {k: v[:count] for k, v in objects.items()}
         size = tf.cast(tf.shape(image)[:2], tf.float32)
         boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4]) * tf.concat([size, size], 0)
         return {
