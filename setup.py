@@ -17,7 +17,7 @@ INSTALL_REQUIRES = [
     "pycocotools>=2.0.7,<3",
     "absl-py>=2.0,<3",
     "numpy>=1.26,<3",
-    "pillow>=10",
+    "pillow>=10.1",
 ]
 OFFICIAL = ["tf-models-official~=2.20.0"]
 

@@ -4,6 +4,8 @@
     keras_retina train --flagfile=configs/r50.flags --model_dir=runs/r50
     keras_retina evaluate --model_dir=runs/r50
     keras_retina check-data --flagfile=configs/r50.flags
+    keras_retina export --model_dir=runs/r50 --export_dir=serving/retinanet
+    keras_retina predict --saved_model=serving/retinanet/1 photo.jpg --output_dir=out
 
 Flagfiles may include others (`--flagfile=configs/r50.flags` inside a file).
 A flagfile named relative to the current folder that does not exist there is
@@ -21,7 +23,7 @@ from keras_retina import anchors as anchor_lib
 from keras_retina.backbone import BACKBONES
 from keras_retina.training import OPTIMIZERS, STRATEGIES
 
-COMMANDS = ("train", "evaluate", "check-data")
+COMMANDS = ("train", "evaluate", "check-data", "export", "predict")
 FLAGS = flags.FLAGS
 
 # Output and model.
@@ -74,6 +76,17 @@ flags.DEFINE_string("train_tfrecord", None, "TFRecord file pattern (TF OD API la
 flags.DEFINE_string("val_tfrecord", None, "TFRecord file pattern for validation.")
 flags.DEFINE_string("label_map", None, "Label map for TFRecords (.json or .pbtxt); default: scan ids.")
 flags.DEFINE_string("output", None, "evaluate: JSON file for the metrics.")
+# Export and prediction.
+flags.DEFINE_string("export_dir", None, "export (and train, when set): SavedModel base folder; "
+                    "versions go in numbered subfolders, as TF Serving expects.")
+flags.DEFINE_integer("version", None, "export: version number (default: one more than the latest).")
+flags.DEFINE_float("nms_score_threshold", None, "export: score threshold (default: the model's, 0.05).")
+flags.DEFINE_integer("pre_nms_top_k", None, "export: candidates per level (default 1000).")
+flags.DEFINE_float("nms_iou_threshold", None, "export: NMS IoU (default 0.5).")
+flags.DEFINE_integer("max_detections", None, "export: detections per image (default 100).")
+flags.DEFINE_string("saved_model", None, "predict: an exported SavedModel version folder.")
+flags.DEFINE_string("output_dir", "predictions", "predict: where pictures and detections.json go.")
+flags.DEFINE_float("score_threshold", 0.3, "predict: draw detections at or above this score.")
 flags.DEFINE_integer("max_images", 1000, "check-data: images to scan.")
 
 _OUR_FLAGS = [flag.name for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
@@ -93,6 +106,13 @@ flags.register_validator("warmup_steps", lambda v: v >= 0, "--warmup_steps must 
 flags.register_validator("eval_every_steps", lambda v: v >= 0, "--eval_every_steps must be >= 0.")
 flags.register_validator("head_convs", lambda v: v >= 0, "--head_convs must be >= 0.")
 flags.register_validator("anchor_size", lambda v: v > 0, "--anchor_size must be positive.")
+flags.register_validator("score_threshold", lambda v: 0 <= v <= 1, "--score_threshold must be in [0, 1].")
+flags.register_validator("nms_score_threshold", lambda v: v is None or 0 <= v < 1,
+                         "--nms_score_threshold must be in [0, 1).")
+flags.register_validator("nms_iou_threshold", lambda v: v is None or 0 < v <= 1,
+                         "--nms_iou_threshold must be in (0, 1].")
+for _name in ("pre_nms_top_k", "max_detections", "version"):
+    flags.register_validator(_name, lambda v: v is None or v > 0, f"--{_name} must be positive.")
 
 
 def _numbers(values, cast):
@@ -134,8 +154,9 @@ def data_flags():
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] not in COMMANDS:
+    if len(argv) < 2 or argv[1] not in COMMANDS or (len(argv) > 2) != (argv[1] == "predict"):
         raise app.UsageError(f"usage: keras_retina {{{','.join(COMMANDS)}}} [--flagfile=FILE] [--flag=value ...]"
+                             " (predict also takes IMAGE ...)"
                              + (f"; unexpected arguments {argv[1:]}" if len(argv) > 1 else ""))
     from keras_retina import commands
 
@@ -147,6 +168,8 @@ def main(argv):
 
     options = {name: FLAGS[name].value for name in _OUR_FLAGS}
     try:
+        if argv[1] == "predict":
+            return commands.predict(options, argv[2:])
         return getattr(commands, argv[1].replace("-", "_"))(options, model_kwargs(), data_flags())
     except (commands.DataError, FileNotFoundError, ValueError) as error:
         if os.environ.get("KERAS_RETINA_TRACEBACK"):  # for bug reports

@@ -4,18 +4,22 @@
 - `evaluate`: model_dir (config.json, label_map.json, latest checkpoint) -> COCO metrics,
   printed and written as JSON.
 - `check_data`: anchor coverage of the training data, with suggestions.
+- `export`: model_dir -> a versioned SavedModel for TF Serving (`keras_retina.export`).
+- `predict`: images -> pictures with boxes drawn, and detections in COCO results format.
 
 `options` is a dict of every flag value, `model` the RetinaNet arguments,
 `data` the data-source flags (saved in model_dir/config.json so `evaluate`
 finds the validation data again).
 """
 
+import json
 import os
+import sys
 
 import keras
 import tensorflow as tf
 
-from keras_retina import evaluation, training
+from keras_retina import evaluation, export as export_lib, training, visualize
 from keras_retina.data import coco_json, coverage, pipeline, synthetic, tfds_coco, tfrecord
 from keras_retina.model import RetinaNet
 
@@ -103,6 +107,8 @@ def train(options, model, data):
     print(coverage.format_coverage(report), flush=True)
     summary = training.train(config, train_examples, label_map, val_examples, strategy)
     print(training.format_summary(summary), flush=True)
+    if options["export_dir"] and training.is_chief(strategy):
+        export(options, model, data)
     return 0
 
 
@@ -159,3 +165,74 @@ def check_data(options, model, data):
             model["anchor_size"], max_images=options["max_images"])
         print(coverage.format_coverage(report))
     return 0
+
+
+def _postprocess_overrides(options):
+    return {"score_threshold": options["nms_score_threshold"],
+            "pre_nms_top_k": options["pre_nms_top_k"],
+            "nms_iou_threshold": options["nms_iou_threshold"],
+            "max_detections": options["max_detections"]}
+
+
+def export(options, model=None, data=None):
+    if not options["model_dir"] or not options["export_dir"]:
+        raise DataError("export needs --model_dir (the trained model) and --export_dir "
+                        "(e.g. serving/retinanet; versions go in numbered subfolders).")
+    net, label_map, _, checkpoint = load_trained_model(options["model_dir"])
+    path = export_lib.export_saved_model(net, label_map, options["export_dir"], options["version"],
+                                         **_postprocess_overrides(options))
+    base = os.path.abspath(options["export_dir"])
+    print(f"Exported {checkpoint} to {path}\n"
+          f"  signatures: serving_default (encoded image bytes), serving_image_tensor (uint8)\n"
+          f"  serve with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
+          f"--model_name={os.path.basename(base.rstrip('/'))} --model_base_path={base}")
+    return 0
+
+
+def predict(options, images):
+    """Draws detections on each image; writes pictures and detections.json to --output_dir."""
+    if options["saved_model"]:
+        detect = tf.saved_model.load(options["saved_model"]).signatures["serving_default"]
+    elif options["model_dir"]:
+        net, label_map, _, _ = load_trained_model(options["model_dir"])
+        # Keep the server referenced: a tf.function method holds its instance only weakly.
+        server = export_lib.DetectionServer(net, label_map, **_postprocess_overrides(options))
+        detect = server.serve_encoded
+    else:
+        raise DataError("predict needs --saved_model (an exported version folder) or --model_dir.")
+    os.makedirs(options["output_dir"], exist_ok=True)
+    results, failed = [], []
+    for index, path in enumerate(images, start=1):
+        try:
+            with open(path, "rb") as f:
+                encoded = f.read()
+            out = {k: v.numpy()[0] for k, v in detect(inputs=tf.constant([encoded])).items()}
+            picture = visualize.Image.open(path)
+            picture.load()
+        except (OSError, tf.errors.InvalidArgumentError, visualize.UnidentifiedImageError) as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"{path}: cannot read this image ({message}); skipped.", file=sys.stderr)
+            failed.append(path)
+            continue
+        picture = visualize.ImageOps.exif_transpose(picture).convert("RGB")
+        n = int(out["num_detections"])
+        boxes, scores = out["detection_boxes"][:n], out["detection_scores"][:n]
+        names = [name.decode() for name in out["detection_class_names"][:n]]
+        drawn = visualize.draw_detections(picture, boxes, scores, names, options["score_threshold"])
+        stem, ext = os.path.splitext(os.path.basename(path))
+        target = os.path.join(options["output_dir"], stem + (ext if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"))
+        drawn.save(target, **({"quality": 95} if target.lower().endswith((".jpg", ".jpeg")) else {}))
+        width, height = picture.size
+        image_id = int(stem) if stem.isdigit() else index
+        for box, score, cls in zip(boxes, scores, out["detection_classes"][:n]):
+            ymin, xmin, ymax, xmax = (float(v) for v in box * [height, width, height, width])
+            results.append({"image_id": image_id, "file_name": os.path.basename(path),
+                            "category_id": int(cls), "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
+                            "score": float(score)})
+        shown = [f"{nm} {sc:.2f}" for nm, sc in zip(names, scores) if sc >= options["score_threshold"]]
+        print(f"{path}: {len(shown)} detection(s) >= {options['score_threshold']}"
+              f"{': ' + ', '.join(shown[:8]) if shown else ''}{' ...' if len(shown) > 8 else ''} -> {target}")
+    with open(os.path.join(options["output_dir"], "detections.json"), "w") as f:
+        json.dump(results, f)
+    print(f"Detections (COCO results format) written to {os.path.join(options['output_dir'], 'detections.json')}")
+    return 1 if failed else 0

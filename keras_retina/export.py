@@ -1,0 +1,140 @@
+"""SavedModel export for TF Serving: decoding, resize, network and postprocessing in one graph.
+
+`export_saved_model(model, label_map, export_base)` writes `export_base/<version>/`
+(the layout TF Serving watches; the version is one more than the highest there,
+or given) with `saved_model.pb`, `variables/` and the label map in
+`assets/label_map.json`. It is written with `keras.export.ExportArchive`, whose
+SavedModels TensorFlow's session-based loader (TF Serving's) restores. Signatures:
+
+- `serving_default`: input `inputs`, string `[B]` of encoded images (JPEG, PNG,
+  BMP, or the first frame of a GIF), any sizes mixed in one batch. Each is
+  decoded to RGB and resized, aspect kept, into the model's input, zero-padded.
+- `serving_image_tensor`: input `inputs`, uint8 `[B, H, W, 3]` RGB.
+
+Outputs follow the TF Object Detection API, so its clients work unchanged:
+- `detection_boxes`: float32 `[B, D, 4]` `[ymin, xmin, ymax, xmax]` normalised to
+  each original image (0..1),
+- `detection_scores`: float32 `[B, D]`, descending,
+- `detection_classes`: float32 `[B, D]`, the dataset's own category ids (COCO ids
+  for COCO), 0 on padding rows,
+- `detection_class_names`: string `[B, D]`, "" on padding rows,
+- `num_detections`: float32 `[B]`,
+with D = `max_detections` (100). The postprocessing parameters (score threshold,
+top-k per level, NMS IoU, max detections) default to the model's (the paper's)
+and can be changed at export time. Only core TensorFlow ops are in the graph.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_retina import anchors as anchor_lib
+from keras_retina import postprocess
+from keras_retina.data.coco_json import decode_image
+
+
+class DetectionServer(tf.Module):
+    """The serving graph around a trained RetinaNet (see module docstring).
+
+    Args:
+      model: a RetinaNet.
+      label_map: [{"id", "name"}] per contiguous class.
+      score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections:
+        postprocessing; None keeps the model's value.
+    """
+
+    def __init__(self, model, label_map, score_threshold=None, pre_nms_top_k=None,
+                 nms_iou_threshold=None, max_detections=None):
+        super().__init__(name="retinanet_server")
+        self.model = model
+        config = model.decoder.get_config()
+        for key, value in (("score_threshold", score_threshold), ("pre_nms_top_k", pre_nms_top_k),
+                           ("nms_iou_threshold", nms_iou_threshold),
+                           ("max_detections", max_detections)):
+            if value is not None:
+                config[key] = value
+        self.decoder = postprocess.DetectionDecoder.from_config(config)
+        self.postprocess_config = {k: config[k] for k in (
+            "score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")}
+        self.height, self.width = anchor_lib.image_hw(model.get_config()["image_size"])
+        self.label_ids = tf.constant([float(e["id"]) for e in label_map], tf.float32)
+        self.label_names = tf.constant([str(e["name"]) for e in label_map], tf.string)
+
+    def _fit(self, image):
+        """uint8 [H, W, 3] -> (float32 [S_h, S_w, 3] resized and padded, scale, [H, W])."""
+        size = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = tf.minimum(self.height / size[0], self.width / size[1])
+        new_size = tf.maximum(tf.cast(tf.round(size * scale), tf.int32), 1)
+        resized = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bilinear")
+        padded = tf.image.pad_to_bounding_box(resized, 0, 0, self.height, self.width)
+        return tf.clip_by_value(padded, 0.0, 255.0), scale, size
+
+    def _detect(self, images, scales, sizes):
+        out = self.decoder(self.model(images, training=False))
+        valid = tf.range(tf.shape(out["classes"])[1])[None] < out["num_detections"][:, None]
+        boxes = out["boxes"] / scales[:, None, None]  # model input pixels -> original pixels
+        boxes = boxes / tf.tile(sizes, [1, 2])[:, None, :]  # -> normalised to the original
+        boxes = tf.where(valid[..., None], tf.clip_by_value(boxes, 0.0, 1.0), 0.0)
+        classes = tf.maximum(out["classes"], 0)
+        return {
+            "detection_boxes": boxes,
+            "detection_scores": out["scores"],
+            "detection_classes": tf.where(valid, tf.gather(self.label_ids, classes), 0.0),
+            "detection_class_names": tf.where(valid, tf.gather(self.label_names, classes), ""),
+            "num_detections": tf.cast(out["num_detections"], tf.float32),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def serve_encoded(self, inputs):
+        def one(encoded):
+            return self._fit(decode_image(encoded))
+
+        images, scales, sizes = tf.map_fn(
+            one, inputs, fn_output_signature=(tf.TensorSpec([self.height, self.width, 3], tf.float32),
+                                              tf.TensorSpec([], tf.float32),
+                                              tf.TensorSpec([2], tf.float32)))
+        return self._detect(images, scales, sizes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")])
+    def serve_image_tensor(self, inputs):
+        images, scales, sizes = tf.map_fn(
+            self._fit, inputs, fn_output_signature=(tf.TensorSpec([self.height, self.width, 3], tf.float32),
+                                                    tf.TensorSpec([], tf.float32),
+                                                    tf.TensorSpec([2], tf.float32)))
+        return self._detect(images, scales, sizes)
+
+
+def next_version(export_base):
+    """1 + the highest integer-named folder in `export_base` (1 when there is none)."""
+    if not tf.io.gfile.isdir(export_base):
+        return 1
+    versions = [int(name.strip("/")) for name in tf.io.gfile.listdir(export_base) if name.strip("/").isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(model, label_map, export_base, version=None, **postprocess_overrides):
+    """Writes the SavedModel; returns its path `export_base/<version>`."""
+    version = next_version(export_base) if version is None else int(version)
+    path = os.path.join(export_base, str(version))
+    if tf.io.gfile.exists(path):
+        raise FileExistsError(f"{path} exists already; TF Serving versions are immutable. "
+                              f"Choose another --version or leave it out to take the next one.")
+    server = DetectionServer(model, label_map, **postprocess_overrides)
+    # keras.export.ExportArchive saves the variables the endpoints use so that TensorFlow's
+    # session-based loader (TF Serving, saved_model_cli) restores them; a plain
+    # tf.saved_model.save of a module holding the Keras model does not.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", server.serve_encoded)
+    archive.add_endpoint("serving_image_tensor", server.serve_image_tensor)
+    # Write next to the target and rename, so TF Serving never sees a half-written version.
+    partial = path + ".partial"
+    archive.write_out(partial, verbose=False)
+    # The label map's ids and names are constants in the graph; the file is for people and tools.
+    tf.io.gfile.makedirs(os.path.join(partial, "assets"))
+    with tf.io.gfile.GFile(os.path.join(partial, "assets", "label_map.json"), "w") as f:
+        json.dump(label_map, f, indent=1)
+    tf.io.gfile.rename(partial, path)
+    return path

@@ -1,0 +1,201 @@
+"""The exported SavedModel, loaded back the way TF Serving loads it."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import TINY, assert_close
+from keras_retina import RetinaNet, export, training
+from keras_retina.data import pipeline
+
+LABEL_MAP = [{"id": 4, "name": "cat"}, {"id": 9, "name": "dog"}, {"id": 17, "name": "bird"}]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_model_dir(path):
+    """A model_dir as training leaves it. prior_probability=0.3 gives an untrained model many
+    detections with varied scores, so comparisons are not between empty results."""
+    kwargs = {**TINY, "num_classes": 3, "prior_probability": 0.3}
+    model = RetinaNet(**kwargs)
+    training.save_json({"model": kwargs, "train": {"data": {}}}, os.path.join(path, "config.json"))
+    training.save_json(LABEL_MAP, os.path.join(path, "label_map.json"))
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(path, "checkpoints"),
+                               max_to_keep=1).save(checkpoint_number=7)
+    return model
+
+
+def _png(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, shape, dtype=np.uint8) for shape in ((96, 160, 3), (128, 128, 3), (200, 100, 3))]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    keras.utils.set_random_seed(3)
+    model = make_model_dir(str(root / "model"))
+    path = export.export_saved_model(model, LABEL_MAP, str(root / "serving" / "retinanet"))
+    return model, path
+
+
+def _expected(model, array):
+    """model.predict on the pipeline's resize/pad, mapped back and normalised as the export does."""
+    example = {"image_id": tf.constant(1, tf.int64), "image": tf.constant(array), "boxes": tf.zeros((0, 4)),
+               "classes": tf.zeros((0,), tf.int32), "is_crowd": tf.zeros((0,), tf.bool), "area": tf.zeros((0,))}
+    image, meta = pipeline.preprocess_for_eval(example, 128)
+    out = model.predict(image[None].numpy(), verbose=0)
+    n = int(out["num_detections"][0])
+    h, w = array.shape[:2]
+    boxes = np.clip(out["boxes"][0, :n] / float(meta["scale"]) / [h, w, h, w], 0, 1)
+    ids = np.array([e["id"] for e in LABEL_MAP], np.float32)[out["classes"][0, :n]]
+    return n, boxes, out["scores"][0, :n], ids
+
+
+def test_layout_signatures_and_asset(exported):
+    _, path = exported
+    assert path.endswith(os.path.join("retinanet", "1"))
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert json.load(open(os.path.join(path, "assets", "label_map.json"))) == LABEL_MAP
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default", "serving_image_tensor"}
+    spec = loaded.signatures["serving_default"].structured_input_signature[1]
+    assert spec == {"inputs": tf.TensorSpec([None], tf.string, name="inputs")}
+    outputs = loaded.signatures["serving_default"].structured_outputs
+    assert set(outputs) == {"detection_boxes", "detection_scores", "detection_classes",
+                            "detection_class_names", "num_detections"}
+
+
+def test_mixed_size_batch_matches_model_predict(exported):
+    model, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    arrays = _images()
+    out = serve(inputs=tf.constant([_png(a) for a in arrays]))
+    assert out["detection_boxes"].shape == (3, 100, 4)
+    for i, array in enumerate(arrays):
+        n, boxes, scores, ids = _expected(model, array)
+        assert n > 10 and int(out["num_detections"][i]) == n
+        assert_close(out["detection_scores"][i, :n], scores, atol=1e-5)
+        assert_close(out["detection_classes"][i, :n], ids, atol=0)
+        assert_close(out["detection_boxes"][i, :n], boxes, atol=1e-4)
+        names = [b.decode() for b in out["detection_class_names"][i, :n].numpy()]
+        assert names == [next(e["name"] for e in LABEL_MAP if e["id"] == c) for c in ids]
+        assert np.all(out["detection_classes"][i, n:].numpy() == 0)
+
+
+def test_image_tensor_signature_equals_encoded_signature(exported):
+    _, path = exported
+    loaded = tf.saved_model.load(path)
+    array = _images()[0]
+    from_bytes = loaded.signatures["serving_default"](inputs=tf.constant([_png(array)]))
+    from_pixels = loaded.signatures["serving_image_tensor"](inputs=tf.constant(array[None]))
+    for key in from_bytes:
+        assert_close(from_pixels[key].numpy() if key != "detection_class_names" else 0,
+                     from_bytes[key].numpy() if key != "detection_class_names" else 0, atol=1e-6)
+    # JPEG, BMP and GIF decode too.
+    for fmt in ("JPEG", "BMP", "GIF"):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, fmt)
+        out = loaded.signatures["serving_default"](inputs=tf.constant([buffer.getvalue()]))
+        assert int(out["num_detections"][0]) > 0, fmt
+
+
+def test_graph_has_only_core_tensorflow_ops(exported):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, path = exported
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    ops = set()
+    for graph in proto.meta_graphs:
+        ops.update(node.op for node in graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    # Ops of the called functions appear by function name; everything else must be a core op.
+    functions = {f.signature.name for g in proto.meta_graphs for f in g.graph_def.library.function}
+    non_core = sorted(op for op in ops - functions if not hasattr(tf.raw_ops, op))
+    assert not non_core, non_core
+    assert {"DecodeImage", "NonMaxSuppressionV5", "Conv2D", "TopKV2"} <= ops
+
+
+def test_saved_model_cli_gives_the_same_answer(exported, tmp_path):
+    """An independent loader: TensorFlow's saved_model_cli, as a separate process."""
+    _, path = exported
+    array = _images()[1][None]
+    np.save(tmp_path / "x.npy", array)
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), "run", "--dir", path,
+         "--tag_set", "serve", "--signature_def", "serving_image_tensor",
+         "--inputs", f"inputs={tmp_path / 'x.npy'}", "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    direct = tf.saved_model.load(path).signatures["serving_image_tensor"](inputs=tf.constant(array))
+    for key in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
+        assert_close(np.load(tmp_path / "out" / f"{key}.npy"), direct[key].numpy(), atol=1e-5)
+
+
+def test_exporting_twice_gives_the_same_answers_and_new_versions(exported, tmp_path):
+    model, first = exported
+    base = os.path.dirname(first)
+    second = export.export_saved_model(model, LABEL_MAP, base)
+    assert second.endswith(os.path.join("retinanet", "2"))
+    inputs = tf.constant([_png(a) for a in _images()])
+    a = tf.saved_model.load(first).signatures["serving_default"](inputs=inputs)
+    b = tf.saved_model.load(second).signatures["serving_default"](inputs=inputs)
+    for key in a:
+        assert np.array_equal(a[key].numpy(), b[key].numpy()), key
+    with pytest.raises(FileExistsError, match="immutable"):
+        export.export_saved_model(model, LABEL_MAP, base, version=2)
+
+
+def test_postprocessing_set_at_export_time(exported, tmp_path):
+    model, _ = exported
+    path = export.export_saved_model(model, LABEL_MAP, str(tmp_path / "strict"), score_threshold=0.3,
+                                     max_detections=10, nms_iou_threshold=0.3)
+    out = tf.saved_model.load(path).signatures["serving_default"](inputs=tf.constant([_png(_images()[0])]))
+    n = int(out["num_detections"][0])
+    assert out["detection_boxes"].shape == (1, 10, 4) and 0 < n <= 10
+    assert np.all(out["detection_scores"][0, :n].numpy() > 0.3)
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_export_and_predict_commands(tmp_path):
+    make_model_dir(str(tmp_path / "model"))
+    result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--model_name=pets" in result.stdout and (tmp_path / "serving" / "pets" / "1").is_dir()
+    for name, array in zip(("a.jpg", "b.png"), _images()):
+        Image.fromarray(array).save(tmp_path / name)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    result = _cli("predict", "--saved_model=serving/pets/1", "--output_dir=out", "--score_threshold=0.3",
+                  "a.jpg", "broken.jpg", "b.png", cwd=tmp_path)
+    assert result.returncode == 1  # one image failed, the others were done
+    assert "broken.jpg: cannot read this image" in result.stderr
+    assert (tmp_path / "out" / "a.jpg").is_file() and (tmp_path / "out" / "b.png").is_file()
+    drawn = np.asarray(Image.open(tmp_path / "out" / "b.png"))
+    assert drawn.shape == (128, 128, 3) and not np.array_equal(drawn, _images()[1])  # boxes drawn
+    detections = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert detections and {d["category_id"] for d in detections} <= {4, 9, 17}
+    assert {"image_id", "bbox", "score", "category_id"} <= set(detections[0])
+    # --model_dir works too, without an export.
+    result = _cli("predict", "--model_dir=model", "--output_dir=out2", "b.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
