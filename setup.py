@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "pillow>=10.1",
 ]
 OFFICIAL = ["tf-models-official~=2.20.0"]
+SERVING = ["tensorflow-serving-api~=2.20.0"]  # export/client.py over gRPC
 
 setup(
     name="keras-retina",
@@ -32,7 +33,8 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "official": OFFICIAL,
-        "test": ["pytest>=8"] + OFFICIAL,
+        "serving": SERVING,
+        "test": ["pytest>=8"] + OFFICIAL + SERVING,
         "bench": ["keras-hub>=0.20"] + OFFICIAL,
     },
     data_files=[("share/keras_retina/configs", [str(p) for p in sorted((HERE / "configs").glob("*.flags"))])],

@@ -61,8 +61,8 @@ def pairwise_iou(boxes1, boxes2):
       `[..., M, N]` float32 in [0, 1]. A pair whose union is empty (two
       degenerate boxes) has IoU 0, never NaN.
     """
-    b1 = ops.expand_dims(boxes1, -2)  # [..., M, 1, 4]
-    b2 = ops.expand_dims(boxes2, -3)  # [..., 1, N, 4]
+    b1 = ops.expand_dims(ops.cast(boxes1, "float32"), -2)  # [..., M, 1, 4]
+    b2 = ops.expand_dims(ops.cast(boxes2, "float32"), -3)  # [..., 1, N, 4]
     y1a, x1a, y2a, x2a = ops.unstack(b1, 4, axis=-1)
     y1b, x1b, y2b, x2b = ops.unstack(b2, 4, axis=-1)
     inter_h = ops.maximum(ops.minimum(y2a, y2b) - ops.maximum(y1a, y1b), 0.0)

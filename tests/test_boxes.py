@@ -43,3 +43,10 @@ def test_pairwise_iou_batched():
 def test_clip_to_image():
     clipped = boxes.clip_to_image(np.array([[-5.0, 3.0, 70.0, 200.0]], np.float32), 64, 128)
     assert_close(clipped, [[0.0, 3.0, 64.0, 128.0]])
+
+
+def test_pairwise_iou_accepts_float64():
+    """numpy 2 promotes int / float32 to float64; IoU must not care."""
+    a = np.array([[0.0, 0.0, 10.0, 10.0]], np.float64)
+    b = np.array([[5.0, 5.0, 15.0, 15.0]], np.float32)
+    assert_close(boxes.pairwise_iou(a, b), [[25 / 175]])

@@ -30,7 +30,7 @@ def anchor_coverage(examples, image_size, num_scales=anchor_lib.NUM_SCALES,
         shape = np.asarray(example["image"].shape[:2], np.float32)
         scale = min(np.asarray(anchor_lib.image_hw(image_size)) / shape)
         keep = (example["classes"].numpy() >= 0) & ~example["is_crowd"].numpy()
-        boxes = example["boxes"].numpy()[keep] * scale
+        boxes = (example["boxes"].numpy()[keep] * scale).astype(np.float32)
         images += 1
         if len(boxes):
             best.append(np.asarray(box_lib.pairwise_iou(boxes, anchors)).max(axis=1))

@@ -1,0 +1,123 @@
+"""Send images to a RetinaNet served by TF Serving, over REST or gRPC, and draw the answer.
+
+    python export/client.py --server=localhost:8501 --model=retinanet photo.jpg
+    python export/client.py --grpc --server=localhost:8500 --model=retinanet photo.jpg --version=2
+
+Each image is sent as its encoded bytes (REST: base64 `{"b64": ...}`; gRPC: a
+string tensor) to the `serving_default` signature; the answer (boxes normalised
+to the image, scores, category ids and names) is printed and drawn into
+`<name>.detections.<ext>` next to the image (or `--output_dir`).
+
+Needs `pip install keras-retina` for the drawing (Pillow only at run time) and,
+for gRPC, `pip install "keras-retina[serving]"` (tensorflow-serving-api).
+The functions `build_rest_request`, `parse_rest_response`, `build_grpc_request`
+and `parse_grpc_response` are what the tests check against the SavedModel.
+"""
+
+import argparse
+import base64
+import json
+import os
+import sys
+import urllib.request
+
+OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "detection_class_names",
+           "num_detections")
+
+
+def build_rest_request(images, signature="serving_default"):
+    """Encoded images (list of bytes) -> the JSON body of TF Serving's REST `:predict`."""
+    return {"signature_name": signature,
+            "instances": [{"inputs": {"b64": base64.b64encode(image).decode("ascii")}} for image in images]}
+
+
+def _detections(boxes, scores, classes, names, count):
+    count = int(count)
+    return {"boxes": [list(map(float, b)) for b in boxes[:count]],
+            "scores": [float(s) for s in scores[:count]],
+            "classes": [int(c) for c in classes[:count]],
+            "names": [n.decode() if isinstance(n, bytes) else str(n) for n in names[:count]]}
+
+
+def parse_rest_response(body):
+    """TF Serving's REST answer (row format) -> one detections dict per image."""
+    if "error" in body:
+        raise RuntimeError(f"TF Serving error: {body['error']}")
+    return [_detections(*(row[key] for key in OUTPUTS)) for row in body["predictions"]]
+
+
+def send_rest(server, model, body, version=None, timeout=60):
+    url = f"http://{server}/v1/models/{model}" + (f"/versions/{version}" if version else "") + ":predict"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def build_grpc_request(images, model, signature="serving_default", version=None):
+    """Encoded images -> a tensorflow_serving PredictRequest."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if version:
+        request.model_spec.version.value = int(version)
+    request.inputs["inputs"].CopyFrom(tf.make_tensor_proto(list(images), dtype=tf.string, shape=[len(images)]))
+    return request
+
+
+def parse_grpc_response(response):
+    """A PredictResponse -> one detections dict per image."""
+    import tensorflow as tf
+
+    arrays = {key: tf.make_ndarray(response.outputs[key]) for key in OUTPUTS}
+    return [_detections(*(arrays[key][i] for key in OUTPUTS)) for i in range(len(arrays["num_detections"]))]
+
+
+def send_grpc(server, request, timeout=60):
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
+        return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, GIF)")
+    parser.add_argument("--server", default="localhost:8501", help="host:port (REST 8501, gRPC 8500)")
+    parser.add_argument("--model", default="retinanet", help="the --model_name TF Serving was given")
+    parser.add_argument("--version", type=int, default=None, help="a model version (default: latest)")
+    parser.add_argument("--grpc", action="store_true", help="use gRPC instead of REST")
+    parser.add_argument("--score_threshold", type=float, default=0.3, help="draw detections >= this")
+    parser.add_argument("--output_dir", default=None, help="where drawn pictures go (default: beside)")
+    args = parser.parse_args(argv)
+
+    images = []
+    for path in args.images:
+        with open(path, "rb") as f:
+            images.append(f.read())
+    if args.grpc:
+        answers = parse_grpc_response(send_grpc(args.server, build_grpc_request(images, args.model, version=args.version)))
+    else:
+        answers = parse_rest_response(send_rest(args.server, args.model, build_rest_request(images), args.version))
+
+    from PIL import Image
+
+    from keras_retina.visualize import draw_detections
+
+    for path, answer in zip(args.images, answers):
+        stem, ext = os.path.splitext(os.path.basename(path))
+        target = os.path.join(args.output_dir or os.path.dirname(path) or ".", f"{stem}.detections{ext or '.png'}")
+        drawn = draw_detections(Image.open(path), answer["boxes"], answer["scores"], answer["names"],
+                                args.score_threshold)
+        drawn.save(target)
+        found = [f"{n} {s:.2f}" for n, s in zip(answer["names"], answer["scores"]) if s >= args.score_threshold]
+        print(f"{path}: {', '.join(found) or 'nothing'} -> {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
