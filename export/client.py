@@ -112,7 +112,7 @@ def main(argv=None):
         stem, ext = os.path.splitext(os.path.basename(path))
         target = os.path.join(args.output_dir or os.path.dirname(path) or ".", f"{stem}.detections{ext or '.png'}")
         drawn = draw_detections(Image.open(path), answer["boxes"], answer["scores"], answer["names"],
-                                args.score_threshold)
+                                args.score_threshold, answer["classes"])
         drawn.save(target)
         found = [f"{n} {s:.2f}" for n, s in zip(answer["names"], answer["scores"]) if s >= args.score_threshold]
         print(f"{path}: {', '.join(found) or 'nothing'} -> {target}")

@@ -218,7 +218,8 @@ def predict(options, images):
         n = int(out["num_detections"])
         boxes, scores = out["detection_boxes"][:n], out["detection_scores"][:n]
         names = [name.decode() for name in out["detection_class_names"][:n]]
-        drawn = visualize.draw_detections(picture, boxes, scores, names, options["score_threshold"])
+        drawn = visualize.draw_detections(picture, boxes, scores, names, options["score_threshold"],
+                                          out["detection_classes"][:n])
         stem, ext = os.path.splitext(os.path.basename(path))
         target = os.path.join(options["output_dir"], stem + (ext if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"))
         drawn.save(target, **({"quality": 95} if target.lower().endswith((".jpg", ".jpeg")) else {}))

@@ -198,13 +198,18 @@ class _LearningRateLogger(keras.callbacks.Callback):
         super().__init__()
         self.writer, self.every = writer, max(every, 1)
 
+    def _write(self, logs):
+        with self.writer.as_default(step=int(self.model.optimizer.iterations.numpy())):
+            tf.summary.scalar("learning_rate", self.model.optimizer.learning_rate)
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(f"train/{name}", value)
+
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        if step % self.every == 0:
-            with self.writer.as_default(step=step):
-                tf.summary.scalar("learning_rate", self.model.optimizer.learning_rate)
-                for name, value in (logs or {}).items():
-                    tf.summary.scalar(f"train/{name}", value)
+        if int(self.model.optimizer.iterations.numpy()) % self.every == 0:
+            self._write(logs)
+
+    def on_epoch_end(self, epoch, logs=None):  # short runs and every checkpoint interval
+        self._write(logs)
 
 
 def _image_writer(writer, dataset, label_map, count=4):

@@ -15,18 +15,25 @@ import hashlib
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError  # noqa: F401
 
 
-def class_colour(name):
-    """A stable, saturated RGB colour for a class name."""
-    hue = int(hashlib.md5(str(name).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+def class_colour(key):
+    """A stable, saturated RGB colour for a class id (or a name).
+
+    Ids step around the hue circle by the golden ratio, so neighbouring ids get clearly
+    different colours; names are hashed to a number first.
+    """
+    if not isinstance(key, (int, float)):
+        key = int(hashlib.md5(str(key).encode()).hexdigest()[:8], 16)
+    hue = (int(key) * 0.6180339887) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_detections(image, boxes, scores, names, score_threshold=0.3):
+def draw_detections(image, boxes, scores, names, score_threshold=0.3, class_ids=None):
     """Returns a copy of `image` (PIL or uint8 array) with the detections above the threshold.
 
     Args:
-      boxes: `[D, 4]` normalised yxyx; scores `[D]`; names `[D]` class names (str or bytes).
+      boxes: `[D, 4]` normalised yxyx; scores `[D]`; names `[D]` class names (str or bytes);
+      class_ids: `[D]` category ids, which pick the colours (default: the names do).
     """
     image = (image if isinstance(image, Image.Image) else Image.fromarray(image)).convert("RGB").copy()
     width, height = image.size
@@ -41,7 +48,7 @@ def draw_detections(image, boxes, scores, names, score_threshold=0.3):
         name = names[i].decode() if isinstance(names[i], bytes) else str(names[i])
         ymin, xmin, ymax, xmax = boxes[i]
         x0, y0, x1, y1 = xmin * width, ymin * height, xmax * width, ymax * height
-        colour = class_colour(name)
+        colour = class_colour(name if class_ids is None else int(class_ids[i]))
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
         text = f"{name} {scores[i]:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)

@@ -198,3 +198,19 @@ def test_mirrored_strategy_matches_single_device():
         assert mirrored_history[key][0] == pytest.approx(single_history[key][0], rel=1e-4), key
     for ours, theirs in zip(mirrored_weights, single_weights):
         assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
+def test_mixed_bfloat16_trains_and_predicts():
+    """--mixed_precision=bfloat16: layers compute in bfloat16, losses and decoding in float32."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = _tiny()
+        assert model.get_layer("fpn").compute_dtype == "bfloat16"
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        images, boxes, classes = _data(4)
+        history = model.fit(images, {"boxes": boxes, "classes": classes}, batch_size=4, epochs=3, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+        out = model.predict(images, verbose=0)
+        assert out["boxes"].dtype == np.float32 and out["scores"].dtype == np.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -26,6 +26,17 @@ def test_learning_rate_and_steps_scale_with_the_batch():
     assert config.scaled() == (0.02, 45000, [30000, 40000], 250)
 
 
+def _tensorboard_tags(log_dir):
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    tags = set()
+    for path in tf.io.gfile.glob(str(log_dir / "*")):
+        for raw in tf.data.TFRecordDataset(path):
+            tags.update(value.tag for value in event_pb2.Event.FromString(raw.numpy()).summary.value)
+    return tags
+
+
 def _config(model_dir, **overrides):
     values = dict(model_dir=str(model_dir), model=dict(TINY_MODEL), batch_size=4,
                   reference_batch_size=4, optimizer="adamw", learning_rate=1e-3, train_steps=6,
@@ -50,6 +61,7 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
         assert os.path.isfile(model_dir / name), name
     assert json.loads((model_dir / "label_map.json").read_text())[0]["id"] == 1
     assert "2 replica(s)" in capsys.readouterr().out
+    assert {"learning_rate", "train/loss", "eval/AP", "eval/detections"} <= _tensorboard_tags(model_dir / "logs")
 
     # The same run asked for more steps continues where it stopped, with the right rate.
     summary = training.train(_config(model_dir, train_steps=9), train, label_map, val)
