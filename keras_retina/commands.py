@@ -225,11 +225,10 @@ def predict(options, images):
         drawn.save(target, **({"quality": 95} if target.lower().endswith((".jpg", ".jpeg")) else {}))
         width, height = picture.size
         image_id = int(stem) if stem.isdigit() else index
-        for box, score, cls in zip(boxes, scores, out["detection_classes"][:n]):
-            ymin, xmin, ymax, xmax = (float(v) for v in box * [height, width, height, width])
+        pixel_boxes = boxes * ([height, width] * 2)
+        for bbox, score, cls in zip(evaluation.coco_bboxes(pixel_boxes), scores, out["detection_classes"][:n]):
             results.append({"image_id": image_id, "file_name": os.path.basename(path),
-                            "category_id": int(cls), "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
-                            "score": float(score)})
+                            "category_id": int(cls), "bbox": bbox, "score": float(score)})
         shown = [f"{nm} {sc:.2f}" for nm, sc in zip(names, scores) if sc >= options["score_threshold"]]
         print(f"{path}: {len(shown)} detection(s) >= {options['score_threshold']}"
               f"{': ' + ', '.join(shown[:8]) if shown else ''}{' ...' if len(shown) > 8 else ''} -> {target}")

@@ -20,6 +20,8 @@ import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from keras_retina import boxes as box_lib
+
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -36,27 +38,27 @@ def collect_detections(model, dataset, label_map):
                 continue
             height, width = (int(s) for s in meta["original_size"][i])
             images.append({"id": int(image_id), "height": height, "width": width})
-            for box, cls, crowd, area in zip(meta["boxes"][i], meta["classes"][i],
-                                             meta["is_crowd"][i], meta["area"][i]):
-                if cls < 0:
-                    continue
+            real = meta["classes"][i] >= 0
+            for bbox, cls, crowd, area in zip(coco_bboxes(meta["boxes"][i][real]), meta["classes"][i][real],
+                                              meta["is_crowd"][i][real], meta["area"][i][real]):
                 annotations.append({
                     "id": len(annotations) + 1, "image_id": int(image_id),
-                    "category_id": label_map[cls]["id"], "bbox": _xywh(box),
+                    "category_id": label_map[cls]["id"], "bbox": bbox,
                     "area": float(area), "iscrowd": int(crowd)})
             n = int(out["num_detections"][i])
             boxes = out["boxes"][i, :n] / meta["scale"][i]
             boxes = np.clip(boxes, 0, [height, width, height, width])
-            for box, score, cls in zip(boxes, out["scores"][i, :n], out["classes"][i, :n]):
+            for bbox, score, cls in zip(coco_bboxes(boxes), out["scores"][i, :n], out["classes"][i, :n]):
                 results.append({"image_id": int(image_id), "category_id": label_map[cls]["id"],
-                                "bbox": _xywh(box), "score": float(score)})
+                                "bbox": bbox, "score": float(score)})
     categories = [{"id": entry["id"], "name": entry["name"]} for entry in label_map]
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-def _xywh(box):
-    ymin, xmin, ymax, xmax = (float(v) for v in box)
-    return [xmin, ymin, xmax - xmin, ymax - ymin]
+def coco_bboxes(boxes):
+    """`[D, 4]` yxyx pixels -> D COCO `[x, y, width, height]` lists (one conversion per image)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.asarray(box_lib.yxyx_to_xywh(boxes)).tolist() if len(boxes) else []
 
 
 def coco_metrics(ground_truth, results, label_map):

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from keras_retina import anchors as anchor_lib
 from keras_retina import postprocess
+from keras_retina.data import pipeline
 from keras_retina.data.coco_json import decode_image
 
 
@@ -63,13 +64,13 @@ class DetectionServer(tf.Module):
         self.label_names = tf.constant([str(e["name"]) for e in label_map], tf.string)
 
     def _fit(self, image):
-        """uint8 [H, W, 3] -> (float32 [S_h, S_w, 3] resized and padded, scale, [H, W])."""
-        size = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = tf.minimum(self.height / size[0], self.width / size[1])
-        new_size = tf.maximum(tf.cast(tf.round(size * scale), tf.int32), 1)
-        resized = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bilinear")
-        padded = tf.image.pad_to_bounding_box(resized, 0, 0, self.height, self.width)
-        return tf.clip_by_value(padded, 0.0, 255.0), scale, size
+        """uint8 [H, W, 3] -> (float32 [S_h, S_w, 3] resized and padded, scale, [H, W]).
+
+        The same resize/pad as training and evaluation (`data.pipeline`)."""
+        size = (self.height, self.width)
+        scale = pipeline.fit_scale(image, size)
+        padded, _ = pipeline.resize_and_pad(image, tf.zeros([0, 4]), size, scale)
+        return padded, scale, tf.cast(tf.shape(image)[:2], tf.float32)
 
     def _detect(self, images, scales, sizes):
         out = self.decoder(self.model(images, training=False))

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from keras_retina import boxes as box_lib
+
 
 @dataclass
 class CocoSource:
@@ -113,8 +115,8 @@ def read_coco_json(annotations_path, images_dir):
     source = CocoSource(annotations_path, images_dir, label_map)
     for image in coco["images"]:
         anns = by_image[int(image["id"])]
-        boxes = np.array([[a["bbox"][1], a["bbox"][0], a["bbox"][1] + a["bbox"][3],
-                           a["bbox"][0] + a["bbox"][2]] for a in anns], np.float32).reshape(-1, 4)
+        xywh = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
+        boxes = np.asarray(box_lib.xywh_to_yxyx(xywh), np.float32)
         source.images.append({
             "id": int(image["id"]),
             "file": os.path.join(images_dir, image["file_name"]),

@@ -25,8 +25,13 @@ import tensorflow as tf
 from keras_retina import anchors as anchor_lib
 
 
-def _resize_and_pad(image, boxes, size, scale, offset=None):
-    """Resizes by `scale`, crops at `offset` (y, x) if given, pads to `size`."""
+def resize_and_pad(image, boxes, size, scale, offset=None):
+    """Resizes by `scale`, crops at `offset` (y, x) if given, pads to `size` (height, width).
+
+    image uint8/float `[H, W, 3]`, boxes `[N, 4]` yxyx pixels -> float32 `[size, 3]` 0-255,
+    boxes in the new pixels. The one resize/pad of the project: training, evaluation and the
+    exported serving graph all use it.
+    """
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
     new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), 1)
@@ -41,7 +46,7 @@ def _resize_and_pad(image, boxes, size, scale, offset=None):
     return image, boxes
 
 
-def _fit_scale(image, size):
+def fit_scale(image, size):
     """Scale that fits the whole image into `size` (height, width) keeping its aspect."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     return tf.minimum(size[0] / shape[0], size[1] / shape[1])
@@ -69,16 +74,16 @@ def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.
     if flip:
         image, boxes = tf.cond(tf.random.uniform([]) < 0.5, lambda: _flip(image, boxes),
                                lambda: (image, boxes))
-    scale = _fit_scale(image, size)
+    scale = fit_scale(image, size)
     low, high = scale_range
     if (low, high) == (1.0, 1.0):
-        image, boxes = _resize_and_pad(image, boxes, size, scale)
+        image, boxes = resize_and_pad(image, boxes, size, scale)
     else:
         scale = scale * tf.random.uniform([], low, high)
         scaled = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
         room = tf.maximum(scaled - tf.constant(size), 0)
         offset = tf.cast(tf.cast(room, tf.float32) * tf.random.uniform([2]), tf.int32)
-        image, boxes = _resize_and_pad(image, boxes, size, scale, offset)
+        image, boxes = resize_and_pad(image, boxes, size, scale, offset)
     boxes, classes = _clip_and_keep(boxes, classes, size)
     return image, boxes, classes
 
@@ -103,8 +108,8 @@ def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
 def preprocess_for_eval(example, image_size):
     """One example -> (image float32 [S, S, 3], meta dict) with no randomness."""
     size = anchor_lib.image_hw(image_size)
-    scale = _fit_scale(example["image"], size)
-    image, _ = _resize_and_pad(example["image"], example["boxes"], size, scale)
+    scale = fit_scale(example["image"], size)
+    image, _ = resize_and_pad(example["image"], example["boxes"], size, scale)
     meta = {
         "image_id": example["image_id"],
         "scale": scale,
