@@ -66,7 +66,8 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
     # The same run asked for more steps continues where it stopped, with the right rate.
     summary = training.train(_config(model_dir, train_steps=9), train, label_map, val)
     out = capsys.readouterr().out
-    assert "Resuming from" in out and "at step 6" in out
+    # Step 6 is past the boundary at step 4: the restored schedule gives 1e-3 / 10.
+    assert "Resuming from" in out and "at step 6 (learning rate 0.0001)" in out
     assert summary["steps"] == 9
     model, _, _, checkpoint = commands.load_trained_model(str(model_dir))
     assert checkpoint.endswith("ckpt-9")
