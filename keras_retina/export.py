@@ -73,6 +73,17 @@ class DetectionServer(tf.Module):
         return padded, scale, tf.cast(tf.shape(image)[:2], tf.float32)
 
     def _detect(self, images, scales, sizes):
+        # An empty batch gets empty answers: TensorFlow's CPU convolutions mishandle batch 0.
+        return tf.cond(tf.shape(images)[0] > 0, lambda: self._run(images, scales, sizes),
+                       lambda: self._empty())
+
+    def _empty(self):
+        count = self.postprocess_config["max_detections"]
+        return {"detection_boxes": tf.zeros([0, count, 4]), "detection_scores": tf.zeros([0, count]),
+                "detection_classes": tf.zeros([0, count]),
+                "detection_class_names": tf.fill([0, count], ""), "num_detections": tf.zeros([0])}
+
+    def _run(self, images, scales, sizes):
         out = self.decoder(self.model(images, training=False))
         valid = tf.range(tf.shape(out["classes"])[1])[None] < out["num_detections"][:, None]
         boxes = out["boxes"] / scales[:, None, None]  # model input pixels -> original pixels

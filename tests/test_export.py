@@ -199,3 +199,29 @@ def test_export_and_predict_commands(tmp_path):
     # --model_dir works too, without an export.
     result = _cli("predict", "--model_dir=model", "--output_dir=out2", "b.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_hostile_serving_input(exported):
+    """Each bad request gets a clear InvalidArgument error or a correct answer, and the loaded
+    model keeps answering good requests afterwards (as TF Serving would call it)."""
+    _, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    good = _png(_images()[0])
+    expected = serve(inputs=tf.constant([good]))
+    jpeg = io.BytesIO()
+    Image.fromarray(_images()[0]).save(jpeg, "JPEG")
+    for bad, message in ((b"", "Input is empty"),
+                         (np.random.default_rng(0).bytes(300), "Unknown image file format"),
+                         (jpeg.getvalue()[:200], "")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            serve(inputs=tf.constant([good, bad]))
+    odd = [_png(np.zeros((1, 1, 3), np.uint8)), _png(np.zeros((20, 30), np.uint8)),
+           _png(np.zeros((20, 30, 4), np.uint8)), _png(np.zeros((3000, 4000, 3), np.uint8))]
+    out = serve(inputs=tf.constant(odd))
+    assert out["detection_boxes"].shape == (4, 100, 4)
+    assert np.all((out["detection_boxes"].numpy() >= 0) & (out["detection_boxes"].numpy() <= 1))
+    empty = serve(inputs=tf.constant([], tf.string))
+    assert empty["detection_boxes"].shape == (0, 100, 4) and empty["num_detections"].shape == (0,)
+    again = serve(inputs=tf.constant([good]))
+    for key in expected:
+        assert np.array_equal(again[key].numpy(), expected[key].numpy()), key
