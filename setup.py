@@ -35,7 +35,7 @@ setup(
         "official": OFFICIAL,
         "serving": SERVING,
         "test": ["pytest>=8"] + OFFICIAL + SERVING,
-        "bench": ["keras-hub>=0.20"] + OFFICIAL,
+        "bench": ["keras-hub>=0.32,<0.33"] + OFFICIAL,
     },
     data_files=[("share/keras_retina/configs", [str(p) for p in sorted((HERE / "configs").glob("*.flags"))])],
     entry_points={"console_scripts": ["keras_retina=keras_retina.cli:run"]},
