@@ -20,6 +20,8 @@ import sys
 from absl import app, flags, logging
 
 from keras_retina import anchors as anchor_lib
+from keras_retina import losses as loss_lib
+from keras_retina import training as recipe
 from keras_retina.backbone import BACKBONES
 from keras_retina.training import OPTIMIZERS, STRATEGIES
 
@@ -37,22 +39,22 @@ flags.DEFINE_integer("head_convs", 4, "Hidden convs per subnet (paper: 4).")
 flags.DEFINE_enum("p6_input", "C5", ["C5", "P5"], "P6 from C5 (paper) or P5 (Model Garden).")
 flags.DEFINE_float("anchor_size", anchor_lib.ANCHOR_SIZE, "Anchor side in strides (4: 32^2..512^2).")
 flags.DEFINE_integer("num_scales", anchor_lib.NUM_SCALES, "Anchor scales per octave.")
-flags.DEFINE_list("aspect_ratios", ["0.5", "1.0", "2.0"], "Anchor width/height ratios.")
-flags.DEFINE_float("focal_alpha", 0.25, "Focal loss alpha.")
-flags.DEFINE_float("focal_gamma", 2.0, "Focal loss gamma.")
+flags.DEFINE_list("aspect_ratios", [str(r) for r in anchor_lib.ASPECT_RATIOS], "Anchor width/height ratios.")
+flags.DEFINE_float("focal_alpha", loss_lib.FOCAL_ALPHA, "Focal loss alpha.")
+flags.DEFINE_float("focal_gamma", loss_lib.FOCAL_GAMMA, "Focal loss gamma.")
 # Optimisation.
-flags.DEFINE_integer("batch_size", 16, "Global batch size (all replicas together).")
-flags.DEFINE_integer("reference_batch_size", 16,
+flags.DEFINE_integer("batch_size", recipe.REFERENCE_BATCH_SIZE, "Global batch size (all replicas together).")
+flags.DEFINE_integer("reference_batch_size", recipe.REFERENCE_BATCH_SIZE,
                      "Batch size for which --learning_rate and the step flags are given; they are "
                      "scaled linearly to --batch_size.")
-flags.DEFINE_integer("train_steps", 90000, "Training steps at --reference_batch_size.")
-flags.DEFINE_float("learning_rate", 0.01, "Learning rate at --reference_batch_size.")
-flags.DEFINE_integer("warmup_steps", 500, "Linear warm-up steps (from 1/3 of the rate).")
-flags.DEFINE_list("lr_boundaries", ["60000", "80000"], "Steps where the rate drops 10x.")
+flags.DEFINE_integer("train_steps", recipe.TRAIN_STEPS, "Training steps at --reference_batch_size.")
+flags.DEFINE_float("learning_rate", recipe.LEARNING_RATE, "Learning rate at --reference_batch_size.")
+flags.DEFINE_integer("warmup_steps", recipe.WARMUP_STEPS, "Linear warm-up steps (from 1/3 of the rate).")
+flags.DEFINE_list("lr_boundaries", [str(b) for b in recipe.LR_BOUNDARIES], "Steps where the rate drops 10x.")
 flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS, "sgd (paper) or adamw (for backbones trained from scratch).")
 flags.DEFINE_float("clipnorm", 0.0, "Clip the global gradient norm to this (0: off, as in the paper).")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("weight_decay", 1e-4, "Weight decay.")
+flags.DEFINE_float("momentum", recipe.MOMENTUM, "SGD momentum.")
+flags.DEFINE_float("weight_decay", recipe.WEIGHT_DECAY, "Weight decay.")
 flags.DEFINE_enum("strategy", "mirrored", STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"], "Mixed precision policy.")
 flags.DEFINE_integer("seed", 0, "Random seed.")

@@ -34,6 +34,15 @@ from keras_retina import evaluation
 from keras_retina.data import pipeline
 from keras_retina.model import RetinaNet
 
+# The paper's recipe (section 4.1), for a global batch of REFERENCE_BATCH_SIZE images.
+REFERENCE_BATCH_SIZE = 16
+LEARNING_RATE = 0.01
+TRAIN_STEPS = 90000
+LR_BOUNDARIES = (60000, 80000)
+WARMUP_STEPS = 500  # Detectron's linear warm-up from 1/3 of the rate
+MOMENTUM = 0.9
+WEIGHT_DECAY = 1e-4
+
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -71,16 +80,16 @@ class TrainConfig:
 
     model_dir: str
     model: dict  # RetinaNet constructor arguments (num_classes filled from the data)
-    batch_size: int = 16
-    reference_batch_size: int = 16
-    learning_rate: float = 0.01
-    train_steps: int = 90000
-    lr_boundaries: list = field(default_factory=lambda: [60000, 80000])
-    warmup_steps: int = 500
+    batch_size: int = REFERENCE_BATCH_SIZE
+    reference_batch_size: int = REFERENCE_BATCH_SIZE
+    learning_rate: float = LEARNING_RATE
+    train_steps: int = TRAIN_STEPS
+    lr_boundaries: list = field(default_factory=lambda: list(LR_BOUNDARIES))
+    warmup_steps: int = WARMUP_STEPS
     optimizer: str = "sgd"
     clipnorm: float = 0.0  # clip the global gradient norm (0: off, as in the paper)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    momentum: float = MOMENTUM
+    weight_decay: float = WEIGHT_DECAY
     checkpoint_every_steps: int = 1000
     eval_every_steps: int = 0  # 0: only at the end
     strategy: str = "mirrored"

@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_retina import anchors as anchor_lib
 from keras_retina import boxes as box_lib
-from keras_retina.data import pipeline
+from keras_retina.label_encoder import FOREGROUND_IOU
 
 BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 WARN_BELOW = 0.9
@@ -21,7 +21,7 @@ WARN_BELOW = 0.9
 
 def anchor_coverage(examples, image_size, num_scales=anchor_lib.NUM_SCALES,
                     aspect_ratios=anchor_lib.ASPECT_RATIOS, anchor_size=anchor_lib.ANCHOR_SIZE,
-                    foreground_iou=0.5, max_images=1000):
+                    foreground_iou=FOREGROUND_IOU, max_images=1000):
     """Scans up to `max_images` examples; returns {bucket: {"boxes", "covered", "mean_best_iou"}}."""
     anchors = anchor_lib.concat_anchors(anchor_lib.generate_anchors(
         image_size, num_scales=num_scales, aspect_ratios=aspect_ratios, anchor_size=anchor_size))
