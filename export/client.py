@@ -91,7 +91,8 @@ def main(argv=None):
     parser.add_argument("--model", default="retinanet", help="the --model_name TF Serving was given")
     parser.add_argument("--version", type=int, default=None, help="a model version (default: latest)")
     parser.add_argument("--grpc", action="store_true", help="use gRPC instead of REST")
-    parser.add_argument("--score_threshold", type=float, default=0.3, help="draw detections >= this")
+    parser.add_argument("--score_threshold", type=float, default=None,
+                        help="draw detections >= this (default: keras_retina's, 0.3)")
     parser.add_argument("--output_dir", default=None, help="where drawn pictures go (default: beside)")
     args = parser.parse_args(argv)
 
@@ -106,15 +107,17 @@ def main(argv=None):
 
     from PIL import Image
 
-    from keras_retina.visualize import draw_detections
+    from keras_retina.visualize import DRAW_SCORE_THRESHOLD, draw_detections
+
+    threshold = DRAW_SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
 
     for path, answer in zip(args.images, answers):
         stem, ext = os.path.splitext(os.path.basename(path))
         target = os.path.join(args.output_dir or os.path.dirname(path) or ".", f"{stem}.detections{ext or '.png'}")
         drawn = draw_detections(Image.open(path), answer["boxes"], answer["scores"], answer["names"],
-                                args.score_threshold, answer["classes"])
+                                threshold, answer["classes"])
         drawn.save(target)
-        found = [f"{n} {s:.2f}" for n, s in zip(answer["names"], answer["scores"]) if s >= args.score_threshold]
+        found = [f"{n} {s:.2f}" for n, s in zip(answer["names"], answer["scores"]) if s >= threshold]
         print(f"{path}: {', '.join(found) or 'nothing'} -> {target}")
     return 0
 

@@ -9,8 +9,8 @@
 
 Flagfiles may include others (`--flagfile=configs/r50.flags` inside a file).
 A flagfile named relative to the current folder that does not exist there is
-looked up in the installed configs (so `--flagfile=configs/demo.flags` works
-from any folder). Bad flag values are rejected, naming the flag, before any
+looked up in the installed configs, includes too (so `--flagfile=configs/r101.flags`
+works from any folder). Bad flag values are rejected, naming the flag, before any
 work starts.
 """
 
@@ -24,6 +24,7 @@ from keras_retina import losses as loss_lib
 from keras_retina import training as recipe
 from keras_retina.backbone import BACKBONES
 from keras_retina.training import OPTIMIZERS, STRATEGIES
+from keras_retina.visualize import DRAW_SCORE_THRESHOLD
 
 COMMANDS = ("train", "evaluate", "check-data", "export", "predict")
 FLAGS = flags.FLAGS
@@ -88,7 +89,7 @@ flags.DEFINE_float("nms_iou_threshold", None, "export: NMS IoU (default 0.5).")
 flags.DEFINE_integer("max_detections", None, "export: detections per image (default 100).")
 flags.DEFINE_string("saved_model", None, "predict: an exported SavedModel version folder.")
 flags.DEFINE_string("output_dir", "predictions", "predict: where pictures and detections.json go.")
-flags.DEFINE_float("score_threshold", 0.3, "predict: draw detections at or above this score.")
+flags.DEFINE_float("score_threshold", DRAW_SCORE_THRESHOLD, "predict: draw detections at or above this score.")
 flags.DEFINE_integer("max_images", 1000, "check-data: images to scan.")
 
 _OUR_FLAGS = [flag.name for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
@@ -97,7 +98,8 @@ _POSITIVE = ("image_size", "fpn_filters", "head_filters", "batch_size", "referen
              "train_steps", "num_scales", "checkpoint_every_steps", "max_images")
 for _name in _POSITIVE:
     flags.register_validator(_name, lambda v: v > 0, f"--{_name} must be positive.")
-flags.register_validator("image_size", lambda v: v % 32 == 0, "--image_size must be a multiple of 32.")
+flags.register_validator("image_size", lambda v: v % anchor_lib.SIZE_MULTIPLE == 0,
+                         f"--image_size must be a multiple of {anchor_lib.SIZE_MULTIPLE}.")
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive.")
 flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1).")
 flags.register_validator("weight_decay", lambda v: v >= 0, "--weight_decay must be >= 0.")
@@ -183,25 +185,41 @@ def main(argv):
         return 3
 
 
-def _resolve_flagfiles(argv):
-    """--flagfile=configs/x.flags falls back to the installed configs when not found here."""
-    roots = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+def _find_flagfile(path):
+    """A flagfile as given, else relative to the installed configs (`configs/demo.flags`)."""
+    if os.path.exists(path):
+        return path
+    roots = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
              os.path.join(sys.prefix, "share", "keras_retina")]
+    for root in roots:
+        if os.path.isfile(os.path.join(root, path)):
+            return os.path.join(root, path)
+    raise app.UsageError(f"--flagfile={path}: no such file here or in the installed configs.")
+
+
+def _resolve_flagfiles(argv, depth=0):
+    """Replaces every --flagfile=F (nested ones too) by F's flags, in place and in order, so
+    later flags still override earlier ones and includes work from any folder."""
+    if depth > 10:
+        raise app.UsageError("--flagfile includes nest more than 10 deep (a cycle?).")
     resolved = []
     for arg in argv:
-        if arg.startswith("--flagfile=") and not os.path.exists(arg.split("=", 1)[1]):
-            path = arg.split("=", 1)[1]
-            for root in roots:
-                if os.path.isfile(os.path.join(root, path)):
-                    arg = f"--flagfile={os.path.join(root, path)}"
-                    break
-        resolved.append(arg)
+        if not arg.startswith("--flagfile="):
+            resolved.append(arg)
+            continue
+        with open(_find_flagfile(arg.split("=", 1)[1])) as f:
+            lines = [line.strip() for line in f]
+        resolved += _resolve_flagfiles([l for l in lines if l and not l.startswith("#")], depth + 1)
     return resolved
 
 
 def run():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main, argv=_resolve_flagfiles(sys.argv))
+    try:
+        argv = _resolve_flagfiles(sys.argv)
+    except (app.UsageError, OSError) as error:
+        sys.exit(f"keras_retina: error: {error}")
+    app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

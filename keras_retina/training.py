@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import keras
 import tensorflow as tf
 
-from keras_retina import evaluation
+from keras_retina import evaluation, visualize
 from keras_retina.data import pipeline
 from keras_retina.model import RetinaNet
 
@@ -229,7 +229,7 @@ def _image_writer(writer, dataset, label_map, count=4):
         out = model.detect(images)
         size = tf.cast(tf.shape(images)[1:3], tf.float32)
         boxes = out["boxes"] / tf.concat([size, size], 0)
-        keep = tf.cast(out["scores"] >= 0.3, tf.float32)[..., None]
+        keep = tf.cast(out["scores"] >= visualize.DRAW_SCORE_THRESHOLD, tf.float32)[..., None]
         drawn = tf.image.draw_bounding_boxes(images / 255.0, boxes * keep,
                                              tf.constant([[1.0, 0.2, 0.2, 1.0]]))
         with writer.as_default(step=step):

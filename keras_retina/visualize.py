@@ -15,6 +15,9 @@ import hashlib
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError  # noqa: F401
 
 
+DRAW_SCORE_THRESHOLD = 0.3  # what `predict`, the client and TensorBoard pictures show
+
+
 def class_colour(key):
     """A stable, saturated RGB colour for a class id (or a name).
 
@@ -28,7 +31,7 @@ def class_colour(key):
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_detections(image, boxes, scores, names, score_threshold=0.3, class_ids=None):
+def draw_detections(image, boxes, scores, names, score_threshold=DRAW_SCORE_THRESHOLD, class_ids=None):
     """Returns a copy of `image` (PIL or uint8 array) with the detections above the threshold.
 
     Args:

@@ -38,6 +38,7 @@ def _data_flags(coco, val=True):
     (["train", "--model_dir=run", "--train_annotations=missing.json", "--train_images=."], "missing.json"),
     (["evaluate"], "--model_dir is required"),
     (["fit"], "usage: keras_retina"),
+    (["train", "--flagfile=nowhere.flags"], "--flagfile=nowhere.flags: no such file"),
 ])
 def test_bad_flags_are_rejected_before_any_work(tmp_path, args, message):
     result = _cli(*args, cwd=tmp_path)
@@ -127,3 +128,13 @@ def test_multi_worker_on_two_local_processes(tmp_path, tiny_coco):
     assert "[eval] step 6" in outputs[0] and "[eval]" not in outputs[1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 6 and "AP" in summary["metrics"]
+
+
+@pytest.mark.parametrize("config,size", [("r50", "640"), ("r50_800", "800"), ("r101", "800")])
+def test_shipped_coco_flagfiles_parse_and_run_on_own_data(tmp_path, tiny_coco, config, size):
+    """The README's own-data recipe: a COCO flagfile with the TFDS source swapped for COCO JSON."""
+    # From another folder: the flagfile and its include come from the installed configs.
+    result = _cli("check-data", f"--flagfile=configs/{config}.flags", "--tfds_name=",
+                  *_data_flags(tiny_coco), "--max_images=4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"image_size={size}" in result.stdout

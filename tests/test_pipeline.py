@@ -34,12 +34,15 @@ def test_flip_mirrors_boxes():
 
 def test_scale_jitter_keeps_boxes_inside():
     tf.random.set_seed(0)
+    seen = set()
     for _ in range(10):
         image, boxes, classes = pipeline.preprocess_for_training(_example(), 128, scale_range=(0.5, 2.0))
+        seen.add(tuple(np.round(np.asarray(boxes)[0], 1)))
         assert image.shape == (128, 128, 3)
         kept = np.asarray(boxes)[np.asarray(classes) >= 0]
         assert np.all(kept >= 0) and np.all(kept <= 128)
         assert np.all(kept[:, 2] > kept[:, 0]) and np.all(kept[:, 3] > kept[:, 1])
+    assert len(seen) >= 5  # the jitter really rescales and crops
 
 
 def test_train_dataset_yields_encoded_batches():

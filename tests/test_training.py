@@ -85,6 +85,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         training.train(config, train, label_map)
     saved = [name for name in os.listdir(tmp_path / "nan" / "checkpoints") if name.endswith(".index")]
     assert not (tmp_path / "nan" / "summary.json").exists()
+    assert saved, "the good steps before the NaN must have been checkpointed"
     for name in saved:  # every checkpoint kept is from before the loss went bad
         import tensorflow as tf
 
