@@ -19,6 +19,14 @@ BatchNorm: the paper (like Detectron) keeps the pretrained backbone's BN
 statistics frozen, since a few images per device give useless batch
 statistics; `freeze_batchnorm=True` (the default for ResNets) sets every BN
 layer's `trainable = False`, which in Keras 3 also runs it in inference mode.
+A frozen BN after a convolution is an affine map per channel, so it is folded
+into that convolution (`FoldedConvBatchNorm`): the graph runs one
+convolution-plus-bias, which oneDNN fuses with the ReLU and residual add, instead
+of a convolution followed by a cast, a multiply, an add and a cast back over the
+whole activation. Same function and gradients (the fold is recomputed from the
+variables each call, so training, checkpoints and ImageNet weights are
+untouched); measured 1.15x faster in float32 and 2.1x in bfloat16 on a 640 px
+ResNet-50 (benchmarks/benchmark.py).
 
 Output: dict "C3", "C4", "C5" -> `[B, H/8, W/8, C3]`, `[B, H/16, W/16, C4]`,
 `[B, H/32, W/32, C5]` float.
@@ -27,6 +35,7 @@ Output: dict "C3", "C4", "C5" -> `[B, H/8, W/8, C3]`, `[B, H/16, W/16, C4]`,
 import os
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 BACKBONES = ("resnet50", "resnet101", "tiny")
@@ -47,6 +56,67 @@ class CaffePreprocessing(keras.layers.Layer):
         return ops.flip(ops.cast(images, self.compute_dtype), axis=-1) - ops.convert_to_tensor(
             _IMAGENET_MEAN_BGR, self.compute_dtype
         )
+
+
+@keras.saving.register_keras_serializable(package="keras_retina")
+class FoldedConvBatchNorm(keras.layers.Layer):
+    """`bn(conv(x))` for a frozen BatchNormalization, computed as one convolution.
+
+    With s = gamma / sqrt(moving_variance + epsilon):
+        bn(conv(x)) = conv(x, kernel * s) + (bias - moving_mean) * s + beta.
+    The layer owns no variables: it reads the wrapped layers' variables on every
+    call, so the conv kernel keeps training (its gradient is exactly that of the
+    unfolded graph) and weights load and save as before.
+    """
+
+    def __init__(self, conv, bn, **kwargs):
+        super().__init__(**kwargs)
+        if bn.trainable:
+            raise ValueError(f"{bn.name}: only a frozen (trainable=False) BatchNormalization folds.")
+        self.conv = conv
+        self.bn = bn
+        self.built = True
+
+    def call(self, inputs):
+        conv, bn = self.conv, self.bn
+        scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        shift = bn.beta - bn.moving_mean * scale
+        if conv.use_bias:
+            shift = shift + conv.bias * scale
+        kernel = ops.cast(conv.kernel * scale, self.compute_dtype)
+        outputs = tf.nn.conv2d(ops.cast(inputs, self.compute_dtype), kernel, conv.strides,
+                               conv.padding.upper(), dilations=conv.dilation_rate)
+        return tf.nn.bias_add(outputs, ops.cast(shift, self.compute_dtype))
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+
+def fold_frozen_batchnorm(model):
+    """A functional `model` with every Conv2D -> frozen BatchNormalization pair replaced by a
+    `FoldedConvBatchNorm` sharing their variables (same function, fewer passes over memory)."""
+    bn_after = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.trainable:
+            nodes = layer._inbound_nodes
+            if len(nodes) != 1 or len(nodes[0].parent_nodes) != 1:
+                continue
+            source = nodes[0].parent_nodes[0].operation
+            if (isinstance(source, keras.layers.Conv2D) and source.activation is keras.activations.linear
+                    and source.groups == 1 and len(source._outbound_nodes) == 1):
+                bn_after[id(source)] = layer
+    folded_bns = {id(bn) for bn in bn_after.values()}
+    if not bn_after:
+        return model
+
+    def call(layer, *args, **kwargs):
+        if id(layer) in bn_after:
+            return FoldedConvBatchNorm(layer, bn_after[id(layer)], name=layer.name)(*args)
+        if id(layer) in folded_bns:
+            return args[0]
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
 
 
 def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True):
@@ -97,7 +167,7 @@ def _resnet(name, input_shape, weights, freeze_batchnorm):
         f"C{level}": resnet.get_layer(layer_name).output
         for level, layer_name in zip((3, 4, 5), stage_outputs)
     }
-    return keras.Model(inputs, outputs, name=name)
+    return fold_frozen_batchnorm(keras.Model(inputs, outputs, name=name))
 
 
 def _tiny(input_shape):

@@ -2,9 +2,10 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import assert_close
-from keras_retina.backbone import build_backbone
+from keras_retina.backbone import FoldedConvBatchNorm, build_backbone, fold_frozen_batchnorm
 
 
 def test_tiny_shapes():
@@ -18,10 +19,48 @@ def test_resnet_stages_and_frozen_batchnorm(name, c4_blocks):
     shapes = {k: tuple(v.shape[1:]) for k, v in model.output.items()}
     assert shapes == {"C3": (16, 16, 512), "C4": (8, 8, 1024), "C5": (4, 4, 2048)}
     assert model.get_layer(f"conv4_block{c4_blocks}_out") is not None
-    batchnorms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert batchnorms and not any(l.trainable for l in batchnorms)
+    # Every conv is followed by a frozen BN, and every such pair is folded into one layer.
+    folded = [l for l in model.layers if isinstance(l, FoldedConvBatchNorm)]
+    assert len(folded) == (53 if name == "resnet50" else 104)
+    assert not any(isinstance(l, (keras.layers.BatchNormalization, keras.layers.Conv2D)) for l in model.layers)
+    assert not any(l.bn.trainable for l in folded)
+    assert all(l.conv.trainable for l in folded)
     trainable_bn = build_backbone(name, (128, 128, 3), freeze_batchnorm=False)
-    assert all(l.trainable for l in trainable_bn.layers if isinstance(l, keras.layers.BatchNormalization))
+    batchnorms = [l for l in trainable_bn.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert batchnorms and all(l.trainable for l in batchnorms)
+
+
+def test_folded_batchnorm_matches_the_unfolded_network_and_its_gradients():
+    """Folding is an optimisation only: same outputs and same kernel gradients as conv -> BN."""
+    keras.utils.set_random_seed(3)
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    rng = np.random.default_rng(0)
+    for layer in reference.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # non-trivial statistics, as after ImageNet training
+            for var, low, high in ((layer.gamma, 0.5, 2), (layer.beta, -1, 1),
+                                   (layer.moving_mean, -1, 1), (layer.moving_variance, 0.2, 3)):
+                var.assign(rng.uniform(low, high, var.shape))
+        elif isinstance(layer, keras.layers.Conv2D):
+            layer.bias.assign(rng.uniform(-1, 1, layer.bias.shape))
+    folded = fold_frozen_batchnorm(reference)
+    assert sum(isinstance(l, FoldedConvBatchNorm) for l in folded.layers) == 53
+    assert [id(v) for v in folded.trainable_weights] == [id(v) for v in reference.trainable_weights]
+    images = tf.constant(rng.uniform(-120, 120, (2, 64, 64, 3)), tf.float32)
+
+    def forward_and_grads(model):
+        with tf.GradientTape() as tape:
+            out = model(images, training=True)
+            loss = tf.reduce_sum(out * out) * 1e-6
+        return out, tape.gradient(loss, model.trainable_weights)
+
+    ours, our_grads = forward_and_grads(folded)
+    theirs, their_grads = forward_and_grads(reference)
+    scale = float(np.abs(theirs).max())
+    assert_close(ours / scale, theirs / scale, atol=1e-5)
+    for mine, other in zip(our_grads, their_grads):
+        norm = float(tf.reduce_max(tf.abs(other))) + 1e-12
+        assert_close(mine / norm, other / norm, atol=1e-3)  # 53 layers deep in float32
 
 
 def test_caffe_preprocessing_is_inside_the_graph():
@@ -46,9 +85,11 @@ def test_loads_keras_applications_notop_h5_file(tmp_path):
         legacy_h5_format.save_weights_to_hdf5_group(f, reference)
     keras.utils.set_random_seed(99)
     model = build_backbone("resnet50", (64, 64, 3), weights=str(path))
-    for name in ("conv1_conv", "conv3_block4_3_bn", "conv5_block3_3_conv"):
-        for ours, theirs in zip(model.get_layer(name).weights, reference.get_layer(name).weights):
-            assert_close(ours, theirs, atol=0)
+    for name in ("conv1", "conv3_block4_3", "conv5_block3_3"):
+        ours = model.get_layer(f"{name}_conv")  # the folded conv + BN
+        for part, theirs in ((ours.conv, f"{name}_conv"), (ours.bn, f"{name}_bn")):
+            for mine, other in zip(part.weights, reference.get_layer(theirs).weights):
+                assert_close(mine, other, atol=0)
 
 
 def test_loads_keras3_weights_file(tmp_path):
