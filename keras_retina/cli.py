@@ -57,7 +57,10 @@ flags.DEFINE_float("clipnorm", 0.0, "Clip the global gradient norm to this (0: o
 flags.DEFINE_float("momentum", recipe.MOMENTUM, "SGD momentum.")
 flags.DEFINE_float("weight_decay", recipe.WEIGHT_DECAY, "Weight decay.")
 flags.DEFINE_enum("strategy", "mirrored", STRATEGIES, "tf.distribute strategy.")
-flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"], "Mixed precision policy.")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"],
+                  "Compute precision of train, evaluate, export and predict (variables stay float32, "
+                  "so checkpoints work either way). bfloat16 runs 2-4x faster on CPUs with "
+                  "AVX512-BF16/AMX and on TPUs; float16 is for GPUs.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("eval_every_steps", 0, "Evaluate every N steps (0: only at the end).")
 flags.DEFINE_integer("checkpoint_every_steps", 1000, "Save a checkpoint every N steps.")

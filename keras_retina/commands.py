@@ -76,9 +76,13 @@ def sources(data, need_train=True):
     return train, val, label_map
 
 
+PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
 def _set_precision(options):
-    policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
-    keras.mixed_precision.set_global_policy(policy[options["mixed_precision"]])
+    """--mixed_precision for every model the command builds from here on (variables stay
+    float32; the label encoder, losses and decoder always compute in float32)."""
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[options.get("mixed_precision") or "none"])
 
 
 def train(options, model, data):
@@ -130,6 +134,7 @@ def load_trained_model(model_dir, checkpoint=None):
 def evaluate(options, model, data):
     if not options["model_dir"]:
         raise DataError("--model_dir is required: the trained model to evaluate.")
+    _set_precision(options)
     net, label_map, config, checkpoint = load_trained_model(options["model_dir"])
     given = {k: v for k, v in data.items() if v and k not in ("tfds_train_split", "tfds_val_split")}
     data = data if given else config["train"]["data"]
@@ -178,11 +183,13 @@ def export(options, model=None, data=None):
     if not options["model_dir"] or not options["export_dir"]:
         raise DataError("export needs --model_dir (the trained model) and --export_dir "
                         "(e.g. serving/retinanet; versions go in numbered subfolders).")
+    _set_precision(options)
     net, label_map, _, checkpoint = load_trained_model(options["model_dir"])
     path = export_lib.export_saved_model(net, label_map, options["export_dir"], options["version"],
                                          **_postprocess_overrides(options))
     base = os.path.abspath(options["export_dir"])
-    print(f"Exported {checkpoint} to {path}\n"
+    precision = keras.mixed_precision.global_policy().name
+    print(f"Exported {checkpoint} ({precision}) to {path}\n"
           f"  signatures: serving_default (encoded image bytes), serving_image_tensor (uint8)\n"
           f"  serve with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
           f"--model_name={os.path.basename(base.rstrip('/'))} --model_base_path={base}")
@@ -194,6 +201,7 @@ def predict(options, images):
     if options["saved_model"]:
         detect = tf.saved_model.load(options["saved_model"]).signatures["serving_default"]
     elif options["model_dir"]:
+        _set_precision(options)
         net, label_map, _, _ = load_trained_model(options["model_dir"])
         # Keep the server referenced: a tf.function method holds its instance only weakly.
         server = export_lib.DetectionServer(net, label_map, **_postprocess_overrides(options))

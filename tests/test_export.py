@@ -202,6 +202,29 @@ def test_export_and_predict_commands(tmp_path):
     # --model_dir works too, without an export.
     result = _cli("predict", "--model_dir=model", "--output_dir=out2", "b.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    # A bfloat16 export of the same float32 checkpoint: its convolutions run in bfloat16 and
+    # its answers agree with the float32 export to bfloat16's precision.
+    result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2",
+                  "--mixed_precision=bfloat16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(mixed_bfloat16)" in result.stdout
+    encoded = tf.constant([(tmp_path / "a.jpg").read_bytes()])
+    answers = [tf.saved_model.load(str(tmp_path / "serving" / "pets" / v)).signatures["serving_default"](
+        inputs=encoded) for v in ("1", "2")]
+    assert_close(answers[1]["detection_scores"][0, :5], answers[0]["detection_scores"][0, :5], atol=0.02)
+    assert _conv_dtypes(tmp_path / "serving" / "pets" / "2") == {"DT_BFLOAT16"}
+    assert _conv_dtypes(tmp_path / "serving" / "pets" / "1") == {"DT_FLOAT"}
+
+
+def _conv_dtypes(path):
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    return {types_pb2.DataType.Name(node.attr["T"].type) for graph in proto.meta_graphs
+            for function in graph.graph_def.library.function for node in function.node_def
+            if node.op == "Conv2D"}
 
 
 def test_hostile_serving_input(exported):

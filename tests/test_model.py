@@ -6,6 +6,7 @@ import tensorflow as tf
 from conftest import TINY, assert_close, keras_file_round_trip
 from keras_retina import RetinaNet, num_anchors
 from keras_retina import boxes as box_lib
+from keras_retina import evaluation
 from keras_retina.data import synthetic
 
 
@@ -174,6 +175,22 @@ def test_learns_to_find_every_box():
             if not np.any((iou >= 0.5) & (out["classes"][i, :n] == cls)):
                 missed.append((i, cls, box.round(1).tolist()))
     assert (classes >= 0).sum() >= 10 and not missed, missed
+
+    # --mixed_precision=bfloat16 on the trained weights finds the same objects (issue #5):
+    # every float32 detection scoring >= 0.5 has a bfloat16 twin (same class, IoU >= 0.9), and
+    # the other way round.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        fast = RetinaNet(**model.get_config())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    fast.set_weights(model.get_weights())
+    assert fast.get_layer("classification_head").compute_dtype == "bfloat16"
+    fast_out = fast.predict(images, verbose=0)
+    checked, missing = evaluation.unmatched_detections(out, fast_out)
+    assert checked >= 10 and not missing, missing
+    checked, extra = evaluation.unmatched_detections(fast_out, out)
+    assert checked >= 10 and not extra, extra
 
 
 def test_mirrored_strategy_matches_single_device():
