@@ -127,7 +127,14 @@ def load_trained_model(model_dir, checkpoint=None):
     checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if checkpoint is None:
         raise DataError(f"--model_dir={model_dir}: no checkpoint in {model_dir}/checkpoints yet.")
-    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    status = tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()  # optimizer slots unused
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:  # never evaluate or export a half-random network
+        raise DataError(
+            f"{checkpoint} does not hold every weight of the model in {config_path} (was it written by "
+            f"another version of keras_retina, or is config.json edited?): "
+            f"{str(error).split(':', 1)[0]}.") from None
     return model, label_map, config, checkpoint
 
 

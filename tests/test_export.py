@@ -251,3 +251,16 @@ def test_hostile_serving_input(exported):
     again = serve(inputs=tf.constant([good]))
     for key in expected:
         assert np.array_equal(again[key].numpy(), expected[key].numpy()), key
+
+
+def test_checkpoint_missing_weights_is_an_error_not_a_random_network(tmp_path):
+    """A checkpoint that does not cover the model (older version, edited config.json) must not
+    be exported or evaluated with silently random layers."""
+    make_model_dir(str(tmp_path / "model"))
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config["model"]["head_convs"] = 3  # one more conv per subnet than the checkpoint holds
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "does not hold every weight of the model" in result.stderr
+    assert not (tmp_path / "serving").exists()
