@@ -1,0 +1,184 @@
+"""Dirty data: what happens to each kind of bad image or annotation, counted.
+
+Real datasets hold odd images and broken annotations. Every case below has one
+defined outcome; none is a silent drop, a crash inside TensorFlow or a NaN loss.
+
+    case                                   outcome
+    grayscale, RGBA, palette, CMYK, 16-bit converted to 8-bit RGB (alpha dropped)
+    EXIF-rotated JPEG                      rotated as a viewer shows it when the
+                                           JSON's width/height are the rotated
+                                           ones (what labelling tools annotate)
+    1x1 or very large image                used (resized like every image; PIL's
+                                           decompression-bomb limit is lifted up to
+                                           MAX_PIXELS)
+    box partly outside the image           clipped to the image
+    image without annotations              used as a negative
+    crowd annotation                       kept for evaluation, never a positive
+    missing / empty / corrupt / truncated  error naming the file; with
+      image, image larger than MAX_PIXELS,   --skip_bad_examples the image is
+      JSON size differs from the file        skipped and counted
+    box with zero/negative size, NaN or    error naming the annotation; with
+      inf coordinate, fully outside the     --skip_bad_examples the annotation
+      image, unknown category id,           is dropped (the image is kept) and
+      unknown image id, duplicate           counted
+      annotation id
+    duplicate image id                     error; skip: the later entry skipped
+
+`DataReport` holds the counts and the first few offenders of each kind; the
+training start-up summary, `keras_retina check-data` and the end-of-training
+summary print it. `load_image` is the one image loader of the COCO JSON reader.
+"""
+
+import collections
+import io
+import threading
+
+import numpy as np
+
+MAX_PIXELS = 250_000_000  # ~16k x 16k; larger files are refused (memory), not half-read
+SHOW = 5  # offenders listed per kind
+
+# kind -> (severity, what happens). "fixed": handled, reported for information;
+# "bad_image" / "bad_annotation": an error unless --skip_bad_examples, then skipped/dropped.
+KINDS = {
+    "converted_mode": ("fixed", "converted to RGB"),
+    "exif_rotated": ("fixed", "rotated as its EXIF orientation says"),
+    "clipped_box": ("fixed", "box clipped to the image"),
+    "negative_image": ("fixed", "no annotations: used as a negative"),
+    "crowd": ("fixed", "crowd annotation: kept for evaluation, never a positive"),
+    "tiny_image": ("fixed", "smaller than 8x8 pixels: used"),
+    "missing_file": ("bad_image", "image file missing"),
+    "unreadable_image": ("bad_image", "cannot be decoded (empty, corrupt or truncated)"),
+    "too_large": ("bad_image", f"more than {MAX_PIXELS:,} pixels"),
+    "size_mismatch": ("bad_image", "width/height in the JSON differ from the file"),
+    "duplicate_image_id": ("bad_image", "duplicate image id"),
+    "bad_box": ("bad_annotation", "box with zero/negative size or NaN/inf coordinates"),
+    "outside_box": ("bad_annotation", "box entirely outside the image"),
+    "unknown_category": ("bad_annotation", "category id not in 'categories'"),
+    "unknown_image": ("bad_annotation", "image id not in 'images'"),
+    "duplicate_annotation_id": ("bad_annotation", "duplicate annotation id"),
+}
+
+
+class BadImage(Exception):
+    """An image file that cannot be used; `kind` is one of KINDS."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+class DataReport:
+    """Thread-safe counts of each kind of dirty data, with the first offenders by name."""
+
+    def __init__(self, source=""):
+        self.source = source
+        self.counts = collections.Counter()
+        self.offenders = collections.defaultdict(list)
+        self._lock = threading.Lock()
+
+    def add(self, kind, where):
+        if kind not in KINDS:
+            raise KeyError(kind)
+        with self._lock:
+            self.counts[kind] += 1
+            if len(self.offenders[kind]) < SHOW:
+                self.offenders[kind].append(str(where))
+
+    def count(self, severity):
+        return sum(n for kind, n in self.counts.items() if KINDS[kind][0] == severity)
+
+    def problems(self):
+        """(kind, count) of the kinds that are errors unless skipped."""
+        return [(k, n) for k, n in sorted(self.counts.items()) if KINDS[k][0] != "fixed"]
+
+    def as_dict(self):
+        return {kind: {"count": n, "outcome": KINDS[kind][1], "examples": list(self.offenders[kind])}
+                for kind, n in sorted(self.counts.items())}
+
+    def format(self, skipping):
+        """Human-readable lines: one per kind, worst first."""
+        if not self.counts:
+            return f"[data] {self.source}: no problems found."
+        lines = [f"[data] {self.source}:"]
+        order = {"bad_image": 0, "bad_annotation": 1, "fixed": 2}
+        for kind, n in sorted(self.counts.items(), key=lambda item: (order[KINDS[item[0]][0]], item[0])):
+            severity, outcome = KINDS[kind]
+            if severity == "bad_image":
+                action = "skipped" if skipping else "ERROR"
+            elif severity == "bad_annotation":
+                action = "dropped" if skipping else "ERROR"
+            else:
+                action = "ok"
+            shown = "; ".join(self.offenders[kind][:3]) + (" ..." if n > 3 else "")
+            lines.append(f"  {action:7s} {n:6d} x {outcome}: {shown}")
+        return "\n".join(lines)
+
+    def raise_if_bad(self, skipping):
+        """ValueError naming every kind of problem unless `skipping`."""
+        problems = self.problems()
+        if problems and not skipping:
+            raise ValueError(
+                self.format(skipping) + "\nFix these, or pass --skip_bad_examples to skip bad images and "
+                "drop bad annotations (each is counted in the training summary).")
+
+
+def _open(data):
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    return Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+
+
+def image_header(path):
+    """(height, width as stored, EXIF orientation 1-8, mode) from the file's header.
+
+    Raises BadImage for a missing, empty, unidentifiable or too large file."""
+    import os
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise BadImage("missing_file", f"{path}: no such file")
+    try:
+        with _open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+            mode = image.mode
+    except Image.DecompressionBombError as error:
+        raise BadImage("too_large", f"{path}: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadImage("unreadable_image", f"{path}: {error}") from None
+    if width * height > MAX_PIXELS:
+        raise BadImage("too_large", f"{path}: {width}x{height} pixels")
+    return height, width, orientation, mode
+
+
+def load_image(path, apply_exif=True):
+    """Image file -> uint8 `[H, W, 3]` RGB, whatever its mode; raises BadImage naming the file.
+
+    `apply_exif`: rotate as the EXIF orientation says (what viewers and labelling tools show).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise BadImage("missing_file", f"{path}: {error.strerror or error}") from None
+    try:
+        with _open(data) as image:
+            image.load()  # full decode: truncated files fail here
+            if apply_exif:
+                image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, np.float64)  # 16-bit: 0..65535
+                array = np.clip(np.round(array * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+                return np.repeat(array[..., None], 3, axis=-1)
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            return np.asarray(image, np.uint8)
+    except Image.DecompressionBombError as error:
+        raise BadImage("too_large", f"{path}: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadImage("unreadable_image", f"{path}: {error}") from None
