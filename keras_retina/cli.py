@@ -62,6 +62,10 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"],
                   "so checkpoints work either way). bfloat16 runs 2-4x faster on CPUs with "
                   "AVX512-BF16/AMX and on TPUs; float16 is for GPUs.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_boolean("deterministic", False,
+                     "Bit-exact training: deterministic ops and a data order that is a function of "
+                     "the step, so a resumed run ends with the same weights as an uninterrupted one "
+                     "(COCO JSON sources; somewhat slower).")
 flags.DEFINE_integer("eval_every_steps", 0, "Evaluate every N steps (0: only at the end).")
 flags.DEFINE_integer("checkpoint_every_steps", 1000, "Save a checkpoint every N steps.")
 flags.DEFINE_boolean("flip", True, "Random horizontal flip (the paper's augmentation).")
@@ -80,6 +84,9 @@ flags.DEFINE_string("tfds_train_split", "train", "TFDS training split.")
 flags.DEFINE_string("tfds_val_split", "validation", "TFDS validation split.")
 flags.DEFINE_string("train_tfrecord", None, "TFRecord file pattern (TF OD API layout) for training.")
 flags.DEFINE_string("val_tfrecord", None, "TFRecord file pattern for validation.")
+flags.DEFINE_boolean("skip_bad_examples", False,
+                     "Skip unreadable/missing images and drop broken annotations (each counted and "
+                     "reported) instead of stopping with an error that lists them.")
 flags.DEFINE_string("label_map", None, "Label map for TFRecords (.json or .pbtxt); default: scan ids.")
 flags.DEFINE_string("output", None, "evaluate: JSON file for the metrics.")
 # Export and prediction.
@@ -156,7 +163,7 @@ def model_kwargs():
 def data_flags():
     names = ("demo_data", "train_annotations", "train_images", "val_annotations", "val_images",
              "tfds_name", "tfds_data_dir", "tfds_train_split", "tfds_val_split", "train_tfrecord",
-             "val_tfrecord", "label_map")
+             "val_tfrecord", "label_map", "skip_bad_examples")
     return {name: getattr(FLAGS, name) for name in names}
 
 

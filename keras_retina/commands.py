@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from keras_retina import evaluation, export as export_lib, training, visualize
-from keras_retina.data import coco_json, coverage, pipeline, synthetic, tfds_coco, tfrecord
+from keras_retina.data import cleaning, coco_json, coverage, pipeline, synthetic, tfds_coco, tfrecord
 from keras_retina.model import RetinaNet
 
 
@@ -28,14 +28,20 @@ class DataError(ValueError):
     """A data source flag is missing, inconsistent or points at nothing."""
 
 
-def _json_source(annotations, images, flag):
+def _json_source(annotations, images, flag, skip, reports):
     if not images:
         raise DataError(f"--{flag}_annotations={annotations} needs --{flag}_images (the image folder).")
-    return coco_json.read_coco_json(annotations, images)
+    source = coco_json.read_coco_json(annotations, images, skip_bad_examples=skip)
+    if reports is not None:
+        reports[flag] = source.report
+    return source
 
 
-def sources(data, need_train=True):
-    """Data flags -> (train examples or None, val examples or None, label map)."""
+def sources(data, need_train=True, reports=None):
+    """Data flags -> (train examples or None, val examples or None, label map).
+
+    `reports`: a dict that gets each COCO JSON split's `cleaning.DataReport` ("train", "val")."""
+    skip = bool(data.get("skip_bad_examples"))
     if data.get("demo_data"):
         paths = synthetic.write_coco_dataset(data["demo_data"])
         data = {**data, "train_annotations": paths["train"][0], "train_images": paths["train"][1],
@@ -48,10 +54,10 @@ def sources(data, need_train=True):
     train = val = label_map = None
     if data.get("train_annotations") or data.get("val_annotations"):
         if data.get("train_annotations"):
-            source = _json_source(data["train_annotations"], data.get("train_images"), "train")
+            source = _json_source(data["train_annotations"], data.get("train_images"), "train", skip, reports)
             train, label_map = source.dataset(), source.label_map
         if data.get("val_annotations"):
-            val_source = _json_source(data["val_annotations"], data.get("val_images"), "val")
+            val_source = _json_source(data["val_annotations"], data.get("val_images"), "val", skip, reports)
             if label_map is not None and val_source.label_map != label_map:
                 raise DataError(f"--val_annotations={data['val_annotations']} has other categories "
                                 f"than --train_annotations={data['train_annotations']}.")
@@ -68,9 +74,9 @@ def sources(data, need_train=True):
         label_map = (tfrecord.read_label_map(data["label_map"]) if data.get("label_map")
                      else tfrecord.scan_label_map(pattern))
         if data.get("train_tfrecord"):
-            train = tfrecord.tfrecord_examples(data["train_tfrecord"], label_map)
+            train = tfrecord.tfrecord_examples(data["train_tfrecord"], label_map, skip_bad_examples=skip)
         if data.get("val_tfrecord"):
-            val = tfrecord.tfrecord_examples(data["val_tfrecord"], label_map)
+            val = tfrecord.tfrecord_examples(data["val_tfrecord"], label_map, skip_bad_examples=skip)
     if label_map is None:
         raise DataError("No data: give a training or validation source.")
     return train, val, label_map
@@ -91,7 +97,10 @@ def train(options, model, data):
     _set_precision(options)
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op (reading the data does).
     strategy = training.make_strategy(options["strategy"])
-    train_examples, val_examples, label_map = sources(data)
+    reports = {}
+    train_examples, val_examples, label_map = sources(data, reports=reports)
+    for report in reports.values():
+        print(report.format(skipping=bool(data.get("skip_bad_examples"))), flush=True)
     config = training.TrainConfig(
         model_dir=options["model_dir"], model=model, batch_size=options["batch_size"],
         reference_batch_size=options["reference_batch_size"],
@@ -103,17 +112,37 @@ def train(options, model, data):
         weight_decay=options["weight_decay"],
         checkpoint_every_steps=options["checkpoint_every_steps"],
         eval_every_steps=options["eval_every_steps"], strategy=options["strategy"],
-        seed=options["seed"], flip=options["flip"], scale_min=options["scale_min"],
-        scale_max=options["scale_max"], verbose=options["verbose"], data=data)
-    report = coverage.anchor_coverage(
-        train_examples, model["image_size"], model["num_scales"], model["aspect_ratios"],
-        model["anchor_size"], max_images=min(options["max_images"], 500))
-    print(coverage.format_coverage(report), flush=True)
-    summary = training.train(config, train_examples, label_map, val_examples, strategy)
+        seed=options["seed"], deterministic=options["deterministic"], flip=options["flip"],
+        scale_min=options["scale_min"], scale_max=options["scale_max"], verbose=options["verbose"], data=data)
+    try:
+        report = coverage.anchor_coverage(
+            train_examples, model["image_size"], model["num_scales"], model["aspect_ratios"],
+            model["anchor_size"], max_images=min(options["max_images"], 500))
+        print(coverage.format_coverage(report), flush=True)
+        summary = training.train(config, train_examples, label_map, val_examples, strategy,
+                                 data_reports=reports)
+    except tf.errors.InvalidArgumentError as error:  # an image TensorFlow cannot decode
+        raise DataError(_undecodable_message(error, train_examples, val_examples)) from None
     print(training.format_summary(summary), flush=True)
     if options["export_dir"] and training.is_chief(strategy):
         export(options, model, data)
     return 0
+
+
+def _undecodable_message(error, *datasets):
+    """Names the files behind a decode error (COCO JSON sources), else gives TF's reason."""
+    reason = (error.message or str(error)).strip().splitlines()[0]
+    bad = {}
+    for dataset in datasets:
+        source = getattr(dataset, "coco_source", None)
+        if source is not None:
+            bad.update(source.find_undecodable())
+    if bad:
+        shown = "; ".join(str(e) for e in list(bad.values())[:5]) + (" ..." if len(bad) > 5 else "")
+        return (f"training stopped: {len(bad)} image(s) cannot be decoded: {shown}. Fix or remove "
+                f"them, or pass --skip_bad_examples to skip them.")
+    return (f"training stopped on bad input data ({reason}). `keras_retina check-data` lists the "
+            f"problems; --skip_bad_examples skips undecodable records.")
 
 
 def load_trained_model(model_dir, checkpoint=None):
@@ -166,16 +195,32 @@ def evaluate(options, model, data):
 
 
 def check_data(options, model, data):
-    train_examples, val_examples, label_map = sources(data, need_train=False)
+    """Reads every example (full image decode included) and reports every problem, what
+    training would do with it (with and without --skip_bad_examples), then anchor coverage."""
+    skip = bool(data.get("skip_bad_examples"))
+    reports = {}
+    # Count everything rather than stop at the first bad image; say at the end what training does.
+    train_examples, val_examples, label_map = sources({**data, "skip_bad_examples": True}, need_train=False,
+                                                      reports=reports)
+    problems = 0
     for split, examples in (("train", train_examples), ("val", val_examples)):
         if examples is None:
             continue
         print(f"[{split}] {len(label_map)} classes: {', '.join(e['name'] for e in label_map[:20])}"
               + (" ..." if len(label_map) > 20 else ""))
+        report = reports.get(split) or cleaning.DataReport(f"{split} examples")
+        count = cleaning.scan_examples(examples, report, num_classes=len(label_map),
+                                       check_boxes=split not in reports)
+        print(f"[{split}] read and decoded {count} images")
+        print(report.format(skipping=skip))
+        problems += len(report.problems())
         report = coverage.anchor_coverage(
             examples, model["image_size"], model["num_scales"], model["aspect_ratios"],
             model["anchor_size"], max_images=options["max_images"])
         print(coverage.format_coverage(report))
+    if problems and not skip:
+        print("Training on this data stops with an error listing the problems above; fix them or "
+              "pass --skip_bad_examples.")
     return 0
 
 

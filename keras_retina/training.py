@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from keras_retina import evaluation, visualize
-from keras_retina.data import pipeline
+from keras_retina.data import cleaning, pipeline
 from keras_retina.model import RetinaNet
 
 # The paper's recipe (section 4.1), for a global batch of REFERENCE_BATCH_SIZE images.
@@ -98,6 +98,7 @@ class TrainConfig:
     scale_min: float = 1.0
     scale_max: float = 1.0
     shuffle_buffer: int = 1000
+    deterministic: bool = False
     verbose: int = 1
     data: dict = field(default_factory=dict)  # the data-source flags, kept for `evaluate`
 
@@ -238,7 +239,7 @@ def _image_writer(writer, dataset, label_map, count=4):
     return write
 
 
-def train(config, train_examples, label_map, val_examples=None, strategy=None):
+def train(config, train_examples, label_map, val_examples=None, strategy=None, data_reports=None):
     """Trains (or resumes) a RetinaNet; returns the summary dict.
 
     Args:
@@ -249,6 +250,9 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None):
         A multi-worker strategy must be made before TensorFlow runs any op.
     """
     start = time.time()
+    if config.deterministic and getattr(train_examples, "coco_source", None) is None:
+        raise ValueError("--deterministic needs random access to the training examples: a COCO JSON "
+                         "source (--train_annotations/--train_images or --demo_data).")
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
     model_dir = config.model_dir
@@ -280,10 +284,19 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None):
               f"(learning rate {float(model.optimizer.learning_rate):.5g}).", flush=True)
 
     per_epoch = max(1, min(config.checkpoint_every_steps, train_steps))
-    train_ds = pipeline.train_dataset(
-        train_examples, model.label_encoder, config.model["image_size"], config.batch_size,
-        flip=config.flip, scale_range=(config.scale_min, config.scale_max),
-        shuffle_buffer=config.shuffle_buffer, seed=config.seed + step)
+    if config.deterministic:
+        # Same ops in the same order on the same data from any resume step: equal weights to an
+        # uninterrupted run (tested), at some cost in speed.
+        tf.config.experimental.enable_op_determinism()
+        train_ds = pipeline.deterministic_train_dataset(
+            train_examples.coco_source, model.label_encoder, config.model["image_size"],
+            config.batch_size, config.seed, start_step=step, flip=config.flip,
+            scale_range=(config.scale_min, config.scale_max))
+    else:
+        train_ds = pipeline.train_dataset(
+            train_examples, model.label_encoder, config.model["image_size"], config.batch_size,
+            flip=config.flip, scale_range=(config.scale_min, config.scale_max),
+            shuffle_buffer=config.shuffle_buffer, seed=config.seed + step)
     log_dir = os.path.join(write_dir, "logs")
     writer = tf.summary.create_file_writer(log_dir)
     nan_guard = _NanGuard()
@@ -321,6 +334,8 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None):
     summary = {"steps": final_step, "batch_size": config.batch_size,
                "seconds_this_run": round(time.time() - start, 1),
                "model_dir": model_dir, "checkpoint": manager.latest_checkpoint}
+    if data_reports:  # what the readers fixed, skipped or dropped (cleaning.DataReport)
+        summary["data"] = {split: report.as_dict() for split, report in data_reports.items()}
     if chief:
         keras_path = os.path.join(model_dir, "model.keras")
         model.save(keras_path)
@@ -334,6 +349,9 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None):
     return summary
 
 
+_SKIPPED_KINDS = {kind for kind, (severity, _) in cleaning.KINDS.items() if severity != "fixed"}
+
+
 def format_summary(summary, label_map=None):
     minutes, seconds = divmod(int(summary["seconds_this_run"]), 60)
     lines = ["", "=" * 72,
@@ -342,6 +360,11 @@ def format_summary(summary, label_map=None):
              f"Model:       {summary.get('keras_model', '-')}",
              f"Checkpoint:  {summary['checkpoint']}",
              f"TensorBoard: tensorboard --logdir {os.path.join(summary['model_dir'], 'logs')}"]
+    for split, kinds in summary.get("data", {}).items():
+        skipped = {kind: v["count"] for kind, v in kinds.items() if kind in _SKIPPED_KINDS}
+        if skipped:
+            lines.append(f"Data ({split}): skipped or dropped " + ", ".join(
+                f"{n} x {kinds[k]['outcome']}" for k, n in skipped.items()) + " (see summary.json)")
     if "metrics" in summary:
         lines.append(evaluation.format_metrics({**summary["metrics"],
                                                 "per_class_AP": summary["per_class_AP"]}))

@@ -138,3 +138,93 @@ def test_shipped_coco_flagfiles_parse_and_run_on_own_data(tmp_path, tiny_coco, c
                   *_data_flags(tiny_coco), "--max_images=4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"image_size={size}" in result.stdout
+
+
+def _checkpoint_values(run_dir):
+    """Every model and optimizer value of a run's latest checkpoint, by name."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith(("model/", "optimizer/"))}
+
+
+def test_killed_again_and_again_deterministic_run_ends_with_the_same_weights(tmp_path, tiny_coco):
+    """SIGKILL at random moments, three times, rerunning the same command each time: the run
+    ends at the same final step, and with --deterministic its weights equal an uninterrupted
+    run's exactly."""
+    import random
+
+    import numpy as np
+
+    args = ["train", *TINY_FLAGS, "--train_steps=24", "--checkpoint_every_steps=3", "--deterministic",
+            "--scale_min=0.8", "--scale_max=1.2", *_data_flags(tiny_coco, val=False)]
+    result = _cli(*args, "--model_dir=straight", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    index = tmp_path / "killed" / "checkpoints" / "checkpoint"
+    rng = random.Random(6)
+    kills = 0
+    for _ in range(3):
+        before = _latest_step(index)
+        process = subprocess.Popen([sys.executable, "-m", "keras_retina.cli", *args, "--model_dir=killed"],
+                                   cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None and _latest_step(index) <= before:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))  # somewhere in the next steps, maybe mid-checkpoint
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 2, "training ran to the end before it could be killed"
+    result = _cli(*args, "--model_dir=killed", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "killed" / "summary.json").read_text())["steps"] == 24
+    straight, killed = _checkpoint_values(tmp_path / "straight"), _checkpoint_values(tmp_path / "killed")
+    assert straight.keys() == killed.keys() and len(straight) > 20
+    different = [name for name in straight if not np.array_equal(straight[name], killed[name])]
+    assert not different, different[:5]
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+import tensorflow as tf
+from keras_retina import cli
+
+original = tf.train.Checkpoint._write  # what CheckpointManager.save calls
+saves = []
+
+def write(self, file_prefix, options=None):
+    saves.append(file_prefix)
+    if len(saves) == 3:  # the third checkpoint: data written, then cut short; the index not updated
+        options.experimental_write_callbacks = None  # CheckpointManager's index update
+        path = original(self, file_prefix, options=options)
+        data = path + ".data-00000-of-00001"
+        with open(data, "r+b") as f:
+            f.truncate(os.path.getsize(data) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, file_prefix, options=options)
+
+tf.train.Checkpoint._write = write
+sys.argv = ["keras_retina"] + sys.argv[1:]
+cli.run()
+"""
+
+
+def test_kill_while_a_checkpoint_is_written_leaves_the_latest_readable(tmp_path, tiny_coco):
+    import tensorflow as tf
+
+    args = ["train", *TINY_FLAGS, "--model_dir=run", "--train_steps=12", "--checkpoint_every_steps=3",
+            *_data_flags(tiny_coco, val=False)]
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    assert latest.endswith("ckpt-6")  # the half-written ckpt-9 never became "latest"
+    assert len(tf.train.load_checkpoint(latest).get_variable_to_shape_map()) > 20  # and ckpt-6 reads
+    result = _cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from" in result.stdout and "ckpt-6 at step 6" in result.stdout
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 12

@@ -26,7 +26,9 @@ defined outcome; none is a silent drop, a crash inside TensorFlow or a NaN loss.
 
 `DataReport` holds the counts and the first few offenders of each kind; the
 training start-up summary, `keras_retina check-data` and the end-of-training
-summary print it. `load_image` is the one image loader of the COCO JSON reader.
+summary print it. `image_header` and `verify_image` are the checks the COCO JSON
+reader runs on each file (the header always; the full decode under
+--skip_bad_examples and in check-data).
 """
 
 import collections
@@ -154,31 +156,70 @@ def image_header(path):
     return height, width, orientation, mode
 
 
-def load_image(path, apply_exif=True):
-    """Image file -> uint8 `[H, W, 3]` RGB, whatever its mode; raises BadImage naming the file.
-
-    `apply_exif`: rotate as the EXIF orientation says (what viewers and labelling tools show).
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def verify_image(path):
+    """Decodes the whole file (JPEGs at 1/8 scale: every byte is still read) so truncated or
+    corrupt data shows; raises BadImage naming the file."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        raise BadImage("missing_file", f"{path}: {error.strerror or error}") from None
-    try:
-        with _open(data) as image:
-            image.load()  # full decode: truncated files fail here
-            if apply_exif:
-                image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, np.float64)  # 16-bit: 0..65535
-                array = np.clip(np.round(array * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
-                return np.repeat(array[..., None], 3, axis=-1)
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            return np.asarray(image, np.uint8)
+        with _open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, image.size[0] // 8), max(1, image.size[1] // 8)))
+            image.load()
+    except FileNotFoundError:
+        raise BadImage("missing_file", f"{path}: no such file") from None
     except Image.DecompressionBombError as error:
         raise BadImage("too_large", f"{path}: {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadImage("unreadable_image", f"{path}: {error}") from None
+
+
+def verify_images(paths, threads=None):
+    """{path: BadImage} for the files in `paths` that do not fully decode (threads: PIL
+    decodes without holding the GIL)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(path):
+        try:
+            verify_image(path)
+        except BadImage as error:
+            return path, error
+        return path, None
+
+    with ThreadPoolExecutor(threads or 2 * (os.cpu_count() or 1)) as pool:
+        return {path: error for path, error in pool.map(check, paths) if error is not None}
+
+
+def scan_examples(examples, report, num_classes, check_boxes=True, progress_every=1000):
+    """Reads every example of a reader's dataset (so every image is decoded) and counts what
+    the training pipeline will do with its boxes. Returns the number of images read.
+
+    `check_boxes`: count box problems here (TFRecord, TFDS); the COCO JSON reader already
+    counted them while parsing. Boxes are yxyx pixels; classes -1 = not in the label map.
+    """
+    count = 0
+    for example in examples:
+        count += 1
+        where = f"image id {int(example['image_id'])}"
+        if check_boxes:
+            boxes = example["boxes"].numpy().reshape(-1, 4)
+            classes = example["classes"].numpy()
+            height, width = example["image"].shape[:2]
+            if len(boxes) == 0:
+                report.add("negative_image", where)
+            for box, cls, crowd in zip(boxes, classes, example["is_crowd"].numpy()):
+                ymin, xmin, ymax, xmax = (float(v) for v in box)
+                if not np.all(np.isfinite(box)) or ymax <= ymin or xmax <= xmin:
+                    report.add("bad_box", f"{where}: box {box.round(1).tolist()}")
+                elif ymax <= 0 or xmax <= 0 or ymin >= height or xmin >= width:
+                    report.add("outside_box", f"{where}: box {box.round(1).tolist()} in {width}x{height}")
+                elif ymin < 0 or xmin < 0 or ymax > height or xmax > width:
+                    report.add("clipped_box", f"{where}: box {box.round(1).tolist()} in {width}x{height}")
+                if cls < 0 or cls >= num_classes:
+                    report.add("unknown_category", where)
+                if crowd:
+                    report.add("crowd", where)
+        if progress_every and count % progress_every == 0:
+            print(f"  ... {count} images checked", flush=True)
+    return count

@@ -24,16 +24,17 @@ every image file's header (missing, unreadable, too large, size differing from
 the JSON, EXIF orientation, colour mode) and fills `CocoSource.report`. Bad
 images and annotations raise one ValueError listing them all, unless
 `skip_bad_examples`, which skips those images / drops those annotations and
-counts them. Images are decoded with PIL (`cleaning.load_image`: any mode to
-RGB, EXIF applied when the JSON's width/height are the rotated ones); a file
-that only fails when fully decoded (truncated) is an error naming it, or under
-`skip_bad_examples` a skip that is counted in the report and logged.
+counts them; it also decodes every file once up front (`verify_images`), so a
+truncated file is a counted skip too. Images are decoded by TensorFlow in the
+input pipeline (no Python in it): any mode to RGB, 16-bit scaled to 8, EXIF
+orientation applied when the JSON's width/height are the rotated ones. Without
+`skip_bad_examples` a file that only fails when fully decoded (truncated) stops
+training; the `train` command then finds and names it (`find_undecodable`).
 """
 
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,8 +59,30 @@ class CocoSource:
     def num_classes(self):
         return len(self.label_map)
 
+    @property
+    def num_examples(self):
+        return len(self.images)
+
     def dataset(self):
         """`tf.data.Dataset` of examples (see module docstring), in file order."""
+        ds = tf.data.Dataset.from_tensor_slices(self._records()).map(
+            _load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if self.skip_bad_examples:  # files were verified when read; this is only a last guard
+            ds = ds.ignore_errors(log_warning=True)
+        ds.coco_source = self  # random access for --deterministic (pipeline.deterministic_train_dataset)
+        return ds
+
+    def find_undecodable(self):
+        """{path: cleaning.BadImage} of this source's images that do not fully decode."""
+        return cleaning.verify_images([r["file"] for r in self.images])
+
+    def example_at(self, index):
+        """Example number `index` (a scalar int tensor), read and decoded."""
+        return _load({key: value[index] for key, value in self._records().items()})
+
+    def _records(self):
+        if getattr(self, "_cached_records", None) is not None:
+            return self._cached_records
         lengths = [len(r["classes"]) for r in self.images]
 
         def ragged(key, empty_shape, dtype):
@@ -68,38 +91,43 @@ class CocoSource:
             return tf.RaggedTensor.from_row_lengths(flat.astype(dtype), lengths)
 
         records = {
-            "image_id": np.array([r["id"] for r in self.images], np.int64),
-            "path": [r["file"] for r in self.images],
-            "exif": np.array([r.get("exif", True) for r in self.images], bool),
+            "image_id": tf.constant([r["id"] for r in self.images], tf.int64),
+            "path": tf.constant([r["file"] for r in self.images], tf.string),
+            "orientation": tf.constant([r.get("orientation", 1) for r in self.images], tf.int32),
             "boxes": ragged("boxes", (0, 4), np.float32),
             "classes": ragged("classes", (0,), np.int32),
             "is_crowd": ragged("is_crowd", (0,), bool),
             "area": ragged("area", (0,), np.float32),
         }
-        ds = tf.data.Dataset.from_tensor_slices(records).map(
-            self._load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.filter(lambda example: example.pop("ok"))
-        return ds.map(lambda example: {k: v for k, v in example.items() if k != "ok"})
+        self._cached_records = records
+        return records
 
-    def _load_numpy(self, path, exif):
-        path = path.decode()
-        try:
-            return cleaning.load_image(path, bool(exif)), True
-        except cleaning.BadImage as error:
-            if not self.skip_bad_examples:
-                raise ValueError(f"{error}. Fix or remove it, or pass --skip_bad_examples.") from None
-            self.report.add(error.kind, path)
-            print(f"[data] skipped {error}", file=sys.stderr, flush=True)
-            return np.zeros((1, 1, 3), np.uint8), False
 
-    def _load(self, record):
-        example = dict(record)
-        path, exif = example.pop("path"), example.pop("exif")
-        image, ok = tf.numpy_function(self._load_numpy, [path, exif], (tf.uint8, tf.bool), stateful=False)
-        image.set_shape([None, None, 3])
-        ok.set_shape([])
-        example["image"], example["ok"] = image, ok
-        return example
+
+def _load(record):
+    example = dict(record)
+    path, orientation = example.pop("path"), example.pop("orientation")
+    example["image"] = apply_orientation(decode_image(tf.io.read_file(path)), orientation)
+    return example
+
+
+def apply_orientation(image, orientation):
+    """Rotates/flips `[H, W, C]` as EXIF orientation 1-8 says (what viewers and PIL's
+    `exif_transpose` show)."""
+    branches = [
+        lambda: image,  # 1 (and unknown values)
+        lambda: tf.image.flip_left_right(image),  # 2
+        lambda: tf.image.rot90(image, 2),  # 3
+        lambda: tf.image.flip_up_down(image),  # 4
+        lambda: tf.transpose(image, [1, 0, 2]),  # 5: transpose
+        lambda: tf.image.rot90(image, 3),  # 6: 90 degrees clockwise
+        lambda: tf.image.rot90(tf.transpose(image, [1, 0, 2]), 2),  # 7: transverse
+        lambda: tf.image.rot90(image, 1),  # 8: 90 degrees counter-clockwise
+    ]
+    index = tf.where((orientation >= 1) & (orientation <= 8), orientation - 1, 0)
+    rotated = tf.switch_case(tf.cast(index, tf.int32), branches)
+    rotated.set_shape([None, None, image.shape[-1]])
+    return rotated
 
 
 def decode_image(encoded):
@@ -160,7 +188,8 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
             entry["bad"] = "size_mismatch"
             report.add("size_mismatch", f"{path}: JSON says {json_hw[1]}x{json_hw[0]}, file is {width}x{height}")
             continue
-        if entry["exif"] and orientation not in (None, 1):
+        entry["orientation"] = orientation if entry["exif"] and orientation in range(2, 9) else 1
+        if entry["orientation"] != 1:
             report.add("exif_rotated", f"{path} (orientation {orientation})")
         if mode not in ("RGB",):
             report.add("converted_mode", f"{path} ({mode})")
@@ -202,6 +231,11 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
         if ann.get("iscrowd", 0):
             report.add("crowd", where)
         entry["anns"].append({**ann, "bbox": [x, y, w, h]})
+    if skip_bad_examples:  # decode each file once now, so even a truncated one is a counted skip
+        unusable = cleaning.verify_images([e["file"] for e in images.values() if e["bad"] is None])
+        for path, error in sorted(unusable.items()):
+            next(e for e in images.values() if e["file"] == path)["bad"] = error.kind
+            report.add(error.kind, error)
     report.raise_if_bad(skip_bad_examples)
 
     source = CocoSource(annotations_path, images_dir, label_map, skip_bad_examples=skip_bad_examples,
@@ -216,7 +250,7 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
         source.images.append({
             "id": int(entry["id"]),
             "file": entry["file"],
-            "exif": entry["exif"],
+            "orientation": entry["orientation"],
             "boxes": np.asarray(box_lib.xywh_to_yxyx(xywh), np.float32),
             "classes": np.array([class_of[a["category_id"]] for a in anns], np.int32),
             "is_crowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),

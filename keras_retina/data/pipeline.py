@@ -59,30 +59,44 @@ def _flip(image, boxes):
 
 
 def _clip_and_keep(boxes, classes, size):
-    """Clips boxes to the input image; boxes left with no area get class -1 (padding)."""
+    """Clips boxes to the input image; boxes left with no area, and boxes with a NaN or inf
+    coordinate (zeroed, so nothing downstream sees them), get class -1 (padding)."""
     limits = tf.cast(tf.stack([size[0], size[1], size[0], size[1]]), tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
+    boxes = tf.where(finite[:, None], boxes, 0.0)
     boxes = tf.clip_by_value(boxes, 0.0, limits)
     keep = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
     return boxes, tf.where(keep, classes, -1)
 
 
-def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.0)):
-    """One example -> (image float32 [S, S, 3], boxes [N, 4] input pixels, classes [N], -1 = dropped)."""
+def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.0), seed=None):
+    """One example -> (image float32 [S, S, 3], boxes [N, 4] input pixels, classes [N], -1 = dropped).
+
+    `seed`: None (TensorFlow's stateful random ops) or an int `[2]` seed that fixes this
+    example's flip, scale and crop (the `--deterministic` path)."""
     size = anchor_lib.image_hw(image_size)
     image, boxes = example["image"], example["boxes"]
     classes = tf.where(example["is_crowd"], -1, example["classes"])
+    if seed is None:
+        def uniform(shape, low=0.0, high=1.0, which=0):
+            return tf.random.uniform(shape, low, high)
+    else:
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+
+        def uniform(shape, low=0.0, high=1.0, which=0):
+            return tf.random.stateless_uniform(shape, seeds[which], low, high)
     if flip:
-        image, boxes = tf.cond(tf.random.uniform([]) < 0.5, lambda: _flip(image, boxes),
+        image, boxes = tf.cond(uniform([], which=0) < 0.5, lambda: _flip(image, boxes),
                                lambda: (image, boxes))
     scale = fit_scale(image, size)
     low, high = scale_range
     if (low, high) == (1.0, 1.0):
         image, boxes = resize_and_pad(image, boxes, size, scale)
     else:
-        scale = scale * tf.random.uniform([], low, high)
+        scale = scale * uniform([], low, high, which=1)
         scaled = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
         room = tf.maximum(scaled - tf.constant(size), 0)
-        offset = tf.cast(tf.cast(room, tf.float32) * tf.random.uniform([2]), tf.int32)
+        offset = tf.cast(tf.cast(room, tf.float32) * uniform([2], which=2), tf.int32)
         image, boxes = resize_and_pad(image, boxes, size, scale, offset)
     boxes, classes = _clip_and_keep(boxes, classes, size)
     return image, boxes, classes
@@ -102,6 +116,39 @@ def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
     if repeat:
         ds = ds.repeat()
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def deterministic_train_dataset(source, label_encoder, image_size, batch_size, seed, start_step=0,
+                                flip=True, scale_range=(1.0, 1.0)):
+    """`--deterministic` training batches: element i of the endless stream is a pure function
+    of (seed, i), so a run resumed at any step sees exactly the batches an uninterrupted run
+    sees from that step on, without reading the earlier ones.
+
+    Element i is example `index_shuffle(i mod N)` of the epoch i // N permutation (seeded by
+    (seed, epoch)), augmented with the stateless seed (seed, i). `source` needs random access:
+    `num_examples` and `example_at(index)` (the COCO JSON reader has them). Bad files are
+    left out when the source is read, so every element exists.
+    """
+    count = source.num_examples
+    start = int(start_step) * int(batch_size)
+
+    def element(i):
+        epoch = i // count
+        index = tf.random.experimental.index_shuffle(
+            i % count, tf.stack([tf.cast(seed, tf.int64), epoch]), count - 1)
+        return i, source.example_at(index)
+
+    def transform(i, example):
+        image, boxes, classes = preprocess_for_training(
+            example, image_size, flip, scale_range, seed=tf.stack([tf.cast(seed, tf.int64), i]))
+        return image, label_encoder(boxes, classes)
+
+    ds = tf.data.Dataset.range(start, 2**62).map(element, num_parallel_calls=tf.data.AUTOTUNE,
+                                                 deterministic=True)
+    if getattr(source, "skip_bad_examples", False):
+        ds = ds.ignore_errors(log_warning=True)  # as in the reader: a last guard
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

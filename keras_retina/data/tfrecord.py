@@ -100,10 +100,13 @@ def read_label_map(path):
     return sorted(({"id": int(e["id"]), "name": str(e["name"])} for e in entries), key=lambda e: e["id"])
 
 
-def tfrecord_examples(pattern, label_map, use_official=True):
+def tfrecord_examples(pattern, label_map, use_official=True, skip_bad_examples=False):
     """Files matching `pattern` -> `tf.data.Dataset` of examples (classes 0..K-1).
 
-    Objects whose category id is not in the label map get class -1 (dropped).
+    Objects whose category id is not in the label map get class -1 (dropped; counted by
+    `keras_retina check-data`). Boxes with NaN/inf or no area are dropped by the training
+    pipeline. A record whose image cannot be decoded stops reading with TensorFlow's error,
+    or with `skip_bad_examples` is skipped and logged (tf.data's `ignore_errors`).
     """
     files = tf.io.gfile.glob(pattern)
     if not files:
@@ -127,5 +130,6 @@ def tfrecord_examples(pattern, label_map, use_official=True):
             "area": tf.cast(decoded["groundtruth_area"], tf.float32),
         }
 
-    return tf.data.TFRecordDataset(files).map(convert, num_parallel_calls=tf.data.AUTOTUNE,
-                                              deterministic=True)
+    dataset = tf.data.TFRecordDataset(files).map(convert, num_parallel_calls=tf.data.AUTOTUNE,
+                                                 deterministic=True)
+    return dataset.ignore_errors(log_warning=True) if skip_bad_examples else dataset

@@ -1,0 +1,264 @@
+"""Dirty data (issue #6): a corpus of every kind of bad image and annotation, generated here,
+through the COCO JSON reader, the TFRecord reader, the training pipeline and the CLI."""
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import TINY_FLAGS
+from keras_retina.data import cleaning, coco_json, pipeline, tfrecord
+from keras_retina.label_encoder import LabelEncoder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _jpeg(array, **kwargs):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def _scene(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def write_corpus(root):
+    """Every case of cleaning.KINDS on disk; returns (annotations path, images dir)."""
+    images_dir = os.path.join(root, "images")
+    os.makedirs(images_dir)
+
+    def path(name):
+        return os.path.join(images_dir, name)
+
+    Image.fromarray(_scene(48, 64)).save(path("good.jpg"))
+    Image.fromarray(np.full((40, 60), 90, np.uint8)).save(path("gray.png"))
+    Image.fromarray(np.zeros((30, 20, 4), np.uint8)).save(path("rgba.png"))
+    Image.fromarray(_scene(32, 32), "RGB").convert("CMYK").save(path("cmyk.jpg"))
+    Image.fromarray(np.array([[0, 32768], [65535, 65535]], np.uint16).repeat(8, 0).repeat(8, 1)).save(
+        path("deep.png"))  # 16-bit grayscale
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 high x 60 wide; shown rotated 90 degrees: 60 high x 40 wide
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :10] = 255  # a white band on the stored left edge -> the top after rotation
+    Image.fromarray(stored).save(path("exif.jpg"), exif=exif)
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(path("dot.png"))
+    Image.fromarray(_scene(3000, 4000)).save(path("large.jpg"), quality=50)
+    Image.fromarray(_scene(20, 20)).save(path("negative.jpg"))
+    with open(path("corrupt.jpg"), "wb") as f:
+        f.write(np.random.default_rng(1).integers(0, 255, 2000, dtype=np.uint8).tobytes())
+    open(path("empty.jpg"), "wb").close()
+    png = io.BytesIO()
+    Image.fromarray(_scene(64, 64)).save(png, "PNG")
+    with open(path("truncated.png"), "wb") as f:
+        f.write(png.getvalue()[: len(png.getvalue()) // 2])
+    with open(path("truncated.jpg"), "wb") as f:
+        whole = _jpeg(_scene(64, 64))
+        f.write(whole[: len(whole) // 2])
+    Image.fromarray(_scene(50, 50)).save(path("resized.jpg"))  # the JSON claims another size
+
+    names = ["good.jpg", "gray.png", "rgba.png", "cmyk.jpg", "deep.png", "exif.jpg", "dot.png", "large.jpg",
+             "negative.jpg", "corrupt.jpg", "empty.jpg", "truncated.png", "truncated.jpg", "missing.jpg",
+             "resized.jpg"]
+    sizes = {"good.jpg": (48, 64), "gray.png": (40, 60), "rgba.png": (30, 20), "cmyk.jpg": (32, 32),
+             "deep.png": (16, 16), "exif.jpg": (60, 40), "dot.png": (1, 1), "large.jpg": (3000, 4000),
+             "negative.jpg": (20, 20), "truncated.png": (64, 64), "truncated.jpg": (64, 64),
+             "missing.jpg": (10, 10), "resized.jpg": (99, 99), "corrupt.jpg": (10, 10), "empty.jpg": (10, 10)}
+    images = [{"id": i + 1, "file_name": n, "height": sizes[n][0], "width": sizes[n][1]}
+              for i, n in enumerate(names)]
+    images.append({"id": 1, "file_name": "gray.png", "height": 40, "width": 60})  # duplicate image id
+    ids = {n: i + 1 for i, n in enumerate(names)}
+    box = [4, 4, 10, 10]
+    annotations = [
+        {"id": 1, "image_id": ids["good.jpg"], "category_id": 3, "bbox": [10, 5, 20, 30]},
+        {"id": 2, "image_id": ids["good.jpg"], "category_id": 3, "bbox": [50, 40, 30, 30]},  # clipped
+        {"id": 3, "image_id": ids["good.jpg"], "category_id": 3, "bbox": [5, 5, 0, 10]},  # zero width
+        {"id": 4, "image_id": ids["good.jpg"], "category_id": 3, "bbox": [5, 5, 10, -3]},  # negative
+        {"id": 5, "image_id": ids["good.jpg"], "category_id": 3, "bbox": [float("nan"), 5, 10, 10]},
+        {"id": 6, "image_id": ids["good.jpg"], "category_id": 3, "bbox": [100, 100, 10, 10]},  # outside
+        {"id": 7, "image_id": ids["good.jpg"], "category_id": 42, "bbox": box},  # unknown category
+        {"id": 8, "image_id": 999, "category_id": 3, "bbox": box},  # unknown image
+        {"id": 8, "image_id": ids["good.jpg"], "category_id": 3, "bbox": box},  # duplicate id
+        {"id": 9, "image_id": ids["good.jpg"], "category_id": 5, "bbox": [0, 0, 64, 48], "iscrowd": 1},
+        {"id": 10, "image_id": ids["gray.png"], "category_id": 5, "bbox": [10, 10, 20, 20]},
+        {"id": 11, "image_id": ids["rgba.png"], "category_id": 3, "bbox": [2, 2, 10, 10]},
+        {"id": 12, "image_id": ids["cmyk.jpg"], "category_id": 3, "bbox": box},
+        {"id": 13, "image_id": ids["deep.png"], "category_id": 3, "bbox": box},
+        {"id": 14, "image_id": ids["exif.jpg"], "category_id": 5, "bbox": [5, 0, 30, 10]},  # the band
+        {"id": 15, "image_id": ids["dot.png"], "category_id": 3, "bbox": [0, 0, 1, 1]},
+        {"id": 16, "image_id": ids["large.jpg"], "category_id": 5, "bbox": [100, 200, 2000, 1500]},
+        {"id": 17, "image_id": ids["truncated.png"], "category_id": 3, "bbox": box},
+        {"id": 18, "image_id": ids["truncated.jpg"], "category_id": 3, "bbox": box},
+    ]
+    coco = {"images": images, "annotations": annotations,
+            "categories": [{"id": 3, "name": "cat"}, {"id": 5, "name": "dog"}]}
+    ann_path = os.path.join(root, "dirty.json")
+    with open(ann_path, "w") as f:
+        json.dump(coco, f)  # NaN is written as NaN, as Python tools do
+    return ann_path, images_dir, ids
+
+
+# Found while reading with --skip_bad_examples: header problems, annotations, and (full decode)
+# the truncated files.
+EXPECTED_AT_READ = {
+    "missing_file": 1, "unreadable_image": 4, "size_mismatch": 1, "duplicate_image_id": 1,
+    "bad_box": 3, "outside_box": 1, "unknown_category": 1, "unknown_image": 1, "duplicate_annotation_id": 1,
+    "clipped_box": 1, "crowd": 1, "converted_mode": 4, "exif_rotated": 1, "tiny_image": 1,
+    "negative_image": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(str(tmp_path_factory.mktemp("dirty")))
+
+
+def test_without_skip_every_problem_is_named_in_one_error(corpus):
+    ann_path, images_dir, _ = corpus
+    with pytest.raises(ValueError) as error:
+        coco_json.read_coco_json(ann_path, images_dir)
+    message = str(error.value)
+    for name in ("missing.jpg", "corrupt.jpg", "empty.jpg", "resized.jpg", "annotation id 3", "annotation id 5",
+                 "annotation id 6", "category_id 42", "annotation id 8 (image 999)", "image id 1 ",
+                 "--skip_bad_examples"):
+        assert name in message, name
+
+
+def test_with_skip_everything_is_counted_and_the_rest_is_clean(corpus):
+    ann_path, images_dir, ids = corpus
+    source = coco_json.read_coco_json(ann_path, images_dir, skip_bad_examples=True)
+    assert dict(source.report.counts) == EXPECTED_AT_READ
+    assert {"truncated.jpg", "truncated.png", "corrupt.jpg", "empty.jpg"} == {
+        os.path.basename(o.split(":")[0]) for o in source.report.offenders["unreadable_image"]}
+    examples = {int(e["image_id"]): e for e in source.dataset()}
+    kept = {"good.jpg", "gray.png", "rgba.png", "cmyk.jpg", "deep.png", "exif.jpg", "dot.png", "large.jpg",
+            "negative.jpg"}
+    assert sorted(examples) == sorted(ids[n] for n in kept)
+    for example in examples.values():
+        assert example["image"].dtype == tf.uint8 and example["image"].shape[-1] == 3
+        assert np.all(np.isfinite(example["boxes"].numpy()))
+    good = examples[ids["good.jpg"]]
+    np.testing.assert_allclose(good["boxes"].numpy(), [[5, 10, 35, 30], [40, 50, 48, 64], [0, 0, 48, 64]])
+    assert good["is_crowd"].numpy().tolist() == [False, False, True]
+    assert examples[ids["gray.png"]]["image"].shape == (40, 60, 3)
+    assert examples[ids["cmyk.jpg"]]["image"].shape == (32, 32, 3)
+    deep = examples[ids["deep.png"]]["image"].numpy()
+    assert deep[0, 0].tolist() == [0, 0, 0] and deep[0, 8].tolist() == [128] * 3 and deep[8, 0, 0] == 255
+    rotated = examples[ids["exif.jpg"]]["image"].numpy()
+    assert rotated.shape == (60, 40, 3) and rotated[:10].mean() > 200 and rotated[20:].mean() < 30
+    assert examples[ids["dot.png"]]["image"].shape == (1, 1, 3)
+    assert examples[ids["large.jpg"]]["image"].shape == (3000, 4000, 3)
+    assert examples[ids["negative.jpg"]]["boxes"].shape == (0, 4)
+
+
+def test_training_pipeline_on_the_clean_rest_gives_finite_targets(corpus):
+    ann_path, images_dir, _ = corpus
+    source = coco_json.read_coco_json(ann_path, images_dir, skip_bad_examples=True)
+    dataset = pipeline.train_dataset(source.dataset(), LabelEncoder(image_size=64), 64, batch_size=3,
+                                     scale_range=(0.8, 1.2), seed=0, repeat=False)
+    batches = list(dataset)
+    assert len(batches) == 3  # 9 clean images
+    for images, targets in batches:
+        assert np.all(np.isfinite(images.numpy()))
+        assert np.all(np.isfinite(targets["box_targets"].numpy()))
+
+
+def _tfrecord(path, examples):
+    def feature(values, kind):
+        if kind == "bytes":
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        if kind == "float":
+            return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    with tf.io.TFRecordWriter(path) as writer:
+        for source_id, encoded, boxes, classes in examples:
+            ymin, xmin, ymax, xmax = (list(v) for v in zip(*boxes)) if boxes else ([], [], [], [])
+            features = {
+                "image/encoded": feature([encoded], "bytes"), "image/format": feature([b"jpeg"], "bytes"),
+                "image/source_id": feature([str(source_id).encode()], "bytes"),
+                "image/height": feature([32], "int"), "image/width": feature([32], "int"),
+                "image/object/bbox/ymin": feature(ymin, "float"), "image/object/bbox/xmin": feature(xmin, "float"),
+                "image/object/bbox/ymax": feature(ymax, "float"), "image/object/bbox/xmax": feature(xmax, "float"),
+                "image/object/class/label": feature(classes, "int"),
+                "image/object/is_crowd": feature([0] * len(classes), "int"),
+                "image/object/area": feature([1.0] * len(classes), "float"),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+
+
+def test_tfrecord_bad_boxes_and_images(tmp_path):
+    good = _jpeg(_scene(32, 32))
+    path = str(tmp_path / "dirty.tfrecord")
+    _tfrecord(path, [
+        (1, good, [(0.1, 0.1, 0.5, 0.5), (math.nan, 0.1, 0.5, 0.5), (0.5, 0.5, 0.5, 0.9)], [1, 1, 1]),
+        (2, b"not an image", [(0.1, 0.1, 0.5, 0.5)], [1]),
+        (3, good, [(0.1, 0.1, 0.5, 0.5)], [7]),  # category not in the label map
+        (4, good, [], []),
+    ])
+    label_map = [{"id": 1, "name": "a"}]
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(tfrecord.tfrecord_examples(path, label_map, use_official=False))
+    examples = tfrecord.tfrecord_examples(path, label_map, use_official=False, skip_bad_examples=True)
+    report = cleaning.DataReport("dirty.tfrecord")
+    assert cleaning.scan_examples(examples, report, num_classes=1) == 3  # the undecodable one skipped
+    assert dict(report.counts) == {"bad_box": 2, "unknown_category": 1, "negative_image": 1}
+    dataset = pipeline.train_dataset(examples, LabelEncoder(image_size=64), 64, batch_size=3, seed=0,
+                                     repeat=False, shuffle_buffer=0)  # file order: image 1 first
+    images, targets = next(iter(dataset))
+    assert np.all(np.isfinite(targets["box_targets"].numpy()))
+    assert (targets["cls_targets"].numpy()[0] >= 0).sum() > 0  # the good box is still a positive
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_check_data_and_train_on_the_dirty_corpus(corpus, tmp_path):
+    ann_path, images_dir, _ = corpus
+    data = [f"--train_annotations={ann_path}", f"--train_images={images_dir}"]
+    result = _cli("check-data", "--image_size=64", *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for phrase in ("ERROR", "image file missing", "cannot be decoded", "truncated.png", "duplicate image id",
+                   "box entirely outside", "Training on this data stops with an error"):
+        assert phrase in result.stdout, phrase
+
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=3", *data, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "missing.jpg" in result.stderr and "--skip_bad_examples" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=3", "--skip_bad_examples", *data,
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped" in result.stdout and "Trained 3 steps" in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data"]["train"]["missing_file"]["count"] == 1
+    assert summary["data"]["train"]["unreadable_image"]["count"] == 4
+    assert "skipped or dropped" in result.stdout  # the end-of-training summary says so too
+
+
+def test_cli_names_a_file_that_only_fails_when_decoded(tiny_coco, tmp_path):
+    """A truncated JPEG passes the header check; training stops with its name, not a TF trace."""
+    ann_path, images_dir = tiny_coco["train"]
+    victim = os.path.join(images_dir, sorted(os.listdir(images_dir))[3])
+    with open(victim, "rb") as f:
+        whole = f.read()
+    with open(victim, "wb") as f:
+        f.write(whole[: len(whole) // 2])
+    data = [f"--train_annotations={ann_path}", f"--train_images={images_dir}"]
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=8", "--batch_size=16", *data,
+                  cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "cannot be decoded" in result.stderr and os.path.basename(victim) in result.stderr
+    assert "Traceback" not in result.stderr
