@@ -17,6 +17,7 @@ import os
 import sys
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_retina import evaluation, export as export_lib, training, visualize
@@ -250,31 +251,32 @@ def export(options, model=None, data=None):
 
 def predict(options, images):
     """Draws detections on each image; writes pictures and detections.json to --output_dir."""
+    # Pictures go in as the user sees them (EXIF orientation applied), through the uint8
+    # signature, so the boxes drawn and written match the picture.
     if options["saved_model"]:
-        detect = tf.saved_model.load(options["saved_model"]).signatures["serving_default"]
+        detect = tf.saved_model.load(options["saved_model"]).signatures["serving_image_tensor"]
     elif options["model_dir"]:
         _set_precision(options)
         net, label_map, _, _ = load_trained_model(options["model_dir"])
         # Keep the server referenced: a tf.function method holds its instance only weakly.
         server = export_lib.DetectionServer(net, label_map, **_postprocess_overrides(options))
-        detect = server.serve_encoded
+        detect = server.serve_image_tensor
     else:
         raise DataError("predict needs --saved_model (an exported version folder) or --model_dir.")
     os.makedirs(options["output_dir"], exist_ok=True)
     results, failed = [], []
     for index, path in enumerate(images, start=1):
         try:
-            with open(path, "rb") as f:
-                encoded = f.read()
-            out = {k: v.numpy()[0] for k, v in detect(inputs=tf.constant([encoded])).items()}
             picture = visualize.Image.open(path)
             picture.load()
+            picture = visualize.ImageOps.exif_transpose(picture).convert("RGB")
+            pixels = tf.constant(np.asarray(picture, np.uint8)[None])
+            out = {k: v.numpy()[0] for k, v in detect(inputs=pixels).items()}
         except (OSError, tf.errors.InvalidArgumentError, visualize.UnidentifiedImageError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             print(f"{path}: cannot read this image ({message}); skipped.", file=sys.stderr)
             failed.append(path)
             continue
-        picture = visualize.ImageOps.exif_transpose(picture).convert("RGB")
         n = int(out["num_detections"])
         boxes, scores = out["detection_boxes"][:n], out["detection_scores"][:n]
         names = [name.decode() for name in out["detection_class_names"][:n]]

@@ -30,6 +30,15 @@ def assert_close(actual, expected, atol=1e-5, rtol=1e-5):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=atol, rtol=rtol)
 
 
+def tf_feature(values, kind):
+    """A tf.train.Feature of "bytes", "float" or "int" values (for test TFRecords)."""
+    if kind == "bytes":
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    if kind == "float":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
 def keras_file_round_trip(model, tmp_path, name="model.keras"):
     """Saves `model` as a .keras file and loads it back."""
     path = str(tmp_path / name)

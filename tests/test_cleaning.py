@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, tf_feature
 from keras_retina.data import cleaning, coco_json, pipeline, tfrecord
 from keras_retina.label_encoder import LabelEncoder
 
@@ -172,13 +172,7 @@ def test_training_pipeline_on_the_clean_rest_gives_finite_targets(corpus):
 
 
 def _tfrecord(path, examples):
-    def feature(values, kind):
-        if kind == "bytes":
-            return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        if kind == "float":
-            return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
+    feature = tf_feature
     with tf.io.TFRecordWriter(path) as writer:
         for source_id, encoded, boxes, classes in examples:
             ymin, xmin, ymax, xmax = (list(v) for v in zip(*boxes)) if boxes else ([], [], [], [])

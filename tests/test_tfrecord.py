@@ -6,15 +6,8 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import assert_close
+from conftest import tf_feature as _feature
 from keras_retina.data import tfrecord
-
-
-def _feature(values, kind):
-    if kind == "bytes":
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    if kind == "float":
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
 def _write_records(path):
