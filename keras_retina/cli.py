@@ -59,7 +59,7 @@ flags.DEFINE_float("weight_decay", recipe.WEIGHT_DECAY, "Weight decay.")
 flags.DEFINE_enum("strategy", "mirrored", STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"],
                   "Compute precision of train, evaluate, export and predict (variables stay float32, "
-                  "so checkpoints work either way). bfloat16 runs 2-4x faster on CPUs with "
+                  "so checkpoints work either way). bfloat16 runs about 3-5x faster on CPUs with "
                   "AVX512-BF16/AMX and on TPUs; float16 is for GPUs.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_boolean("deterministic", False,

@@ -17,7 +17,6 @@ import os
 import sys
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_retina import evaluation, export as export_lib, training, visualize
@@ -122,8 +121,11 @@ def train(options, model, data):
         print(coverage.format_coverage(report), flush=True)
         summary = training.train(config, train_examples, label_map, val_examples, strategy,
                                  data_reports=reports)
-    except tf.errors.InvalidArgumentError as error:  # an image TensorFlow cannot decode
-        raise DataError(_undecodable_message(error, train_examples, val_examples)) from None
+    except tf.errors.InvalidArgumentError as error:
+        message = _undecodable_message(error, train_examples, val_examples)
+        if message is None:  # not a data problem: keep TensorFlow's error and traceback
+            raise
+        raise DataError(message) from error
     print(training.format_summary(summary), flush=True)
     if options["export_dir"] and training.is_chief(strategy):
         export(options, model, data)
@@ -131,8 +133,10 @@ def train(options, model, data):
 
 
 def _undecodable_message(error, *datasets):
-    """Names the files behind a decode error (COCO JSON sources), else gives TF's reason."""
-    reason = (error.message or str(error)).strip().splitlines()[0]
+    """Names the files behind an image decode error (COCO JSON sources) or gives TF's reason;
+    None when the error is not about decoding input data."""
+    text = error.message or str(error)
+    reason = text.strip().splitlines()[0]
     bad = {}
     for dataset in datasets:
         source = getattr(dataset, "coco_source", None)
@@ -142,8 +146,10 @@ def _undecodable_message(error, *datasets):
         shown = "; ".join(str(e) for e in list(bad.values())[:5]) + (" ..." if len(bad) > 5 else "")
         return (f"training stopped: {len(bad)} image(s) cannot be decoded: {shown}. Fix or remove "
                 f"them, or pass --skip_bad_examples to skip them.")
-    return (f"training stopped on bad input data ({reason}). `keras_retina check-data` lists the "
-            f"problems; --skip_bad_examples skips undecodable records.")
+    if not any(word in text for word in ("Decode", "decode", "JPEG", "PNG", "image format", "Uncompress")):
+        return None
+    return (f"training stopped on an image that cannot be decoded ({reason}). `keras_retina "
+            f"check-data` lists the problems; --skip_bad_examples skips undecodable records.")
 
 
 def load_trained_model(model_dir, checkpoint=None):
@@ -209,12 +215,22 @@ def check_data(options, model, data):
             continue
         print(f"[{split}] {len(label_map)} classes: {', '.join(e['name'] for e in label_map[:20])}"
               + (" ..." if len(label_map) > 20 else ""))
+        coco = split in reports
         report = reports.get(split) or cleaning.DataReport(f"{split} examples")
-        count = cleaning.scan_examples(examples, report, num_classes=len(label_map),
-                                       check_boxes=split not in reports)
+        count = cleaning.scan_examples(examples, report, num_classes=len(label_map), check_boxes=not coco)
+        pattern = data.get(f"{split}_tfrecord")
+        if pattern:  # records that fail to decode were skipped while scanning: count them
+            records = sum(1 for _ in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)))
+            for _ in range(records - count):
+                report.add("unreadable_image", f"{records - count} record(s) in {pattern}")
         print(f"[{split}] read and decoded {count} images")
         print(report.format(skipping=skip))
-        problems += len(report.problems())
+        if coco:
+            problems += len(report.problems())
+        else:
+            print(f"[{split}] TFRecord/TFDS: the training pipeline drops the boxes above; undecodable "
+                  f"records stop training unless --skip_bad_examples.")
+            problems += report.counts["unreadable_image"]
         report = coverage.anchor_coverage(
             examples, model["image_size"], model["num_scales"], model["aspect_ratios"],
             model["anchor_size"], max_images=options["max_images"])
@@ -253,6 +269,7 @@ def predict(options, images):
     """Draws detections on each image; writes pictures and detections.json to --output_dir."""
     # Pictures go in as the user sees them (EXIF orientation applied), through the uint8
     # signature, so the boxes drawn and written match the picture.
+    # (A CMYK/16-bit/palette picture is converted exactly as in training.)
     if options["saved_model"]:
         detect = tf.saved_model.load(options["saved_model"]).signatures["serving_image_tensor"]
     elif options["model_dir"]:
@@ -266,13 +283,14 @@ def predict(options, images):
     os.makedirs(options["output_dir"], exist_ok=True)
     results, failed = [], []
     for index, path in enumerate(images, start=1):
-        try:
-            picture = visualize.Image.open(path)
-            picture.load()
-            picture = visualize.ImageOps.exif_transpose(picture).convert("RGB")
-            pixels = tf.constant(np.asarray(picture, np.uint8)[None])
-            out = {k: v.numpy()[0] for k, v in detect(inputs=pixels).items()}
-        except (OSError, tf.errors.InvalidArgumentError, visualize.UnidentifiedImageError) as error:
+        try:  # TensorFlow's decoder (as in training) with the EXIF orientation applied
+            orientation = cleaning.image_header(path)[2]
+            with open(path, "rb") as f:
+                pixels = coco_json.apply_orientation(coco_json.decode_image(tf.constant(f.read())),
+                                                     tf.constant(orientation if orientation in range(1, 9) else 1))
+            picture = visualize.Image.fromarray(pixels.numpy())
+            out = {k: v.numpy()[0] for k, v in detect(inputs=pixels[None]).items()}
+        except (OSError, tf.errors.InvalidArgumentError, cleaning.BadImage) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             print(f"{path}: cannot read this image ({message}); skipped.", file=sys.stderr)
             failed.append(path)

@@ -278,7 +278,13 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None, d
                                          max_to_keep=3)
     step = 0
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except AssertionError as error:
+            raise ValueError(
+                f"{manager.latest_checkpoint} does not hold every weight of this model (written by "
+                f"another version of keras_retina?): {str(error).split(':', 1)[0]}. Use a new "
+                f"--model_dir to start over.") from None
         step = int(model.optimizer.iterations.numpy())
         print(f"Resuming from {manager.latest_checkpoint} at step {step} "
               f"(learning rate {float(model.optimizer.learning_rate):.5g}).", flush=True)

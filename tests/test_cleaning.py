@@ -50,6 +50,7 @@ def write_corpus(root):
     stored = np.zeros((40, 60, 3), np.uint8)
     stored[:, :10] = 255  # a white band on the stored left edge -> the top after rotation
     Image.fromarray(stored).save(path("exif.jpg"), exif=exif)
+    Image.fromarray(stored).save(path("exif_stored.jpg"), exif=exif)  # annotated on the stored pixels
     Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(path("dot.png"))
     Image.fromarray(_scene(3000, 4000)).save(path("large.jpg"), quality=50)
     Image.fromarray(_scene(20, 20)).save(path("negative.jpg"))
@@ -64,17 +65,23 @@ def write_corpus(root):
         whole = _jpeg(_scene(64, 64))
         f.write(whole[: len(whole) // 2])
     Image.fromarray(_scene(50, 50)).save(path("resized.jpg"))  # the JSON claims another size
+    Image.fromarray(_scene(16, 16)).convert("P").save(path("palette.png"))
+    Image.fromarray(_scene(16, 16)).save(path("photo.tiff"))  # PIL reads it, TensorFlow does not
+    Image.fromarray(_scene(16, 16)).save(path("dup_a.jpg"))
+    Image.fromarray(_scene(16, 16)).save(path("dup_b.jpg"))
 
     names = ["good.jpg", "gray.png", "rgba.png", "cmyk.jpg", "deep.png", "exif.jpg", "dot.png", "large.jpg",
              "negative.jpg", "corrupt.jpg", "empty.jpg", "truncated.png", "truncated.jpg", "missing.jpg",
-             "resized.jpg"]
+             "resized.jpg", "palette.png", "photo.tiff", "exif_stored.jpg"]
     sizes = {"good.jpg": (48, 64), "gray.png": (40, 60), "rgba.png": (30, 20), "cmyk.jpg": (32, 32),
              "deep.png": (16, 16), "exif.jpg": (60, 40), "dot.png": (1, 1), "large.jpg": (3000, 4000),
              "negative.jpg": (20, 20), "truncated.png": (64, 64), "truncated.jpg": (64, 64),
-             "missing.jpg": (10, 10), "resized.jpg": (99, 99), "corrupt.jpg": (10, 10), "empty.jpg": (10, 10)}
+             "missing.jpg": (10, 10), "resized.jpg": (99, 99), "corrupt.jpg": (10, 10), "empty.jpg": (10, 10),
+             "palette.png": (16, 16), "photo.tiff": (16, 16), "exif_stored.jpg": (40, 60)}
     images = [{"id": i + 1, "file_name": n, "height": sizes[n][0], "width": sizes[n][1]}
               for i, n in enumerate(names)]
-    images.append({"id": 1, "file_name": "gray.png", "height": 40, "width": 60})  # duplicate image id
+    # Two pictures under one image id: whose are its boxes? Both are out.
+    images += [{"id": 100, "file_name": n, "height": 16, "width": 16} for n in ("dup_a.jpg", "dup_b.jpg")]
     ids = {n: i + 1 for i, n in enumerate(names)}
     box = [4, 4, 10, 10]
     annotations = [
@@ -85,8 +92,10 @@ def write_corpus(root):
         {"id": 5, "image_id": ids["good.jpg"], "category_id": 3, "bbox": [float("nan"), 5, 10, 10]},
         {"id": 6, "image_id": ids["good.jpg"], "category_id": 3, "bbox": [100, 100, 10, 10]},  # outside
         {"id": 7, "image_id": ids["good.jpg"], "category_id": 42, "bbox": box},  # unknown category
-        {"id": 8, "image_id": 999, "category_id": 3, "bbox": box},  # unknown image
-        {"id": 8, "image_id": ids["good.jpg"], "category_id": 3, "bbox": box},  # duplicate id
+        {"id": 8, "image_id": 999, "category_id": 3, "bbox": box},  # unknown image (does not claim id 8)
+        {"id": 1, "image_id": ids["good.jpg"], "category_id": 3, "bbox": box},  # duplicate of id 1
+        {"id": 19, "image_id": 100, "category_id": 3, "bbox": box},
+        {"id": 20, "image_id": ids["palette.png"], "category_id": 3, "bbox": box},
         {"id": 9, "image_id": ids["good.jpg"], "category_id": 5, "bbox": [0, 0, 64, 48], "iscrowd": 1},
         {"id": 10, "image_id": ids["gray.png"], "category_id": 5, "bbox": [10, 10, 20, 20]},
         {"id": 11, "image_id": ids["rgba.png"], "category_id": 3, "bbox": [2, 2, 10, 10]},
@@ -109,10 +118,11 @@ def write_corpus(root):
 # Found while reading with --skip_bad_examples: header problems, annotations, and (full decode)
 # the truncated files.
 EXPECTED_AT_READ = {
-    "missing_file": 1, "unreadable_image": 4, "size_mismatch": 1, "duplicate_image_id": 1,
+    "missing_file": 1, "unreadable_image": 4, "size_mismatch": 1, "duplicate_image_id": 2,
+    "unsupported_format": 1,
     "bad_box": 3, "outside_box": 1, "unknown_category": 1, "unknown_image": 1, "duplicate_annotation_id": 1,
-    "clipped_box": 1, "crowd": 1, "converted_mode": 4, "exif_rotated": 1, "tiny_image": 1,
-    "negative_image": 1,
+    "clipped_box": 1, "crowd": 1, "converted_mode": 5, "exif_rotated": 1, "tiny_image": 1,
+    "negative_image": 2,
 }
 
 
@@ -127,7 +137,8 @@ def test_without_skip_every_problem_is_named_in_one_error(corpus):
         coco_json.read_coco_json(ann_path, images_dir)
     message = str(error.value)
     for name in ("missing.jpg", "corrupt.jpg", "empty.jpg", "resized.jpg", "annotation id 3", "annotation id 5",
-                 "annotation id 6", "category_id 42", "annotation id 8 (image 999)", "image id 1 ",
+                 "annotation id 6", "category_id 42", "annotation id 8 (image 999)", "image id 100 ",
+                 "photo.tiff", "annotation id 1 (image 1)",
                  "--skip_bad_examples"):
         assert name in message, name
 
@@ -140,7 +151,7 @@ def test_with_skip_everything_is_counted_and_the_rest_is_clean(corpus):
         os.path.basename(o.split(":")[0]) for o in source.report.offenders["unreadable_image"]}
     examples = {int(e["image_id"]): e for e in source.dataset()}
     kept = {"good.jpg", "gray.png", "rgba.png", "cmyk.jpg", "deep.png", "exif.jpg", "dot.png", "large.jpg",
-            "negative.jpg"}
+            "negative.jpg", "palette.png", "exif_stored.jpg"}
     assert sorted(examples) == sorted(ids[n] for n in kept)
     for example in examples.values():
         assert example["image"].dtype == tf.uint8 and example["image"].shape[-1] == 3
@@ -157,6 +168,8 @@ def test_with_skip_everything_is_counted_and_the_rest_is_clean(corpus):
     assert examples[ids["dot.png"]]["image"].shape == (1, 1, 3)
     assert examples[ids["large.jpg"]]["image"].shape == (3000, 4000, 3)
     assert examples[ids["negative.jpg"]]["boxes"].shape == (0, 4)
+    assert examples[ids["palette.png"]]["image"].shape == (16, 16, 3)
+    assert examples[ids["exif_stored.jpg"]]["image"].shape == (40, 60, 3)  # JSON gave the stored size
 
 
 def test_training_pipeline_on_the_clean_rest_gives_finite_targets(corpus):
@@ -165,7 +178,7 @@ def test_training_pipeline_on_the_clean_rest_gives_finite_targets(corpus):
     dataset = pipeline.train_dataset(source.dataset(), LabelEncoder(image_size=64), 64, batch_size=3,
                                      scale_range=(0.8, 1.2), seed=0, repeat=False)
     batches = list(dataset)
-    assert len(batches) == 3  # 9 clean images
+    assert len(batches) == 3  # 11 clean images
     for images, targets in batches:
         assert np.all(np.isfinite(images.numpy()))
         assert np.all(np.isfinite(targets["box_targets"].numpy()))
@@ -210,6 +223,10 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     images, targets = next(iter(dataset))
     assert np.all(np.isfinite(targets["box_targets"].numpy()))
     assert (targets["cls_targets"].numpy()[0] >= 0).sum() > 0  # the good box is still a positive
+    # check-data counts the undecodable record too, and says what training does.
+    result = _cli("check-data", "--image_size=64", f"--train_tfrecord={path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 x cannot be decoded" in result.stdout and "the training pipeline drops the boxes" in result.stdout
 
 
 def _cli(*args, cwd):

@@ -7,7 +7,9 @@ defined outcome; none is a silent drop, a crash inside TensorFlow or a NaN loss.
     grayscale, RGBA, palette, CMYK, 16-bit converted to 8-bit RGB (alpha dropped)
     EXIF-rotated JPEG                      rotated as a viewer shows it when the
                                            JSON's width/height are the rotated
-                                           ones (what labelling tools annotate)
+                                           ones (what labelling tools annotate),
+                                           and when they cannot tell (flips, 180
+                                           degrees, square images)
     1x1 or very large image                used (resized like every image; PIL's
                                            decompression-bomb limit is lifted up to
                                            MAX_PIXELS)
@@ -16,13 +18,15 @@ defined outcome; none is a silent drop, a crash inside TensorFlow or a NaN loss.
     crowd annotation                       kept for evaluation, never a positive
     missing / empty / corrupt / truncated  error naming the file; with
       image, image larger than MAX_PIXELS,   --skip_bad_examples the image is
-      JSON size differs from the file        skipped and counted
+      JSON size differs from the file,       skipped and counted
+      format TensorFlow cannot decode
     box with zero/negative size, NaN or    error naming the annotation; with
       inf coordinate, fully outside the     --skip_bad_examples the annotation
       image, unknown category id,           is dropped (the image is kept) and
       unknown image id, duplicate           counted
       annotation id
-    duplicate image id                     error; skip: the later entry skipped
+    duplicate image id                     error; skip: every entry with that id
+                                           skipped (its annotations are ambiguous)
 
 `DataReport` holds the counts and the first few offenders of each kind; the
 training start-up summary, `keras_retina check-data` and the end-of-training
@@ -37,6 +41,7 @@ import threading
 
 import numpy as np
 
+TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads
 MAX_PIXELS = 250_000_000  # ~16k x 16k; larger files are refused (memory), not half-read
 SHOW = 5  # offenders listed per kind
 
@@ -51,6 +56,7 @@ KINDS = {
     "tiny_image": ("fixed", "smaller than 8x8 pixels: used"),
     "missing_file": ("bad_image", "image file missing"),
     "unreadable_image": ("bad_image", "cannot be decoded (empty, corrupt or truncated)"),
+    "unsupported_format": ("bad_image", "a format TensorFlow cannot decode (use JPEG, PNG, GIF, BMP or WebP)"),
     "too_large": ("bad_image", f"more than {MAX_PIXELS:,} pixels"),
     "size_mismatch": ("bad_image", "width/height in the JSON differ from the file"),
     "duplicate_image_id": ("bad_image", "duplicate image id"),
@@ -146,13 +152,15 @@ def image_header(path):
         with _open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
-            mode = image.mode
+            mode, image_format = image.mode, image.format
     except Image.DecompressionBombError as error:
         raise BadImage("too_large", f"{path}: {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadImage("unreadable_image", f"{path}: {error}") from None
     if width * height > MAX_PIXELS:
         raise BadImage("too_large", f"{path}: {width}x{height} pixels")
+    if image_format not in TF_FORMATS:
+        raise BadImage("unsupported_format", f"{path}: {image_format}")
     return height, width, orientation, mode
 
 

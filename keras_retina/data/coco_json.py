@@ -67,7 +67,7 @@ class CocoSource:
         """`tf.data.Dataset` of examples (see module docstring), in file order."""
         ds = tf.data.Dataset.from_tensor_slices(self._records()).map(
             _load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if self.skip_bad_examples:  # files were verified when read; this is only a last guard
+        if self.skip_bad_examples:  # files were verified when read; a last guard, logged by TF
             ds = ds.ignore_errors(log_warning=True)
         ds.coco_source = self  # random access for --deterministic (pipeline.deterministic_train_dataset)
         return ds
@@ -81,8 +81,12 @@ class CocoSource:
         return _load({key: value[index] for key, value in self._records().items()})
 
     def _records(self):
-        if getattr(self, "_cached_records", None) is not None:
-            return self._cached_records
+        if getattr(self, "_cached_records", None) is None:
+            with tf.init_scope():  # eager constants, whichever graph asks first
+                self._cached_records = self._make_records()
+        return self._cached_records
+
+    def _make_records(self):
         lengths = [len(r["classes"]) for r in self.images]
 
         def ragged(key, empty_shape, dtype):
@@ -99,7 +103,6 @@ class CocoSource:
             "is_crowd": ragged("is_crowd", (0,), bool),
             "area": ragged("area", (0,), np.float32),
         }
-        self._cached_records = records
         return records
 
 
@@ -157,17 +160,30 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
             raise ValueError(f"{annotations_path}: no '{key}' list; is this a COCO detection file?")
 
     report = cleaning.DataReport(annotations_path)
+    for key, entries in (("images", coco["images"]), ("categories", coco["categories"]),
+                         ("annotations", coco.get("annotations") or [])):
+        for number, entry in enumerate(entries):
+            needs = ("id", "file_name") if key == "images" else ("id",) if key == "categories" else ()
+            if not isinstance(entry, dict) or any(k not in entry for k in needs) or (
+                    "id" in needs and not isinstance(entry["id"], int)):
+                raise ValueError(f"{annotations_path}: '{key}' entry #{number} ({str(entry)[:80]}) is not "
+                                 f"an object with an integer 'id'{' and a file_name' if key == 'images' else ''}.")
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     label_map = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
     class_of = {entry["id"]: index for index, entry in enumerate(label_map)}
 
-    # Images: duplicates, then each file's header.
+    # Images: duplicate ids (all their entries are out: which picture do their boxes belong
+    # to?), then each file's header.
+    id_count = {}
+    for image in coco["images"]:
+        id_count[image["id"]] = id_count.get(image["id"], 0) + 1
     images = {}
     for image in coco["images"]:
-        image_id = image.get("id")
-        path = os.path.join(images_dir, str(image.get("file_name", "")))
-        if image_id in images:
+        image_id = image["id"]
+        path = os.path.join(images_dir, str(image["file_name"]))
+        if id_count[image_id] > 1:
             report.add("duplicate_image_id", f"image id {image_id} ({path})")
+            images.setdefault(image_id, {"id": image_id, "file": path, "bad": "duplicate_image_id", "anns": []})
             continue
         images[image_id] = entry = {"id": image_id, "file": path, "bad": None, "anns": []}
         try:
@@ -198,22 +214,21 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
 
     # Annotations.
     seen_ids = set()
-    for ann in coco.get("annotations", []):
+    for ann in coco.get("annotations") or []:
         where = f"annotation id {ann.get('id')} (image {ann.get('image_id')})"
         if ann.get("id") is not None and ann.get("id") in seen_ids:
             report.add("duplicate_annotation_id", where)
             continue
-        seen_ids.add(ann.get("id"))
-        if ann.get("category_id") not in class_of:
+        if not isinstance(ann.get("category_id"), int) or ann["category_id"] not in class_of:
             report.add("unknown_category", f"{where}: category_id {ann.get('category_id')}")
             continue
-        entry = images.get(ann.get("image_id"))
+        entry = images.get(ann.get("image_id")) if isinstance(ann.get("image_id"), int) else None
         if entry is None:
             report.add("unknown_image", where)
             continue
         try:
             x, y, w, h = (float(v) for v in ann["bbox"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):  # missing, not a list of 4 numbers
             report.add("bad_box", f"{where}: bbox {ann.get('bbox')}")
             continue
         if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
@@ -228,14 +243,18 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
             if (x0, y0, x1, y1) != (x, y, x + w, y + h):
                 report.add("clipped_box", f"{where}: bbox {ann['bbox']} in a {width}x{height} image")
                 x, y, w, h = x0, y0, x1 - x0, y1 - y0
+        seen_ids.add(ann.get("id"))  # only an accepted annotation claims its id
         if ann.get("iscrowd", 0):
             report.add("crowd", where)
-        entry["anns"].append({**ann, "bbox": [x, y, w, h]})
+        area = ann.get("area")
+        area = float(area) if isinstance(area, (int, float)) and math.isfinite(area) else w * h
+        entry["anns"].append({**ann, "bbox": [x, y, w, h], "area": area})
     if skip_bad_examples:  # decode each file once now, so even a truncated one is a counted skip
-        unusable = cleaning.verify_images([e["file"] for e in images.values() if e["bad"] is None])
-        for path, error in sorted(unusable.items()):
-            next(e for e in images.values() if e["file"] == path)["bad"] = error.kind
-            report.add(error.kind, error)
+        unusable = cleaning.verify_images(sorted({e["file"] for e in images.values() if e["bad"] is None}))
+        for entry in images.values():
+            if entry["bad"] is None and entry["file"] in unusable:
+                entry["bad"] = unusable[entry["file"]].kind
+                report.add(entry["bad"], unusable[entry["file"]])
     report.raise_if_bad(skip_bad_examples)
 
     source = CocoSource(annotations_path, images_dir, label_map, skip_bad_examples=skip_bad_examples,
@@ -254,7 +273,7 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
             "boxes": np.asarray(box_lib.xywh_to_yxyx(xywh), np.float32),
             "classes": np.array([class_of[a["category_id"]] for a in anns], np.int32),
             "is_crowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
-            "area": np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], np.float32),
+            "area": np.array([a["area"] for a in anns], np.float32),
         })
     if not source.images:
         raise ValueError(f"{annotations_path}: no usable images.\n{report.format(skip_bad_examples)}")

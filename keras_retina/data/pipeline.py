@@ -146,8 +146,8 @@ def deterministic_train_dataset(source, label_encoder, image_size, batch_size, s
 
     ds = tf.data.Dataset.range(start, 2**62).map(element, num_parallel_calls=tf.data.AUTOTUNE,
                                                  deterministic=True)
-    if getattr(source, "skip_bad_examples", False):
-        ds = ds.ignore_errors(log_warning=True)  # as in the reader: a last guard
+    # No ignore_errors here: a skipped element would shift every later batch and break the
+    # resume guarantee, so an image that fails now (after the reader's checks) stops training.
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
