@@ -100,7 +100,8 @@ flags.DEFINE_integer("max_detections", None, "export: detections per image (defa
 flags.DEFINE_string("saved_model", None, "predict: an exported SavedModel version folder.")
 flags.DEFINE_string("output_dir", "predictions", "predict: where pictures and detections.json go.")
 flags.DEFINE_float("score_threshold", DRAW_SCORE_THRESHOLD, "predict: draw detections at or above this score.")
-flags.DEFINE_integer("max_images", 1000, "check-data: images to scan.")
+flags.DEFINE_integer("max_images", 1000, "check-data: images for the anchor-coverage report "
+                     "(the data check itself reads every image).")
 
 _OUR_FLAGS = [flag.name for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
 
@@ -224,7 +225,6 @@ def _resolve_flagfiles(argv, depth=0):
 
 
 def run():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         argv = _resolve_flagfiles(sys.argv)
     except (app.UsageError, OSError) as error:

@@ -37,10 +37,13 @@ def _json_source(annotations, images, flag, skip, reports):
     return source
 
 
-def sources(data, need_train=True, reports=None):
+def sources(data, need_train=True, reports=None, load_train=None):
     """Data flags -> (train examples or None, val examples or None, label map).
 
-    `reports`: a dict that gets each COCO JSON split's `cleaning.DataReport` ("train", "val")."""
+    `need_train`: exactly one training source is required. `load_train` (default: need_train):
+    read the TFDS training split too. `reports`: a dict that gets each COCO JSON split's
+    `cleaning.DataReport` ("train", "val")."""
+    load_train = need_train if load_train is None else load_train
     skip = bool(data.get("skip_bad_examples"))
     if data.get("demo_data"):
         paths = synthetic.write_coco_dataset(data["demo_data"])
@@ -63,7 +66,7 @@ def sources(data, need_train=True, reports=None):
                                 f"than --train_annotations={data['train_annotations']}.")
             val, label_map = val_source.dataset(), label_map or val_source.label_map
     elif data.get("tfds_name"):
-        if need_train:
+        if load_train:
             train, label_map = tfds_coco.tfds_examples(data["tfds_name"], data["tfds_train_split"],
                                                        data.get("tfds_data_dir"))
         if data.get("tfds_val_split"):
@@ -208,7 +211,7 @@ def check_data(options, model, data):
     reports = {}
     # Count everything rather than stop at the first bad image; say at the end what training does.
     train_examples, val_examples, label_map = sources({**data, "skip_bad_examples": True}, need_train=False,
-                                                      reports=reports)
+                                                      reports=reports, load_train=True)
     problems = 0
     for split, examples in (("train", train_examples), ("val", val_examples)):
         if examples is None:
@@ -271,7 +274,11 @@ def predict(options, images):
     # signature, so the boxes drawn and written match the picture.
     # (A CMYK/16-bit/palette picture is converted exactly as in training.)
     if options["saved_model"]:
-        detect = tf.saved_model.load(options["saved_model"]).signatures["serving_image_tensor"]
+        try:
+            detect = tf.saved_model.load(options["saved_model"]).signatures["serving_image_tensor"]
+        except (OSError, KeyError) as error:
+            raise DataError(f"--saved_model={options['saved_model']}: not an exported keras_retina "
+                            f"version folder ({type(error).__name__}: {str(error)[:200]}).") from None
     elif options["model_dir"]:
         _set_precision(options)
         net, label_map, _, _ = load_trained_model(options["model_dir"])

@@ -131,7 +131,7 @@ def export_saved_model(model, label_map, export_base, version=None, **postproces
     version = next_version(export_base) if version is None else int(version)
     path = os.path.join(export_base, str(version))
     if tf.io.gfile.exists(path):
-        raise FileExistsError(f"{path} exists already; TF Serving versions are immutable. "
+        raise ValueError(f"{path} exists already; TF Serving versions are immutable. "
                               f"Choose another --version or leave it out to take the next one.")
     server = DetectionServer(model, label_map, **postprocess_overrides)
     # keras.export.ExportArchive saves the variables the endpoints use so that TensorFlow's

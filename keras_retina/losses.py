@@ -28,6 +28,8 @@ from keras_retina.label_encoder import BACKGROUND, IGNORE
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
+FOCAL_STAR_GAMMA = 4.0  # FL* (appendix A): its best setting in the select-settings table, 33.9 AP
+FOCAL_STAR_BETA = 0.0
 SMOOTH_L1_BETA = 1.0 / 9.0
 
 
@@ -75,7 +77,8 @@ class FocalStarLoss(keras.losses.Loss):
     settings of Table 2 that match FL's AP.
     """
 
-    def __init__(self, alpha=FOCAL_ALPHA, gamma=4.0, beta=0.0, reduction="sum_over_batch_size",
+    def __init__(self, alpha=FOCAL_ALPHA, gamma=FOCAL_STAR_GAMMA, beta=FOCAL_STAR_BETA,
+                 reduction="sum_over_batch_size",
                  name="focal_star_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if gamma <= 0.0:
@@ -124,8 +127,12 @@ class SmoothL1Loss(keras.losses.Loss):
 CLASSIFICATION_LOSSES = ("focal", "focal_star", "balanced_ce")
 
 
-def classification_loss(name, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, beta=0.0):
-    """'focal' (default) | 'focal_star' | 'balanced_ce' -> a loss object with reduction=None."""
+def classification_loss(name, alpha=FOCAL_ALPHA, gamma=None, beta=FOCAL_STAR_BETA):
+    """'focal' (default) | 'focal_star' | 'balanced_ce' -> a loss object with reduction=None.
+
+    gamma None: the loss's own default (FOCAL_GAMMA for FL, FOCAL_STAR_GAMMA for FL*)."""
+    if gamma is None:
+        gamma = FOCAL_STAR_GAMMA if name == "focal_star" else FOCAL_GAMMA
     if name == "focal":
         return FocalLoss(alpha, gamma, reduction=None)
     if name == "focal_star":

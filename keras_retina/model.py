@@ -102,7 +102,7 @@ class RetinaNet(keras.Model):
         classification_loss="focal",
         focal_alpha=loss_lib.FOCAL_ALPHA,
         focal_gamma=None,
-        focal_star_beta=0.0,
+        focal_star_beta=loss_lib.FOCAL_STAR_BETA,
         box_loss_weight=1.0,
         smooth_l1_beta=loss_lib.SMOOTH_L1_BETA,
         foreground_iou=FOREGROUND_IOU,
@@ -119,7 +119,8 @@ class RetinaNet(keras.Model):
             raise ValueError(f"num_classes={num_classes}: need at least one class.")
         height, width = anchor_lib.validate_image_size(image_size)
         if focal_gamma is None:
-            focal_gamma = 4.0 if classification_loss == "focal_star" else loss_lib.FOCAL_GAMMA
+            focal_gamma = (loss_lib.FOCAL_STAR_GAMMA if classification_loss == "focal_star"
+                           else loss_lib.FOCAL_GAMMA)
         cls_loss_fn = loss_lib.classification_loss(
             classification_loss, focal_alpha, focal_gamma, focal_star_beta
         )

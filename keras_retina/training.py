@@ -261,9 +261,10 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None, d
     saved_config = os.path.join(model_dir, "config.json")
     if tf.io.gfile.exists(saved_config):
         previous = load_json(saved_config)["model"]
-        if previous != config.model:
-            changed = sorted(k for k in set(previous) | set(config.model)
-                             if previous.get(k) != config.model.get(k))
+        # backbone_weights only initialises a new run (e.g. "imagenet" online, a file offline).
+        changed = sorted(k for k in set(previous) | set(config.model)
+                         if k != "backbone_weights" and previous.get(k) != config.model.get(k))
+        if changed:
             raise ValueError(f"--model_dir={model_dir} holds a model with different settings "
                              f"({', '.join(changed)}); use a new --model_dir to start over.")
     if chief:

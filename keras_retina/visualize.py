@@ -12,7 +12,7 @@ ones stay on top.
 import colorsys
 import hashlib
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError  # noqa: F401
+from PIL import Image, ImageDraw, ImageFont
 
 
 DRAW_SCORE_THRESHOLD = 0.3  # what `predict`, the client and TensorBoard pictures show

@@ -36,7 +36,6 @@ reader runs on each file (the header always; the full decode under
 """
 
 import collections
-import io
 import threading
 
 import numpy as np
@@ -93,9 +92,6 @@ class DataReport:
             if len(self.offenders[kind]) < SHOW:
                 self.offenders[kind].append(str(where))
 
-    def count(self, severity):
-        return sum(n for kind, n in self.counts.items() if KINDS[kind][0] == severity)
-
     def problems(self):
         """(kind, count) of the kinds that are errors unless skipped."""
         return [(k, n) for k, n in sorted(self.counts.items()) if KINDS[k][0] != "fixed"]
@@ -135,7 +131,7 @@ def _open(data):
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    return Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+    return Image.open(data)
 
 
 def image_header(path):

@@ -63,10 +63,13 @@ class CocoSource:
     def num_examples(self):
         return len(self.images)
 
-    def dataset(self):
-        """`tf.data.Dataset` of examples (see module docstring), in file order."""
-        ds = tf.data.Dataset.from_tensor_slices(self._records()).map(
-            _load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    def dataset(self, shuffle=False, seed=None):
+        """`tf.data.Dataset` of examples (see module docstring), in file order or, with
+        `shuffle`, reshuffled over the whole set each pass, before any image is decoded."""
+        ds = tf.data.Dataset.from_tensor_slices(self._records())
+        if shuffle:
+            ds = ds.shuffle(len(self.images), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.skip_bad_examples:  # files were verified when read; a last guard, logged by TF
             ds = ds.ignore_errors(log_warning=True)
         ds.coco_source = self  # random access for --deterministic (pipeline.deterministic_train_dataset)

@@ -104,14 +104,21 @@ def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.
 
 def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
                   scale_range=(1.0, 1.0), shuffle_buffer=1000, seed=None, repeat=True):
-    """Examples -> an (optionally infinite) dataset of encoded training batches."""
+    """Examples -> an (optionally infinite) dataset of encoded training batches.
+
+    Shuffling: a COCO JSON reader's dataset is reshuffled over the whole set before decoding;
+    other readers' examples go through a `shuffle_buffer` of decoded examples."""
 
     def transform(example):
         image, boxes, classes = preprocess_for_training(example, image_size, flip, scale_range)
         return image, label_encoder(boxes, classes)
 
     ds = examples
-    if shuffle_buffer:
+    source = getattr(examples, "coco_source", None)
+    if shuffle_buffer and source is not None:
+        # Shuffle the small records of the whole set, then decode: no buffer of decoded images.
+        ds = source.dataset(shuffle=True, seed=seed)
+    elif shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()

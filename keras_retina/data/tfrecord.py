@@ -91,7 +91,9 @@ def read_label_map(path):
         entries = []
         for item in re.findall(r"item\s*{([^}]*)}", text):
             id_match = re.search(r"\bid:\s*(\d+)", item)
-            name = re.search(r"(?:display_name|name):\s*[\"']([^\"']*)[\"']", item)
+            # TF OD API maps give `name: "/m/01g317"` and `display_name: "person"`: prefer the latter.
+            name = (re.search(r"\bdisplay_name:\s*[\"']([^\"']*)[\"']", item)
+                    or re.search(r"\bname:\s*[\"']([^\"']*)[\"']", item))
             if id_match is None:
                 raise ValueError(f"{path}: an item has no id: {item.strip()}")
             entries.append({"id": int(id_match.group(1)), "name": name.group(1) if name else id_match.group(1)})
