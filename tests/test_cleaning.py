@@ -3,6 +3,7 @@ through the COCO JSON reader, the TFRecord reader, the training pipeline and the
 
 import io
 import json
+import re
 import math
 import os
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import TINY_FLAGS, tf_feature
 from keras_retina.data import cleaning, coco_json, pipeline, tfrecord
@@ -42,7 +43,7 @@ def write_corpus(root):
     Image.fromarray(_scene(48, 64)).save(path("good.jpg"))
     Image.fromarray(np.full((40, 60), 90, np.uint8)).save(path("gray.png"))
     Image.fromarray(np.zeros((30, 20, 4), np.uint8)).save(path("rgba.png"))
-    Image.fromarray(_scene(32, 32), "RGB").convert("CMYK").save(path("cmyk.jpg"))
+    Image.new("RGB", (32, 32), (200, 40, 90)).convert("CMYK").save(path("cmyk.jpg"), quality=95)
     Image.fromarray(np.array([[0, 32768], [65535, 65535]], np.uint16).repeat(8, 0).repeat(8, 1)).save(
         path("deep.png"))  # 16-bit grayscale
     exif = Image.Exif()
@@ -52,7 +53,7 @@ def write_corpus(root):
     Image.fromarray(stored).save(path("exif.jpg"), exif=exif)
     Image.fromarray(stored).save(path("exif_stored.jpg"), exif=exif)  # annotated on the stored pixels
     Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(path("dot.png"))
-    Image.fromarray(_scene(3000, 4000)).save(path("large.jpg"), quality=50)
+    Image.new("RGB", (4000, 3000), (30, 60, 90)).save(path("large.jpg"), quality=50)  # cheap to encode
     Image.fromarray(_scene(20, 20)).save(path("negative.jpg"))
     with open(path("corrupt.jpg"), "wb") as f:
         f.write(np.random.default_rng(1).integers(0, 255, 2000, dtype=np.uint8).tobytes())
@@ -159,8 +160,12 @@ def test_with_skip_everything_is_counted_and_the_rest_is_clean(corpus):
     good = examples[ids["good.jpg"]]
     np.testing.assert_allclose(good["boxes"].numpy(), [[5, 10, 35, 30], [40, 50, 48, 64], [0, 0, 48, 64]])
     assert good["is_crowd"].numpy().tolist() == [False, False, True]
-    assert examples[ids["gray.png"]]["image"].shape == (40, 60, 3)
-    assert examples[ids["cmyk.jpg"]]["image"].shape == (32, 32, 3)
+    assert np.all(examples[ids["gray.png"]]["image"].numpy() == 90)  # gray -> the same value in R, G, B
+    assert np.all(examples[ids["rgba.png"]]["image"].numpy() == 0)  # alpha dropped, colour kept
+    cmyk = examples[ids["cmyk.jpg"]]["image"].numpy()
+    assert cmyk.shape == (32, 32, 3) and np.all(np.abs(cmyk.mean((0, 1)) - [200, 40, 90]) < 8)  # not inverted
+    palette = np.asarray(Image.open(os.path.join(images_dir, "palette.png")).convert("RGB"))
+    assert np.array_equal(examples[ids["palette.png"]]["image"].numpy(), palette)
     deep = examples[ids["deep.png"]]["image"].numpy()
     assert deep[0, 0].tolist() == [0, 0, 0] and deep[0, 8].tolist() == [128] * 3 and deep[8, 0, 0] == 255
     rotated = examples[ids["exif.jpg"]]["image"].numpy()
@@ -212,7 +217,7 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
         (4, good, [], []),
     ])
     label_map = [{"id": 1, "name": "a"}]
-    with pytest.raises(tf.errors.InvalidArgumentError):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
         list(tfrecord.tfrecord_examples(path, label_map, use_official=False))
     examples = tfrecord.tfrecord_examples(path, label_map, use_official=False, skip_bad_examples=True)
     report = cleaning.DataReport("dirty.tfrecord")
@@ -226,7 +231,33 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     # check-data counts the undecodable record too, and says what training does.
     result = _cli("check-data", "--image_size=64", f"--train_tfrecord={path}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "1 x cannot be decoded" in result.stdout and "the training pipeline drops the boxes" in result.stdout
+    assert re.search(r"\s1 x cannot be decoded", result.stdout), result.stdout
+    assert "the training pipeline drops the boxes" in result.stdout
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientations_match_what_viewers_show(tmp_path, orientation):
+    """Every EXIF orientation is applied as PIL's exif_transpose (what viewers show) does."""
+    stored = np.zeros((30, 50, 3), np.uint8)
+    stored[:8, :12] = (255, 0, 0)  # a marker in one corner only: tells every rotation and flip apart
+    stored[-5:, 20:25] = (0, 255, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = str(tmp_path / "photo.png")
+    Image.fromarray(stored).save(path, exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert cleaning.image_header(path)[2] == orientation
+    decoded = coco_json.apply_orientation(coco_json.decode_image(tf.io.read_file(path)), orientation)
+    assert np.array_equal(decoded.numpy(), expected)
+
+
+def test_too_large_images_are_refused_by_name(tmp_path, monkeypatch):
+    path = str(tmp_path / "huge.png")
+    Image.new("L", (400, 300)).save(path)
+    monkeypatch.setattr(cleaning, "MAX_PIXELS", 100_000)
+    with pytest.raises(cleaning.BadImage, match="huge.png") as error:
+        cleaning.image_header(path)
+    assert error.value.kind == "too_large"
 
 
 def _cli(*args, cwd):

@@ -1,3 +1,4 @@
+import pytest
 import tensorflow as tf
 
 from keras_retina.data import coverage
@@ -13,7 +14,9 @@ def test_small_objects_uncovered_get_a_suggestion():
     # 256 px images at image_size 128: 12 px boxes become 6 px, far below the 32 px anchors.
     report = coverage.anchor_coverage(_examples([[10, 10, 22, 22], [100, 100, 112, 112],
                                                  [0, 0, 200, 200]]), 128)
-    assert report["small"] == {"boxes": 2, "covered": 0, "mean_best_iou": report["small"]["mean_best_iou"]}
+    # Each 6x6 box lies inside a 32x32 P3 anchor (or a 2:1 one of the same area): IoU 36 / 1024.
+    assert report["small"]["boxes"] == 2 and report["small"]["covered"] == 0
+    assert report["small"]["mean_best_iou"] == pytest.approx(36 / 1024, rel=1e-3)
     assert report["large"]["covered"] == 1
     text = coverage.format_coverage(report)
     assert "WARNING: only 0% of small boxes are covered" in text and "--image_size" in text

@@ -214,6 +214,9 @@ def test_export_and_predict_commands(tmp_path):
     assert_close(answers[1]["detection_scores"][0, :5], answers[0]["detection_scores"][0, :5], atol=0.02)
     assert _conv_dtypes(tmp_path / "serving" / "pets" / "2") == {"DT_BFLOAT16"}
     assert _conv_dtypes(tmp_path / "serving" / "pets" / "1") == {"DT_FLOAT"}
+    # TF Serving versions are immutable: re-exporting an existing version is a clear error.
+    result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2", cwd=tmp_path)
+    assert result.returncode == 2 and "exists already" in result.stderr
 
 
 def _conv_dtypes(path):

@@ -223,6 +223,7 @@ def test_mixed_bfloat16_trains_and_predicts():
     try:
         model = _tiny()
         assert model.get_layer("fpn").compute_dtype == "bfloat16"
+        assert model.label_encoder.compute_dtype == model.decoder.compute_dtype == "float32"
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         images, boxes, classes = _data(4)
         history = model.fit(images, {"boxes": boxes, "classes": classes}, batch_size=4, epochs=3, verbose=0)

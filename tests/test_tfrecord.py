@@ -56,7 +56,10 @@ def test_reads_model_garden_layout(tmp_path, use_official):
 
 def test_label_map_files(tmp_path):
     pbtxt = tmp_path / "labels.pbtxt"
-    pbtxt.write_text('item {\n  id: 3\n  name: "cat"\n}\nitem { id: 1 display_name: "dog" }\n')
-    assert tfrecord.read_label_map(str(pbtxt)) == [{"id": 1, "name": "dog"}, {"id": 3, "name": "cat"}]
+    # As in the TF OD API's mscoco_label_map.pbtxt: `name` is an id string, `display_name` the name.
+    pbtxt.write_text('item {\n  id: 3\n  name: "cat"\n}\nitem { id: 1 display_name: "dog" }\n'
+                     'item {\n  name: "/m/01g317"\n  id: 7\n  display_name: "person"\n}\n')
+    assert tfrecord.read_label_map(str(pbtxt)) == [{"id": 1, "name": "dog"}, {"id": 3, "name": "cat"},
+                                                   {"id": 7, "name": "person"}]
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         tfrecord.tfrecord_examples(str(tmp_path / "none-*.tfrecord"), [])
