@@ -161,7 +161,7 @@ def test_exporting_twice_gives_the_same_answers_and_new_versions(exported, tmp_p
     b = tf.saved_model.load(second).signatures["serving_default"](inputs=inputs)
     for key in a:
         assert np.array_equal(a[key].numpy(), b[key].numpy()), key
-    with pytest.raises(FileExistsError, match="immutable"):
+    with pytest.raises(ValueError, match="immutable"):
         export.export_saved_model(model, LABEL_MAP, base, version=2)
 
 
