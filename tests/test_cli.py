@@ -71,7 +71,7 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
 
 
 def test_resume_after_the_process_is_killed(tmp_path, tiny_coco):
-    args = ["train", *TINY_FLAGS, "--model_dir=run", "--train_steps=40",
+    args = ["train", *TINY_FLAGS, "--model_dir=run", "--train_steps=60",
             "--checkpoint_every_steps=5", *_data_flags(tiny_coco, val=False)]
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen([sys.executable, "-m", "keras_retina.cli", *args], cwd=tmp_path,
@@ -79,7 +79,7 @@ def test_resume_after_the_process_is_killed(tmp_path, tiny_coco):
     index = tmp_path / "run" / "checkpoints" / "checkpoint"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None and _latest_step(index) < 10:
-        time.sleep(0.2)
+        time.sleep(0.005)  # a checkpoint interval of this tiny model is ~0.15 s
     assert process.poll() is None, "training finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -89,7 +89,7 @@ def test_resume_after_the_process_is_killed(tmp_path, tiny_coco):
     assert result.returncode == 0, result.stderr[-3000:]
     resumed_at = int(result.stdout.split("Resuming from")[1].split("at step ")[1].split()[0])
     assert resumed_at >= 10 and resumed_at % 5 == 0
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 40
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 60
 
 
 def _latest_step(index):
@@ -157,7 +157,7 @@ def test_killed_again_and_again_deterministic_run_ends_with_the_same_weights(tmp
 
     import numpy as np
 
-    args = ["train", *TINY_FLAGS, "--train_steps=24", "--checkpoint_every_steps=3", "--deterministic",
+    args = ["train", *TINY_FLAGS, "--train_steps=45", "--checkpoint_every_steps=3", "--deterministic",
             "--scale_min=0.8", "--scale_max=1.2", *_data_flags(tiny_coco, val=False)]
     result = _cli(*args, "--model_dir=straight", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -166,21 +166,27 @@ def test_killed_again_and_again_deterministic_run_ends_with_the_same_weights(tmp
     rng = random.Random(6)
     kills = 0
     for _ in range(3):
-        before = _latest_step(index)
         process = subprocess.Popen([sys.executable, "-m", "keras_retina.cli", *args, "--model_dir=killed"],
                                    cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The moment is measured in checkpoint intervals, not seconds (an interval of this tiny model
+        # is ~0.1 s here and would be shorter on a faster machine): wait for two new checkpoints,
+        # then kill somewhere within the next interval, sometimes in the middle of writing one.
+        seen = [(_latest_step(index), time.time())]
         deadline = time.time() + 300
-        while time.time() < deadline and process.poll() is None and _latest_step(index) <= before:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.0))  # somewhere in the next steps, maybe mid-checkpoint
+        while time.time() < deadline and process.poll() is None and len(seen) < 3:
+            step = _latest_step(index)
+            if step > seen[-1][0]:
+                seen.append((step, time.time()))
+            time.sleep(0.005)
         if process.poll() is None:
+            time.sleep(rng.uniform(0.0, 1.0) * (seen[-1][1] - seen[-2][1]))
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.wait()
-    assert kills >= 2, "training ran to the end before it could be killed"
+    assert kills == 3, "training ran to the end before it could be killed three times"
     result = _cli(*args, "--model_dir=killed", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((tmp_path / "killed" / "summary.json").read_text())["steps"] == 24
+    assert json.loads((tmp_path / "killed" / "summary.json").read_text())["steps"] == 45
     straight, killed = _checkpoint_values(tmp_path / "straight"), _checkpoint_values(tmp_path / "killed")
     assert straight.keys() == killed.keys() and len(straight) > 20
     different = [name for name in straight if not np.array_equal(straight[name], killed[name])]
