@@ -86,7 +86,8 @@ flags.DEFINE_string("train_tfrecord", None, "TFRecord file pattern (TF OD API la
 flags.DEFINE_string("val_tfrecord", None, "TFRecord file pattern for validation.")
 flags.DEFINE_boolean("skip_bad_examples", False,
                      "Skip unreadable/missing images and drop broken annotations (each counted and "
-                     "reported) instead of stopping with an error that lists them.")
+                     "reported) instead of stopping with an error that lists them. Every image is "
+                     "decoded once before training to find them.")
 flags.DEFINE_string("label_map", None, "Label map for TFRecords (.json or .pbtxt); default: scan ids.")
 flags.DEFINE_string("output", None, "evaluate: JSON file for the metrics.")
 # Export and prediction.

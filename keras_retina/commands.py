@@ -37,14 +37,31 @@ def _json_source(annotations, images, flag, skip, reports):
     return source
 
 
-def sources(data, need_train=True, reports=None, load_train=None):
+def _record_source(records, split, name, num_classes, skip, decode, reports):
+    """The dirty-data pass over a TFRecord/TFDS split (`cleaning.scan_records`): counted in
+    `reports[split]`; without --skip_bad_examples a bad annotation or image is an error."""
+    report = cleaning.DataReport(f"{split} {name}")
+    print(f"[data] checking the annotations of {name}" + (" and decoding every image" if decode else "")
+          + " ...", flush=True)
+    report.total = cleaning.scan_records(records, report, num_classes, decode=decode)
+    if reports is not None:
+        reports[split] = report
+    report.raise_if_bad(skipping=skip)
+
+
+def sources(data, need_train=True, reports=None, load_train=None, verify_images=None):
     """Data flags -> (train examples or None, val examples or None, label map).
 
     `need_train`: exactly one training source is required. `load_train` (default: need_train):
-    read the TFDS training split too. `reports`: a dict that gets each COCO JSON split's
+    read the TFDS training split too. Every source's annotations are checked first (COCO JSON:
+    while parsing; TFRecord, TFDS: one pass without decoding images), and every image is
+    decoded up front when `verify_images` (default: under --skip_bad_examples); problems
+    are an error (`cleaning.DataReport.raise_if_bad`) unless --skip_bad_examples, then
+    skipped/dropped and counted. `reports`: a dict that gets each split's
     `cleaning.DataReport` ("train", "val")."""
     load_train = need_train if load_train is None else load_train
     skip = bool(data.get("skip_bad_examples"))
+    decode = skip if verify_images is None else verify_images
     if data.get("demo_data"):
         paths = synthetic.write_coco_dataset(data["demo_data"])
         data = {**data, "train_annotations": paths["train"][0], "train_images": paths["train"][1],
@@ -66,20 +83,28 @@ def sources(data, need_train=True, reports=None, load_train=None):
                                 f"than --train_annotations={data['train_annotations']}.")
             val, label_map = val_source.dataset(), label_map or val_source.label_map
     elif data.get("tfds_name"):
-        if load_train:
-            train, label_map = tfds_coco.tfds_examples(data["tfds_name"], data["tfds_train_split"],
-                                                       data.get("tfds_data_dir"))
-        if data.get("tfds_val_split"):
-            val, label_map = tfds_coco.tfds_examples(data["tfds_name"], data["tfds_val_split"],
-                                                     data.get("tfds_data_dir"))
+        name, data_dir = data["tfds_name"], data.get("tfds_data_dir")
+        splits = {"train": data["tfds_train_split"] if load_train else None, "val": data.get("tfds_val_split")}
+        found = {}
+        for split, tfds_split in splits.items():
+            if tfds_split:
+                found[split], label_map = tfds_coco.tfds_examples(name, tfds_split, data_dir,
+                                                                  skip_bad_examples=skip)
+                _record_source(tfds_coco.annotation_records(name, tfds_split, data_dir), split,
+                               f"{name} {tfds_split}", len(label_map), skip, decode, reports)
+        train, val = found.get("train"), found.get("val")
     elif data.get("train_tfrecord") or data.get("val_tfrecord"):
         pattern = data.get("train_tfrecord") or data["val_tfrecord"]
         label_map = (tfrecord.read_label_map(data["label_map"]) if data.get("label_map")
                      else tfrecord.scan_label_map(pattern))
-        if data.get("train_tfrecord"):
-            train = tfrecord.tfrecord_examples(data["train_tfrecord"], label_map, skip_bad_examples=skip)
-        if data.get("val_tfrecord"):
-            val = tfrecord.tfrecord_examples(data["val_tfrecord"], label_map, skip_bad_examples=skip)
+        found = {}
+        for split in ("train", "val"):
+            pattern = data.get(f"{split}_tfrecord")
+            if pattern:
+                found[split] = tfrecord.tfrecord_examples(pattern, label_map, skip_bad_examples=skip)
+                _record_source(tfrecord.annotation_records(pattern, label_map), split, pattern,
+                               len(label_map), skip, decode, reports)
+        train, val = found.get("train"), found.get("val")
     if label_map is None:
         raise DataError("No data: give a training or validation source.")
     return train, val, label_map
@@ -211,29 +236,21 @@ def check_data(options, model, data):
     reports = {}
     # Count everything rather than stop at the first bad image; say at the end what training does.
     train_examples, val_examples, label_map = sources({**data, "skip_bad_examples": True}, need_train=False,
-                                                      reports=reports, load_train=True)
+                                                      reports=reports, load_train=True, verify_images=True)
     problems = 0
     for split, examples in (("train", train_examples), ("val", val_examples)):
         if examples is None:
             continue
         print(f"[{split}] {len(label_map)} classes: {', '.join(e['name'] for e in label_map[:20])}"
               + (" ..." if len(label_map) > 20 else ""))
-        coco = split in reports
-        report = reports.get(split) or cleaning.DataReport(f"{split} examples")
-        count = cleaning.scan_examples(examples, report, num_classes=len(label_map), check_boxes=not coco)
-        pattern = data.get(f"{split}_tfrecord")
-        if pattern:  # records that fail to decode were skipped while scanning: count them
-            records = sum(1 for _ in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)))
-            for _ in range(records - count):
-                report.add("unreadable_image", f"{records - count} record(s) in {pattern}")
+        report = reports[split]
+        if report.total is not None:  # TFRecord / TFDS: scanned record by record
+            count = report.total - report.counts["unreadable_image"]
+        else:  # COCO JSON: files checked while reading; decode what the reader keeps
+            count = cleaning.count_examples(examples)
         print(f"[{split}] read and decoded {count} images")
         print(report.format(skipping=skip))
-        if coco:
-            problems += len(report.problems())
-        else:
-            print(f"[{split}] TFRecord/TFDS: the training pipeline drops the boxes above; undecodable "
-                  f"records stop training unless --skip_bad_examples.")
-            problems += report.counts["unreadable_image"]
+        problems += len(report.problems())
         report = coverage.anchor_coverage(
             examples, model["image_size"], model["num_scales"], model["aspect_ratios"],
             model["anchor_size"], max_images=options["max_images"])

@@ -121,7 +121,8 @@ def write_corpus(root):
 EXPECTED_AT_READ = {
     "missing_file": 1, "unreadable_image": 4, "size_mismatch": 1, "duplicate_image_id": 2,
     "unsupported_format": 1,
-    "bad_box": 3, "outside_box": 1, "unknown_category": 1, "unknown_image": 1, "duplicate_annotation_id": 1,
+    "bad_box": 2, "empty_box": 1, "outside_box": 1, "unknown_category": 1, "unknown_image": 1,
+    "duplicate_annotation_id": 1,
     "clipped_box": 1, "crowd": 1, "converted_mode": 5, "exif_rotated": 1, "tiny_image": 1,
     "negative_image": 2,
 }
@@ -207,32 +208,116 @@ def _tfrecord(path, examples):
             writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
 
 
-def test_tfrecord_bad_boxes_and_images(tmp_path):
+DIRTY_RECORDS_COUNTS = {"bad_box": 1, "empty_box": 1, "outside_box": 1, "clipped_box": 1,
+                        "unknown_category": 1, "negative_image": 1, "unreadable_image": 1}
+
+
+def _dirty_records():
+    """(source id, encoded image, normalised yxyx boxes, category ids) with DIRTY_RECORDS_COUNTS."""
     good = _jpeg(_scene(32, 32))
-    path = str(tmp_path / "dirty.tfrecord")
-    _tfrecord(path, [
+    return [
         (1, good, [(0.1, 0.1, 0.5, 0.5), (math.nan, 0.1, 0.5, 0.5), (0.5, 0.5, 0.5, 0.9)], [1, 1, 1]),
         (2, b"not an image", [(0.1, 0.1, 0.5, 0.5)], [1]),
         (3, good, [(0.1, 0.1, 0.5, 0.5)], [7]),  # category not in the label map
         (4, good, [], []),
-    ])
+        (5, good, [(1.2, 0.1, 1.5, 0.5), (-0.1, 0.2, 0.6, 0.7)], [1, 1]),  # fully / partly outside
+    ]
+
+
+def test_tfrecord_bad_boxes_and_images(tmp_path):
+    path = str(tmp_path / "dirty.tfrecord")
+    _tfrecord(path, _dirty_records())
     label_map = [{"id": 1, "name": "a"}]
     with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
         list(tfrecord.tfrecord_examples(path, label_map, use_official=False))
     examples = tfrecord.tfrecord_examples(path, label_map, use_official=False, skip_bad_examples=True)
+    assert cleaning.count_examples(examples) == 4  # the undecodable one skipped
+
+    # The dirty-data pass names each record by file and number.
     report = cleaning.DataReport("dirty.tfrecord")
-    assert cleaning.scan_examples(examples, report, num_classes=1) == 3  # the undecodable one skipped
-    assert dict(report.counts) == {"bad_box": 2, "unknown_category": 1, "negative_image": 1}
+    assert cleaning.scan_records(tfrecord.annotation_records(path, label_map), report, 1, decode=True) == 5
+    assert dict(report.counts) == DIRTY_RECORDS_COUNTS
+    assert report.offenders["unreadable_image"] == [f"{path} record 1 (source_id 2)"]
+    assert report.offenders["bad_box"][0] == f"{path} record 0 (source_id 1): box [nan, 0.1, 0.5, 0.5]"
+    assert report.offenders["unknown_category"] == [f"{path} record 2 (source_id 3): category 7"]
+    report = cleaning.DataReport("without decoding")
+    cleaning.scan_records(tfrecord.annotation_records(path, label_map), report, 1)
+    assert "unreadable_image" not in report.counts
+
     dataset = pipeline.train_dataset(examples, LabelEncoder(image_size=64), 64, batch_size=3, seed=0,
                                      repeat=False, shuffle_buffer=0)  # file order: image 1 first
     images, targets = next(iter(dataset))
     assert np.all(np.isfinite(targets["box_targets"].numpy()))
     assert (targets["cls_targets"].numpy()[0] >= 0).sum() > 0  # the good box is still a positive
-    # check-data counts the undecodable record too, and says what training does.
-    result = _cli("check-data", "--image_size=64", f"--train_tfrecord={path}", cwd=tmp_path)
+
+    # Training: an error naming the records, or with --skip_bad_examples counted skips and drops
+    # in the start-of-training report and summary.json.
+    (tmp_path / "labels.json").write_text(json.dumps(label_map))
+    data = [f"--train_tfrecord={path}", "--label_map=labels.json"]
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=2", *data, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "record 0 (source_id 1): box [nan" in result.stderr and "--skip_bad_examples" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=2", "--skip_bad_examples", *data,
+                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"\s1 x cannot be decoded", result.stdout), result.stdout
-    assert "the training pipeline drops the boxes" in result.stdout
+    start = result.stdout.split("Trained")[0]
+    assert re.search(r"skipped\s+1 x cannot be decoded.*record 1 \(source_id 2\)", start), start
+    assert re.search(r"dropped\s+1 x box with negative size or NaN", start), start
+    assert re.search(r"ok\s+1 x box with zero width or height: dropped", start), start
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {kind: v["count"] for kind, v in summary["data"]["train"].items()} == DIRTY_RECORDS_COUNTS
+
+    result = _cli("check-data", "--image_size=64", *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"ERROR\s+1 x cannot be decoded", result.stdout), result.stdout
+    assert "read and decoded 4 images" in result.stdout
+    assert "Training on this data stops with an error" in result.stdout
+
+
+def test_tfds_bad_boxes_and_images(tmp_path):
+    """The real tfds.load path (tfds.testing.mock_data serving our records as the split's
+    contents, as a custom TFDS dataset with plain tensor boxes could hold them)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from keras_retina import commands
+
+    records = _dirty_records()
+
+    def as_dataset(self, split, decoders=None, **kwargs):
+        skip_image = bool(decoders) and "image" in decoders
+
+        def generate():
+            for source_id, encoded, boxes, classes in records:
+                labels = [c - 1 if c == 1 else 99 for c in classes]  # 99: out of the 80 labels
+                yield {"image": encoded, "image/id": source_id,
+                       "objects": {"bbox": np.asarray(boxes, np.float32).reshape(-1, 4),
+                                   "label": np.asarray(labels, np.int64),
+                                   "is_crowd": np.zeros(len(labels), bool),
+                                   "area": np.ones(len(labels), np.float32)}}
+
+        dataset = tf.data.Dataset.from_generator(generate, output_signature={
+            "image": tf.TensorSpec((), tf.string), "image/id": tf.TensorSpec((), tf.int64),
+            "objects": {"bbox": tf.TensorSpec((None, 4), tf.float32), "label": tf.TensorSpec((None,), tf.int64),
+                        "is_crowd": tf.TensorSpec((None,), tf.bool), "area": tf.TensorSpec((None,), tf.float32)}})
+        if skip_image:
+            return dataset
+        return dataset.map(lambda e: {**e, "image": coco_json.decode_image(e["image"])})
+
+    data = {"tfds_name": "coco/2017", "tfds_train_split": "train", "tfds_data_dir": str(tmp_path)}
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset, data_dir=str(tmp_path)):
+        with pytest.raises(ValueError, match=r"coco/2017 train example 0 \(image id 1\): box \[nan"):
+            commands.sources(data)
+        reports = {}
+        train, _, label_map = commands.sources({**data, "skip_bad_examples": True}, reports=reports)
+        assert len(label_map) == 80
+        assert dict(reports["train"].counts) == DIRTY_RECORDS_COUNTS
+        assert reports["train"].offenders["unreadable_image"] == ["coco/2017 train example 1 (image id 2)"]
+        assert reports["train"].offenders["unknown_category"] == ["coco/2017 train example 2 (image id 3): category 99"]
+        assert sorted(int(e["image_id"]) for e in train) == [1, 3, 4, 5]  # the undecodable one skipped
+        dataset = pipeline.train_dataset(train, LabelEncoder(image_size=64), 64, batch_size=4,
+                                         seed=0, repeat=False, shuffle_buffer=0)
+        images, targets = next(iter(dataset))
+        assert np.all(np.isfinite(images.numpy())) and np.all(np.isfinite(targets["box_targets"].numpy()))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -42,12 +42,21 @@ def test_reads_categories_boxes_crowd_and_negatives(tmp_path):
 
 @pytest.mark.parametrize("annotation,message", [
     ({"id": 5, "image_id": 7, "category_id": 99, "bbox": [1, 1, 5, 5]}, "annotation id 5.*category_id 99"),
-    ({"id": 6, "image_id": 7, "category_id": 1, "bbox": [1, 1, 0, 5]}, "annotation id 6.*bbox"),
+    ({"id": 6, "image_id": 7, "category_id": 1, "bbox": [1, 1, -2, 5]}, "annotation id 6.*bbox"),
     ({"id": 8, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5]}, "image id not in 'images': annotation id 8"),
 ])
 def test_bad_annotations_are_named(tmp_path, annotation, message):
     with pytest.raises(ValueError, match=message):
         coco_json.read_coco_json(*_write(tmp_path, [annotation]))
+
+
+def test_zero_size_boxes_are_dropped_and_counted(tmp_path):
+    """COCO 2017 train has two boxes of height 0: counted drops, never an error."""
+    source = coco_json.read_coco_json(*_write(tmp_path, [
+        {"id": 6, "image_id": 7, "category_id": 1, "bbox": [10.65, 20.33, 1.03, 0.0]}]))
+    assert source.report.counts["empty_box"] == 1 and source.report.counts["negative_image"] == 2
+    assert source.report.offenders["empty_box"] == ["annotation id 6 (image 7): bbox [10.65, 20.33, 1.03, 0.0]"]
+    assert not source.report.problems()
 
 
 def test_missing_image_file_is_named(tmp_path):

@@ -14,14 +14,16 @@ defined outcome; none is a silent drop, a crash inside TensorFlow or a NaN loss.
                                            decompression-bomb limit is lifted up to
                                            MAX_PIXELS)
     box partly outside the image           clipped to the image
+    box with zero width or height          dropped and counted (nothing to learn;
+                                           COCO 2017 train has two)
     image without annotations              used as a negative
     crowd annotation                       kept for evaluation, never a positive
     missing / empty / corrupt / truncated  error naming the file; with
       image, image larger than MAX_PIXELS,   --skip_bad_examples the image is
       JSON size differs from the file,       skipped and counted
       format TensorFlow cannot decode
-    box with zero/negative size, NaN or    error naming the annotation; with
-      inf coordinate, fully outside the     --skip_bad_examples the annotation
+    box with negative size, NaN or inf     error naming the annotation; with
+      coordinate, fully outside the         --skip_bad_examples the annotation
       image, unknown category id,           is dropped (the image is kept) and
       unknown image id, duplicate           counted
       annotation id
@@ -32,7 +34,9 @@ defined outcome; none is a silent drop, a crash inside TensorFlow or a NaN loss.
 training start-up summary, `keras_retina check-data` and the end-of-training
 summary print it. `image_header` and `verify_image` are the checks the COCO JSON
 reader runs on each file (the header always; the full decode under
---skip_bad_examples and in check-data).
+--skip_bad_examples and in check-data). `scan_records` is the same pass for
+TFRecord and TFDS sources: their annotations always (without decoding images),
+every image's decode under --skip_bad_examples and in check-data.
 """
 
 import collections
@@ -50,6 +54,7 @@ KINDS = {
     "converted_mode": ("fixed", "converted to RGB"),
     "exif_rotated": ("fixed", "rotated as its EXIF orientation says"),
     "clipped_box": ("fixed", "box clipped to the image"),
+    "empty_box": ("fixed", "box with zero width or height: dropped"),
     "negative_image": ("fixed", "no annotations: used as a negative"),
     "crowd": ("fixed", "crowd annotation: kept for evaluation, never a positive"),
     "tiny_image": ("fixed", "smaller than 8x8 pixels: used"),
@@ -59,9 +64,9 @@ KINDS = {
     "too_large": ("bad_image", f"more than {MAX_PIXELS:,} pixels"),
     "size_mismatch": ("bad_image", "width/height in the JSON differ from the file"),
     "duplicate_image_id": ("bad_image", "duplicate image id"),
-    "bad_box": ("bad_annotation", "box with zero/negative size or NaN/inf coordinates"),
+    "bad_box": ("bad_annotation", "box with negative size or NaN/inf coordinates"),
     "outside_box": ("bad_annotation", "box entirely outside the image"),
-    "unknown_category": ("bad_annotation", "category id not in 'categories'"),
+    "unknown_category": ("bad_annotation", "category id not in 'categories' / the label map"),
     "unknown_image": ("bad_annotation", "image id not in 'images'"),
     "duplicate_annotation_id": ("bad_annotation", "duplicate annotation id"),
 }
@@ -80,6 +85,7 @@ class DataReport:
 
     def __init__(self, source=""):
         self.source = source
+        self.total = None  # records read by `scan_records` (TFRecord, TFDS); None for COCO JSON
         self.counts = collections.Counter()
         self.offenders = collections.defaultdict(list)
         self._lock = threading.Lock()
@@ -195,35 +201,74 @@ def verify_images(paths, threads=None):
         return {path: error for path, error in pool.map(check, paths) if error is not None}
 
 
-def scan_examples(examples, report, num_classes, check_boxes=True, progress_every=1000):
-    """Reads every example of a reader's dataset (so every image is decoded) and counts what
-    the training pipeline will do with its boxes. Returns the number of images read.
-
-    `check_boxes`: count box problems here (TFRecord, TFDS); the COCO JSON reader already
-    counted them while parsing. Boxes are yxyx pixels; classes -1 = not in the label map.
-    """
+def count_examples(examples, progress_every=1000):
+    """Reads every example of a reader's dataset (so every image is decoded); returns how many."""
     count = 0
-    for example in examples:
+    for _ in examples:
         count += 1
-        where = f"image id {int(example['image_id'])}"
-        if check_boxes:
-            boxes = example["boxes"].numpy().reshape(-1, 4)
-            classes = example["classes"].numpy()
-            height, width = example["image"].shape[:2]
-            if len(boxes) == 0:
-                report.add("negative_image", where)
-            for box, cls, crowd in zip(boxes, classes, example["is_crowd"].numpy()):
-                ymin, xmin, ymax, xmax = (float(v) for v in box)
-                if not np.all(np.isfinite(box)) or ymax <= ymin or xmax <= xmin:
-                    report.add("bad_box", f"{where}: box {box.round(1).tolist()}")
-                elif ymax <= 0 or xmax <= 0 or ymin >= height or xmin >= width:
-                    report.add("outside_box", f"{where}: box {box.round(1).tolist()} in {width}x{height}")
-                elif ymin < 0 or xmin < 0 or ymax > height or xmax > width:
-                    report.add("clipped_box", f"{where}: box {box.round(1).tolist()} in {width}x{height}")
-                if cls < 0 or cls >= num_classes:
-                    report.add("unknown_category", where)
-                if crowd:
-                    report.add("crowd", where)
         if progress_every and count % progress_every == 0:
-            print(f"  ... {count} images checked", flush=True)
+            print(f"  ... {count} images read", flush=True)
+    return count
+
+
+def check_boxes(where, boxes, classes, is_crowd, num_classes, report, category_ids=None):
+    """Counts what the training pipeline will do with one image's annotations.
+
+    `boxes`: [N, 4] yxyx normalised to the image (0..1 inside it); `classes`: 0..K-1, anything
+    else = not in the label map; `category_ids`: the dataset's own ids, shown for unknown ones;
+    `where` names the image in the offender lists."""
+    if len(boxes) == 0:
+        report.add("negative_image", where)
+    category_ids = classes if category_ids is None else category_ids
+    for box, cls, crowd, category in zip(boxes, classes, is_crowd, category_ids):
+        ymin, xmin, ymax, xmax = (float(v) for v in box)
+        shown = f"{where}: box {np.round(box.astype(np.float64), 3).tolist()}"
+        if not np.all(np.isfinite(box)) or ymax < ymin or xmax < xmin:
+            report.add("bad_box", shown)
+        elif ymax == ymin or xmax == xmin:
+            report.add("empty_box", shown)
+        elif ymax <= 0 or xmax <= 0 or ymin >= 1 or xmin >= 1:
+            report.add("outside_box", shown)
+        elif ymin < 0 or xmin < 0 or ymax > 1 or xmax > 1:
+            report.add("clipped_box", shown)
+        if not 0 <= cls < num_classes:
+            report.add("unknown_category", f"{where}: category {int(category)}")
+        if crowd:
+            report.add("crowd", where)
+
+
+def scan_records(records, report, num_classes, decode=False, progress_every=10000):
+    """The dirty-data pass over a TFRecord or TFDS source; returns the number of records.
+
+    `records`: a `tf.data.Dataset` of dicts, one per image, without decoded pixels:
+    "where" (string naming the file and record), "boxes" ([N, 4] yxyx normalised),
+    "classes" (int, 0..K-1 or -1 = not in the label map), "category_ids" (the dataset's
+    ids), "is_crowd" (bool [N]) and "encoded" (the image file's bytes). Every annotation is checked (`check_boxes`); with
+    `decode`, every image is decoded too (in parallel, in TensorFlow, as training decodes
+    it) and each record that fails is counted as "unreadable_image" by name.
+    """
+    import tensorflow as tf
+
+    from keras_retina.data.coco_json import decode_image
+
+    count = 0
+    names = []
+    annotations = records.map(lambda r: {k: v for k, v in r.items() if k != "encoded"},
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    for record in annotations.prefetch(tf.data.AUTOTUNE):
+        count += 1
+        where = record["where"].numpy().decode("utf-8", "replace")
+        if decode:
+            names.append(where)
+        check_boxes(where, record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
+                    record["is_crowd"].numpy(), num_classes, report, record["category_ids"].numpy())
+        if progress_every and count % progress_every == 0:
+            print(f"  ... {count} records checked", flush=True)
+    if decode:
+        decoded = records.map(lambda r: (r["where"], tf.shape(decode_image(r["encoded"]))),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        good = {where.numpy().decode("utf-8", "replace") for where, _ in decoded.ignore_errors()}
+        for where in names:
+            if where not in good:
+                report.add("unreadable_image", where)
     return count

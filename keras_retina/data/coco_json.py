@@ -234,8 +234,11 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
         except (KeyError, TypeError, ValueError):  # missing, not a list of 4 numbers
             report.add("bad_box", f"{where}: bbox {ann.get('bbox')}")
             continue
-        if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
             report.add("bad_box", f"{where}: bbox {ann['bbox']}")
+            continue
+        if w == 0 or h == 0:  # COCO 2017 train has two (image ids 200365, 550395): nothing to learn
+            report.add("empty_box", f"{where}: bbox {ann['bbox']}")
             continue
         if entry["bad"] is None:
             height, width = entry["hw"]

@@ -4,7 +4,9 @@ TFDS COCO features: `image` uint8, `image/id`, `objects/bbox` (normalised yxyx),
 `objects/label` (contiguous 0..K-1), `objects/is_crowd`, `objects/area`.
 `tfds_examples(name, split, data_dir)` calls the real `tfds.load` (which
 downloads and prepares COCO on first use when the machine allows it) and
-returns (dataset of examples in the common reader format, label map). For
+returns (dataset of examples in the common reader format, label map);
+`annotation_records` the same split with images left encoded, for the
+dirty-data pass (`cleaning.scan_records`). For
 COCO, the label map carries the original COCO category ids, so exported models
 and evaluation report the ids the rest of the COCO tooling expects.
 """
@@ -20,38 +22,71 @@ COCO_CATEGORY_IDS = (
 )
 
 
-def tfds_examples(name, split, data_dir=None, download=True):
+def _load(name, split, data_dir, download, decoders=None):
+    """tfds.load -> (dataset, label map, whether records carry "image/id")."""
     import tensorflow_datasets as tfds
 
-    dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True,
-                              download=download, shuffle_files=False)
+    dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True, download=download,
+                              shuffle_files=False, decoders=decoders)
     names = info.features["objects"]["label"].names
     if name.startswith("coco") and len(names) == len(COCO_CATEGORY_IDS):
         ids = COCO_CATEGORY_IDS
     else:
         ids = range(1, len(names) + 1)
     label_map = [{"id": int(i), "name": n} for i, n in zip(ids, names)]
+    return dataset, label_map, "image/id" in info.features
 
-    has_id = "image/id" in info.features
+
+def _objects(example):
+    objects = dict(example["objects"])
+    # Real records have one entry per object in every field; cut to the shortest anyway so
+    # a malformed record cannot misalign boxes and labels.
+    count = tf.reduce_min([tf.shape(v)[0] for v in objects.values()])
+    objects = {k: v[:count] for k, v in objects.items()}
+    boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4])
+    crowd = tf.cast(objects.get("is_crowd", tf.zeros_like(objects["label"], tf.bool)), tf.bool)
+    return objects, boxes, tf.cast(objects["label"], tf.int32), crowd
+
+
+def tfds_examples(name, split, data_dir=None, download=True, skip_bad_examples=False):
+    """(dataset of examples in the common reader format, label map). With
+    `skip_bad_examples`, an example whose image fails to decode is skipped."""
+    dataset, label_map, has_id = _load(name, split, data_dir, download)
 
     def convert(index, example):
         image = example["image"]
-        objects = dict(example["objects"])
-        # Real records have one entry per object in every field; cut to the shortest anyway so
-        # a malformed record cannot misalign boxes and labels.
-        count = tf.reduce_min([tf.shape(v)[0] for v in objects.values()])
-        objects = {k: v[:count] for k, v in objects.items()}
+        objects, boxes, classes, crowd = _objects(example)
         size = tf.cast(tf.shape(image)[:2], tf.float32)
-        boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4]) * tf.concat([size, size], 0)
+        boxes = boxes * tf.concat([size, size], 0)
         return {
             "image_id": tf.cast(example["image/id"], tf.int64) if has_id else index + 1,
             "image": image,
             "boxes": boxes,
-            "classes": tf.cast(objects["label"], tf.int32),
-            "is_crowd": tf.cast(objects.get("is_crowd", tf.zeros_like(objects["label"], tf.bool)), tf.bool),
+            "classes": classes,
+            "is_crowd": crowd,
             "area": tf.cast(objects.get("area", (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])),
                             tf.float32),
         }
 
     dataset = dataset.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset, label_map
+    return (dataset.ignore_errors() if skip_bad_examples else dataset), label_map
+
+
+def annotation_records(name, split, data_dir=None, download=True):
+    """The split's records for `cleaning.scan_records`, images left encoded: "where" =
+    "<name> <split> example <n> (image id <id>)"."""
+    import tensorflow_datasets as tfds
+
+    dataset, _, has_id = _load(name, split, data_dir, download, decoders={"image": tfds.decode.SkipDecoding()})
+
+    def convert(index, example):
+        _, boxes, classes, crowd = _objects(example)
+        image_id = tf.cast(example["image/id"], tf.int64) if has_id else index + 1
+        return {
+            "where": tf.strings.join([f"{name} {split} example ", tf.strings.as_string(index),
+                                      " (image id ", tf.strings.as_string(image_id), ")"]),
+            "boxes": boxes, "classes": classes, "category_ids": classes, "is_crowd": crowd,
+            "encoded": example["image"],
+        }
+
+    return dataset.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -11,6 +11,8 @@ otherwise an equivalent parser here does.
 Output: examples in the common reader format (see `data.pipeline`), boxes in
 pixels of the decoded image, classes mapped to 0..K-1 through the label map.
 A numeric `source_id` becomes the image id; any other string is hashed.
+`annotation_records` gives the same records without decoding images, named by
+file and record number, for the dirty-data pass (`cleaning.scan_records`).
 """
 
 import json
@@ -102,22 +104,59 @@ def read_label_map(path):
     return sorted(({"id": int(e["id"]), "name": str(e["name"])} for e in entries), key=lambda e: e["id"])
 
 
-def tfrecord_examples(pattern, label_map, use_official=True, skip_bad_examples=False):
-    """Files matching `pattern` -> `tf.data.Dataset` of examples (classes 0..K-1).
-
-    Objects whose category id is not in the label map get class -1 (dropped; counted by
-    `keras_retina check-data`). Boxes with NaN/inf or no area are dropped by the training
-    pipeline. A record whose image cannot be decoded stops reading with TensorFlow's error,
-    or with `skip_bad_examples` is skipped and logged (tf.data's `ignore_errors`).
-    """
+def _files(pattern):
     files = tf.io.gfile.glob(pattern)
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern}")
-    decode = example_decoder(use_official)
-    table = tf.lookup.StaticHashTable(
+    return files
+
+
+def _class_table(label_map):
+    """Dataset category id -> 0..K-1, -1 for ids not in the label map."""
+    return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant([e["id"] for e in label_map], tf.int64),
             tf.range(len(label_map), dtype=tf.int32)), default_value=-1)
+
+
+def annotation_records(pattern, label_map):
+    """Files matching `pattern` -> records for `cleaning.scan_records`: "where" = "<file>
+    record <n> (source_id <id>)", normalised boxes, classes 0..K-1 (-1: not in the label
+    map), the records' own category ids, is_crowd, and the still-encoded image."""
+    table = _class_table(label_map)
+
+    def convert(path, index, serialized):
+        parsed = tf.io.parse_single_example(serialized, _FEATURES)
+        dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v for k, v in parsed.items()}
+        classes = dense["image/object/class/label"]
+        crowd = dense["image/object/is_crowd"]
+        return {
+            "where": tf.strings.join([path, " record ", tf.strings.as_string(index),
+                                      " (source_id ", dense["image/source_id"], ")"]),
+            "boxes": tf.stack([dense[f"image/object/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], -1),
+            "classes": table.lookup(classes),
+            "category_ids": classes,
+            "is_crowd": tf.cond(tf.size(crowd) > 0, lambda: crowd > 0, lambda: tf.zeros_like(classes, tf.bool)),
+            "encoded": dense["image/encoded"],
+        }
+
+    files = tf.data.Dataset.from_tensor_slices(_files(pattern))
+    return files.flat_map(lambda path: tf.data.TFRecordDataset(path).enumerate().map(
+        lambda index, serialized: convert(path, index, serialized)))
+
+
+def tfrecord_examples(pattern, label_map, use_official=True, skip_bad_examples=False):
+    """Files matching `pattern` -> `tf.data.Dataset` of examples (classes 0..K-1).
+
+    Objects whose category id is not in the label map get class -1; boxes with NaN/inf or
+    no area: both are dropped by the training pipeline (and counted, or refused without
+    --skip_bad_examples, by the pass over `annotation_records` that `commands.sources` runs
+    first). A record whose image cannot be decoded stops reading with TensorFlow's error,
+    or with `skip_bad_examples` is skipped (tf.data's `ignore_errors`).
+    """
+    files = _files(pattern)
+    decode = example_decoder(use_official)
+    table = _class_table(label_map)
 
     def convert(serialized):
         decoded = decode(serialized)
@@ -134,4 +173,4 @@ def tfrecord_examples(pattern, label_map, use_official=True, skip_bad_examples=F
 
     dataset = tf.data.TFRecordDataset(files).map(convert, num_parallel_calls=tf.data.AUTOTUNE,
                                                  deterministic=True)
-    return dataset.ignore_errors(log_warning=True) if skip_bad_examples else dataset
+    return dataset.ignore_errors() if skip_bad_examples else dataset
