@@ -65,7 +65,7 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_boolean("deterministic", False,
                      "Bit-exact training: deterministic ops and a data order that is a function of "
                      "the step, so a resumed run ends with the same weights as an uninterrupted one "
-                     "(COCO JSON sources; somewhat slower).")
+                     "(COCO JSON, TFRecord and TFDS sources; somewhat slower).")
 flags.DEFINE_integer("eval_every_steps", 0, "Evaluate every N steps (0: only at the end).")
 flags.DEFINE_integer("checkpoint_every_steps", 1000, "Save a checkpoint every N steps.")
 flags.DEFINE_boolean("flip", True, "Random horizontal flip (the paper's augmentation).")

@@ -37,16 +37,21 @@ def _json_source(annotations, images, flag, skip, reports):
     return source
 
 
-def _record_source(records, split, name, num_classes, skip, decode, reports):
-    """The dirty-data pass over a TFRecord/TFDS split (`cleaning.scan_records`): counted in
-    `reports[split]`; without --skip_bad_examples a bad annotation or image is an error."""
+def _record_source(stream, split, name, num_classes, skip, decode, reports):
+    """The dirty-data pass over a TFRecord/TFDS split's `records.RecordStream`
+    (`cleaning.scan_records`): counted in `reports[split]`, undecodable records excluded
+    from the stream; without --skip_bad_examples a bad annotation or image is an error.
+    Returns the split's examples."""
     report = cleaning.DataReport(f"{split} {name}")
     print(f"[data] checking the annotations of {name}" + (" and decoding every image" if decode else "")
           + " ...", flush=True)
-    report.total = cleaning.scan_records(records, report, num_classes, decode=decode)
+    report.total, unreadable = cleaning.scan_records(stream.annotation_records(), report, num_classes,
+                                                     decode=decode)
     if reports is not None:
         reports[split] = report
     report.raise_if_bad(skipping=skip)
+    stream.exclude, stream.num_examples = tuple(unreadable), report.total - len(unreadable)
+    return stream.examples(skip_bad_examples=skip)
 
 
 def sources(data, need_train=True, reports=None, load_train=None, verify_images=None):
@@ -88,10 +93,9 @@ def sources(data, need_train=True, reports=None, load_train=None, verify_images=
         found = {}
         for split, tfds_split in splits.items():
             if tfds_split:
-                found[split], label_map = tfds_coco.tfds_examples(name, tfds_split, data_dir,
-                                                                  skip_bad_examples=skip)
-                _record_source(tfds_coco.annotation_records(name, tfds_split, data_dir), split,
-                               f"{name} {tfds_split}", len(label_map), skip, decode, reports)
+                stream, label_map = tfds_coco.record_stream(name, tfds_split, data_dir)
+                found[split] = _record_source(stream, split, f"{name} {tfds_split}", len(label_map), skip,
+                                              decode, reports)
         train, val = found.get("train"), found.get("val")
     elif data.get("train_tfrecord") or data.get("val_tfrecord"):
         pattern = data.get("train_tfrecord") or data["val_tfrecord"]
@@ -101,9 +105,8 @@ def sources(data, need_train=True, reports=None, load_train=None, verify_images=
         for split in ("train", "val"):
             pattern = data.get(f"{split}_tfrecord")
             if pattern:
-                found[split] = tfrecord.tfrecord_examples(pattern, label_map, skip_bad_examples=skip)
-                _record_source(tfrecord.annotation_records(pattern, label_map), split, pattern,
-                               len(label_map), skip, decode, reports)
+                found[split] = _record_source(tfrecord.record_stream(pattern, label_map), split, pattern,
+                                              len(label_map), skip, decode, reports)
         train, val = found.get("train"), found.get("val")
     if label_map is None:
         raise DataError("No data: give a training or validation source.")

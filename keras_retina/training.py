@@ -250,9 +250,11 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None, d
         A multi-worker strategy must be made before TensorFlow runs any op.
     """
     start = time.time()
-    if config.deterministic and getattr(train_examples, "coco_source", None) is None:
-        raise ValueError("--deterministic needs random access to the training examples: a COCO JSON "
-                         "source (--train_annotations/--train_images or --demo_data).")
+    ordered = getattr(train_examples, "coco_source", None) or getattr(train_examples, "record_stream", None)
+    if config.deterministic and getattr(ordered, "num_examples", None) is None:
+        raise ValueError("--deterministic needs a source whose examples can be numbered: a COCO JSON, "
+                         "TFRecord or TFDS source read by keras_retina (--train_annotations, "
+                         "--train_tfrecord, --tfds_name or --demo_data).")
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
     model_dir = config.model_dir
@@ -296,9 +298,9 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None, d
         # uninterrupted run (tested), at some cost in speed.
         tf.config.experimental.enable_op_determinism()
         train_ds = pipeline.deterministic_train_dataset(
-            train_examples.coco_source, model.label_encoder, config.model["image_size"],
-            config.batch_size, config.seed, start_step=step, flip=config.flip,
-            scale_range=(config.scale_min, config.scale_max))
+            ordered, model.label_encoder, config.model["image_size"], config.batch_size, config.seed,
+            start_step=step, flip=config.flip, scale_range=(config.scale_min, config.scale_max),
+            shuffle_buffer=config.shuffle_buffer)
     else:
         train_ds = pipeline.train_dataset(
             train_examples, model.label_encoder, config.model["image_size"], config.batch_size,

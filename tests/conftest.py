@@ -39,6 +39,32 @@ def tf_feature(values, kind):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
+def tfds_records(records):
+    """An `as_dataset_fn` for `tfds.testing.mock_data` serving COCO-like records
+    (image id, encoded image, normalised yxyx boxes, TFDS labels 0..79) through the real
+    `tfds.load`, images decoded unless the caller asks to skip decoding. (mock_data's own
+    random COCO records cannot be encoded: their object fields differ in length.)"""
+
+    def as_dataset(self, split, decoders=None, **kwargs):
+        def generate():
+            for image_id, encoded, boxes, labels in records:
+                yield {"image": encoded, "image/id": image_id,
+                       "objects": {"bbox": np.asarray(boxes, np.float32).reshape(-1, 4),
+                                   "label": np.asarray(labels, np.int64),
+                                   "is_crowd": np.zeros(len(labels), bool),
+                                   "area": np.ones(len(labels), np.float32)}}
+
+        dataset = tf.data.Dataset.from_generator(generate, output_signature={
+            "image": tf.TensorSpec((), tf.string), "image/id": tf.TensorSpec((), tf.int64),
+            "objects": {"bbox": tf.TensorSpec((None, 4), tf.float32), "label": tf.TensorSpec((None,), tf.int64),
+                        "is_crowd": tf.TensorSpec((None,), tf.bool), "area": tf.TensorSpec((None,), tf.float32)}})
+        if decoders and "image" in decoders:
+            return dataset
+        return dataset.map(lambda e: {**e, "image": tf.io.decode_image(e["image"], 3, expand_animations=False)})
+
+    return as_dataset
+
+
 def keras_file_round_trip(model, tmp_path, name="model.keras"):
     """Saves `model` as a .keras file and loads it back."""
     path = str(tmp_path / name)

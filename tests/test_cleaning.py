@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from conftest import TINY_FLAGS, tf_feature
+from conftest import TINY_FLAGS, tf_feature, tfds_records
 from keras_retina.data import cleaning, coco_json, pipeline, tfrecord
 from keras_retina.label_encoder import LabelEncoder
 
@@ -235,13 +235,15 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
 
     # The dirty-data pass names each record by file and number.
     report = cleaning.DataReport("dirty.tfrecord")
-    assert cleaning.scan_records(tfrecord.annotation_records(path, label_map), report, 1, decode=True) == 5
+    records = tfrecord.record_stream(path, label_map).annotation_records()
+    count, unreadable = cleaning.scan_records(records, report, 1, decode=True)
+    assert count == 5 and unreadable == [f"{path} record 1 (source_id 2)"]
     assert dict(report.counts) == DIRTY_RECORDS_COUNTS
     assert report.offenders["unreadable_image"] == [f"{path} record 1 (source_id 2)"]
     assert report.offenders["bad_box"][0] == f"{path} record 0 (source_id 1): box [nan, 0.1, 0.5, 0.5]"
     assert report.offenders["unknown_category"] == [f"{path} record 2 (source_id 3): category 7"]
     report = cleaning.DataReport("without decoding")
-    cleaning.scan_records(tfrecord.annotation_records(path, label_map), report, 1)
+    cleaning.scan_records(records, report, 1)
     assert "unreadable_image" not in report.counts
 
     dataset = pipeline.train_dataset(examples, LabelEncoder(image_size=64), 64, batch_size=3, seed=0,
@@ -249,6 +251,11 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     images, targets = next(iter(dataset))
     assert np.all(np.isfinite(targets["box_targets"].numpy()))
     assert (targets["cls_targets"].numpy()[0] >= 0).sum() > 0  # the good box is still a positive
+    # Shuffled through a buffer of encoded records: each good image once per pass, new order.
+    means = [[float(images.numpy().mean()) for images, _ in pipeline.train_dataset(
+        examples, LabelEncoder(image_size=64), 64, batch_size=1, seed=seed, repeat=False, shuffle_buffer=buffer)]
+        for seed, buffer in ((0, 0), (0, 10), (1, 10))]
+    assert all(np.allclose(sorted(means[0]), sorted(m), atol=1e-3) for m in means) and len(means[0]) == 4
 
     # Training: an error naming the records, or with --skip_bad_examples counted skips and drops
     # in the start-of-training report and summary.json.
@@ -275,36 +282,36 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     assert "Training on this data stops with an error" in result.stdout
 
 
+def test_deterministic_tfrecord_training_resumes_to_the_same_weights(tmp_path):
+    """--deterministic on a TFRecord source with an undecodable record (--skip_bad_examples):
+    6 steps, then the same command to 12 (a resume) ends with an uninterrupted run's weights."""
+    from test_cli import _checkpoint_values
+
+    good = [(10 + i, _jpeg(_scene(40 + 4 * i, 48, seed=i)), [(0.1, 0.2, 0.6, 0.7)], [1]) for i in range(6)]
+    _tfrecord(str(tmp_path / "train.tfrecord"), _dirty_records() + good)
+    (tmp_path / "labels.json").write_text(json.dumps([{"id": 1, "name": "a"}]))
+    args = ["train", *TINY_FLAGS, "--checkpoint_every_steps=3", "--deterministic", "--skip_bad_examples",
+            "--scale_min=0.8", "--scale_max=1.2", "--train_tfrecord=train.tfrecord", "--label_map=labels.json"]
+    for run, steps in (("straight", 12), ("resumed", 6), ("resumed", 12)):
+        result = _cli(*args, f"--train_steps={steps}", f"--model_dir={run}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from" in result.stdout and "at step 6" in result.stdout
+    straight, resumed = _checkpoint_values(tmp_path / "straight"), _checkpoint_values(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys() and len(straight) > 20
+    different = [name for name in straight if not np.array_equal(straight[name], resumed[name])]
+    assert not different, different[:5]
+
+
 def test_tfds_bad_boxes_and_images(tmp_path):
     """The real tfds.load path (tfds.testing.mock_data serving our records as the split's
     contents, as a custom TFDS dataset with plain tensor boxes could hold them)."""
     tfds = pytest.importorskip("tensorflow_datasets")
     from keras_retina import commands
 
-    records = _dirty_records()
-
-    def as_dataset(self, split, decoders=None, **kwargs):
-        skip_image = bool(decoders) and "image" in decoders
-
-        def generate():
-            for source_id, encoded, boxes, classes in records:
-                labels = [c - 1 if c == 1 else 99 for c in classes]  # 99: out of the 80 labels
-                yield {"image": encoded, "image/id": source_id,
-                       "objects": {"bbox": np.asarray(boxes, np.float32).reshape(-1, 4),
-                                   "label": np.asarray(labels, np.int64),
-                                   "is_crowd": np.zeros(len(labels), bool),
-                                   "area": np.ones(len(labels), np.float32)}}
-
-        dataset = tf.data.Dataset.from_generator(generate, output_signature={
-            "image": tf.TensorSpec((), tf.string), "image/id": tf.TensorSpec((), tf.int64),
-            "objects": {"bbox": tf.TensorSpec((None, 4), tf.float32), "label": tf.TensorSpec((None,), tf.int64),
-                        "is_crowd": tf.TensorSpec((None,), tf.bool), "area": tf.TensorSpec((None,), tf.float32)}})
-        if skip_image:
-            return dataset
-        return dataset.map(lambda e: {**e, "image": coco_json.decode_image(e["image"])})
-
+    records = [(image_id, encoded, boxes, [c - 1 if c == 1 else 99 for c in classes])  # 99: not a label
+               for image_id, encoded, boxes, classes in _dirty_records()]
     data = {"tfds_name": "coco/2017", "tfds_train_split": "train", "tfds_data_dir": str(tmp_path)}
-    with tfds.testing.mock_data(as_dataset_fn=as_dataset, data_dir=str(tmp_path)):
+    with tfds.testing.mock_data(as_dataset_fn=tfds_records(records), data_dir=str(tmp_path)):
         with pytest.raises(ValueError, match=r"coco/2017 train example 0 \(image id 1\): box \[nan"):
             commands.sources(data)
         reports = {}
@@ -318,6 +325,23 @@ def test_tfds_bad_boxes_and_images(tmp_path):
                                          seed=0, repeat=False, shuffle_buffer=0)
         images, targets = next(iter(dataset))
         assert np.all(np.isfinite(images.numpy())) and np.all(np.isfinite(targets["box_targets"].numpy()))
+
+        # --deterministic: the stream numbers the 4 good examples; batches from any resume step
+        # equal an uninterrupted run's, and each epoch has its own order.
+        stream = train.record_stream
+        assert stream.num_examples == 4 and stream.exclude == ("coco/2017 train example 1 (image id 2)",)
+
+        def batches(start_step, count):
+            ds = pipeline.deterministic_train_dataset(stream, LabelEncoder(image_size=64), 64, 2, seed=3,
+                                                      start_step=start_step, scale_range=(0.8, 1.2))
+            return [images.numpy() for (images, _), _ in zip(ds, range(count))]
+
+        straight = batches(0, 8)
+        for start_step in (1, 2, 5):
+            assert all(np.array_equal(a, b) for a, b in zip(straight[start_step:], batches(start_step, 3)))
+        epochs = [np.concatenate(straight[i:i + 2]).mean(axis=(1, 2, 3)) for i in range(0, 8, 2)]
+        assert any(not np.allclose(np.sort(epochs[0]), np.sort(e), atol=8) for e in epochs)  # augmented
+        assert len({tuple(np.argsort(e)) for e in epochs}) > 1  # reshuffled per epoch
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

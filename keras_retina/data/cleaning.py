@@ -238,7 +238,8 @@ def check_boxes(where, boxes, classes, is_crowd, num_classes, report, category_i
 
 
 def scan_records(records, report, num_classes, decode=False, progress_every=10000):
-    """The dirty-data pass over a TFRecord or TFDS source; returns the number of records.
+    """The dirty-data pass over a TFRecord or TFDS source; returns (number of records, names
+    of the records whose image did not decode).
 
     `records`: a `tf.data.Dataset` of dicts, one per image, without decoded pixels:
     "where" (string naming the file and record), "boxes" ([N, 4] yxyx normalised),
@@ -268,7 +269,8 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
         decoded = records.map(lambda r: (r["where"], tf.shape(decode_image(r["encoded"]))),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         good = {where.numpy().decode("utf-8", "replace") for where, _ in decoded.ignore_errors()}
-        for where in names:
-            if where not in good:
-                report.add("unreadable_image", where)
-    return count
+        unreadable = [where for where in names if where not in good]
+        for where in unreadable:
+            report.add("unreadable_image", where)
+        return count, unreadable
+    return count, []

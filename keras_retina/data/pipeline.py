@@ -107,7 +107,8 @@ def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
     """Examples -> an (optionally infinite) dataset of encoded training batches.
 
     Shuffling: a COCO JSON reader's dataset is reshuffled over the whole set before decoding;
-    other readers' examples go through a `shuffle_buffer` of decoded examples."""
+    TFRecord and TFDS records through a `shuffle_buffer` of still-encoded records; other
+    datasets through a `shuffle_buffer` of decoded examples."""
 
     def transform(example):
         image, boxes, classes = preprocess_for_training(example, image_size, flip, scale_range)
@@ -115,9 +116,12 @@ def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
 
     ds = examples
     source = getattr(examples, "coco_source", None)
+    stream = getattr(examples, "record_stream", None)
     if shuffle_buffer and source is not None:
         # Shuffle the small records of the whole set, then decode: no buffer of decoded images.
         ds = source.dataset(shuffle=True, seed=seed)
+    elif shuffle_buffer and stream is not None:  # a buffer of encoded bytes, not of pixels
+        ds = stream.examples(examples.skip_bad_examples, shuffle_buffer=shuffle_buffer, seed=seed)
     elif shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -127,32 +131,51 @@ def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
 
 
 def deterministic_train_dataset(source, label_encoder, image_size, batch_size, seed, start_step=0,
-                                flip=True, scale_range=(1.0, 1.0)):
+                                flip=True, scale_range=(1.0, 1.0), shuffle_buffer=1000):
     """`--deterministic` training batches: element i of the endless stream is a pure function
     of (seed, i), so a run resumed at any step sees exactly the batches an uninterrupted run
-    sees from that step on, without reading the earlier ones.
+    sees from that step on.
 
-    Element i is example `index_shuffle(i mod N)` of the epoch i // N permutation (seeded by
-    (seed, epoch)), augmented with the stateless seed (seed, i). `source` needs random access:
-    `num_examples` and `example_at(index)` (the COCO JSON reader has them). Bad files are
-    left out when the source is read, so every element exists.
+    Element i belongs to epoch e = i // N and is augmented with the stateless seed (seed, i).
+    Which example it is:
+    - random access (`num_examples`, `example_at(index)`: the COCO JSON reader): example
+      `index_shuffle(i mod N)` of the permutation seeded by (seed, e); a resumed run reads
+      none of the earlier ones.
+    - a `records.RecordStream` (TFRecord, TFDS; `num_examples` counted up front): the
+      (i mod N)-th record of the epoch's seeded `shuffle_buffer` shuffle of the stream; a
+      resumed run reads (not decodes) the epoch's records up to its position again.
+    Bad files are left out when the source is read, so every element exists.
     """
     count = source.num_examples
     start = int(start_step) * int(batch_size)
-
-    def element(i):
-        epoch = i // count
-        index = tf.random.experimental.index_shuffle(
-            i % count, tf.stack([tf.cast(seed, tf.int64), epoch]), count - 1)
-        return i, source.example_at(index)
+    seed = tf.cast(seed, tf.int64)
 
     def transform(i, example):
         image, boxes, classes = preprocess_for_training(
-            example, image_size, flip, scale_range, seed=tf.stack([tf.cast(seed, tf.int64), i]))
+            example, image_size, flip, scale_range, seed=tf.stack([seed, i]))
         return image, label_encoder(boxes, classes)
 
-    ds = tf.data.Dataset.range(start, 2**62).map(element, num_parallel_calls=tf.data.AUTOTUNE,
-                                                 deterministic=True)
+    if hasattr(source, "example_at"):
+        def element(i):
+            index = tf.random.experimental.index_shuffle(i % count, tf.stack([seed, i // count]), count - 1)
+            return i, source.example_at(index)
+
+        ds = tf.data.Dataset.range(start, 2**62).map(element, num_parallel_calls=tf.data.AUTOTUNE,
+                                                     deterministic=True)
+    else:
+        records = source.kept_records()
+
+        def epoch(e):
+            # The order depends on (seed, e) alone: drop the graph-level seed in this function's
+            # graph (with --seed=0 TensorFlow would compare a tensor op seed with 0 in Python).
+            tf.compat.v1.get_default_graph().seed = None
+            shuffled = records.shuffle(shuffle_buffer, seed=seed * 1_000_003 + e, reshuffle_each_iteration=False)
+            return shuffled.enumerate().map(lambda k, record: (e * count + k, record[1]))
+
+        first_epoch, offset = divmod(start, count)
+        ds = tf.data.Dataset.range(first_epoch, 2**62 // count).flat_map(epoch).skip(offset)
+        ds = ds.map(lambda i, raw: (i, source.convert(raw)), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
     # No ignore_errors here: a skipped element would shift every later batch and break the
     # resume guarantee, so an image that fails now (after the reader's checks) stops training.
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -5,13 +5,16 @@ TFDS COCO features: `image` uint8, `image/id`, `objects/bbox` (normalised yxyx),
 `tfds_examples(name, split, data_dir)` calls the real `tfds.load` (which
 downloads and prepares COCO on first use when the machine allows it) and
 returns (dataset of examples in the common reader format, label map);
-`annotation_records` the same split with images left encoded, for the
-dirty-data pass (`cleaning.scan_records`). For
+`record_stream` the split in order with images left encoded
+(`records.RecordStream`), for the dirty-data pass and --deterministic training. For
 COCO, the label map carries the original COCO category ids, so exported models
 and evaluation report the ids the rest of the COCO tooling expects.
 """
 
 import tensorflow as tf
+
+from keras_retina.data.coco_json import decode_image
+from keras_retina.data.records import RecordStream
 
 # COCO 2017's 80 category ids, in the order of TFDS's contiguous labels.
 COCO_CATEGORY_IDS = (
@@ -22,12 +25,12 @@ COCO_CATEGORY_IDS = (
 )
 
 
-def _load(name, split, data_dir, download, decoders=None):
-    """tfds.load -> (dataset, label map, whether records carry "image/id")."""
+def _load(name, split, data_dir, download):
+    """tfds.load with images left encoded -> (dataset, label map, whether records carry "image/id")."""
     import tensorflow_datasets as tfds
 
     dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True, download=download,
-                              shuffle_files=False, decoders=decoders)
+                              shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
     names = info.features["objects"]["label"].names
     if name.startswith("coco") and len(names) == len(COCO_CATEGORY_IDS):
         ids = COCO_CATEGORY_IDS
@@ -48,13 +51,14 @@ def _objects(example):
     return objects, boxes, tf.cast(objects["label"], tf.int32), crowd
 
 
-def tfds_examples(name, split, data_dir=None, download=True, skip_bad_examples=False):
-    """(dataset of examples in the common reader format, label map). With
-    `skip_bad_examples`, an example whose image fails to decode is skipped."""
+def record_stream(name, split, data_dir=None, download=True):
+    """A split -> (`records.RecordStream`, label map): records named "<name> <split> example
+    <n> (image id <id>)", images decoded like every other reader's (`coco_json.decode_image`)."""
     dataset, label_map, has_id = _load(name, split, data_dir, download)
 
-    def convert(index, example):
-        image = example["image"]
+    def convert(raw):
+        index, example = raw
+        image = decode_image(example["image"])
         objects, boxes, classes, crowd = _objects(example)
         size = tf.cast(tf.shape(image)[:2], tf.float32)
         boxes = boxes * tf.concat([size, size], 0)
@@ -68,25 +72,24 @@ def tfds_examples(name, split, data_dir=None, download=True, skip_bad_examples=F
                             tf.float32),
         }
 
-    dataset = dataset.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return (dataset.ignore_errors() if skip_bad_examples else dataset), label_map
-
-
-def annotation_records(name, split, data_dir=None, download=True):
-    """The split's records for `cleaning.scan_records`, images left encoded: "where" =
-    "<name> <split> example <n> (image id <id>)"."""
-    import tensorflow_datasets as tfds
-
-    dataset, _, has_id = _load(name, split, data_dir, download, decoders={"image": tfds.decode.SkipDecoding()})
-
-    def convert(index, example):
+    def annotations(raw):
+        _, example = raw
         _, boxes, classes, crowd = _objects(example)
-        image_id = tf.cast(example["image/id"], tf.int64) if has_id else index + 1
-        return {
-            "where": tf.strings.join([f"{name} {split} example ", tf.strings.as_string(index),
-                                      " (image id ", tf.strings.as_string(image_id), ")"]),
-            "boxes": boxes, "classes": classes, "category_ids": classes, "is_crowd": crowd,
-            "encoded": example["image"],
-        }
+        return {"boxes": boxes, "classes": classes, "category_ids": classes, "is_crowd": crowd,
+                "encoded": example["image"]}
 
-    return dataset.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    def named(index, example):
+        image_id = tf.cast(example["image/id"], tf.int64) if has_id else index + 1
+        where = tf.strings.join([f"{name} {split} example ", tf.strings.as_string(index),
+                                 " (image id ", tf.strings.as_string(image_id), ")"])
+        return where, (index, example)
+
+    return RecordStream(dataset.enumerate().map(named), convert, annotations), label_map
+
+
+def tfds_examples(name, split, data_dir=None, download=True, skip_bad_examples=False):
+    """(dataset of examples in the common reader format, with its `record_stream` attached,
+    label map). With `skip_bad_examples`, an example whose image fails to decode is skipped."""
+    stream, label_map = record_stream(name, split, data_dir, download)
+    return stream.examples(skip_bad_examples), label_map
+

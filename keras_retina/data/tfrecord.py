@@ -11,8 +11,9 @@ otherwise an equivalent parser here does.
 Output: examples in the common reader format (see `data.pipeline`), boxes in
 pixels of the decoded image, classes mapped to 0..K-1 through the label map.
 A numeric `source_id` becomes the image id; any other string is hashed.
-`annotation_records` gives the same records without decoding images, named by
-file and record number, for the dirty-data pass (`cleaning.scan_records`).
+`record_stream` gives the records in file order, images still encoded, named by
+file and record number (`records.RecordStream`): for the dirty-data pass and
+--deterministic training.
 """
 
 import json
@@ -20,6 +21,7 @@ import json
 import tensorflow as tf
 
 from keras_retina.data.coco_json import decode_image
+from keras_retina.data.records import RecordStream
 
 _FEATURES = {
     "image/encoded": tf.io.FixedLenFeature((), tf.string),
@@ -119,42 +121,10 @@ def _class_table(label_map):
             tf.range(len(label_map), dtype=tf.int32)), default_value=-1)
 
 
-def annotation_records(pattern, label_map):
-    """Files matching `pattern` -> records for `cleaning.scan_records`: "where" = "<file>
-    record <n> (source_id <id>)", normalised boxes, classes 0..K-1 (-1: not in the label
-    map), the records' own category ids, is_crowd, and the still-encoded image."""
-    table = _class_table(label_map)
-
-    def convert(path, index, serialized):
-        parsed = tf.io.parse_single_example(serialized, _FEATURES)
-        dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v for k, v in parsed.items()}
-        classes = dense["image/object/class/label"]
-        crowd = dense["image/object/is_crowd"]
-        return {
-            "where": tf.strings.join([path, " record ", tf.strings.as_string(index),
-                                      " (source_id ", dense["image/source_id"], ")"]),
-            "boxes": tf.stack([dense[f"image/object/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], -1),
-            "classes": table.lookup(classes),
-            "category_ids": classes,
-            "is_crowd": tf.cond(tf.size(crowd) > 0, lambda: crowd > 0, lambda: tf.zeros_like(classes, tf.bool)),
-            "encoded": dense["image/encoded"],
-        }
-
+def record_stream(pattern, label_map, use_official=True):
+    """Files matching `pattern` -> `records.RecordStream`: records named "<file> record <n>
+    (source_id <id>)", decoded by the Model Garden's decoder when installed (else ours)."""
     files = tf.data.Dataset.from_tensor_slices(_files(pattern))
-    return files.flat_map(lambda path: tf.data.TFRecordDataset(path).enumerate().map(
-        lambda index, serialized: convert(path, index, serialized)))
-
-
-def tfrecord_examples(pattern, label_map, use_official=True, skip_bad_examples=False):
-    """Files matching `pattern` -> `tf.data.Dataset` of examples (classes 0..K-1).
-
-    Objects whose category id is not in the label map get class -1; boxes with NaN/inf or
-    no area: both are dropped by the training pipeline (and counted, or refused without
-    --skip_bad_examples, by the pass over `annotation_records` that `commands.sources` runs
-    first). A record whose image cannot be decoded stops reading with TensorFlow's error,
-    or with `skip_bad_examples` is skipped (tf.data's `ignore_errors`).
-    """
-    files = _files(pattern)
     decode = example_decoder(use_official)
     table = _class_table(label_map)
 
@@ -171,6 +141,37 @@ def tfrecord_examples(pattern, label_map, use_official=True, skip_bad_examples=F
             "area": tf.cast(decoded["groundtruth_area"], tf.float32),
         }
 
-    dataset = tf.data.TFRecordDataset(files).map(convert, num_parallel_calls=tf.data.AUTOTUNE,
-                                                 deterministic=True)
-    return dataset.ignore_errors() if skip_bad_examples else dataset
+    def annotations(serialized):
+        parsed = tf.io.parse_single_example(serialized, _FEATURES)
+        dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v for k, v in parsed.items()}
+        classes = dense["image/object/class/label"]
+        crowd = dense["image/object/is_crowd"]
+        return {
+            "boxes": tf.stack([dense[f"image/object/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], -1),
+            "classes": table.lookup(classes),
+            "category_ids": classes,
+            "is_crowd": tf.cond(tf.size(crowd) > 0, lambda: crowd > 0, lambda: tf.zeros_like(classes, tf.bool)),
+            "encoded": dense["image/encoded"],
+        }
+
+    def name(path, index, serialized):
+        source_id = tf.io.parse_single_example(serialized, {"image/source_id": _FEATURES["image/source_id"]})
+        return tf.strings.join([path, " record ", tf.strings.as_string(index), " (source_id ",
+                                source_id["image/source_id"], ")"]), serialized
+
+    stream = files.flat_map(lambda path: tf.data.TFRecordDataset(path).enumerate().map(
+        lambda index, serialized: name(path, index, serialized)))
+    return RecordStream(stream, convert, annotations)
+
+
+def tfrecord_examples(pattern, label_map, use_official=True, skip_bad_examples=False):
+    """Files matching `pattern` -> `tf.data.Dataset` of examples (classes 0..K-1), with its
+    `record_stream` attached (for --deterministic).
+
+    Objects whose category id is not in the label map get class -1; boxes with NaN/inf or
+    no area: both are dropped by the training pipeline (and counted, or refused without
+    --skip_bad_examples, by the pass over the stream's records that `commands.sources` runs
+    first). A record whose image cannot be decoded stops reading with TensorFlow's error,
+    or with `skip_bad_examples` is skipped (tf.data's `ignore_errors`).
+    """
+    return record_stream(pattern, label_map, use_official).examples(skip_bad_examples)
