@@ -45,12 +45,12 @@ def _record_source(stream, split, name, num_classes, skip, decode, reports):
     report = cleaning.DataReport(f"{split} {name}")
     print(f"[data] checking the annotations of {name}" + (" and decoding every image" if decode else "")
           + " ...", flush=True)
-    report.total, unreadable = cleaning.scan_records(stream.annotation_records(), report, num_classes,
-                                                     decode=decode)
+    report.total, excluded = cleaning.scan_records(stream.annotation_records(), report, num_classes,
+                                                   decode=decode)
     if reports is not None:
         reports[split] = report
     report.raise_if_bad(skipping=skip)
-    stream.exclude, stream.num_examples = tuple(unreadable), report.total - len(unreadable)
+    stream.exclude, stream.num_examples = tuple(excluded), report.total - len(excluded)
     return stream.examples(skip_bad_examples=skip)
 
 
@@ -248,7 +248,7 @@ def check_data(options, model, data):
               + (" ..." if len(label_map) > 20 else ""))
         report = reports[split]
         if report.total is not None:  # TFRecord / TFDS: scanned record by record
-            count = report.total - report.counts["unreadable_image"]
+            count = report.total - report.counts["unreadable_image"] - report.counts["duplicate_image_id"]
         else:  # COCO JSON: files checked while reading; decode what the reader keeps
             count = cleaning.count_examples(examples)
         print(f"[{split}] read and decoded {count} images")

@@ -209,7 +209,8 @@ def _tfrecord(path, examples):
 
 
 DIRTY_RECORDS_COUNTS = {"bad_box": 1, "empty_box": 1, "outside_box": 1, "clipped_box": 1,
-                        "unknown_category": 1, "negative_image": 1, "unreadable_image": 1}
+                        "unknown_category": 1, "negative_image": 1, "unreadable_image": 1,
+                        "duplicate_image_id": 2}
 
 
 def _dirty_records():
@@ -221,6 +222,8 @@ def _dirty_records():
         (3, good, [(0.1, 0.1, 0.5, 0.5)], [7]),  # category not in the label map
         (4, good, [], []),
         (5, good, [(1.2, 0.1, 1.5, 0.5), (-0.1, 0.2, 0.6, 0.7)], [1, 1]),  # fully / partly outside
+        (6, good, [(0.2, 0.2, 0.4, 0.4)], [1]),
+        (6, good, [(0.6, 0.6, 0.8, 0.8)], [1]),  # the same image id: whose boxes? both left out
     ]
 
 
@@ -231,20 +234,21 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
         list(tfrecord.tfrecord_examples(path, label_map, use_official=False))
     examples = tfrecord.tfrecord_examples(path, label_map, use_official=False, skip_bad_examples=True)
-    assert cleaning.count_examples(examples) == 4  # the undecodable one skipped
+    assert cleaning.count_examples(examples) == 6  # the undecodable one skipped
 
     # The dirty-data pass names each record by file and number.
     report = cleaning.DataReport("dirty.tfrecord")
     records = tfrecord.record_stream(path, label_map).annotation_records()
     count, unreadable = cleaning.scan_records(records, report, 1, decode=True)
-    assert count == 5 and unreadable == [f"{path} record 1 (source_id 2)"]
+    assert count == 7 and unreadable == [f"{path} record {n} (source_id 6)" for n in (5, 6)] + [
+        f"{path} record 1 (source_id 2)"]
     assert dict(report.counts) == DIRTY_RECORDS_COUNTS
     assert report.offenders["unreadable_image"] == [f"{path} record 1 (source_id 2)"]
     assert report.offenders["bad_box"][0] == f"{path} record 0 (source_id 1): box [nan, 0.1, 0.5, 0.5]"
     assert report.offenders["unknown_category"] == [f"{path} record 2 (source_id 3): category 7"]
     report = cleaning.DataReport("without decoding")
     cleaning.scan_records(records, report, 1)
-    assert "unreadable_image" not in report.counts
+    assert "unreadable_image" not in report.counts and report.counts["duplicate_image_id"] == 2
 
     dataset = pipeline.train_dataset(examples, LabelEncoder(image_size=64), 64, batch_size=3, seed=0,
                                      repeat=False, shuffle_buffer=0)  # file order: image 1 first
@@ -255,7 +259,7 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     means = [[float(images.numpy().mean()) for images, _ in pipeline.train_dataset(
         examples, LabelEncoder(image_size=64), 64, batch_size=1, seed=seed, repeat=False, shuffle_buffer=buffer)]
         for seed, buffer in ((0, 0), (0, 10), (1, 10))]
-    assert all(np.allclose(sorted(means[0]), sorted(m), atol=1e-3) for m in means) and len(means[0]) == 4
+    assert all(np.allclose(sorted(means[0]), sorted(m), atol=1e-3) for m in means) and len(means[0]) == 6
 
     # Training: an error naming the records, or with --skip_bad_examples counted skips and drops
     # in the start-of-training report and summary.json.
@@ -278,7 +282,7 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     result = _cli("check-data", "--image_size=64", *data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"ERROR\s+1 x cannot be decoded", result.stdout), result.stdout
-    assert "read and decoded 4 images" in result.stdout
+    assert "read and decoded 4 images" in result.stdout  # 7 records, 1 undecodable, 2 sharing an id
     assert "Training on this data stops with an error" in result.stdout
 
 
@@ -320,7 +324,7 @@ def test_tfds_bad_boxes_and_images(tmp_path):
         assert dict(reports["train"].counts) == DIRTY_RECORDS_COUNTS
         assert reports["train"].offenders["unreadable_image"] == ["coco/2017 train example 1 (image id 2)"]
         assert reports["train"].offenders["unknown_category"] == ["coco/2017 train example 2 (image id 3): category 99"]
-        assert sorted(int(e["image_id"]) for e in train) == [1, 3, 4, 5]  # the undecodable one skipped
+        assert sorted(int(e["image_id"]) for e in train) == [1, 3, 4, 5]  # undecodable, shared ids: out
         dataset = pipeline.train_dataset(train, LabelEncoder(image_size=64), 64, batch_size=4,
                                          seed=0, repeat=False, shuffle_buffer=0)
         images, targets = next(iter(dataset))
@@ -329,7 +333,9 @@ def test_tfds_bad_boxes_and_images(tmp_path):
         # --deterministic: the stream numbers the 4 good examples; batches from any resume step
         # equal an uninterrupted run's, and each epoch has its own order.
         stream = train.record_stream
-        assert stream.num_examples == 4 and stream.exclude == ("coco/2017 train example 1 (image id 2)",)
+        assert stream.num_examples == 4 and sorted(stream.exclude) == [
+            "coco/2017 train example 1 (image id 2)", "coco/2017 train example 5 (image id 6)",
+            "coco/2017 train example 6 (image id 6)"]
 
         def batches(start_step, count):
             ds = pipeline.deterministic_train_dataset(stream, LabelEncoder(image_size=64), 64, 2, seed=3,

@@ -239,14 +239,16 @@ def check_boxes(where, boxes, classes, is_crowd, num_classes, report, category_i
 
 def scan_records(records, report, num_classes, decode=False, progress_every=10000):
     """The dirty-data pass over a TFRecord or TFDS source; returns (number of records, names
-    of the records whose image did not decode).
+    of the records to leave out: images that did not decode, images sharing an id).
 
     `records`: a `tf.data.Dataset` of dicts, one per image, without decoded pixels:
-    "where" (string naming the file and record), "boxes" ([N, 4] yxyx normalised),
-    "classes" (int, 0..K-1 or -1 = not in the label map), "category_ids" (the dataset's
-    ids), "is_crowd" (bool [N]) and "encoded" (the image file's bytes). Every annotation is checked (`check_boxes`); with
-    `decode`, every image is decoded too (in parallel, in TensorFlow, as training decodes
-    it) and each record that fails is counted as "unreadable_image" by name.
+    "where" (string naming the file and record), "image_id", "boxes" ([N, 4] yxyx
+    normalised), "classes" (int, 0..K-1 or -1 = not in the label map), "category_ids" (the
+    dataset's ids), "is_crowd" (bool [N]) and "encoded" (the image file's bytes). Every
+    annotation is checked (`check_boxes`); records sharing an image id are all counted as
+    "duplicate_image_id" (whose boxes would evaluation match?); with `decode`, every image is
+    decoded too (in parallel, in TensorFlow, as training decodes it) and each record that
+    fails is counted as "unreadable_image" by name.
     """
     import tensorflow as tf
 
@@ -254,17 +256,22 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
 
     count = 0
     names = []
+    by_id = collections.defaultdict(list)
     annotations = records.map(lambda r: {k: v for k, v in r.items() if k != "encoded"},
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for record in annotations.prefetch(tf.data.AUTOTUNE):
         count += 1
         where = record["where"].numpy().decode("utf-8", "replace")
+        by_id[int(record["image_id"])].append(where)
         if decode:
             names.append(where)
         check_boxes(where, record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
                     record["is_crowd"].numpy(), num_classes, report, record["category_ids"].numpy())
         if progress_every and count % progress_every == 0:
             print(f"  ... {count} records checked", flush=True)
+    excluded = [where for shared in by_id.values() if len(shared) > 1 for where in shared]
+    for where in excluded:
+        report.add("duplicate_image_id", where)
     if decode:
         decoded = records.map(lambda r: (r["where"], tf.shape(decode_image(r["encoded"]))),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
@@ -272,5 +279,5 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
         unreadable = [where for where in names if where not in good]
         for where in unreadable:
             report.add("unreadable_image", where)
-        return count, unreadable
-    return count, []
+        excluded += [where for where in unreadable if where not in set(excluded)]
+    return count, excluded

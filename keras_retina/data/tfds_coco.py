@@ -73,9 +73,9 @@ def record_stream(name, split, data_dir=None, download=True):
         }
 
     def annotations(raw):
-        _, example = raw
+        index, example = raw
         _, boxes, classes, crowd = _objects(example)
-        return {"boxes": boxes, "classes": classes, "category_ids": classes, "is_crowd": crowd,
+        return {"image_id": tf.cast(example["image/id"], tf.int64) if has_id else index + 1, "boxes": boxes, "classes": classes, "category_ids": classes, "is_crowd": crowd,
                 "encoded": example["image"]}
 
     def named(index, example):

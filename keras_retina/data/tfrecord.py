@@ -147,6 +147,7 @@ def record_stream(pattern, label_map, use_official=True):
         classes = dense["image/object/class/label"]
         crowd = dense["image/object/is_crowd"]
         return {
+            "image_id": _image_id(dense["image/source_id"]),
             "boxes": tf.stack([dense[f"image/object/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], -1),
             "classes": table.lookup(classes),
             "category_ids": classes,
