@@ -45,12 +45,19 @@ def _record_source(stream, split, name, num_classes, skip, decode, reports):
     report = cleaning.DataReport(f"{split} {name}")
     print(f"[data] checking the annotations of {name}" + (" and decoding every image" if decode else "")
           + " ...", flush=True)
-    report.total, excluded = cleaning.scan_records(stream.annotation_records(), report, num_classes,
-                                                   decode=decode)
+    try:
+        report.total, excluded = cleaning.scan_records(stream.annotation_records(), report, num_classes,
+                                                       decode=decode)
+    except tf.errors.OpError as error:  # not a tf.Example, a missing field, a cut file
+        reason = (error.message or str(error)).strip().splitlines()[0]
+        raise DataError(f"{name}: a record cannot be read as an image with annotations ({reason}). "
+                        f"Rewrite or remove the file.") from None
     if reports is not None:
         reports[split] = report
     report.raise_if_bad(skipping=skip)
     stream.exclude, stream.num_examples = tuple(excluded), report.total - len(excluded)
+    if stream.num_examples == 0:  # as the COCO JSON reader says it
+        raise DataError(f"{name}: no usable images.\n{report.format(skipping=skip)}")
     return stream.examples(skip_bad_examples=skip)
 
 
@@ -104,7 +111,7 @@ def sources(data, need_train=True, reports=None, load_train=None, verify_images=
         found = {}
         for split in ("train", "val"):
             pattern = data.get(f"{split}_tfrecord")
-            if pattern:
+            if pattern and (split == "val" or load_train):
                 found[split] = _record_source(tfrecord.record_stream(pattern, label_map), split, pattern,
                                               len(label_map), skip, decode, reports)
         train, val = found.get("train"), found.get("val")
@@ -168,6 +175,8 @@ def _undecodable_message(error, *datasets):
     None when the error is not about decoding input data."""
     text = error.message or str(error)
     reason = text.strip().splitlines()[0]
+    if not any(word in text for word in ("Decode", "decode", "JPEG", "PNG", "image format", "Uncompress")):
+        return None  # before the search below, which decodes every image
     bad = {}
     for dataset in datasets:
         source = getattr(dataset, "coco_source", None)
@@ -177,8 +186,6 @@ def _undecodable_message(error, *datasets):
         shown = "; ".join(str(e) for e in list(bad.values())[:5]) + (" ..." if len(bad) > 5 else "")
         return (f"training stopped: {len(bad)} image(s) cannot be decoded: {shown}. Fix or remove "
                 f"them, or pass --skip_bad_examples to skip them.")
-    if not any(word in text for word in ("Decode", "decode", "JPEG", "PNG", "image format", "Uncompress")):
-        return None
     return (f"training stopped on an image that cannot be decoded ({reason}). `keras_retina "
             f"check-data` lists the problems; --skip_bad_examples skips undecodable records.")
 
@@ -247,8 +254,8 @@ def check_data(options, model, data):
         print(f"[{split}] {len(label_map)} classes: {', '.join(e['name'] for e in label_map[:20])}"
               + (" ..." if len(label_map) > 20 else ""))
         report = reports[split]
-        if report.total is not None:  # TFRecord / TFDS: scanned record by record
-            count = report.total - report.counts["unreadable_image"] - report.counts["duplicate_image_id"]
+        if report.total is not None:  # TFRecord / TFDS: every record decoded by the pass
+            count = examples.record_stream.num_examples
         else:  # COCO JSON: files checked while reading; decode what the reader keeps
             count = cleaning.count_examples(examples)
         print(f"[{split}] read and decoded {count} images")

@@ -58,7 +58,9 @@ def tfds_records(records):
             "image": tf.TensorSpec((), tf.string), "image/id": tf.TensorSpec((), tf.int64),
             "objects": {"bbox": tf.TensorSpec((None, 4), tf.float32), "label": tf.TensorSpec((None,), tf.int64),
                         "is_crowd": tf.TensorSpec((None,), tf.bool), "area": tf.TensorSpec((None,), tf.float32)}})
-        if decoders and "image" in decoders:
+        import tensorflow_datasets as tfds
+
+        if isinstance((decoders or {}).get("image"), tfds.decode.SkipDecoding):
             return dataset
         return dataset.map(lambda e: {**e, "image": tf.io.decode_image(e["image"], 3, expand_animations=False)})
 

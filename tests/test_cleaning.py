@@ -214,16 +214,20 @@ DIRTY_RECORDS_COUNTS = {"bad_box": 1, "empty_box": 1, "outside_box": 1, "clipped
 
 
 def _dirty_records():
-    """(source id, encoded image, normalised yxyx boxes, category ids) with DIRTY_RECORDS_COUNTS."""
-    good = _jpeg(_scene(32, 32))
+    """(source id, encoded image, normalised yxyx boxes, category ids) with DIRTY_RECORDS_COUNTS.
+    Every picture is a different uniform grey, so its mean pixel tells which one it is."""
+
+    def good(n):
+        return _jpeg(np.full((32, 32, 3), 30 * n, np.uint8))
+
     return [
-        (1, good, [(0.1, 0.1, 0.5, 0.5), (math.nan, 0.1, 0.5, 0.5), (0.5, 0.5, 0.5, 0.9)], [1, 1, 1]),
+        (1, good(1), [(0.1, 0.1, 0.5, 0.5), (math.nan, 0.1, 0.5, 0.5), (0.5, 0.5, 0.5, 0.9)], [1, 1, 1]),
         (2, b"not an image", [(0.1, 0.1, 0.5, 0.5)], [1]),
-        (3, good, [(0.1, 0.1, 0.5, 0.5)], [7]),  # category not in the label map
-        (4, good, [], []),
-        (5, good, [(1.2, 0.1, 1.5, 0.5), (-0.1, 0.2, 0.6, 0.7)], [1, 1]),  # fully / partly outside
-        (6, good, [(0.2, 0.2, 0.4, 0.4)], [1]),
-        (6, good, [(0.6, 0.6, 0.8, 0.8)], [1]),  # the same image id: whose boxes? both left out
+        (3, good(3), [(0.1, 0.1, 0.5, 0.5)], [7]),  # category not in the label map
+        (4, good(4), [], []),
+        (5, good(5), [(1.2, 0.1, 1.5, 0.5), (-0.1, 0.2, 0.6, 0.7)], [1, 1]),  # fully / partly outside
+        (6, good(6), [(0.2, 0.2, 0.4, 0.4)], [1]),
+        (6, good(7), [(0.6, 0.6, 0.8, 0.8)], [1]),  # the same image id: whose boxes? both left out
     ]
 
 
@@ -255,11 +259,13 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     images, targets = next(iter(dataset))
     assert np.all(np.isfinite(targets["box_targets"].numpy()))
     assert (targets["cls_targets"].numpy()[0] >= 0).sum() > 0  # the good box is still a positive
-    # Shuffled through a buffer of encoded records: each good image once per pass, new order.
-    means = [[float(images.numpy().mean()) for images, _ in pipeline.train_dataset(
+    # Shuffled through a buffer of encoded records: each decodable image once per pass, in a new
+    # order (a picture's grey level names it; flips do not change it).
+    means = [[round(float(images.numpy()[0, :32, :32].mean())) for images, _ in pipeline.train_dataset(
         examples, LabelEncoder(image_size=64), 64, batch_size=1, seed=seed, repeat=False, shuffle_buffer=buffer)]
         for seed, buffer in ((0, 0), (0, 10), (1, 10))]
-    assert all(np.allclose(sorted(means[0]), sorted(m), atol=1e-3) for m in means) and len(means[0]) == 6
+    assert means[0] == [30, 90, 120, 150, 180, 210]  # file order, the undecodable record skipped
+    assert all(sorted(m) == means[0] for m in means) and means[1] != means[0] and means[2] != means[1]
 
     # Training: an error naming the records, or with --skip_bad_examples counted skips and drops
     # in the start-of-training report and summary.json.
@@ -286,6 +292,36 @@ def test_tfrecord_bad_boxes_and_images(tmp_path):
     assert "Training on this data stops with an error" in result.stdout
 
 
+def test_records_without_source_ids_and_unparseable_records(tmp_path):
+    """No source_id: ids from the image bytes (as the Model Garden), never all one duplicate id.
+    A record that is not a tf.Example: an error naming the file, not a TensorFlow traceback."""
+    from keras_retina import commands
+
+    pictures = [_jpeg(np.full((16, 16, 3), 40 * n, np.uint8)) for n in range(1, 4)]
+    _tfrecord(str(tmp_path / "anonymous.tfrecord"), [("", p, [(0.1, 0.1, 0.5, 0.5)], [1]) for p in pictures])
+    reports = {}
+    train, _, _ = commands.sources({"train_tfrecord": str(tmp_path / "anonymous.tfrecord")}, reports=reports)
+    assert dict(reports["train"].counts) == {} and train.record_stream.num_examples == 3
+    ids = [int(e["image_id"]) for e in train]
+    assert len(set(ids)) == 3
+
+    with tf.io.TFRecordWriter(str(tmp_path / "garbage.tfrecord")) as writer:
+        writer.write(b"not a tf.Example")
+    (tmp_path / "labels.json").write_text(json.dumps([{"id": 1, "name": "a"}]))
+    for label_map in (None, str(tmp_path / "labels.json")):  # the label-map scan, the data check
+        with pytest.raises(ValueError, match=r"garbage.tfrecord: a record cannot be read"):
+            commands.sources({"train_tfrecord": str(tmp_path / "garbage.tfrecord"), "label_map": label_map})
+
+
+def test_records_without_a_usable_image_are_an_error(tmp_path):
+    from keras_retina import commands
+
+    _tfrecord(str(tmp_path / "junk.tfrecord"), [(1, b"junk", [(0.1, 0.1, 0.5, 0.5)], [1])])
+    data = {"train_tfrecord": str(tmp_path / "junk.tfrecord"), "skip_bad_examples": True}
+    with pytest.raises(commands.DataError, match=r"junk.tfrecord: no usable images.\n(.|\n)*skipped\s+1 x cannot"):
+        commands.sources(data)
+
+
 def test_deterministic_tfrecord_training_resumes_to_the_same_weights(tmp_path):
     """--deterministic on a TFRecord source with an undecodable record (--skip_bad_examples):
     6 steps, then the same command to 12 (a resume) ends with an uninterrupted run's weights."""
@@ -309,7 +345,7 @@ def test_deterministic_tfrecord_training_resumes_to_the_same_weights(tmp_path):
 def test_tfds_bad_boxes_and_images(tmp_path):
     """The real tfds.load path (tfds.testing.mock_data serving our records as the split's
     contents, as a custom TFDS dataset with plain tensor boxes could hold them)."""
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds
     from keras_retina import commands
 
     records = [(image_id, encoded, boxes, [c - 1 if c == 1 else 99 for c in classes])  # 99: not a label
@@ -345,9 +381,12 @@ def test_tfds_bad_boxes_and_images(tmp_path):
         straight = batches(0, 8)
         for start_step in (1, 2, 5):
             assert all(np.array_equal(a, b) for a, b in zip(straight[start_step:], batches(start_step, 3)))
-        epochs = [np.concatenate(straight[i:i + 2]).mean(axis=(1, 2, 3)) for i in range(0, 8, 2)]
-        assert any(not np.allclose(np.sort(epochs[0]), np.sort(e), atol=8) for e in epochs)  # augmented
-        assert len({tuple(np.argsort(e)) for e in epochs}) > 1  # reshuffled per epoch
+        # Each epoch (2 batches) holds every kept picture once, in its own order.
+        ds = pipeline.deterministic_train_dataset(stream, LabelEncoder(image_size=64), 64, 4, seed=3)
+        epochs = [[round(float(image[:32, :32].mean())) for image in images.numpy()]
+                  for (images, _), _ in zip(ds, range(4))]
+        assert all(sorted(epoch) == [30, 90, 120, 150] for epoch in epochs), epochs
+        assert len({tuple(epoch) for epoch in epochs}) > 1, epochs
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -3,13 +3,11 @@
 import io
 
 import numpy as np
-import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import tfds_records
 from keras_retina.data import pipeline, tfds_coco
-
-tfds = pytest.importorskip("tensorflow_datasets")
 
 
 def _random_coco(count, seed=0):

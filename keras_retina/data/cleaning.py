@@ -237,6 +237,15 @@ def check_boxes(where, boxes, classes, is_crowd, num_classes, report, category_i
             report.add("crowd", where)
 
 
+def _name(where):
+    """A record's name tensor -> str that encodes back to the same bytes (`records.kept_records`)."""
+    return where.numpy().decode("utf-8", "surrogateescape")
+
+
+def _shown(name):
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def scan_records(records, report, num_classes, decode=False, progress_every=10000):
     """The dirty-data pass over a TFRecord or TFDS source; returns (number of records, names
     of the records to leave out: images that did not decode, images sharing an id).
@@ -261,23 +270,24 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for record in annotations.prefetch(tf.data.AUTOTUNE):
         count += 1
-        where = record["where"].numpy().decode("utf-8", "replace")
+        where = _name(record["where"])
         by_id[int(record["image_id"])].append(where)
         if decode:
             names.append(where)
-        check_boxes(where, record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
+        check_boxes(_shown(where), record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
                     record["is_crowd"].numpy(), num_classes, report, record["category_ids"].numpy())
         if progress_every and count % progress_every == 0:
             print(f"  ... {count} records checked", flush=True)
     excluded = [where for shared in by_id.values() if len(shared) > 1 for where in shared]
     for where in excluded:
-        report.add("duplicate_image_id", where)
+        report.add("duplicate_image_id", _shown(where))
     if decode:
         decoded = records.map(lambda r: (r["where"], tf.shape(decode_image(r["encoded"]))),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-        good = {where.numpy().decode("utf-8", "replace") for where, _ in decoded.ignore_errors()}
+        good = {_name(where) for where, _ in decoded.ignore_errors()}
         unreadable = [where for where in names if where not in good]
         for where in unreadable:
-            report.add("unreadable_image", where)
-        excluded += [where for where in unreadable if where not in set(excluded)]
+            report.add("unreadable_image", _shown(where))
+        shared = set(excluded)
+        excluded += [where for where in unreadable if where not in shared]
     return count, excluded

@@ -41,7 +41,7 @@ class RecordStream:
             records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         dataset = records.map(lambda where, raw: self.convert(raw), num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=True)
-        dataset = dataset.ignore_errors() if skip_bad_examples else dataset
+        dataset = dataset.ignore_errors(log_warning=True) if skip_bad_examples else dataset
         dataset.record_stream = self
         dataset.skip_bad_examples = skip_bad_examples
         return dataset
@@ -55,5 +55,7 @@ class RecordStream:
         """`records` without the excluded ones."""
         if not self.exclude:
             return self.records
-        excluded = tf.constant(sorted(self.exclude))
-        return self.records.filter(lambda where, raw: tf.logical_not(tf.reduce_any(tf.equal(where, excluded))))
+        # Names are str with undecodable bytes kept as surrogates (`cleaning.scan_records`).
+        keys = tf.constant([where.encode("utf-8", "surrogateescape") for where in self.exclude])
+        excluded = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0)
+        return self.records.filter(lambda where, raw: excluded.lookup(where) == 0)

@@ -57,13 +57,13 @@ def record_stream(name, split, data_dir=None, download=True):
     dataset, label_map, has_id = _load(name, split, data_dir, download)
 
     def convert(raw):
-        index, example = raw
+        image_id, example = raw
         image = decode_image(example["image"])
         objects, boxes, classes, crowd = _objects(example)
         size = tf.cast(tf.shape(image)[:2], tf.float32)
         boxes = boxes * tf.concat([size, size], 0)
         return {
-            "image_id": tf.cast(example["image/id"], tf.int64) if has_id else index + 1,
+            "image_id": image_id,
             "image": image,
             "boxes": boxes,
             "classes": classes,
@@ -73,16 +73,16 @@ def record_stream(name, split, data_dir=None, download=True):
         }
 
     def annotations(raw):
-        index, example = raw
+        image_id, example = raw
         _, boxes, classes, crowd = _objects(example)
-        return {"image_id": tf.cast(example["image/id"], tf.int64) if has_id else index + 1, "boxes": boxes, "classes": classes, "category_ids": classes, "is_crowd": crowd,
-                "encoded": example["image"]}
+        return {"image_id": image_id, "boxes": boxes, "classes": classes, "category_ids": classes,
+                "is_crowd": crowd, "encoded": example["image"]}
 
     def named(index, example):
         image_id = tf.cast(example["image/id"], tf.int64) if has_id else index + 1
         where = tf.strings.join([f"{name} {split} example ", tf.strings.as_string(index),
                                  " (image id ", tf.strings.as_string(image_id), ")"])
-        return where, (index, example)
+        return where, (image_id, example)
 
     return RecordStream(dataset.enumerate().map(named), convert, annotations), label_map
 

@@ -4,13 +4,15 @@ Features read (tf.train.Example): `image/encoded`, `image/source_id`,
 `image/height`, `image/width`, `image/object/bbox/{ymin,xmin,ymax,xmax}`
 (normalised to [0, 1]), `image/object/class/label` (the dataset's category ids,
 1-based in the TF OD API), optional `image/object/is_crowd` and
-`image/object/area`. When tf-models-official is installed, its
-`TfExampleDecoder` parses them (the same decoder the Model Garden trains with);
-otherwise an equivalent parser here does.
+`image/object/area`. The parser here gives the same outputs as the Model
+Garden's `TfExampleDecoder` (tested against it; `use_official=True` uses that
+one) and is the default, so training decodes exactly as the dirty-data pass
+checked (the official one returns animated GIFs as 4-D and cannot be told apart).
 
 Output: examples in the common reader format (see `data.pipeline`), boxes in
 pixels of the decoded image, classes mapped to 0..K-1 through the label map.
-A numeric `source_id` becomes the image id; any other string is hashed.
+A numeric `source_id` becomes the image id; any other string is hashed; a
+missing one is a hash of the image bytes, as in the Model Garden.
 `record_stream` gives the records in file order, images still encoded, named by
 file and record number (`records.RecordStream`): for the dirty-data pass and
 --deterministic training.
@@ -36,26 +38,39 @@ _FEATURES = {
 }
 
 
-def _own_decoder(serialized):
+def _parse(serialized):
+    """A record's features, dense; an empty source_id replaced by a hash of the image bytes
+    (as the Model Garden's decoder does); crowd flags bool (all False when absent)."""
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
     dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v
              for k, v in parsed.items()}
+    source_id = dense["image/source_id"]
+    dense["image/source_id"] = tf.cond(
+        tf.strings.length(source_id) > 0, lambda: source_id,
+        lambda: tf.strings.as_string(tf.strings.to_hash_bucket_fast(dense["image/encoded"], 2**63 - 1)))
+    classes, crowd = dense["image/object/class/label"], dense["image/object/is_crowd"]
+    dense["image/object/is_crowd"] = tf.cond(tf.size(crowd) > 0, lambda: crowd > 0,
+                                             lambda: tf.zeros_like(classes, tf.bool))
+    dense["boxes"] = tf.stack([dense[f"image/object/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], -1)
+    return dense
+
+
+def _own_decoder(serialized):
+    dense = _parse(serialized)
     image = decode_image(dense["image/encoded"])
     classes = dense["image/object/class/label"]
-    boxes = tf.stack([dense[f"image/object/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], -1)
+    boxes = dense["boxes"]
     size = tf.cast(tf.shape(image)[:2], tf.float32)
     pixel_boxes = boxes * tf.concat([size, size], 0)
     area = tf.cond(tf.size(dense["image/object/area"]) > 0, lambda: dense["image/object/area"],
                    lambda: (pixel_boxes[:, 2] - pixel_boxes[:, 0]) * (pixel_boxes[:, 3] - pixel_boxes[:, 1]))
-    crowd = tf.cond(tf.size(dense["image/object/is_crowd"]) > 0,
-                    lambda: tf.cast(dense["image/object/is_crowd"], tf.bool),
-                    lambda: tf.zeros_like(classes, tf.bool))
     return {"source_id": dense["image/source_id"], "image": image, "groundtruth_boxes": boxes,
-            "groundtruth_classes": classes, "groundtruth_is_crowd": crowd, "groundtruth_area": area}
+            "groundtruth_classes": classes, "groundtruth_is_crowd": dense["image/object/is_crowd"],
+            "groundtruth_area": area}
 
 
-def example_decoder(use_official=True):
-    """The Model Garden's TfExampleDecoder.decode when available, else ours (same outputs)."""
+def example_decoder(use_official=False):
+    """Ours, or with `use_official` the Model Garden's TfExampleDecoder.decode when installed."""
     if use_official:
         try:
             from official.vision.dataloaders.tf_example_decoder import TfExampleDecoder
@@ -74,12 +89,16 @@ def _image_id(source_id):
 
 def scan_label_map(pattern):
     """Distinct class ids in the files -> label map [{"id", "name"}] (names are the ids)."""
-    files = tf.io.gfile.glob(pattern)
+    files = _files(pattern)
     ids = set()
     spec = {"image/object/class/label": tf.io.VarLenFeature(tf.int64)}
-    for labels in tf.data.TFRecordDataset(files).map(
-            lambda s: tf.io.parse_single_example(s, spec)["image/object/class/label"].values):
-        ids.update(labels.numpy().tolist())
+    try:
+        for labels in tf.data.TFRecordDataset(files).map(
+                lambda s: tf.io.parse_single_example(s, spec)["image/object/class/label"].values):
+            ids.update(labels.numpy().tolist())
+    except tf.errors.OpError as error:  # not a tf.Example, a cut file
+        reason = (error.message or str(error)).strip().splitlines()[0]
+        raise ValueError(f"{pattern}: a record cannot be read ({reason}). Rewrite or remove the file.") from None
     return [{"id": int(i), "name": str(i)} for i in sorted(ids)]
 
 
@@ -107,7 +126,7 @@ def read_label_map(path):
 
 
 def _files(pattern):
-    files = tf.io.gfile.glob(pattern)
+    files = sorted(tf.io.gfile.glob(pattern))  # a fixed order: --deterministic depends on it
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern}")
     return files
@@ -121,9 +140,9 @@ def _class_table(label_map):
             tf.range(len(label_map), dtype=tf.int32)), default_value=-1)
 
 
-def record_stream(pattern, label_map, use_official=True):
+def record_stream(pattern, label_map, use_official=False):
     """Files matching `pattern` -> `records.RecordStream`: records named "<file> record <n>
-    (source_id <id>)", decoded by the Model Garden's decoder when installed (else ours)."""
+    (source_id <id>)" (see `example_decoder` for `use_official`)."""
     files = tf.data.Dataset.from_tensor_slices(_files(pattern))
     decode = example_decoder(use_official)
     table = _class_table(label_map)
@@ -142,18 +161,11 @@ def record_stream(pattern, label_map, use_official=True):
         }
 
     def annotations(serialized):
-        parsed = tf.io.parse_single_example(serialized, _FEATURES)
-        dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v for k, v in parsed.items()}
+        dense = _parse(serialized)
         classes = dense["image/object/class/label"]
-        crowd = dense["image/object/is_crowd"]
-        return {
-            "image_id": _image_id(dense["image/source_id"]),
-            "boxes": tf.stack([dense[f"image/object/bbox/{c}"] for c in ("ymin", "xmin", "ymax", "xmax")], -1),
-            "classes": table.lookup(classes),
-            "category_ids": classes,
-            "is_crowd": tf.cond(tf.size(crowd) > 0, lambda: crowd > 0, lambda: tf.zeros_like(classes, tf.bool)),
-            "encoded": dense["image/encoded"],
-        }
+        return {"image_id": _image_id(dense["image/source_id"]), "boxes": dense["boxes"],
+                "classes": table.lookup(classes), "category_ids": classes,
+                "is_crowd": dense["image/object/is_crowd"], "encoded": dense["image/encoded"]}
 
     def name(path, index, serialized):
         source_id = tf.io.parse_single_example(serialized, {"image/source_id": _FEATURES["image/source_id"]})
@@ -165,9 +177,9 @@ def record_stream(pattern, label_map, use_official=True):
     return RecordStream(stream, convert, annotations)
 
 
-def tfrecord_examples(pattern, label_map, use_official=True, skip_bad_examples=False):
+def tfrecord_examples(pattern, label_map, use_official=False, skip_bad_examples=False):
     """Files matching `pattern` -> `tf.data.Dataset` of examples (classes 0..K-1), with its
-    `record_stream` attached (for --deterministic).
+    `record_stream` attached (whose pass, in `commands.sources`, counts it for --deterministic).
 
     Objects whose category id is not in the label map get class -1; boxes with NaN/inf or
     no area: both are dropped by the training pipeline (and counted, or refused without
