@@ -65,9 +65,10 @@ def sources(data, need_train=True, reports=None, load_train=None, verify_images=
     """Data flags -> (train examples or None, val examples or None, label map).
 
     `need_train`: exactly one training source is required. `load_train` (default: need_train):
-    read the TFDS training split too. Every source's annotations are checked first (COCO JSON:
-    while parsing; TFRecord, TFDS: one pass without decoding images), and every image is
-    decoded up front when `verify_images` (default: under --skip_bad_examples); problems
+    read the TFDS/TFRecord training split too. Every source's annotations are checked first
+    (COCO JSON: while parsing; TFRecord, TFDS: one pass without decoding images), and every
+    image is decoded up front under --skip_bad_examples (TFRecord, TFDS: also when
+    `verify_images`); problems
     are an error (`cleaning.DataReport.raise_if_bad`) unless --skip_bad_examples, then
     skipped/dropped and counted. `reports`: a dict that gets each split's
     `cleaning.DataReport` ("train", "val")."""

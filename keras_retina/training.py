@@ -97,7 +97,7 @@ class TrainConfig:
     flip: bool = True
     scale_min: float = 1.0
     scale_max: float = 1.0
-    shuffle_buffer: int = 1000
+    shuffle_buffer: int = pipeline.SHUFFLE_BUFFER
     deterministic: bool = False
     verbose: int = 1
     data: dict = field(default_factory=dict)  # the data-source flags, kept for `evaluate`

@@ -156,6 +156,7 @@ def test_killed_again_and_again_deterministic_run_ends_with_the_same_weights(tmp
     import random
 
     import numpy as np
+    import tensorflow as tf
 
     args = ["train", *TINY_FLAGS, "--train_steps=45", "--checkpoint_every_steps=3", "--deterministic",
             "--scale_min=0.8", "--scale_max=1.2", *_data_flags(tiny_coco, val=False)]
@@ -191,6 +192,8 @@ def test_killed_again_and_again_deterministic_run_ends_with_the_same_weights(tmp
     assert straight.keys() == killed.keys() and len(straight) > 20
     different = [name for name in straight if not np.array_equal(straight[name], killed[name])]
     assert not different, different[:5]
+    earlier = tf.train.load_checkpoint(str(tmp_path / "straight" / "checkpoints" / "ckpt-39"))
+    assert sum(not np.array_equal(earlier.get_tensor(name), value) for name, value in straight.items()) > 100
 
 
 KILL_DURING_SAVE = """

@@ -102,8 +102,11 @@ def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.
     return image, boxes, classes
 
 
+SHUFFLE_BUFFER = 1000  # examples (TFRecord/TFDS: still-encoded records) shuffled at a time
+
+
 def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
-                  scale_range=(1.0, 1.0), shuffle_buffer=1000, seed=None, repeat=True):
+                  scale_range=(1.0, 1.0), shuffle_buffer=SHUFFLE_BUFFER, seed=None, repeat=True):
     """Examples -> an (optionally infinite) dataset of encoded training batches.
 
     Shuffling: a COCO JSON reader's dataset is reshuffled over the whole set before decoding;
@@ -131,7 +134,7 @@ def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
 
 
 def deterministic_train_dataset(source, label_encoder, image_size, batch_size, seed, start_step=0,
-                                flip=True, scale_range=(1.0, 1.0), shuffle_buffer=1000):
+                                flip=True, scale_range=(1.0, 1.0), shuffle_buffer=SHUFFLE_BUFFER):
     """`--deterministic` training batches: element i of the endless stream is a pure function
     of (seed, i), so a run resumed at any step sees exactly the batches an uninterrupted run
     sees from that step on.
