@@ -28,11 +28,22 @@ variables each call, so training and ImageNet weights are untouched; checkpoints
 written before the fold existed do not restore into it and are refused by name);
 measured 1.15x faster in float32 and 2.1x in bfloat16 on a 640 px ResNet-50.
 
+Frozen stages (`freeze_at`, Detectron's FREEZE_AT): the paper's reference code
+trains its ImageNet-initialised ResNets with the stem (conv1) and the first
+stage (conv2_x) frozen, FREEZE_AT = 2; torchvision and detectron2 default to
+the same. Those layers keep their pretrained weights, and the training step
+computes no gradient through them: a 640 px ResNet-50-FPN training step at
+batch 2 took 3.8 s instead of 4.1 s on the 2-core CPU. `freeze_at` = k freezes
+the stem (k >= 1) and stages conv2..conv{k} (k = 0..5, ResNets only); the
+default is 2 with pretrained weights and 0 without, since frozen random
+filters would never learn.
+
 Output: dict "C3", "C4", "C5" -> `[B, H/8, W/8, C3]`, `[B, H/16, W/16, C4]`,
 `[B, H/32, W/32, C5]` float.
 """
 
 import os
+import re
 
 import keras
 import tensorflow as tf
@@ -45,6 +56,8 @@ _RESNETS = {
     "resnet101": (keras.applications.ResNet101, ("conv3_block4_out", "conv4_block23_out", "conv5_block3_out")),
 }
 _IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+FREEZE_AT_PRETRAINED = 2  # Detectron's TRAIN.FREEZE_AT: the stem and conv2_x
+_STAGE = re.compile(r"^(?:conv|pool)(\d)_")
 _TINY_WIDTHS = (16, 32, 64, 96, 128)
 
 
@@ -76,6 +89,7 @@ class FoldedConvBatchNorm(keras.layers.Layer):
                              f"(trainable=False) BatchNormalization with center and scale.")
         self.conv = conv
         self.bn = bn
+        self.trainable = conv.trainable  # a frozen stage's conv stays frozen once wrapped
         self.autocast = False  # read the float32 variables as they are; cast the folded kernel once
         self.built = True
 
@@ -135,7 +149,12 @@ def fold_frozen_batchnorm(model):
     return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
 
 
-def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True):
+def default_freeze_at(name, weights):
+    """FREEZE_AT_PRETRAINED for a ResNet given pretrained weights, else 0 (see module docstring)."""
+    return FREEZE_AT_PRETRAINED if name in _RESNETS and weights is not None else 0
+
+
+def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freeze_at=0):
     """Builds a backbone.
 
     Args:
@@ -143,6 +162,7 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True):
       input_shape: (height, width, 3).
       weights: None, "imagenet", or a weights file path (see module docstring).
       freeze_batchnorm: freeze BN layers (ResNets only; `tiny` trains from scratch).
+      freeze_at: freeze the stem and stages up to conv{freeze_at} (ResNets only; 0..5).
 
     Returns:
       A `keras.Model` mapping `[B, H, W, 3]` RGB 0-255 to dict C3..C5.
@@ -151,6 +171,12 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True):
         raise ValueError(f"backbone={name!r}: choose one of {BACKBONES}.")
     if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
         raise FileNotFoundError(f"backbone_weights={weights!r}: no such weights file.")
+    if name not in _RESNETS and freeze_at:
+        raise ValueError(f"freeze_backbone_at={freeze_at}: only ResNet backbones have frozen stages; "
+                         f"backbone={name!r} trains from scratch, use 0.")
+    if not 0 <= int(freeze_at) <= 5:
+        raise ValueError(f"freeze_backbone_at={freeze_at}: choose 0 (train everything) to 5 (the stem "
+                         f"and conv2..conv5 frozen).")
     if name == "tiny":
         if weights == "imagenet":
             raise ValueError("backbone='tiny' has no ImageNet weights; use resnet50/resnet101 or a path.")
@@ -158,10 +184,10 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True):
         if weights is not None:
             model.load_weights(weights)
         return model
-    return _resnet(name, input_shape, weights, freeze_batchnorm)
+    return _resnet(name, input_shape, weights, freeze_batchnorm, int(freeze_at))
 
 
-def _resnet(name, input_shape, weights, freeze_batchnorm):
+def _resnet(name, input_shape, weights, freeze_batchnorm, freeze_at):
     constructor, stage_outputs = _RESNETS[name]
     inputs = keras.Input(input_shape, name="images")
     normalised = CaffePreprocessing(name="caffe_preprocessing")(inputs)
@@ -175,10 +201,12 @@ def _resnet(name, input_shape, weights, freeze_batchnorm):
             f"download {name}_weights_tf_dim_ordering_tf_kernels_notop.h5 (keras.applications) and "
             f"pass its path as backbone_weights, or copy it to ~/.keras/models/."
         ) from error
-    if freeze_batchnorm:
-        for layer in resnet.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    for layer in resnet.layers:
+        stage = _STAGE.match(layer.name)
+        if stage and int(stage.group(1)) <= freeze_at:
+            layer.trainable = False  # its BatchNorm too, so it folds
+        elif freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
     outputs = {
         f"C{level}": resnet.get_layer(layer_name).output
         for level, layer_name in zip((3, 4, 5), stage_outputs)

@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from keras_retina import anchors as anchor_lib
 from keras_retina import losses as loss_lib
 from keras_retina import training as recipe
-from keras_retina.backbone import BACKBONES
+from keras_retina.backbone import BACKBONES, default_freeze_at
 from keras_retina.training import OPTIMIZERS, STRATEGIES
 from keras_retina.visualize import DRAW_SCORE_THRESHOLD
 
@@ -33,6 +33,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Where checkpoints, logs, metrics and the model go.")
 flags.DEFINE_enum("backbone", "resnet50", BACKBONES, "Backbone network.")
 flags.DEFINE_string("backbone_weights", None, "'imagenet', a weights file path, or empty for random init.")
+flags.DEFINE_integer("freeze_backbone_at", None,
+                     "Freeze the ResNet stem and stages conv2..convK (Detectron's FREEZE_AT; 0: train "
+                     "everything). Default: 2 with --backbone_weights, 0 without.", lower_bound=0, upper_bound=5)
 flags.DEFINE_integer("image_size", 640, "Square model input size in pixels (multiple of 32).")
 flags.DEFINE_integer("fpn_filters", 256, "FPN channels (paper: 256).")
 flags.DEFINE_integer("head_filters", 256, "Subnet channels (paper: 256).")
@@ -155,7 +158,11 @@ flags.register_multi_flags_validator(
 
 def model_kwargs():
     weights = FLAGS.backbone_weights or None
+    freeze_at = FLAGS.freeze_backbone_at
+    if freeze_at is None:  # resolved here so that config.json records what ran
+        freeze_at = default_freeze_at(FLAGS.backbone, weights)
     return dict(backbone=FLAGS.backbone, image_size=FLAGS.image_size, backbone_weights=weights,
+                freeze_backbone_at=freeze_at,
                 fpn_filters=FLAGS.fpn_filters, head_filters=FLAGS.head_filters,
                 head_convs=FLAGS.head_convs, p6_input=FLAGS.p6_input, anchor_size=FLAGS.anchor_size,
                 num_scales=FLAGS.num_scales, aspect_ratios=[float(r) for r in FLAGS.aspect_ratios],

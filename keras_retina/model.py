@@ -35,7 +35,7 @@ from keras_retina import anchors as anchor_lib
 from keras_retina import box_coder
 from keras_retina import losses as loss_lib
 from keras_retina import postprocess
-from keras_retina.backbone import build_backbone
+from keras_retina.backbone import build_backbone, default_freeze_at
 from keras_retina.fpn import FeaturePyramid
 from keras_retina.heads import PRIOR_PROBABILITY, PredictionHead
 from keras_retina.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU, LabelEncoder
@@ -67,6 +67,9 @@ class RetinaNet(keras.Model):
       image_size: int or (height, width), multiples of 32.
       backbone_weights: None, "imagenet" or a weights file path.
       freeze_backbone_batchnorm: keep ResNet BatchNorm statistics frozen.
+      freeze_backbone_at: freeze the ResNet stem and stages conv2..conv{k}
+        (Detectron's FREEZE_AT; 0 trains everything). None: 2 with pretrained
+        `backbone_weights`, else 0 (`backbone.default_freeze_at`).
       num_scales, aspect_ratios, anchor_size: anchors (3, (0.5, 1, 2), 4).
       fpn_filters: pyramid channels (256).
       p6_input: "C5" (paper) or "P5" (Model Garden).
@@ -91,6 +94,7 @@ class RetinaNet(keras.Model):
         image_size=640,
         backbone_weights=None,
         freeze_backbone_batchnorm=True,
+        freeze_backbone_at=None,
         num_scales=anchor_lib.NUM_SCALES,
         aspect_ratios=anchor_lib.ASPECT_RATIOS,
         anchor_size=anchor_lib.ANCHOR_SIZE,
@@ -128,8 +132,10 @@ class RetinaNet(keras.Model):
         anchor_config = dict(image_size=image_size, num_scales=num_scales,
                              aspect_ratios=aspect_ratios, anchor_size=anchor_size)
 
+        if freeze_backbone_at is None:
+            freeze_backbone_at = default_freeze_at(backbone, backbone_weights)
         backbone_model = build_backbone(backbone, (height, width, 3), backbone_weights,
-                                        freeze_backbone_batchnorm)
+                                        freeze_backbone_batchnorm, freeze_backbone_at)
         fpn = FeaturePyramid(fpn_filters, anchor_lib.MAX_LEVEL, p6_input, name="fpn")
         cls_head = PredictionHead(num_classes, num_anchors, head_filters, head_convs,
                                   prior_probability, name="classification_head")
@@ -168,6 +174,7 @@ class RetinaNet(keras.Model):
             num_classes=int(num_classes), backbone=backbone,
             image_size=anchor_lib.config_image_size(image_size),
             backbone_weights=backbone_weights, freeze_backbone_batchnorm=freeze_backbone_batchnorm,
+            freeze_backbone_at=int(freeze_backbone_at),
             num_scales=num_scales, aspect_ratios=list(aspect_ratios), anchor_size=anchor_size,
             fpn_filters=fpn_filters, p6_input=p6_input, head_filters=head_filters,
             head_convs=head_convs, prior_probability=prior_probability,

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from keras_retina import evaluation, visualize
 from keras_retina.data import cleaning, pipeline
+from keras_retina.backbone import default_freeze_at
 from keras_retina.model import RetinaNet
 
 # The paper's recipe (section 4.1), for a global batch of REFERENCE_BATCH_SIZE images.
@@ -45,6 +46,8 @@ WEIGHT_DECAY = 1e-4
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adamw")
+# Model settings added after model_dirs were first written, with the value those runs used.
+ADDED_MODEL_SETTINGS = {"freeze_backbone_at": 0}
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")
@@ -260,10 +263,14 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None, d
     model_dir = config.model_dir
     write_dir = model_dir if chief else os.path.join(model_dir, "tmp", f"worker_{strategy.cluster_resolver.task_id}")
     config.model["num_classes"] = len(label_map)
+    if config.model.get("freeze_backbone_at") is None:  # config.json records what runs
+        config.model["freeze_backbone_at"] = default_freeze_at(
+            config.model.get("backbone", "resnet50"), config.model.get("backbone_weights"))
     saved_config = os.path.join(model_dir, "config.json")
     if tf.io.gfile.exists(saved_config):
         previous = load_json(saved_config)["model"]
         # backbone_weights only initialises a new run (e.g. "imagenet" online, a file offline).
+        previous = {**ADDED_MODEL_SETTINGS, **previous}  # model_dirs from before a setting existed
         changed = sorted(k for k in set(previous) | set(config.model)
                          if k != "backbone_weights" and previous.get(k) != config.model.get(k))
         if changed:

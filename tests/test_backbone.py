@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_close
+from keras_retina import RetinaNet
 from keras_retina.backbone import FoldedConvBatchNorm, build_backbone, fold_frozen_batchnorm
 
 
@@ -90,6 +91,57 @@ def test_loads_keras_applications_notop_h5_file(tmp_path):
         for part, theirs in ((ours.conv, f"{name}_conv"), (ours.bn, f"{name}_bn")):
             for mine, other in zip(part.weights, reference.get_layer(theirs).weights):
                 assert_close(mine, other, atol=0)
+
+
+def _notop_file(tmp_path):
+    from keras.src.legacy.saving import legacy_h5_format
+
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, _reference_resnet(7))
+    return str(path)
+
+
+def _one_sgd_step(model):
+    """Kernel values of conv1, conv2_block3_3, conv3_block1_1, conv5_block3_3 before and after one step."""
+    model.compile(optimizer=keras.optimizers.SGD(1.0))
+    names = ("conv1_conv", "conv2_block3_3_conv", "conv3_block1_1_conv", "conv5_block3_3_conv")
+    before = {n: model.backbone.get_layer(n).conv.kernel.numpy() for n in names}
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    targets = {"boxes": np.array([[[4, 4, 40, 50]], [[10, 20, 60, 60]]], np.float32),
+               "classes": np.array([[1], [0]], np.int32)}
+    model.train_on_batch(images, targets)
+    return {n: not np.array_equal(before[n], model.backbone.get_layer(n).conv.kernel.numpy()) for n in names}
+
+
+def test_pretrained_resnet_freezes_stem_and_conv2_like_detectron(tmp_path):
+    """FREEZE_AT = 2 by default with pretrained weights: conv1 and conv2_x keep their weights and
+    get no gradient; everything from conv3 on trains. 0 (the default from scratch) trains all."""
+    small = dict(num_classes=2, backbone="resnet50", image_size=64, fpn_filters=8, head_filters=8,
+                 head_convs=1)
+    pretrained = RetinaNet(**small, backbone_weights=_notop_file(tmp_path))
+    assert pretrained.get_config()["freeze_backbone_at"] == 2
+    frozen = [l.name for l in pretrained.backbone.layers if isinstance(l, FoldedConvBatchNorm) and not l.trainable]
+    assert len(frozen) == 11 and all(n.startswith(("conv1_", "conv2_")) for n in frozen)
+    assert _one_sgd_step(pretrained) == {"conv1_conv": False, "conv2_block3_3_conv": False,
+                                         "conv3_block1_1_conv": True, "conv5_block3_3_conv": True}
+    # The stored setting survives a config round trip (which never re-reads backbone weights).
+    assert RetinaNet.from_config(pretrained.get_config()).get_config()["freeze_backbone_at"] == 2
+    scratch = RetinaNet(**small)
+    assert scratch.get_config()["freeze_backbone_at"] == 0
+    assert all(_one_sgd_step(scratch).values())
+    stem_only = RetinaNet(**small, freeze_backbone_at=1)
+    assert _one_sgd_step(stem_only) == {"conv1_conv": False, "conv2_block3_3_conv": True,
+                                        "conv3_block1_1_conv": True, "conv5_block3_3_conv": True}
+    # Trainable BatchNorm elsewhere, but a frozen stage's BN is frozen (and folded) with it.
+    bn = build_backbone("resnet50", (64, 64, 3), freeze_batchnorm=False, freeze_at=2)
+    assert isinstance(bn.get_layer("conv2_block1_1_conv"), FoldedConvBatchNorm)
+    assert bn.get_layer("conv3_block1_1_bn").trainable
+    with pytest.raises(ValueError, match="freeze_backbone_at=2: only ResNet"):
+        build_backbone("tiny", (64, 64, 3), freeze_at=2)
+    with pytest.raises(ValueError, match="freeze_backbone_at=6"):
+        build_backbone("resnet50", (64, 64, 3), freeze_at=6)
 
 
 def test_loads_keras3_weights_file(tmp_path):

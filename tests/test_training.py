@@ -63,6 +63,12 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
     assert "2 replica(s)" in capsys.readouterr().out
     assert {"learning_rate", "train/loss", "eval/AP", "eval/detections"} <= _tensorboard_tags(model_dir / "logs")
 
+    # config.json records the resolved setting; a model_dir written before the setting existed
+    # (no key) resumes as the unfrozen run it was.
+    saved = json.loads((model_dir / "config.json").read_text())
+    assert saved["model"]["freeze_backbone_at"] == 0
+    del saved["model"]["freeze_backbone_at"]
+    (model_dir / "config.json").write_text(json.dumps(saved))
     # The same run asked for more steps continues where it stopped, with the right rate.
     summary = training.train(_config(model_dir, train_steps=9), train, label_map, val)
     out = capsys.readouterr().out
