@@ -83,13 +83,15 @@ class FoldedConvBatchNorm(keras.layers.Layer):
     """
 
     def __init__(self, conv, bn, **kwargs):
+        # A frozen stage's conv stays frozen once wrapped. Passed to the constructor, which sets the
+        # flag alone: the `trainable` setter would also set it on `bn`, unfreezing the BatchNorm.
+        kwargs.setdefault("trainable", conv.trainable)
         super().__init__(**kwargs)
         if not _foldable(conv, bn):
             raise ValueError(f"{conv.name} -> {bn.name}: not a channels-last Conv2D followed by a frozen "
                              f"(trainable=False) BatchNormalization with center and scale.")
         self.conv = conv
         self.bn = bn
-        self.trainable = conv.trainable  # a frozen stage's conv stays frozen once wrapped
         self.autocast = False  # read the float32 variables as they are; cast the folded kernel once
         self.built = True
 

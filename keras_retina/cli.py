@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from keras_retina import anchors as anchor_lib
 from keras_retina import losses as loss_lib
 from keras_retina import training as recipe
-from keras_retina.backbone import BACKBONES, default_freeze_at
+from keras_retina.backbone import BACKBONES
 from keras_retina.training import OPTIMIZERS, STRATEGIES
 from keras_retina.visualize import DRAW_SCORE_THRESHOLD
 
@@ -158,11 +158,9 @@ flags.register_multi_flags_validator(
 
 def model_kwargs():
     weights = FLAGS.backbone_weights or None
-    freeze_at = FLAGS.freeze_backbone_at
-    if freeze_at is None:  # resolved here so that config.json records what ran
-        freeze_at = default_freeze_at(FLAGS.backbone, weights)
+    # None: resolved by training.train (the resumed run's value, or default_freeze_at).
     return dict(backbone=FLAGS.backbone, image_size=FLAGS.image_size, backbone_weights=weights,
-                freeze_backbone_at=freeze_at,
+                freeze_backbone_at=FLAGS.freeze_backbone_at,
                 fpn_filters=FLAGS.fpn_filters, head_filters=FLAGS.head_filters,
                 head_convs=FLAGS.head_convs, p6_input=FLAGS.p6_input, anchor_size=FLAGS.anchor_size,
                 num_scales=FLAGS.num_scales, aspect_ratios=[float(r) for r in FLAGS.aspect_ratios],

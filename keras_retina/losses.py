@@ -9,7 +9,7 @@ p_t = p if y = 1 else 1 - p, alpha_t = alpha if y = 1 else 1 - alpha:
 
 The sigmoid is fused into the loss (section 3.2): with x_t = (2y - 1) x we have
 -log(p_t) = softplus(-x_t) and (1 - p_t)^gamma = exp(-gamma softplus(x_t)), so
-neither the loss nor its gradient can be Inf or NaN for any logit or gamma.
+neither the loss nor its gradient can be Inf or NaN for any finite logit or gamma.
 
 Box regression: smooth L1 on the `box_coder` targets, class-agnostic,
 foreground anchors only. `beta` is the point where it turns from quadratic to
@@ -220,7 +220,7 @@ def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss
     not_ignored = ops.cast(cls_targets != IGNORE, "float32")
     foreground = ops.cast(cls_targets > BACKGROUND, "float32")
     normaliser = global_foreground_count(cls_targets)
-    if isinstance(cls_loss_fn, FocalLoss):
+    if type(cls_loss_fn).call is FocalLoss.call:  # not a subclass with its own formula
         cls_sum = focal_loss_sum(labels, not_ignored, ops.cast(cls_logits, "float32"),
                                  cls_loss_fn.alpha, cls_loss_fn.gamma)
     else:

@@ -242,6 +242,27 @@ def _image_writer(writer, dataset, label_map, count=4):
     return write
 
 
+def resolve_model_settings(model, previous, model_dir):
+    """Fills unset settings of `model` (a RetinaNet kwargs dict, in place) and checks a resumed run.
+
+    `previous`: the model settings in model_dir's config.json, or None for a new run. An unset
+    `freeze_backbone_at` keeps the resumed run's value (0 for model_dirs written before it
+    existed) or, in a new run, takes `backbone.default_freeze_at`. Any other difference from
+    `previous` (except backbone_weights, which only initialises a new run) is an error.
+    """
+    if previous is not None:
+        previous = {**ADDED_MODEL_SETTINGS, **previous}
+    if model.get("freeze_backbone_at") is None:
+        model["freeze_backbone_at"] = previous["freeze_backbone_at"] if previous else default_freeze_at(
+            model.get("backbone", "resnet50"), model.get("backbone_weights"))
+    if previous:
+        changed = sorted(k for k in set(previous) | set(model)
+                         if k != "backbone_weights" and previous.get(k) != model.get(k))
+        if changed:
+            raise ValueError(f"--model_dir={model_dir} holds a model with different settings "
+                             f"({', '.join(changed)}); use a new --model_dir to start over.")
+
+
 def train(config, train_examples, label_map, val_examples=None, strategy=None, data_reports=None):
     """Trains (or resumes) a RetinaNet; returns the summary dict.
 
@@ -263,19 +284,9 @@ def train(config, train_examples, label_map, val_examples=None, strategy=None, d
     model_dir = config.model_dir
     write_dir = model_dir if chief else os.path.join(model_dir, "tmp", f"worker_{strategy.cluster_resolver.task_id}")
     config.model["num_classes"] = len(label_map)
-    if config.model.get("freeze_backbone_at") is None:  # config.json records what runs
-        config.model["freeze_backbone_at"] = default_freeze_at(
-            config.model.get("backbone", "resnet50"), config.model.get("backbone_weights"))
     saved_config = os.path.join(model_dir, "config.json")
-    if tf.io.gfile.exists(saved_config):
-        previous = load_json(saved_config)["model"]
-        # backbone_weights only initialises a new run (e.g. "imagenet" online, a file offline).
-        previous = {**ADDED_MODEL_SETTINGS, **previous}  # model_dirs from before a setting existed
-        changed = sorted(k for k in set(previous) | set(config.model)
-                         if k != "backbone_weights" and previous.get(k) != config.model.get(k))
-        if changed:
-            raise ValueError(f"--model_dir={model_dir} holds a model with different settings "
-                             f"({', '.join(changed)}); use a new --model_dir to start over.")
+    previous = load_json(saved_config)["model"] if tf.io.gfile.exists(saved_config) else None
+    resolve_model_settings(config.model, previous, model_dir)
     if chief:
         save_json({"model": config.model, "train": asdict(config)}, saved_config)
         save_json(label_map, os.path.join(model_dir, "label_map.json"))

@@ -127,7 +127,11 @@ def test_pretrained_resnet_freezes_stem_and_conv2_like_detectron(tmp_path):
     assert _one_sgd_step(pretrained) == {"conv1_conv": False, "conv2_block3_3_conv": False,
                                          "conv3_block1_1_conv": True, "conv5_block3_3_conv": True}
     # The stored setting survives a config round trip (which never re-reads backbone weights).
-    assert RetinaNet.from_config(pretrained.get_config()).get_config()["freeze_backbone_at"] == 2
+    rebuilt = RetinaNet.from_config(pretrained.get_config()).backbone
+    assert not rebuilt.get_layer("conv2_block3_3_conv").trainable
+    assert rebuilt.get_layer("conv3_block1_1_conv").trainable
+    # Wrapping a trainable conv leaves its BatchNorm frozen (the fold requires it).
+    assert not any(l.bn.trainable for l in rebuilt.layers if isinstance(l, FoldedConvBatchNorm))
     scratch = RetinaNet(**small)
     assert scratch.get_config()["freeze_backbone_at"] == 0
     assert all(_one_sgd_step(scratch).values())

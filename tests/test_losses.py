@@ -104,6 +104,33 @@ def test_focal_loss_sum_and_its_gradient_equal_autodiff_and_hand_computed(alpha,
     hand = _paper_focal_gradient(labels, logits, alpha, gamma) * weights[..., None]
     assert_close(grad, hand, rtol=1e-4, atol=1e-7)
 
+    @tf.function  # as in a training step
+    def graph_grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = losses.focal_loss_sum(tf.constant(labels), tf.constant(weights), x, alpha, gamma)
+        return value, tape.gradient(value, x)
+
+    value, graph = graph_grad(logits_t)
+    assert_close(value, fused, rtol=1e-6)
+    assert_close(graph, grad, rtol=1e-6, atol=1e-9)
+
+
+def test_detection_losses_use_a_focal_loss_subclass_own_formula():
+    class Doubled(losses.FocalLoss):
+        def call(self, y_true, y_pred):
+            return 2.0 * super().call(y_true, y_pred)
+
+    cls_logits, box_outputs, box_targets = _detection_inputs()
+    cls_targets = np.full((2, 30), BACKGROUND, np.int32)
+    cls_targets[0, 0] = 1
+    smooth = losses.SmoothL1Loss(reduction=None)
+    plain, _ = losses.detection_losses(cls_targets, box_targets, cls_logits, box_outputs,
+                                       losses.FocalLoss(reduction=None), smooth)
+    doubled, _ = losses.detection_losses(cls_targets, box_targets, cls_logits, box_outputs,
+                                         Doubled(reduction=None), smooth)
+    assert_close(doubled, 2.0 * np.asarray(plain), rtol=1e-6)
+
 
 @pytest.mark.parametrize("gamma", [2.0, 0.5, 0.0])
 def test_focal_loss_sum_finite_for_huge_logits(gamma):

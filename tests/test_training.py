@@ -82,6 +82,28 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
         training.train(_config(model_dir, model={**TINY_MODEL, "head_filters": 8}), train, label_map, val)
 
 
+def test_freeze_backbone_at_default_and_resume():
+    resnet = dict(backbone="resnet50", image_size=64, backbone_weights="imagenet")
+
+    def resolve(model, previous=None):
+        model = dict(model)
+        training.resolve_model_settings(model, previous, "runs/x")
+        return model["freeze_backbone_at"]
+
+    assert resolve(resnet) == 2 and resolve({**resnet, "backbone_weights": None}) == 0
+    assert resolve(TINY_MODEL) == 0 and resolve({**resnet, "freeze_backbone_at": 3}) == 3
+    saved = {**resnet, "freeze_backbone_at": 2}
+    # A resumed run keeps its value even without --backbone_weights (it only initialises a run).
+    assert resolve({**resnet, "backbone_weights": None}, saved) == 2
+    # A model_dir from before the setting existed trained everything: it resumes that way.
+    old = {k: v for k, v in saved.items() if k != "freeze_backbone_at"}
+    assert resolve(resnet, old) == 0
+    with pytest.raises(ValueError, match="different settings \\(freeze_backbone_at\\)"):
+        resolve({**resnet, "freeze_backbone_at": 2}, old)
+    with pytest.raises(ValueError, match="different settings \\(freeze_backbone_at\\)"):
+        resolve({**resnet, "freeze_backbone_at": 0}, saved)
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_coco):
     data = {"train_annotations": tiny_coco["train"][0], "train_images": tiny_coco["train"][1]}
     train, _, label_map = commands.sources(data)
