@@ -50,13 +50,15 @@ import tensorflow as tf
 from keras import ops
 
 BACKBONES = ("resnet50", "resnet101", "tiny")
+DEFAULT_BACKBONE = "resnet50"
 
-_RESNETS = {
+RESNETS = {
     "resnet50": (keras.applications.ResNet50, ("conv3_block4_out", "conv4_block6_out", "conv5_block3_out")),
     "resnet101": (keras.applications.ResNet101, ("conv3_block4_out", "conv4_block23_out", "conv5_block3_out")),
 }
 _IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 FREEZE_AT_PRETRAINED = 2  # Detectron's TRAIN.FREEZE_AT: the stem and conv2_x
+MAX_FREEZE_AT = 5  # the stem and every stage
 _STAGE = re.compile(r"^(?:conv|pool)(\d)_")
 _TINY_WIDTHS = (16, 32, 64, 96, 128)
 
@@ -153,7 +155,7 @@ def fold_frozen_batchnorm(model):
 
 def default_freeze_at(name, weights):
     """FREEZE_AT_PRETRAINED for a ResNet given pretrained weights, else 0 (see module docstring)."""
-    return FREEZE_AT_PRETRAINED if name in _RESNETS and weights is not None else 0
+    return FREEZE_AT_PRETRAINED if name in RESNETS and weights is not None else 0
 
 
 def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freeze_at=0):
@@ -173,12 +175,12 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
         raise ValueError(f"backbone={name!r}: choose one of {BACKBONES}.")
     if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
         raise FileNotFoundError(f"backbone_weights={weights!r}: no such weights file.")
-    if name not in _RESNETS and freeze_at:
+    if name not in RESNETS and freeze_at:
         raise ValueError(f"freeze_backbone_at={freeze_at}: only ResNet backbones have frozen stages; "
                          f"backbone={name!r} trains from scratch, use 0.")
-    if not 0 <= int(freeze_at) <= 5:
-        raise ValueError(f"freeze_backbone_at={freeze_at}: choose 0 (train everything) to 5 (the stem "
-                         f"and conv2..conv5 frozen).")
+    if not 0 <= int(freeze_at) <= MAX_FREEZE_AT:
+        raise ValueError(f"freeze_backbone_at={freeze_at}: choose 0 (train everything) to {MAX_FREEZE_AT} "
+                         f"(the stem and conv2..conv{MAX_FREEZE_AT} frozen).")
     if name == "tiny":
         if weights == "imagenet":
             raise ValueError("backbone='tiny' has no ImageNet weights; use resnet50/resnet101 or a path.")
@@ -190,7 +192,7 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
 
 
 def _resnet(name, input_shape, weights, freeze_batchnorm, freeze_at):
-    constructor, stage_outputs = _RESNETS[name]
+    constructor, stage_outputs = RESNETS[name]
     inputs = keras.Input(input_shape, name="images")
     normalised = CaffePreprocessing(name="caffe_preprocessing")(inputs)
     try:

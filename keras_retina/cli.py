@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from keras_retina import anchors as anchor_lib
 from keras_retina import losses as loss_lib
 from keras_retina import training as recipe
-from keras_retina.backbone import BACKBONES
+from keras_retina.backbone import BACKBONES, DEFAULT_BACKBONE, MAX_FREEZE_AT, RESNETS
 from keras_retina.training import OPTIMIZERS, STRATEGIES
 from keras_retina.visualize import DRAW_SCORE_THRESHOLD
 
@@ -31,11 +31,12 @@ FLAGS = flags.FLAGS
 
 # Output and model.
 flags.DEFINE_string("model_dir", None, "Where checkpoints, logs, metrics and the model go.")
-flags.DEFINE_enum("backbone", "resnet50", BACKBONES, "Backbone network.")
+flags.DEFINE_enum("backbone", DEFAULT_BACKBONE, BACKBONES, "Backbone network.")
 flags.DEFINE_string("backbone_weights", None, "'imagenet', a weights file path, or empty for random init.")
 flags.DEFINE_integer("freeze_backbone_at", None,
                      "Freeze the ResNet stem and stages conv2..convK (Detectron's FREEZE_AT; 0: train "
-                     "everything). Default: 2 with --backbone_weights, 0 without.", lower_bound=0, upper_bound=5)
+                     "everything). Default: 2 with --backbone_weights, 0 without.", lower_bound=0,
+                     upper_bound=MAX_FREEZE_AT)
 flags.DEFINE_integer("image_size", 640, "Square model input size in pixels (multiple of 32).")
 flags.DEFINE_integer("fpn_filters", 256, "FPN channels (paper: 256).")
 flags.DEFINE_integer("head_filters", 256, "Subnet channels (paper: 256).")
@@ -150,6 +151,9 @@ flags.register_validator(
 flags.register_multi_flags_validator(
     ["scale_min", "scale_max"], lambda f: 0 < f["scale_min"] <= f["scale_max"],
     "Need 0 < --scale_min <= --scale_max.")
+flags.register_multi_flags_validator(
+    ["backbone", "freeze_backbone_at"], lambda f: not f["freeze_backbone_at"] or f["backbone"] in RESNETS,
+    "--freeze_backbone_at needs a ResNet --backbone; tiny trains from scratch (use 0).")
 flags.register_multi_flags_validator(
     ["train_steps", "lr_boundaries"],
     lambda f: all(int(b) < f["train_steps"] for b in (_numbers(f["lr_boundaries"], int) or [])),

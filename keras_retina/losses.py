@@ -165,12 +165,18 @@ def focal_loss_sum(labels, weights, logits, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA
 CLASSIFICATION_LOSSES = ("focal", "focal_star", "balanced_ce")
 
 
+def default_gamma(name):
+    """The gamma a classification loss uses when none is given: FOCAL_STAR_GAMMA for FL*, else
+    FOCAL_GAMMA (balanced_ce ignores it)."""
+    return FOCAL_STAR_GAMMA if name == "focal_star" else FOCAL_GAMMA
+
+
 def classification_loss(name, alpha=FOCAL_ALPHA, gamma=None, beta=FOCAL_STAR_BETA):
     """'focal' (default) | 'focal_star' | 'balanced_ce' -> a loss object with reduction=None.
 
-    gamma None: the loss's own default (FOCAL_GAMMA for FL, FOCAL_STAR_GAMMA for FL*)."""
+    gamma None: `default_gamma(name)`."""
     if gamma is None:
-        gamma = FOCAL_STAR_GAMMA if name == "focal_star" else FOCAL_GAMMA
+        gamma = default_gamma(name)
     if name == "focal":
         return FocalLoss(alpha, gamma, reduction=None)
     if name == "focal_star":

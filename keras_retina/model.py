@@ -35,7 +35,7 @@ from keras_retina import anchors as anchor_lib
 from keras_retina import box_coder
 from keras_retina import losses as loss_lib
 from keras_retina import postprocess
-from keras_retina.backbone import build_backbone, default_freeze_at
+from keras_retina.backbone import DEFAULT_BACKBONE, build_backbone, default_freeze_at
 from keras_retina.fpn import FeaturePyramid
 from keras_retina.heads import PRIOR_PROBABILITY, PredictionHead
 from keras_retina.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU, LabelEncoder
@@ -90,7 +90,7 @@ class RetinaNet(keras.Model):
     def __init__(
         self,
         num_classes,
-        backbone="resnet50",
+        backbone=DEFAULT_BACKBONE,
         image_size=640,
         backbone_weights=None,
         freeze_backbone_batchnorm=True,
@@ -123,8 +123,7 @@ class RetinaNet(keras.Model):
             raise ValueError(f"num_classes={num_classes}: need at least one class.")
         height, width = anchor_lib.validate_image_size(image_size)
         if focal_gamma is None:
-            focal_gamma = (loss_lib.FOCAL_STAR_GAMMA if classification_loss == "focal_star"
-                           else loss_lib.FOCAL_GAMMA)
+            focal_gamma = loss_lib.default_gamma(classification_loss)
         cls_loss_fn = loss_lib.classification_loss(
             classification_loss, focal_alpha, focal_gamma, focal_star_beta
         )

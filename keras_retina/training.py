@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from keras_retina import evaluation, visualize
 from keras_retina.data import cleaning, pipeline
-from keras_retina.backbone import default_freeze_at
+from keras_retina.backbone import DEFAULT_BACKBONE, default_freeze_at
 from keras_retina.model import RetinaNet
 
 # The paper's recipe (section 4.1), for a global batch of REFERENCE_BATCH_SIZE images.
@@ -254,7 +254,7 @@ def resolve_model_settings(model, previous, model_dir):
         previous = {**ADDED_MODEL_SETTINGS, **previous}
     if model.get("freeze_backbone_at") is None:
         model["freeze_backbone_at"] = previous["freeze_backbone_at"] if previous else default_freeze_at(
-            model.get("backbone", "resnet50"), model.get("backbone_weights"))
+            model.get("backbone", DEFAULT_BACKBONE), model.get("backbone_weights"))
     if previous:
         changed = sorted(k for k in set(previous) | set(model)
                          if k != "backbone_weights" and previous.get(k) != model.get(k))

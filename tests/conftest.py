@@ -30,6 +30,25 @@ def assert_close(actual, expected, atol=1e-5, rtol=1e-5):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=atol, rtol=rtol)
 
 
+def checkpoint_values(run_dir, checkpoint=None):
+    """Every model and optimizer value of a run's latest (or named) checkpoint, by name."""
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / checkpoint) if checkpoint
+                                      else str(run_dir / "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith(("model/", "optimizer/"))}
+
+
+def assert_same_final_weights(straight_dir, other_dir, earlier_checkpoint):
+    """`other_dir`'s run (resumed, killed...) ended with exactly the uninterrupted run's values, and
+    those moved since `earlier_checkpoint` of the uninterrupted run (the later steps trained)."""
+    straight, other = checkpoint_values(straight_dir), checkpoint_values(other_dir)
+    assert straight.keys() == other.keys() and len(straight) > 20
+    different = [name for name in straight if not np.array_equal(straight[name], other[name])]
+    assert not different, different[:5]
+    earlier = checkpoint_values(straight_dir, earlier_checkpoint)
+    assert sum(not np.array_equal(earlier[name], value) for name, value in straight.items()) > 100
+
+
 def tf_feature(values, kind):
     """A tf.train.Feature of "bytes", "float" or "int" values (for test TFRecords)."""
     if kind == "bytes":

@@ -3,7 +3,6 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_close
-from keras_retina import anchors as anchor_lib
 from keras_retina import box_coder
 from keras_retina import boxes as box_lib
 from keras_retina.label_encoder import BACKGROUND, IGNORE, LabelEncoder
