@@ -35,20 +35,27 @@ def test_flip_mirrors_boxes():
 def test_flip_and_scale_jitter_keep_boxes_on_their_pixels():
     """After flip, random scale and crop, each kept box still frames its object's pixels."""
     image = np.zeros((100, 200, 3), np.uint8)
-    image[20:60, 50:130] = 255  # the object: rows 20-60, columns 50-130
+    image[20:60, 50:90] = 255  # the object: rows 20-60, columns 50-130, its left half brighter
+    image[20:60, 90:130] = 170
     example = {**_example(), "image": tf.constant(image), "boxes": tf.constant([[20.0, 50.0, 60.0, 130.0]]),
                "classes": tf.constant([1]), "is_crowd": tf.constant([False]), "area": tf.constant([3200.0])}
     tf.random.set_seed(3)
-    checked = 0
+    checked, widths, mirrored = 0, set(), []
     for _ in range(12):
         out, boxes, classes = pipeline.preprocess_for_training(example, 128, scale_range=(0.5, 2.0))
         if int(classes[0]) < 0:
             continue
-        rows, cols = np.nonzero(np.asarray(out).mean(-1) > 127)
+        grey = np.asarray(out).mean(-1)
+        rows, cols = np.nonzero(grey > 127)
         pixels = [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]
         assert_close(boxes[0], pixels, atol=2.0)  # bilinear edges
+        middle = (cols.min() + cols.max() + 1) // 2
+        mirrored.append(grey[rows, cols][cols < middle].mean() < grey[rows, cols][cols >= middle].mean())
+        widths.add(round(float(boxes[0, 3] - boxes[0, 1])))
         checked += 1
     assert checked >= 8
+    assert len(widths) >= 5  # the jitter really rescales
+    assert any(mirrored) and not all(mirrored)  # and flips some of the time
 
 
 def test_coco_source_is_shuffled_over_the_whole_set_before_decoding(tiny_coco):

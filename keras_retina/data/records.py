@@ -12,8 +12,8 @@ training (`pipeline.deterministic_train_dataset`) and the dirty-data pass
   classes 0..K-1; see `data.pipeline`).
 - `annotations(raw)`: the fields `cleaning.scan_records` checks (normalised yxyx
   boxes, classes, the dataset's category ids, is_crowd, the encoded image).
-- `exclude`: names of records to leave out (the undecodable ones the pass found
-  under --skip_bad_examples) and `num_examples` (records left; None until the
+- `exclude`: names of records to leave out (those sharing another record's image
+  id, and the undecodable ones the pass found under --skip_bad_examples) and `num_examples` (records left; None until the
   pass has counted them).
 """
 

@@ -13,6 +13,7 @@ and evaluation report the ids the rest of the COCO tooling expects.
 
 import tensorflow as tf
 
+from keras_retina.boxes import area as box_area
 from keras_retina.data.coco_json import decode_image
 from keras_retina.data.records import RecordStream
 
@@ -68,8 +69,7 @@ def record_stream(name, split, data_dir=None, download=True):
             "boxes": boxes,
             "classes": classes,
             "is_crowd": crowd,
-            "area": tf.cast(objects.get("area", (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])),
-                            tf.float32),
+            "area": tf.cast(objects.get("area", box_area(boxes)), tf.float32),
         }
 
     def annotations(raw):

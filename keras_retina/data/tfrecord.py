@@ -22,6 +22,7 @@ import json
 
 import tensorflow as tf
 
+from keras_retina.boxes import area as box_area
 from keras_retina.data.coco_json import decode_image
 from keras_retina.data.records import RecordStream
 
@@ -63,7 +64,7 @@ def _own_decoder(serialized):
     size = tf.cast(tf.shape(image)[:2], tf.float32)
     pixel_boxes = boxes * tf.concat([size, size], 0)
     area = tf.cond(tf.size(dense["image/object/area"]) > 0, lambda: dense["image/object/area"],
-                   lambda: (pixel_boxes[:, 2] - pixel_boxes[:, 0]) * (pixel_boxes[:, 3] - pixel_boxes[:, 1]))
+                   lambda: box_area(pixel_boxes))
     return {"source_id": dense["image/source_id"], "image": image, "groundtruth_boxes": boxes,
             "groundtruth_classes": classes, "groundtruth_is_crowd": dense["image/object/is_crowd"],
             "groundtruth_area": area}
@@ -169,8 +170,9 @@ def record_stream(pattern, label_map, use_official=False):
 
     def name(path, index, serialized):
         source_id = tf.io.parse_single_example(serialized, {"image/source_id": _FEATURES["image/source_id"]})
-        return tf.strings.join([path, " record ", tf.strings.as_string(index), " (source_id ",
-                                source_id["image/source_id"], ")"]), serialized
+        source_id = source_id["image/source_id"]
+        shown = tf.where(source_id == "", "no source_id", tf.strings.join(["source_id ", source_id]))
+        return tf.strings.join([path, " record ", tf.strings.as_string(index), " (", shown, ")"]), serialized
 
     stream = files.flat_map(lambda path: tf.data.TFRecordDataset(path).enumerate().map(
         lambda index, serialized: name(path, index, serialized)))
