@@ -245,8 +245,8 @@ def pipeline_images_per_second(root, size, batch, warmup_batches=10, batches=40)
 
     paths = synthetic.write_coco_dataset(os.path.join(root, "pipeline_data"), num_train=64, num_val=1,
                                          num_classes=6, sizes=((480, 640), (640, 480)), max_objects=8)
-    examples = coco_json.read_coco_json(*paths["train"]).dataset()
-    dataset = pipeline.train_dataset(examples, LabelEncoder(image_size=size), size, batch,
+    source = coco_json.read_coco_json(*paths["train"])
+    dataset = pipeline.train_dataset(source, LabelEncoder(image_size=size), size, batch,
                                      scale_range=(0.8, 1.2), seed=0)
     iterator = iter(dataset)
     for _ in range(warmup_batches):
@@ -416,8 +416,12 @@ def print_table(rows, systems, size):
 
 def compare_precisions(model_dir):
     """bfloat16 vs float32 detections of a trained model (the README's demo) on its val images."""
-    from keras_retina import commands, evaluation
-    from keras_retina.data import coco_json, pipeline
+    from keras_retina import evaluation
+    from keras_retina.data import pipeline
+    from keras_retina.data.data_config import DataConfig
+    from keras_retina.data.sources import open_sources
+    from keras_retina.optimization import set_precision
+    from keras_retina.run_dir import RunDir
 
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         print(f"\nbfloat16 vs float32 detections: skipped, no trained model in {model_dir} "
@@ -425,18 +429,14 @@ def compare_precisions(model_dir):
         return
     outputs = {}
     for precision in ("none", "bfloat16"):
-        commands._set_precision({"mixed_precision": precision})
-        model, label_map, config, _ = commands.load_trained_model(model_dir)
-        data = config["train"]["data"]
-        demo = data.get("demo_data")
-        ann, images = (os.path.join(demo, "val.json"), os.path.join(demo, "val")) if demo else (
-            data["val_annotations"], data["val_images"])
-        examples = coco_json.read_coco_json(ann, images).dataset()
-        dataset = pipeline.eval_dataset(examples, config["model"]["image_size"], 16)
+        set_precision(precision)
+        model, label_map, config, _ = RunDir(model_dir).load_model()
+        val = open_sources(DataConfig(**config["data"]), need_train=False).val
+        dataset = pipeline.eval_dataset(val, model.config.image_size, 16)
         detect = tf.function(model.detect)
         batches = [{k: v.numpy() for k, v in detect(x).items()} for x, _ in dataset]
         outputs[precision] = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    commands._set_precision({"mixed_precision": "none"})
+    set_precision("none")
     checked, missing = evaluation.unmatched_detections(outputs["none"], outputs["bfloat16"])
     checked_back, extra = evaluation.unmatched_detections(outputs["bfloat16"], outputs["none"])
     print(f"\nbfloat16 vs float32 on {model_dir} ({len(outputs['none']['num_detections'])} val images): "

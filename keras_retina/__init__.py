@@ -1,25 +1,29 @@
-"""keras-retina: RetinaNet ("Focal Loss for Dense Object Detection", Lin et al.) in Keras 3."""
+"""keras-retina: RetinaNet ("Focal Loss for Dense Object Detection", Lin et al.) in Keras 3.
+
+The public names below are imported on first use, so `import keras_retina` (and the
+`keras_retina` command before it has read its flags) does not start TensorFlow.
+"""
 
 __version__ = "0.1.0"
 
-import os as _os
-import sys as _sys
+_PUBLIC = {
+    "AnchorGenerator": "anchors", "generate_anchors": "anchors", "num_anchors": "anchors",
+    "BACKBONES": "backbone", "build_backbone": "backbone",
+    "FeaturePyramid": "fpn", "PredictionHead": "heads",
+    "BACKGROUND": "label_encoder", "IGNORE": "label_encoder", "LabelEncoder": "label_encoder",
+    "FocalLoss": "losses", "FocalStarLoss": "losses", "SmoothL1Loss": "losses",
+    "ModelConfig": "model_config", "RetinaNet": "model", "build_parts": "builder",
+    "DetectionDecoder": "postprocess", "DataError": "errors", "UsageError": "errors",
+}
 
-if _sys.argv and _os.path.basename(_sys.argv[0]) in ("keras_retina", "cli.py"):
-    # The command line keeps TensorFlow's start-up chatter out of the user's way.
-    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+__all__ = sorted(_PUBLIC)
 
-from keras_retina.anchors import generate_anchors, num_anchors
-from keras_retina.backbone import BACKBONES, build_backbone
-from keras_retina.fpn import FeaturePyramid
-from keras_retina.heads import PredictionHead
-from keras_retina.label_encoder import BACKGROUND, IGNORE, LabelEncoder
-from keras_retina.losses import FocalLoss, FocalStarLoss, SmoothL1Loss
-from keras_retina.model import RetinaNet
-from keras_retina.postprocess import DetectionDecoder
 
-__all__ = [
-    "BACKBONES", "BACKGROUND", "IGNORE", "DetectionDecoder", "FeaturePyramid", "FocalLoss",
-    "FocalStarLoss", "LabelEncoder", "PredictionHead", "RetinaNet", "SmoothL1Loss",
-    "build_backbone", "generate_anchors", "num_anchors",
-]
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'keras_retina' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"keras_retina.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value

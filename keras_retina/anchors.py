@@ -30,6 +30,7 @@ last anchors are centred up to half a stride beyond the image edge.
 
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -81,50 +82,115 @@ def feature_size(side, level):
     return -(-side // 2**level)
 
 
-def anchors_per_location(num_scales=NUM_SCALES, aspect_ratios=ASPECT_RATIOS):
-    return num_scales * len(aspect_ratios)
-
-
-def generate_anchors(
-    image_size,
-    min_level=MIN_LEVEL,
-    max_level=MAX_LEVEL,
-    num_scales=NUM_SCALES,
-    aspect_ratios=ASPECT_RATIOS,
-    anchor_size=ANCHOR_SIZE,
-):
-    """All anchors of an image, in anchor order.
+@keras.saving.register_keras_serializable(package="keras_retina")
+class AnchorGenerator(keras.layers.Layer):
+    """The anchor geometry: the one object the label encoder, the decoder, the model and the
+    anchor-coverage report ask for anchors.
 
     Args:
-      image_size: int or (height, width); sides multiples of 32.
       min_level, max_level: pyramid levels (3 and 7 in the paper).
       num_scales: scales per octave; scale i is 2^(i / num_scales).
       aspect_ratios: width / height ratios.
       anchor_size: base anchor side in units of the level's stride.
 
-    Returns:
-      dict level name ("P3".."P7") -> numpy float32 `[H_l * W_l * A, 4]`, yxyx
-      pixels. Concatenating the values in level order gives `[A_total, 4]`
-      (use `concat_anchors`).
+    `by_level(image_size)` -> dict "P3".."P7" -> numpy float32 `[H_l * W_l * A, 4]` yxyx
+    pixels in anchor order (module docstring); `anchors(image_size)` -> `[A_total, 4]`. Both
+    are computed once per image size. Another geometry (centre offset, rounding) is a
+    subclass that overrides `level_anchors`.
     """
-    height, width = validate_image_size(image_size)
-    out = {}
-    for level in range(min_level, max_level + 1):
+
+    def __init__(self, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
+                 aspect_ratios=ASPECT_RATIOS, anchor_size=ANCHOR_SIZE, **kwargs):
+        super().__init__(**kwargs)
+        if not 1 <= min_level <= max_level or num_scales < 1 or not aspect_ratios or anchor_size <= 0:
+            raise ValueError(f"AnchorGenerator needs 1 <= min_level <= max_level, num_scales >= 1, "
+                             f"aspect ratios and anchor_size > 0; got {min_level}, {max_level}, "
+                             f"{num_scales}, {aspect_ratios}, {anchor_size}.")
+        self.min_level = int(min_level)
+        self.max_level = int(max_level)
+        self.num_scales = int(num_scales)
+        self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
+        self.anchor_size = float(anchor_size)
+        self._cache = _Cache()
+        self.built = True  # no weights
+
+    @property
+    def anchors_per_location(self):
+        """A: anchors at each location of every level (9 in the paper)."""
+        return self.num_scales * len(self.aspect_ratios)
+
+    @property
+    def level_names(self):
+        return tuple(level_name(lv) for lv in range(self.min_level, self.max_level + 1))
+
+    def level_anchors(self, level, rows, cols):
+        """`[rows * cols * A, 4]` float64 yxyx pixels of one level, in anchor order; location
+        (y, x) is centred at ((y + 0.5) * stride, (x + 0.5) * stride)."""
         stride = 2**level
-        rows, cols = feature_size(height, level), feature_size(width, level)
         cy = (np.arange(rows, dtype=np.float64) + 0.5) * stride
         cx = (np.arange(cols, dtype=np.float64) + 0.5) * stride
         cy, cx = np.meshgrid(cy, cx, indexing="ij")  # [rows, cols]
         half_sizes = []
-        for scale_index in range(num_scales):
-            side = anchor_size * stride * 2 ** (scale_index / num_scales)
-            for ratio in aspect_ratios:
+        for scale_index in range(self.num_scales):
+            side = self.anchor_size * stride * 2 ** (scale_index / self.num_scales)
+            for ratio in self.aspect_ratios:
                 half_sizes.append((side / math.sqrt(ratio) / 2, side * math.sqrt(ratio) / 2))
         half = np.asarray(half_sizes)  # [A, 2] (half height, half width)
         centers = np.stack([cy, cx], axis=-1)[:, :, None, :]  # [rows, cols, 1, 2]
-        boxes = np.concatenate([centers - half, centers + half], axis=-1)  # [rows, cols, A, 4]
-        out[level_name(level)] = boxes.reshape(-1, 4).astype(np.float32)
-    return out
+        return np.concatenate([centers - half, centers + half], axis=-1).reshape(-1, 4)
+
+    def by_level(self, image_size):
+        """dict level name -> numpy float32 `[H_l * W_l * A, 4]` for an input of `image_size`."""
+        height, width = validate_image_size(image_size)
+        cache = self._cache.by_size
+        if (height, width) not in cache:
+            cache[height, width] = {
+                level_name(lv): self.level_anchors(lv, feature_size(height, lv),
+                                                   feature_size(width, lv)).astype(np.float32)
+                for lv in range(self.min_level, self.max_level + 1)}
+        return cache[height, width]
+
+    def anchors(self, image_size):
+        """`[A_total, 4]` numpy float32, yxyx pixels, all levels in anchor order."""
+        return concat_anchors(self.by_level(image_size))
+
+    def num_anchors(self, image_size):
+        """A_total for an input of `image_size` (76,725 at 640 x 640 with the paper's geometry)."""
+        height, width = validate_image_size(image_size)
+        locations = sum(feature_size(height, lv) * feature_size(width, lv)
+                        for lv in range(self.min_level, self.max_level + 1))
+        return locations * self.anchors_per_location
+
+    def call(self, image_size):
+        return self.by_level(image_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(min_level=self.min_level, max_level=self.max_level, num_scales=self.num_scales,
+                      aspect_ratios=list(self.aspect_ratios), anchor_size=self.anchor_size)
+        return config
+
+
+class _Cache:
+    """Anchors by image size, in a plain object: Keras and tf.train.Checkpoint do not track it."""
+
+    def __init__(self):
+        self.by_size = {}
+
+
+def deserialize_generator(generator):
+    """An AnchorGenerator, its serialized config, or None (the paper's geometry) -> a generator."""
+    if generator is None:
+        return AnchorGenerator()
+    if isinstance(generator, dict):
+        return keras.saving.deserialize_keras_object(generator)
+    return generator
+
+
+def generate_anchors(image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
+                     aspect_ratios=ASPECT_RATIOS, anchor_size=ANCHOR_SIZE):
+    """All anchors of an image by level: `AnchorGenerator(...).by_level(image_size)`."""
+    return AnchorGenerator(min_level, max_level, num_scales, aspect_ratios, anchor_size).by_level(image_size)
 
 
 def concat_anchors(anchors_by_level):
@@ -135,10 +201,7 @@ def concat_anchors(anchors_by_level):
 def num_anchors(image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
                 aspect_ratios=ASPECT_RATIOS):
     """Total anchor count of an image (76,725 for 640x640 with the paper's defaults)."""
-    height, width = validate_image_size(image_size)
-    locations = sum(feature_size(height, lv) * feature_size(width, lv)
-                    for lv in range(min_level, max_level + 1))
-    return locations * anchors_per_location(num_scales, aspect_ratios)
+    return AnchorGenerator(min_level, max_level, num_scales, aspect_ratios).num_anchors(image_size)
 
 
 def flatten_levels(outputs_by_level, values_per_anchor):

@@ -23,17 +23,14 @@ A frozen BN after a convolution is an affine map per channel, so it is folded
 into that convolution (`FoldedConvBatchNorm`): the graph runs one
 convolution-plus-bias, which oneDNN fuses with the ReLU and residual add, instead
 of a convolution followed by a cast, a multiply, an add and a cast back over the
-whole activation. Same function and gradients (the fold is recomputed from the
-variables each call, so training and ImageNet weights are untouched; checkpoints
-written before the fold existed do not restore into it and are refused by name);
-measured 1.15x faster in float32 and 2.1x in bfloat16 on a 640 px ResNet-50.
+whole activation. Same function and gradients: the fold is recomputed from the
+variables each call, so training and ImageNet weights are untouched.
 
 Frozen stages (`freeze_at`, Detectron's FREEZE_AT): the paper's reference code
 trains its ImageNet-initialised ResNets with the stem (conv1) and the first
 stage (conv2_x) frozen, FREEZE_AT = 2; torchvision and detectron2 default to
 the same. Those layers keep their pretrained weights, and the training step
-computes no gradient through them: a 640 px ResNet-50-FPN training step at
-batch 2 took 3.8 s instead of 4.1 s on the 2-core CPU. `freeze_at` = k freezes
+computes no gradient through them. `freeze_at` = k freezes
 the stem (k >= 1) and stages conv2..conv{k} (k = 0..5, ResNets only); the
 default is 2 with pretrained weights and 0 without, since frozen random
 filters would never learn.
@@ -48,6 +45,8 @@ import re
 import keras
 import tensorflow as tf
 from keras import ops
+
+from keras_retina.errors import DataError
 
 BACKBONES = ("resnet50", "resnet101", "tiny")
 DEFAULT_BACKBONE = "resnet50"
@@ -174,7 +173,7 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
     if name not in BACKBONES:
         raise ValueError(f"backbone={name!r}: choose one of {BACKBONES}.")
     if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
-        raise FileNotFoundError(f"backbone_weights={weights!r}: no such weights file.")
+        raise DataError(f"backbone_weights={weights!r}: no such weights file.")
     if name not in RESNETS and freeze_at:
         raise ValueError(f"freeze_backbone_at={freeze_at}: only ResNet backbones have frozen stages; "
                          f"backbone={name!r} trains from scratch, use 0.")

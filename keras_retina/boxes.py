@@ -72,6 +72,16 @@ def pairwise_iou(boxes1, boxes2):
     return ops.where(union > 0.0, intersection / ops.maximum(union, 1e-12), 0.0)
 
 
+def normalise(boxes, height, width):
+    """yxyx pixels `[..., 4]` -> yxyx in units of the image's height and width (0..1 inside)."""
+    return boxes / ops.cast(ops.stack([height, width, height, width], axis=-1), boxes.dtype)
+
+
+def denormalise(boxes, height, width):
+    """yxyx normalised to the image `[..., 4]` -> yxyx pixels of an image `height` x `width`."""
+    return boxes * ops.cast(ops.stack([height, width, height, width], axis=-1), boxes.dtype)
+
+
 def clip_to_image(boxes, height, width):
     """Clips yxyx pixel boxes `[..., 4]` to the image `[0, height] x [0, width]`."""
     ymin, xmin, ymax, xmax = ops.unstack(boxes, 4, axis=-1)
@@ -86,3 +96,46 @@ def clip_to_image(boxes, height, width):
         ],
         axis=-1,
     )
+
+
+# Verdicts of `check_boxes`, one per box; `VERDICT_KINDS` names them as data reports do.
+VALID, CLIPPED, EMPTY, OUTSIDE, BAD = 0, 1, 2, 3, 4
+VERDICT_KINDS = {CLIPPED: "clipped_box", EMPTY: "empty_box", OUTSIDE: "outside_box", BAD: "bad_box"}
+
+
+def check_boxes(boxes, height, width):
+    """The one rule for which boxes can be trained on, used by every reader and the pipeline.
+
+    Args:
+      boxes: `[..., 4]` yxyx in the units of `height` and `width` (pixels, or 1 x 1 for
+        normalised boxes).
+      height, width: the image's size, scalars or broadcastable to `[...]`; NaN where the image
+        size is unknown (then no box is OUTSIDE or CLIPPED).
+
+    Returns:
+      (boxes clipped to the image with non-finite ones zeroed `[..., 4]` float32,
+       verdict `[...]` int32): BAD for a NaN/inf coordinate or a negative height or width,
+       EMPTY for zero height or width, OUTSIDE for a box with no area inside the image,
+       CLIPPED for one partly outside (the returned box is the clipped one), VALID otherwise.
+       Only VALID and CLIPPED boxes are trained on.
+    """
+    boxes = ops.cast(boxes, "float32")
+    height = ops.cast(height, "float32")
+    width = ops.cast(width, "float32")
+    finite = ops.all(ops.isfinite(boxes), axis=-1)
+    safe = ops.where(ops.expand_dims(finite, -1), boxes, 0.0)
+    ymin, xmin, ymax, xmax = ops.unstack(safe, 4, axis=-1)
+    bad = ops.logical_not(finite) | (ymax < ymin) | (xmax < xmin)
+    empty = (ymax == ymin) | (xmax == xmin)
+    outside = (ymax <= 0.0) | (xmax <= 0.0) | (ymin >= height) | (xmin >= width)
+    partly = (ymin < 0.0) | (xmin < 0.0) | (ymax > height) | (xmax > width)
+    verdict = ops.where(bad, BAD, ops.where(empty, EMPTY, ops.where(
+        outside, OUTSIDE, ops.where(partly, CLIPPED, VALID))))
+    clipped = ops.stack([ops.clip(ymin, 0.0, height), ops.clip(xmin, 0.0, width),
+                         ops.clip(ymax, 0.0, height), ops.clip(xmax, 0.0, width)], axis=-1)
+    return clipped, ops.cast(verdict, "int32")
+
+
+def trainable(verdict):
+    """Boxes whose `check_boxes` verdict lets them be trained on (VALID or CLIPPED)."""
+    return verdict <= CLIPPED

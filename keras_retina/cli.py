@@ -1,213 +1,209 @@
-"""`keras_retina` command line: the only user of absl.flags (flags -> plain values -> library calls).
+"""`keras_retina` command line: the only user of absl.flags (flags -> configurations -> commands).
 
+    keras_retina --help                      the commands, one line each
+    keras_retina train --help                the flags `train` uses, grouped, with defaults
     keras_retina train --flagfile=configs/demo.flags
-    keras_retina train --flagfile=configs/r50.flags --model_dir=runs/r50
-    keras_retina evaluate --model_dir=runs/r50
-    keras_retina check-data --flagfile=configs/r50.flags
-    keras_retina export --model_dir=runs/r50 --export_dir=serving/retinanet
-    keras_retina predict --saved_model=serving/retinanet/1 photo.jpg --output_dir=out
 
-Flagfiles may include others (`--flagfile=configs/r50.flags` inside a file).
-A flagfile named relative to the current folder that does not exist there is
-looked up in the installed configs, includes too (so `--flagfile=configs/r101.flags`
-works from any folder). Bad flag values are rejected, naming the flag, before any
-work starts.
+The data, model and training flags are the fields of `DataConfig`, `ModelConfig` and
+`TrainConfig` (their defaults, help texts and checks); the commands' own flags are below.
+Flagfiles may include others (`--flagfile=configs/r50.flags` inside a file). A flagfile named
+relative to the current folder that does not exist there is looked up in the installed configs,
+includes too. Bad flag values are rejected, naming the flag, before any work starts. A data or
+usage problem is one line on stderr and exit status 2; a NaN loss exit status 3; anything else
+is a bug and keeps its traceback. TensorFlow's start-up lines are hidden unless --verbose=3.
 """
 
+import dataclasses
 import os
 import sys
 
-from absl import app, flags, logging
+COMMANDS = {
+    "train": ("Train (or resume) a detector, evaluate it and export it.",
+              "keras_retina train --flagfile=configs/demo.flags"),
+    "evaluate": ("COCO metrics of a model_dir's latest checkpoint, with a per-class AP table.",
+                 "keras_retina evaluate --model_dir=runs/demo"),
+    "check-data": ("Every problem in the data, what training will do with it, and anchor coverage.",
+                   "keras_retina check-data --train_annotations=train.json --train_images=images/"),
+    "export": ("A versioned SavedModel for TF Serving, decoding and NMS inside.",
+               "keras_retina export --model_dir=runs/demo --export_dir=serving/demo"),
+    "predict": ("Detections drawn on your pictures, and detections.json (COCO results).",
+                "keras_retina predict --saved_model=serving/demo/1 photo.jpg --output_dir=out"),
+}
 
-from keras_retina import anchors as anchor_lib
-from keras_retina import losses as loss_lib
-from keras_retina import training as recipe
-from keras_retina.backbone import BACKBONES, DEFAULT_BACKBONE, MAX_FREEZE_AT, RESNETS
-from keras_retina.training import OPTIMIZERS, STRATEGIES
-from keras_retina.visualize import DRAW_SCORE_THRESHOLD
-
-COMMANDS = ("train", "evaluate", "check-data", "export", "predict")
-FLAGS = flags.FLAGS
-
-# Output and model.
-flags.DEFINE_string("model_dir", None, "Where checkpoints, logs, metrics and the model go.")
-flags.DEFINE_enum("backbone", DEFAULT_BACKBONE, BACKBONES, "Backbone network.")
-flags.DEFINE_string("backbone_weights", None, "'imagenet', a weights file path, or empty for random init.")
-flags.DEFINE_integer("freeze_backbone_at", None,
-                     "Freeze the ResNet stem and stages conv2..convK (Detectron's FREEZE_AT; 0: train "
-                     "everything). Default: 2 with --backbone_weights, 0 without.", lower_bound=0,
-                     upper_bound=MAX_FREEZE_AT)
-flags.DEFINE_integer("image_size", 640, "Square model input size in pixels (multiple of 32).")
-flags.DEFINE_integer("fpn_filters", 256, "FPN channels (paper: 256).")
-flags.DEFINE_integer("head_filters", 256, "Subnet channels (paper: 256).")
-flags.DEFINE_integer("head_convs", 4, "Hidden convs per subnet (paper: 4).")
-flags.DEFINE_enum("p6_input", "C5", ["C5", "P5"], "P6 from C5 (paper) or P5 (Model Garden).")
-flags.DEFINE_float("anchor_size", anchor_lib.ANCHOR_SIZE, "Anchor side in strides (4: 32^2..512^2).")
-flags.DEFINE_integer("num_scales", anchor_lib.NUM_SCALES, "Anchor scales per octave.")
-flags.DEFINE_list("aspect_ratios", [str(r) for r in anchor_lib.ASPECT_RATIOS], "Anchor width/height ratios.")
-flags.DEFINE_float("focal_alpha", loss_lib.FOCAL_ALPHA, "Focal loss alpha.")
-flags.DEFINE_float("focal_gamma", loss_lib.FOCAL_GAMMA, "Focal loss gamma.")
-# Optimisation.
-flags.DEFINE_integer("batch_size", recipe.REFERENCE_BATCH_SIZE, "Global batch size (all replicas together).")
-flags.DEFINE_integer("reference_batch_size", recipe.REFERENCE_BATCH_SIZE,
-                     "Batch size for which --learning_rate and the step flags are given; they are "
-                     "scaled linearly to --batch_size.")
-flags.DEFINE_integer("train_steps", recipe.TRAIN_STEPS, "Training steps at --reference_batch_size.")
-flags.DEFINE_float("learning_rate", recipe.LEARNING_RATE, "Learning rate at --reference_batch_size.")
-flags.DEFINE_integer("warmup_steps", recipe.WARMUP_STEPS, "Linear warm-up steps (from 1/3 of the rate).")
-flags.DEFINE_list("lr_boundaries", [str(b) for b in recipe.LR_BOUNDARIES], "Steps where the rate drops 10x.")
-flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS, "sgd (paper) or adamw (for backbones trained from scratch).")
-flags.DEFINE_float("clipnorm", 0.0, "Clip the global gradient norm to this (0: off, as in the paper).")
-flags.DEFINE_float("momentum", recipe.MOMENTUM, "SGD momentum.")
-flags.DEFINE_float("weight_decay", recipe.WEIGHT_DECAY, "Weight decay.")
-flags.DEFINE_enum("strategy", "mirrored", STRATEGIES, "tf.distribute strategy.")
-flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"],
-                  "Compute precision of train, evaluate, export and predict (variables stay float32, "
-                  "so checkpoints work either way). bfloat16 runs about 3-5x faster on CPUs with "
-                  "AVX512-BF16/AMX and on TPUs; float16 is for GPUs.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_boolean("deterministic", False,
-                     "Bit-exact training: deterministic ops and a data order that is a function of "
-                     "the step, so a resumed run ends with the same weights as an uninterrupted one "
-                     "(COCO JSON, TFRecord and TFDS sources; somewhat slower).")
-flags.DEFINE_integer("eval_every_steps", 0, "Evaluate every N steps (0: only at the end).")
-flags.DEFINE_integer("checkpoint_every_steps", 1000, "Save a checkpoint every N steps.")
-flags.DEFINE_boolean("flip", True, "Random horizontal flip (the paper's augmentation).")
-flags.DEFINE_float("scale_min", 1.0, "Scale jitter lower bound (1.0 = none).")
-flags.DEFINE_float("scale_max", 1.0, "Scale jitter upper bound.")
-flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per checkpoint interval.")
-# Data sources: exactly one for training.
-flags.DEFINE_string("demo_data", None, "Generate (once) the synthetic demo dataset here and use it.")
-flags.DEFINE_string("train_annotations", None, "COCO JSON for training.")
-flags.DEFINE_string("train_images", None, "Image folder for --train_annotations.")
-flags.DEFINE_string("val_annotations", None, "COCO JSON for validation.")
-flags.DEFINE_string("val_images", None, "Image folder for --val_annotations.")
-flags.DEFINE_string("tfds_name", None, "TFDS dataset, e.g. coco/2017.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir.")
-flags.DEFINE_string("tfds_train_split", "train", "TFDS training split.")
-flags.DEFINE_string("tfds_val_split", "validation", "TFDS validation split.")
-flags.DEFINE_string("train_tfrecord", None, "TFRecord file pattern (TF OD API layout) for training.")
-flags.DEFINE_string("val_tfrecord", None, "TFRecord file pattern for validation.")
-flags.DEFINE_boolean("skip_bad_examples", False,
-                     "Skip unreadable/missing images and drop broken annotations (each counted and "
-                     "reported) instead of stopping with an error that lists them. Every image is "
-                     "decoded once before training to find them.")
-flags.DEFINE_string("label_map", None, "Label map for TFRecords (.json or .pbtxt); default: scan ids.")
-flags.DEFINE_string("output", None, "evaluate: JSON file for the metrics.")
-# Export and prediction.
-flags.DEFINE_string("export_dir", None, "export (and train, when set): SavedModel base folder; "
-                    "versions go in numbered subfolders, as TF Serving expects.")
-flags.DEFINE_integer("version", None, "export: version number (default: one more than the latest).")
-flags.DEFINE_float("nms_score_threshold", None, "export: score threshold (default: the model's, 0.05).")
-flags.DEFINE_integer("pre_nms_top_k", None, "export: candidates per level (default 1000).")
-flags.DEFINE_float("nms_iou_threshold", None, "export: NMS IoU (default 0.5).")
-flags.DEFINE_integer("max_detections", None, "export: detections per image (default 100).")
-flags.DEFINE_string("saved_model", None, "predict: an exported SavedModel version folder.")
-flags.DEFINE_string("output_dir", "predictions", "predict: where pictures and detections.json go.")
-flags.DEFINE_float("score_threshold", DRAW_SCORE_THRESHOLD, "predict: draw detections at or above this score.")
-flags.DEFINE_integer("max_images", 1000, "check-data: images for the anchor-coverage report "
-                     "(the data check itself reads every image).")
-
-_OUR_FLAGS = [flag.name for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__])]
-
-_POSITIVE = ("image_size", "fpn_filters", "head_filters", "batch_size", "reference_batch_size",
-             "train_steps", "num_scales", "checkpoint_every_steps", "max_images")
-for _name in _POSITIVE:
-    flags.register_validator(_name, lambda v: v > 0, f"--{_name} must be positive.")
-flags.register_validator("image_size", lambda v: v % anchor_lib.SIZE_MULTIPLE == 0,
-                         f"--image_size must be a multiple of {anchor_lib.SIZE_MULTIPLE}.")
-flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive.")
-flags.register_validator("momentum", lambda v: 0 <= v < 1, "--momentum must be in [0, 1).")
-flags.register_validator("weight_decay", lambda v: v >= 0, "--weight_decay must be >= 0.")
-flags.register_validator("focal_alpha", lambda v: 0 <= v <= 1, "--focal_alpha must be in [0, 1].")
-flags.register_validator("focal_gamma", lambda v: v >= 0, "--focal_gamma must be >= 0.")
-flags.register_validator("clipnorm", lambda v: v >= 0, "--clipnorm must be >= 0.")
-flags.register_validator("warmup_steps", lambda v: v >= 0, "--warmup_steps must be >= 0.")
-flags.register_validator("eval_every_steps", lambda v: v >= 0, "--eval_every_steps must be >= 0.")
-flags.register_validator("head_convs", lambda v: v >= 0, "--head_convs must be >= 0.")
-flags.register_validator("anchor_size", lambda v: v > 0, "--anchor_size must be positive.")
-flags.register_validator("score_threshold", lambda v: 0 <= v <= 1, "--score_threshold must be in [0, 1].")
-flags.register_validator("nms_score_threshold", lambda v: v is None or 0 <= v < 1,
-                         "--nms_score_threshold must be in [0, 1).")
-flags.register_validator("nms_iou_threshold", lambda v: v is None or 0 < v <= 1,
-                         "--nms_iou_threshold must be in (0, 1].")
-for _name in ("pre_nms_top_k", "max_detections", "version"):
-    flags.register_validator(_name, lambda v: v is None or v > 0, f"--{_name} must be positive.")
+# The commands' own flags: name -> (kind, default, help, group).
+OPTIONS = {
+    "model_dir": ("string", None, "The run folder: checkpoints, logs, metrics, the model.", "run"),
+    "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
+    "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval).", "run"),
+    "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
+                   "expects (train exports at the end when set).", "export"),
+    "version": ("integer", None, "Version number (default: one more than the latest).", "export"),
+    "nms_score_threshold": ("float", None, "Score threshold (default: the model's, 0.05).", "export"),
+    "pre_nms_top_k": ("integer", None, "Candidates per level (default: the model's, 1000).", "export"),
+    "nms_iou_threshold": ("float", None, "NMS IoU (default: the model's, 0.5).", "export"),
+    "max_detections": ("integer", None, "Detections per image (default: the model's, 100).", "export"),
+    "saved_model": ("string", None, "An exported SavedModel version folder.", "predict"),
+    "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
+    "score_threshold": ("float", 0.3, "Draw detections at or above this score.", "predict"),
+}
+_OPTION_CHECKS = {
+    "max_images": (lambda v: v > 0, "must be positive."),
+    "version": (lambda v: v > 0, "must be positive."),
+    "pre_nms_top_k": (lambda v: v > 0, "must be positive."),
+    "max_detections": (lambda v: v > 0, "must be positive."),
+    "nms_score_threshold": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
+    "nms_iou_threshold": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "score_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
+}
+# The flags each command reads, by group (None: the whole group); its --help shows these.
+COMMAND_FLAGS = {
+    "train": {"run": {"model_dir", "max_images"}, "data": None, "model": None, "training": None,
+              "export": None},
+    "evaluate": {"run": {"model_dir", "output"}, "data": None, "training": {"batch_size", "mixed_precision"}},
+    "check-data": {"run": {"max_images"}, "data": None,
+                   "model": {"image_size", "num_scales", "aspect_ratios", "anchor_size"}},
+    "export": {"run": {"model_dir"}, "export": None, "training": {"mixed_precision"}},
+    "predict": {"run": {"model_dir"}, "predict": None,
+                "export": {"nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},
+                "training": {"mixed_precision"}},
+}
 
 
-def _numbers(values, cast):
-    try:
-        return [cast(v) for v in values]
-    except ValueError:
+def _configs():
+    from keras_retina.data.data_config import DataConfig
+    from keras_retina.model_config import ModelConfig
+    from keras_retina.train_config import TrainConfig
+
+    return {"data": DataConfig, "model": ModelConfig, "training": TrainConfig}
+
+
+def _define_flags():
+    """Every flag: the configs' fields with `flag=True`, then OPTIONS. Returns {name: group}."""
+    from absl import flags
+
+    groups = {}
+    for group, cls in _configs().items():
+        for field in dataclasses.fields(cls):
+            meta = field.metadata
+            if not meta.get("flag"):
+                continue
+            name, default, text = field.name, field.default, meta["help"]
+            if meta.get("choices"):
+                flags.DEFINE_enum(name, default, [str(c) for c in meta["choices"]], text)
+            elif isinstance(default, bool):
+                flags.DEFINE_boolean(name, default, text)
+            elif isinstance(default, tuple):
+                flags.DEFINE_list(name, [str(v) for v in default], text)
+            elif field.type is int or name == "image_size":
+                flags.DEFINE_integer(name, default, text)
+            elif field.type is float:
+                flags.DEFINE_float(name, default, text)
+            else:
+                flags.DEFINE_string(name, default, text)
+            if meta.get("check"):
+                _validate(name, lambda v, f=field: _convert(f, v), meta["check"])
+            groups[name] = group
+    for name, (kind, default, text, group) in OPTIONS.items():
+        getattr(flags, f"DEFINE_{kind}")(name, default, text)
+        if name in _OPTION_CHECKS:
+            _validate(name, lambda v: v, _OPTION_CHECKS[name])
+        groups[name] = group
+    return groups
+
+
+def _validate(name, convert, check):
+    from absl import flags
+
+    def valid(value):
+        try:
+            value = convert(value)
+        except (TypeError, ValueError):
+            return False
+        return value is None or check[0](value)
+
+    flags.register_validator(name, valid, f"--{name} {check[1]}")
+
+
+def _convert(field, value):
+    """A flag's value as its config field wants it ("" -> None; lists -> tuples of numbers)."""
+    if value == "":
         return None
+    if isinstance(field.default, tuple):
+        cast = int if all(isinstance(v, int) for v in field.default) else float
+        return tuple(cast(v) for v in value)
+    return value
 
 
-flags.register_validator(
-    "lr_boundaries", lambda v: (n := _numbers(v, int)) is not None and n == sorted(set(n))
-    and all(b > 0 for b in n), "--lr_boundaries must be increasing positive integers, e.g. 60000,80000.")
-flags.register_validator(
-    "aspect_ratios", lambda v: (n := _numbers(v, float)) is not None and bool(n) and all(r > 0 for r in n),
-    "--aspect_ratios must be positive numbers, e.g. 0.5,1.0,2.0.")
-flags.register_multi_flags_validator(
-    ["scale_min", "scale_max"], lambda f: 0 < f["scale_min"] <= f["scale_max"],
-    "Need 0 < --scale_min <= --scale_max.")
-flags.register_multi_flags_validator(
-    ["backbone", "freeze_backbone_at"], lambda f: not f["freeze_backbone_at"] or f["backbone"] in RESNETS,
-    "--freeze_backbone_at needs a ResNet --backbone; tiny trains from scratch (use 0).")
-flags.register_multi_flags_validator(
-    ["train_steps", "lr_boundaries"],
-    lambda f: all(int(b) < f["train_steps"] for b in (_numbers(f["lr_boundaries"], int) or [])),
-    "Every --lr_boundaries step must be below --train_steps.")
+def _build_configs(values):
+    """Flag values -> {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}."""
+    out = {}
+    for group, cls in _configs().items():
+        kwargs = {f.name: _convert(f, values[f.name]) for f in dataclasses.fields(cls) if f.metadata.get("flag")}
+        out["train" if group == "training" else group] = cls(**kwargs)
+    return out
 
 
-def model_kwargs():
-    weights = FLAGS.backbone_weights or None
-    # None: resolved by training.train (the resumed run's value, or default_freeze_at).
-    return dict(backbone=FLAGS.backbone, image_size=FLAGS.image_size, backbone_weights=weights,
-                freeze_backbone_at=FLAGS.freeze_backbone_at,
-                fpn_filters=FLAGS.fpn_filters, head_filters=FLAGS.head_filters,
-                head_convs=FLAGS.head_convs, p6_input=FLAGS.p6_input, anchor_size=FLAGS.anchor_size,
-                num_scales=FLAGS.num_scales, aspect_ratios=[float(r) for r in FLAGS.aspect_ratios],
-                focal_alpha=FLAGS.focal_alpha, focal_gamma=FLAGS.focal_gamma)
+def _print_commands():
+    lines = ["keras-retina: RetinaNet (\"Focal Loss for Dense Object Detection\") on Keras 3 / TensorFlow.", "",
+             "usage: keras_retina COMMAND [--flagfile=FILE] [--flag=value ...]", "", "commands:"]
+    for name, (text, example) in COMMANDS.items():
+        lines.append(f"  {name:<11} {text}")
+    lines += ["", "examples:"] + [f"  {example}" for _, example in COMMANDS.values()]
+    lines += ["", "keras_retina COMMAND --help lists the flags a command uses; --helpfull lists every flag."]
+    print("\n".join(lines))
 
 
-def data_flags():
-    names = ("demo_data", "train_annotations", "train_images", "val_annotations", "val_images",
-             "tfds_name", "tfds_data_dir", "tfds_train_split", "tfds_val_split", "train_tfrecord",
-             "val_tfrecord", "label_map", "skip_bad_examples")
-    return {name: getattr(FLAGS, name) for name in names}
+def _print_command_help(command, groups):
+    from absl import flags
+
+    titles = {"run": "run folder and reports", "data": "data (exactly one training source)",
+              "model": "model (the paper's defaults)", "training": "training (the paper's recipe by default)",
+              "export": "export and postprocessing", "predict": "predict"}
+    text, example = COMMANDS[command]
+    lines = [f"keras_retina {command}: {text}", f"  e.g. {example}"]
+    for group, wanted in COMMAND_FLAGS[command].items():
+        lines += ["", f"{titles[group]}:"]
+        for name in (n for n, g in groups.items() if g == group and (wanted is None or n in wanted)):
+            flag = flags.FLAGS[name]
+            default = ",".join(flag.default) if isinstance(flag.default, list) else flag.default
+            lines.append(f"  --{name}={'' if default is None else default}")
+            lines.append(f"      {flag.help}")
+    print("\n".join(lines))
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in COMMANDS or (len(argv) > 2) != (argv[1] == "predict"):
+    from absl import app, flags, logging
+
+    command = argv[1] if len(argv) > 1 else None
+    if command not in COMMANDS or (len(argv) > 2) != (command == "predict"):
         raise app.UsageError(f"usage: keras_retina {{{','.join(COMMANDS)}}} [--flagfile=FILE] [--flag=value ...]"
                              " (predict also takes IMAGE ...)"
                              + (f"; unexpected arguments {argv[1:]}" if len(argv) > 1 else ""))
-    from keras_retina import commands
-
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would drown the progress
-    if os.environ.get("KERAS_RETINA_TRACEBACK"):
-        import keras
+    from keras_retina import commands, predict
+    from keras_retina.errors import DataError, UsageError
 
-        keras.config.disable_traceback_filtering()
-
-    options = {name: FLAGS[name].value for name in _OUR_FLAGS}
+    values = {name: flags.FLAGS[name].value for name in _GROUPS}
     try:
-        if argv[1] == "predict":
-            return commands.predict(options, argv[2:])
-        return getattr(commands, argv[1].replace("-", "_"))(options, model_kwargs(), data_flags())
-    except (commands.DataError, FileNotFoundError, ValueError) as error:
+        configs = _build_configs(values)
+        options = {name: values[name] for name in OPTIONS}
+        if command == "predict":
+            return predict.predict(configs, options, argv[2:])
+        return getattr(commands, command.replace("-", "_"))(configs, options)
+    except (DataError, UsageError) as error:
         if os.environ.get("KERAS_RETINA_TRACEBACK"):  # for bug reports
             raise
-        print(f"keras_retina {argv[1]}: error: {error}", file=sys.stderr)
+        print(f"keras_retina {command}: error: {error}", file=sys.stderr)
         return 2
     except FloatingPointError as error:  # NaN/Inf loss: message names the step and the cause
-        print(f"keras_retina {argv[1]}: error: {error}", file=sys.stderr)
+        print(f"keras_retina {command}: error: {error}", file=sys.stderr)
         return 3
 
 
 def _find_flagfile(path):
     """A flagfile as given, else relative to the installed configs (`configs/demo.flags`)."""
+    from absl import app
+
     if os.path.exists(path):
         return path
     roots = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -221,6 +217,8 @@ def _find_flagfile(path):
 def _resolve_flagfiles(argv, depth=0):
     """Replaces every --flagfile=F (nested ones too) by F's flags, in place and in order, so
     later flags still override earlier ones and includes work from any folder."""
+    from absl import app
+
     if depth > 10:
         raise app.UsageError("--flagfile includes nest more than 10 deep (a cycle?).")
     resolved = []
@@ -234,11 +232,33 @@ def _resolve_flagfiles(argv, depth=0):
     return resolved
 
 
+def _quiet_unless_verbose(argv):
+    """Hides TensorFlow's C++ start-up lines (CUDA probing, oneDNN notes) unless --verbose=3;
+    must run before TensorFlow is imported."""
+    verbose = [a.split("=", 1)[1] for a in argv if a.startswith("--verbose=")]
+    if not verbose or verbose[-1] != "3":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+_GROUPS = {}
+
+
 def run():
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help", "help"):
+        _print_commands()
+        sys.exit(0)
+    from absl import app
+
     try:
         argv = _resolve_flagfiles(sys.argv)
     except (app.UsageError, OSError) as error:
         sys.exit(f"keras_retina: error: {error}")
+    _quiet_unless_verbose(argv)
+    _GROUPS.update(_define_flags())
+    if any(a in ("-h", "--help") for a in argv[2:]) and argv[1] in COMMANDS:
+        _print_command_help(argv[1], _GROUPS)
+        sys.exit(0)
     app.run(main, argv=argv)
 
 

@@ -2,7 +2,7 @@
 
 `evaluate_coco(model, dataset, label_map)` runs `model.detect` over an
 `eval_dataset` (see `data.pipeline`), maps boxes back to each original image
-(divide by the resize scale, clip, yxyx -> COCO xywh) and classes back to the
+(`input_mapping.to_original`, then yxyx -> COCO xywh) and classes back to the
 dataset's own category ids, builds the ground truth from the same stream (crowd
 flags and areas included, so one path serves COCO JSON, TFDS and TFRecords) and
 runs pycocotools' COCOeval. Returns the 12 standard numbers under the names
@@ -11,7 +11,6 @@ below, plus `per_class_AP` {class name: AP at IoU .50:.95}.
 
 import contextlib
 import io
-import json
 import time
 
 import keras
@@ -21,6 +20,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from keras_retina import boxes as box_lib
+from keras_retina import input_mapping
+from keras_retina.run_dir import write_json
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -46,8 +47,7 @@ def collect_detections(model, dataset, label_map):
                     "category_id": label_map[cls]["id"], "bbox": bbox,
                     "area": float(area), "iscrowd": int(crowd)})
             n = int(out["num_detections"][i])
-            boxes = out["boxes"][i, :n] / meta["scale"][i]
-            boxes = np.clip(boxes, 0, [height, width, height, width])
+            boxes = input_mapping.to_original(out["boxes"][i, :n], meta["scale"][i], meta["original_size"][i])
             for bbox, score, cls in zip(coco_bboxes(boxes), out["scores"][i, :n], out["classes"][i, :n]):
                 results.append({"image_id": int(image_id), "category_id": label_map[cls]["id"],
                                 "bbox": bbox, "score": float(score)})
@@ -133,25 +133,20 @@ def unmatched_detections(reference, candidate, score_threshold=0.5, min_iou=0.9)
     return checked, missing
 
 
-def write_metrics(metrics, path):
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(metrics, f, indent=2)
-
-
 class CocoEvaluation(keras.callbacks.Callback):
     """Evaluates every `every_steps` optimizer steps (checked at epoch ends) and at the end.
 
-    Prints one line per evaluation, writes `model_dir/eval/metrics-<step>.json`
+    Prints one line per evaluation, writes `model_dir/eval/metrics-<step>.json` (`RunDir`)
     and TensorBoard scalars (and, with `image_writer`, pictures with boxes).
     """
 
-    def __init__(self, dataset, label_map, every_steps, eval_dir, summary_writer=None,
+    def __init__(self, dataset, label_map, every_steps, run_dir, summary_writer=None,
                  image_writer=None):
         super().__init__()
         self.dataset = dataset
         self.label_map = label_map
         self.every_steps = every_steps
-        self.eval_dir = eval_dir
+        self.run_dir = run_dir
         self.summary_writer = summary_writer
         self.image_writer = image_writer
         self.last_step = -1
@@ -164,8 +159,7 @@ class CocoEvaluation(keras.callbacks.Callback):
         start = time.time()
         metrics = evaluate_coco(self.model, self.dataset, self.label_map)
         metrics["step"] = step
-        tf.io.gfile.makedirs(self.eval_dir)
-        write_metrics(metrics, f"{self.eval_dir}/metrics-{step}.json")
+        write_json(metrics, self.run_dir.metrics_path(step))
         print(f"\n[eval] step {step}: AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  "
               f"AP75 {metrics['AP75']:.3f}  on {metrics['num_images']} images "
               f"({time.time() - start:.0f}s)", flush=True)

@@ -31,9 +31,9 @@ import keras
 import tensorflow as tf
 
 from keras_retina import anchors as anchor_lib
-from keras_retina import postprocess
-from keras_retina.data import pipeline
-from keras_retina.data.coco_json import decode_image
+from keras_retina import input_mapping, postprocess
+from keras_retina.errors import UsageError
+from keras_retina.images import decode_image
 
 
 class DetectionServer(tf.Module):
@@ -64,12 +64,9 @@ class DetectionServer(tf.Module):
         self.label_names = tf.constant([str(e["name"]) for e in label_map], tf.string)
 
     def _fit(self, image):
-        """uint8 [H, W, 3] -> (float32 [S_h, S_w, 3] resized and padded, scale, [H, W]).
-
-        The same resize/pad as training and evaluation (`data.pipeline`)."""
-        size = (self.height, self.width)
-        scale = pipeline.fit_scale(image, size)
-        padded, _ = pipeline.resize_and_pad(image, tf.zeros([0, 4]), size, scale)
+        """uint8 [H, W, 3] -> (float32 [S_h, S_w, 3] resized and padded, scale, [H, W]), as in
+        training and evaluation (`input_mapping.to_model_input`)."""
+        padded, scale = input_mapping.to_model_input(image, (self.height, self.width))
         return padded, scale, tf.cast(tf.shape(image)[:2], tf.float32)
 
     def _detect(self, images, scales, sizes):
@@ -86,9 +83,8 @@ class DetectionServer(tf.Module):
     def _run(self, images, scales, sizes):
         out = self.decoder(self.model(images, training=False))
         valid = tf.range(tf.shape(out["classes"])[1])[None] < out["num_detections"][:, None]
-        boxes = out["boxes"] / scales[:, None, None]  # model input pixels -> original pixels
-        boxes = boxes / tf.tile(sizes, [1, 2])[:, None, :]  # -> normalised to the original
-        boxes = tf.where(valid[..., None], tf.clip_by_value(boxes, 0.0, 1.0), 0.0)
+        boxes = input_mapping.to_original(out["boxes"], scales, sizes, normalised=True)
+        boxes = tf.where(valid[..., None], boxes, 0.0)
         classes = tf.maximum(out["classes"], 0)
         return {
             "detection_boxes": boxes,
@@ -131,7 +127,7 @@ def export_saved_model(model, label_map, export_base, version=None, **postproces
     version = next_version(export_base) if version is None else int(version)
     path = os.path.join(export_base, str(version))
     if tf.io.gfile.exists(path):
-        raise ValueError(f"{path} exists already; TF Serving versions are immutable. "
+        raise UsageError(f"{path} exists already; TF Serving versions are immutable. "
                               f"Choose another --version or leave it out to take the next one.")
     server = DetectionServer(model, label_map, **postprocess_overrides)
     # keras.export.ExportArchive saves the variables the endpoints use so that TensorFlow's

@@ -49,8 +49,7 @@ class LabelEncoder(keras.layers.Layer):
 
     Args:
       image_size: int or (height, width) of the model input.
-      min_level, max_level, num_scales, aspect_ratios, anchor_size: the anchor
-        configuration (`keras_retina.anchors.generate_anchors`).
+      anchor_generator: an `anchors.AnchorGenerator` (default: the paper's geometry).
       foreground_iou: IoU at or above which an anchor is foreground (0.5).
       background_iou: IoU below which an anchor is background (0.4); anchors in
         between are ignored.
@@ -70,11 +69,7 @@ class LabelEncoder(keras.layers.Layer):
     def __init__(
         self,
         image_size,
-        min_level=anchor_lib.MIN_LEVEL,
-        max_level=anchor_lib.MAX_LEVEL,
-        num_scales=anchor_lib.NUM_SCALES,
-        aspect_ratios=anchor_lib.ASPECT_RATIOS,
-        anchor_size=anchor_lib.ANCHOR_SIZE,
+        anchor_generator=None,
         foreground_iou=FOREGROUND_IOU,
         background_iou=BACKGROUND_IOU,
         allow_low_quality_matches=True,
@@ -89,20 +84,12 @@ class LabelEncoder(keras.layers.Layer):
                 f"background_iou={background_iou}, foreground_iou={foreground_iou}."
             )
         self.image_size = anchor_lib.config_image_size(image_size)
-        self.min_level = min_level
-        self.max_level = max_level
-        self.num_scales = num_scales
-        self.aspect_ratios = tuple(aspect_ratios)
-        self.anchor_size = anchor_size
+        self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
         self.foreground_iou = foreground_iou
         self.background_iou = background_iou
         self.allow_low_quality_matches = allow_low_quality_matches
         self.box_coder_weights = tuple(box_coder_weights)
-        self.anchors = anchor_lib.concat_anchors(
-            anchor_lib.generate_anchors(
-                image_size, min_level, max_level, num_scales, aspect_ratios, anchor_size
-            )
-        )
+        self.anchors = self.anchor_generator.anchors(image_size)  # [A_total, 4] numpy
 
     def call(self, boxes, classes):
         boxes = tf.convert_to_tensor(boxes, tf.float32)
@@ -157,11 +144,7 @@ class LabelEncoder(keras.layers.Layer):
         config = super().get_config()
         config.update(
             image_size=self.image_size,
-            min_level=self.min_level,
-            max_level=self.max_level,
-            num_scales=self.num_scales,
-            aspect_ratios=list(self.aspect_ratios),
-            anchor_size=self.anchor_size,
+            anchor_generator=keras.saving.serialize_keras_object(self.anchor_generator),
             foreground_iou=self.foreground_iou,
             background_iou=self.background_iou,
             allow_low_quality_matches=self.allow_low_quality_matches,

@@ -17,13 +17,14 @@ linear; the default 1/9 (0.11) is Detectron's RetinaNet setting (the paper's
 reference code); beta = 1 is Fast R-CNN's and beta = 0 is plain L1.
 
 `detection_losses` sums both over all non-ignored anchors of the batch and
-divides by the number of foreground anchors (section 4.1), at least 1. For FL
-(and CE_alpha) it uses `focal_loss_sum`: the summed loss with its gradient
-written out, d FL / d x_t = alpha_t (1 - p_t)^gamma (gamma p_t log(p_t) - (1 - p_t)),
-so a training step makes one pass of elementwise ops over the `[B, A, K]`
-logits and keeps one `[B, A, K]` tensor (the gradient) for the backward pass,
-where automatic differentiation kept about ten. Equal to the autodiff loss and
-gradient to float32 rounding (tests); 1.5x faster on the loss's share of a step.
+divides by the number of foreground anchors (section 4.1), at least 1, calling
+each loss as Keras does (`loss(y_true, y_pred, sample_weight)`, `reduction="sum"`).
+`FocalLoss.call` (FL and CE_alpha) is `focal_loss`, whose gradient is written out,
+d FL / d x_t = alpha_t (1 - p_t)^gamma (gamma p_t log(p_t) - (1 - p_t)), so a
+training step makes one pass of elementwise ops over the `[B, A, K]` logits and
+keeps one `[B, A, K]` tensor (the gradient) for the backward pass, where automatic
+differentiation keeps about ten. Equal to the autodiff loss and gradient to float32
+rounding (tests). A subclass with its own `call` computes its own formula.
 """
 
 import keras
@@ -64,12 +65,7 @@ class FocalLoss(keras.losses.Loss):
         self.gamma = gamma
 
     def call(self, y_true, y_pred):
-        y_true, x_t = _signed_logits(y_true, y_pred)
-        alpha_t = y_true * self.alpha + (1.0 - y_true) * (1.0 - self.alpha)
-        loss = alpha_t * ops.softplus(-x_t)
-        if self.gamma:
-            loss = loss * ops.exp(-self.gamma * ops.softplus(x_t))
-        return ops.sum(loss, axis=-1)
+        return focal_loss(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"), self.alpha, self.gamma)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
@@ -130,36 +126,34 @@ class SmoothL1Loss(keras.losses.Loss):
         return {**super().get_config(), "beta": self.beta}
 
 
-def focal_loss_sum(labels, weights, logits, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA):
-    """sum(weights * FL(labels, logits)) over everything, with a hand-written gradient.
+def focal_loss(labels, logits, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA):
+    """FL summed over K, with its gradient written out (module docstring).
 
     Args:
       labels: `[..., K]` 0/1 float32.
-      weights: `[...]` float32 per anchor (0 for ignored anchors).
       logits: `[..., K]` float32.
-    Returns a float32 scalar; its gradient flows to `logits` only (see module docstring).
+    Returns `[...]` float32; the gradient flows to `logits` only.
     """
     signs = 2.0 * labels - 1.0
-    weights = weights[..., None] * (alpha * labels + (1.0 - alpha) * (1.0 - labels))
+    alpha_t = alpha * labels + (1.0 - alpha) * (1.0 - labels)
 
     @tf.custom_gradient
-    def loss_sum(logits):
+    def loss(logits):
         x_t = signs * logits
         e = tf.exp(-tf.abs(x_t))
         log1p_e = tf.math.log1p(e)
         neg_log_p = tf.nn.relu(-x_t) + log1p_e  # -log(p_t) = softplus(-x_t)
         q = tf.where(x_t >= 0.0, e, 1.0) / (1.0 + e)  # 1 - p_t = sigmoid(-x_t), exact for any x_t
         if gamma == 0.0:
-            weighted = weights
+            weighted = alpha_t
         elif gamma == 2.0:
-            weighted = weights * tf.square(q)
+            weighted = alpha_t * tf.square(q)
         else:  # (1 - p_t)^gamma = exp(-gamma softplus(x_t)): 0, not NaN, when 1 - p_t underflows
-            weighted = weights * tf.exp(-gamma * (tf.nn.relu(x_t) + log1p_e))
-        total = tf.reduce_sum(weighted * neg_log_p)
+            weighted = alpha_t * tf.exp(-gamma * (tf.nn.relu(x_t) + log1p_e))
         d_logits = weighted * signs * (-q - gamma * neg_log_p * (1.0 - q))
-        return total, lambda upstream: upstream * d_logits
+        return tf.reduce_sum(weighted * neg_log_p, axis=-1), lambda upstream: upstream[..., None] * d_logits
 
-    return loss_sum(logits)
+    return loss(logits)
 
 
 CLASSIFICATION_LOSSES = ("focal", "focal_star", "balanced_ce")
@@ -172,17 +166,16 @@ def default_gamma(name):
 
 
 def classification_loss(name, alpha=FOCAL_ALPHA, gamma=None, beta=FOCAL_STAR_BETA):
-    """'focal' (default) | 'focal_star' | 'balanced_ce' -> a loss object with reduction=None.
-
-    gamma None: `default_gamma(name)`."""
+    """'focal' (default) | 'focal_star' | 'balanced_ce' -> a loss object that sums
+    (`reduction="sum"`, as `detection_losses` needs). gamma None: `default_gamma(name)`."""
     if gamma is None:
         gamma = default_gamma(name)
     if name == "focal":
-        return FocalLoss(alpha, gamma, reduction=None)
+        return FocalLoss(alpha, gamma, reduction="sum")
     if name == "focal_star":
-        return FocalStarLoss(alpha, gamma, beta, reduction=None)
+        return FocalStarLoss(alpha, gamma, beta, reduction="sum")
     if name == "balanced_ce":
-        return FocalLoss(alpha, 0.0, reduction=None, name="balanced_ce")
+        return FocalLoss(alpha, 0.0, reduction="sum", name="balanced_ce")
     raise ValueError(f"classification_loss={name!r}: choose one of {CLASSIFICATION_LOSSES}.")
 
 
@@ -210,7 +203,8 @@ def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss
       box_targets: `[B, A, 4]` float32 encoded targets.
       cls_logits: `[B, A, K]` classification logits.
       box_outputs: `[B, A, 4]` box regression outputs.
-      cls_loss_fn, box_loss_fn: losses whose `call` returns `[B, A]`.
+      cls_loss_fn, box_loss_fn: Keras losses with `reduction="sum"`, called with
+        `(targets, outputs, sample_weight=[B, A])`.
 
     Returns:
       (classification_loss, box_loss) scalars float32: the sums over this
@@ -226,11 +220,6 @@ def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss
     not_ignored = ops.cast(cls_targets != IGNORE, "float32")
     foreground = ops.cast(cls_targets > BACKGROUND, "float32")
     normaliser = global_foreground_count(cls_targets)
-    if type(cls_loss_fn).call is FocalLoss.call:  # not a subclass with its own formula
-        cls_sum = focal_loss_sum(labels, not_ignored, ops.cast(cls_logits, "float32"),
-                                 cls_loss_fn.alpha, cls_loss_fn.gamma)
-    else:
-        cls_sum = ops.sum(cls_loss_fn.call(labels, cls_logits) * not_ignored)
-    cls_loss = cls_sum / normaliser
-    box_loss = ops.sum(box_loss_fn.call(box_targets, box_outputs) * foreground) / normaliser
+    cls_loss = cls_loss_fn(labels, cls_logits, sample_weight=not_ignored) / normaliser
+    box_loss = box_loss_fn(box_targets, box_outputs, sample_weight=foreground) / normaliser
     return cls_loss, box_loss

@@ -1,8 +1,9 @@
 """The RetinaNet `keras.Model`: one object trains with `fit` and returns detections from `predict`.
 
-Graph (paper Fig. 5): images `[B, H, W, 3]` RGB 0-255 float32 -> backbone
-(C3-C5) -> FeaturePyramid (P3-P7) -> classification and box subnets ->
-`call` returns raw outputs in anchor order:
+Graph (paper Fig. 5), assembled from parts (`builder`): images `[B, H, W, 3]`
+RGB 0-255 float32 -> backbone (C3-C5) -> feature pyramid (P3-P7) ->
+classification and box subnets -> `call` returns raw outputs in the anchor
+generator's anchor order:
 
     {"classification": [B, A_total, K] logits, "box": [B, A_total, 4] deltas}
 
@@ -27,18 +28,18 @@ Inference (`predict`, `detect`): `DetectionDecoder` turns raw outputs into
 "num_detections" [B] int32}.
 """
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_retina import anchors as anchor_lib
-from keras_retina import box_coder
 from keras_retina import losses as loss_lib
-from keras_retina import postprocess
-from keras_retina.backbone import DEFAULT_BACKBONE, build_backbone, default_freeze_at
-from keras_retina.fpn import FeaturePyramid
-from keras_retina.heads import PRIOR_PROBABILITY, PredictionHead
-from keras_retina.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU, LabelEncoder
+from keras_retina.backbone import DEFAULT_BACKBONE
+from keras_retina.builder import PART_NAMES, build_parts
+from keras_retina.errors import UsageError
+from keras_retina.model_config import ModelConfig
 
 _TARGETS_HELP = (
     "RetinaNet expects training targets as a dict: {'boxes': [B, N, 4] float32 "
@@ -59,133 +60,77 @@ def _for_multi_worker_reduce(logs):
 
 @keras.saving.register_keras_serializable(package="keras_retina")
 class RetinaNet(keras.Model):
-    """RetinaNet (Lin et al., "Focal Loss for Dense Object Detection").
+    """RetinaNet (Lin et al., "Focal Loss for Dense Object Detection"), assembled from parts.
 
-    Args:
-      num_classes: K, number of object classes (no background class).
-      backbone: "resnet50", "resnet101" or "tiny".
-      image_size: int or (height, width), multiples of 32.
-      backbone_weights: None, "imagenet" or a weights file path.
-      freeze_backbone_batchnorm: keep ResNet BatchNorm statistics frozen.
-      freeze_backbone_at: freeze the ResNet stem and stages conv2..conv{k}
-        (Detectron's FREEZE_AT; 0 trains everything). None: 2 with pretrained
-        `backbone_weights`, else 0 (`backbone.default_freeze_at`).
-      num_scales, aspect_ratios, anchor_size: anchors (3, (0.5, 1, 2), 4).
-      fpn_filters: pyramid channels (256).
-      p6_input: "C5" (paper) or "P5" (Model Garden).
-      head_filters, head_convs: subnet width and depth (256, 4).
-      prior_probability: pi for the classification bias (0.01).
-      classification_loss: "focal", "focal_star" or "balanced_ce".
-      focal_alpha, focal_gamma: 0.25, 2.0 (FL* uses its own gamma, default 4).
-      focal_star_beta: beta of FL* (0).
-      box_loss_weight: weight of the box loss (1.0).
-      smooth_l1_beta: smooth-L1 transition point (1/9).
-      foreground_iou, background_iou, allow_low_quality_matches: anchor
-        assignment (0.5, 0.4, True).
-      box_coder_weights: (1, 1, 1, 1).
-      score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections:
-        inference (0.05, 1000, 0.5, 100).
+    `RetinaNet(num_classes=80, backbone="resnet50", image_size=640, **settings)` builds the
+    paper's model: the settings are `ModelConfig` fields (anchors, FPN and head widths, loss
+    and matching parameters, inference thresholds; every default is the paper's) and
+    `builder.build_parts` makes the parts from them. Any part may be given instead
+    (compare torchvision's `RetinaNet(backbone, num_classes, anchor_generator=, head=)`):
+
+      backbone: a name ("resnet50", "resnet101", "tiny") or a keras.Model mapping
+        `[B, H, W, 3]` RGB 0-255 to {"C3", "C4", "C5"}.
+      anchor_generator, feature_pyramid, classification_head, box_head, label_encoder,
+      decoder, box_loss: keyword-only parts (see `builder`).
+      classification_loss: a name ("focal", "focal_star", "balanced_ce") or a Keras loss with
+        `reduction="sum"`.
+
+    `model.config` is the resolved ModelConfig; `get_config` holds it and the given parts, so
+    `.keras` files and config round trips keep non-default parts.
     """
 
-    def __init__(
-        self,
-        num_classes,
-        backbone=DEFAULT_BACKBONE,
-        image_size=640,
-        backbone_weights=None,
-        freeze_backbone_batchnorm=True,
-        freeze_backbone_at=None,
-        num_scales=anchor_lib.NUM_SCALES,
-        aspect_ratios=anchor_lib.ASPECT_RATIOS,
-        anchor_size=anchor_lib.ANCHOR_SIZE,
-        fpn_filters=256,
-        p6_input="C5",
-        head_filters=256,
-        head_convs=4,
-        prior_probability=PRIOR_PROBABILITY,
-        classification_loss="focal",
-        focal_alpha=loss_lib.FOCAL_ALPHA,
-        focal_gamma=None,
-        focal_star_beta=loss_lib.FOCAL_STAR_BETA,
-        box_loss_weight=1.0,
-        smooth_l1_beta=loss_lib.SMOOTH_L1_BETA,
-        foreground_iou=FOREGROUND_IOU,
-        background_iou=BACKGROUND_IOU,
-        allow_low_quality_matches=True,
-        box_coder_weights=box_coder.DEFAULT_WEIGHTS,
-        score_threshold=postprocess.SCORE_THRESHOLD,
-        pre_nms_top_k=postprocess.PRE_NMS_TOP_K,
-        nms_iou_threshold=postprocess.NMS_IOU_THRESHOLD,
-        max_detections=postprocess.MAX_DETECTIONS,
-        **kwargs,
-    ):
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes={num_classes}: need at least one class.")
-        height, width = anchor_lib.validate_image_size(image_size)
-        if focal_gamma is None:
-            focal_gamma = loss_lib.default_gamma(classification_loss)
-        cls_loss_fn = loss_lib.classification_loss(
-            classification_loss, focal_alpha, focal_gamma, focal_star_beta
-        )
-        num_anchors = anchor_lib.anchors_per_location(num_scales, aspect_ratios)
-        anchor_config = dict(image_size=image_size, num_scales=num_scales,
-                             aspect_ratios=aspect_ratios, anchor_size=anchor_size)
-
-        if freeze_backbone_at is None:
-            freeze_backbone_at = default_freeze_at(backbone, backbone_weights)
-        backbone_model = build_backbone(backbone, (height, width, 3), backbone_weights,
-                                        freeze_backbone_batchnorm, freeze_backbone_at)
-        fpn = FeaturePyramid(fpn_filters, anchor_lib.MAX_LEVEL, p6_input, name="fpn")
-        cls_head = PredictionHead(num_classes, num_anchors, head_filters, head_convs,
-                                  prior_probability, name="classification_head")
-        box_head = PredictionHead(4, num_anchors, head_filters, head_convs, None, name="box_head")
+    def __init__(self, num_classes=None, backbone=DEFAULT_BACKBONE, image_size=640, *, anchor_generator=None,
+                 feature_pyramid=None, classification_head=None, box_head=None, label_encoder=None,
+                 decoder=None, box_loss=None, **settings):
+        model_kwargs = {k: settings.pop(k) for k in ("name", "trainable", "dtype") if k in settings}
+        given = dict(anchor_generator=anchor_generator, feature_pyramid=feature_pyramid,
+                     classification_head=classification_head, box_head=box_head, label_encoder=label_encoder,
+                     decoder=decoder, box_loss=box_loss)
+        if not isinstance(backbone, str):
+            given["backbone"], backbone = backbone, getattr(backbone, "name", "custom")
+        if isinstance(settings.get("classification_loss"), keras.losses.Loss):
+            given["classification_loss"] = settings.pop("classification_loss")
+        given = {name: part for name, part in given.items() if part is not None}
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if unknown:
+            raise TypeError(f"RetinaNet got unknown setting(s) {unknown}; see keras_retina.ModelConfig.")
+        config = ModelConfig(num_classes=num_classes, image_size=image_size,
+                             backbone=DEFAULT_BACKBONE if "backbone" in given else backbone, **settings).resolved()
+        if "backbone" in given:  # records the given network's name, for people; it is never rebuilt by name
+            object.__setattr__(config, "backbone", backbone)
+        if config.num_classes is None:
+            raise UsageError("RetinaNet needs num_classes (the number of object classes).")
+        parts = build_parts(config, **given)
+        height, width = anchor_lib.validate_image_size(config.image_size)
+        generator = parts["anchor_generator"]
 
         images = keras.Input((height, width, 3), name="images")
-        features = fpn(backbone_model(images))
+        features = parts["feature_pyramid"](parts["backbone"](images))
         outputs = {
-            "classification": anchor_lib.flatten_levels(cls_head(features), num_classes),
-            "box": anchor_lib.flatten_levels(box_head(features), 4),
+            "classification": anchor_lib.flatten_levels(parts["classification_head"](features), num_classes),
+            "box": anchor_lib.flatten_levels(parts["box_head"](features), 4),
         }
-        kwargs.setdefault("name", "retinanet")
-        super().__init__(inputs=images, outputs=outputs, **kwargs)
+        model_kwargs.setdefault("name", "retinanet")
+        super().__init__(inputs=images, outputs=outputs, **model_kwargs)
+        if outputs["box"].shape[1] != generator.num_anchors(config.image_size):
+            raise UsageError(f"the heads give {outputs['box'].shape[1]} anchors but the anchor generator has "
+                             f"{generator.num_anchors(config.image_size)} at {config.image_size}: give heads "
+                             f"with A = {generator.anchors_per_location} and a pyramid with its levels.")
 
-        self.backbone = backbone_model
-        self.fpn = fpn
-        self.classification_head = cls_head
-        self.box_head = box_head
-        self.label_encoder = LabelEncoder(
-            foreground_iou=foreground_iou, background_iou=background_iou,
-            allow_low_quality_matches=allow_low_quality_matches,
-            box_coder_weights=box_coder_weights, name="label_encoder", **anchor_config,
-        )
-        self.decoder = postprocess.DetectionDecoder(
-            box_coder_weights=box_coder_weights, score_threshold=score_threshold,
-            pre_nms_top_k=pre_nms_top_k, nms_iou_threshold=nms_iou_threshold,
-            max_detections=max_detections, name="detection_decoder", **anchor_config,
-        )
-        self.cls_loss_fn = cls_loss_fn
-        self.box_loss_fn = loss_lib.SmoothL1Loss(smooth_l1_beta, reduction=None)
+        self.config = config
+        self.given_parts = given
+        self.backbone = parts["backbone"]
+        self.fpn = parts["feature_pyramid"]
+        self.classification_head = parts["classification_head"]
+        self.box_head = parts["box_head"]
+        self.anchor_generator = generator
+        self.label_encoder = parts["label_encoder"]
+        self.decoder = parts["decoder"]
+        self.cls_loss_fn = parts["classification_loss"]
+        self.box_loss_fn = parts["box_loss"]
         self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
         self.anchors = self.label_encoder.anchors  # [A_total, 4] numpy, yxyx pixels
-
-        self._config = dict(
-            num_classes=int(num_classes), backbone=backbone,
-            image_size=anchor_lib.config_image_size(image_size),
-            backbone_weights=backbone_weights, freeze_backbone_batchnorm=freeze_backbone_batchnorm,
-            freeze_backbone_at=int(freeze_backbone_at),
-            num_scales=num_scales, aspect_ratios=list(aspect_ratios), anchor_size=anchor_size,
-            fpn_filters=fpn_filters, p6_input=p6_input, head_filters=head_filters,
-            head_convs=head_convs, prior_probability=prior_probability,
-            classification_loss=classification_loss, focal_alpha=focal_alpha,
-            focal_gamma=focal_gamma, focal_star_beta=focal_star_beta,
-            box_loss_weight=box_loss_weight, smooth_l1_beta=smooth_l1_beta,
-            foreground_iou=foreground_iou, background_iou=background_iou,
-            allow_low_quality_matches=allow_low_quality_matches,
-            box_coder_weights=list(box_coder_weights), score_threshold=score_threshold,
-            pre_nms_top_k=pre_nms_top_k, nms_iou_threshold=nms_iou_threshold,
-            max_detections=max_detections,
-        )
 
     # ----------------------------------------------------------------- training
     def encode_targets(self, y):
@@ -211,7 +156,7 @@ class RetinaNet(keras.Model):
             targets["cls_targets"], targets["box_targets"], y_pred["classification"],
             y_pred["box"], self.cls_loss_fn, self.box_loss_fn,
         )
-        box_loss = self._config["box_loss_weight"] * box_loss
+        box_loss = self.config.box_loss_weight * box_loss
         total = cls_loss + box_loss
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if self.losses:  # weight regularisers, if a user added some
@@ -248,9 +193,16 @@ class RetinaNet(keras.Model):
 
     # ------------------------------------------------------------ serialisation
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self._config}
+        config = {"name": self.name, "trainable": self.trainable, **self.config.to_json()}
+        for name, part in self.given_parts.items():
+            config[name] = keras.saving.serialize_keras_object(part)
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # Weights come from the saved file; never re-fetch or re-read backbone weights.
-        return cls(**{**config, "backbone_weights": None})
+        config = dict(config, backbone_weights=None)
+        for name in PART_NAMES:
+            if isinstance(config.get(name), dict):
+                config[name] = keras.saving.deserialize_keras_object(config[name], custom_objects)
+        return cls(**config)

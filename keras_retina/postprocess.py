@@ -41,8 +41,9 @@ class DetectionDecoder(keras.layers.Layer):
     """Decoding, per-level top-k, score threshold, class-wise NMS (see module docstring).
 
     Args:
-      image_size, min_level, max_level, num_scales, aspect_ratios, anchor_size:
-        the anchor configuration the model was built with.
+      image_size: int or (height, width) of the model input.
+      anchor_generator: the `anchors.AnchorGenerator` the model was built with
+        (default: the paper's geometry).
       box_coder_weights: as used by the label encoder.
       score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections:
         the paper's inference parameters.
@@ -51,11 +52,7 @@ class DetectionDecoder(keras.layers.Layer):
     def __init__(
         self,
         image_size,
-        min_level=anchor_lib.MIN_LEVEL,
-        max_level=anchor_lib.MAX_LEVEL,
-        num_scales=anchor_lib.NUM_SCALES,
-        aspect_ratios=anchor_lib.ASPECT_RATIOS,
-        anchor_size=anchor_lib.ANCHOR_SIZE,
+        anchor_generator=None,
         box_coder_weights=box_coder.DEFAULT_WEIGHTS,
         score_threshold=SCORE_THRESHOLD,
         pre_nms_top_k=PRE_NMS_TOP_K,
@@ -74,19 +71,13 @@ class DetectionDecoder(keras.layers.Layer):
             raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got "
                              f"{pre_nms_top_k} and {max_detections}.")
         self.image_size = anchor_lib.config_image_size(image_size)
-        self.min_level = min_level
-        self.max_level = max_level
-        self.num_scales = num_scales
-        self.aspect_ratios = tuple(aspect_ratios)
-        self.anchor_size = anchor_size
+        self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
         self.box_coder_weights = tuple(box_coder_weights)
         self.score_threshold = score_threshold
         self.pre_nms_top_k = pre_nms_top_k
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
-        self.anchors_by_level = anchor_lib.generate_anchors(
-            image_size, min_level, max_level, num_scales, aspect_ratios, anchor_size
-        )
+        self.anchors_by_level = self.anchor_generator.by_level(image_size)
 
     def call(self, outputs):
         logits = tf.cast(outputs["classification"], tf.float32)
@@ -145,11 +136,7 @@ class DetectionDecoder(keras.layers.Layer):
         config = super().get_config()
         config.update(
             image_size=self.image_size,
-            min_level=self.min_level,
-            max_level=self.max_level,
-            num_scales=self.num_scales,
-            aspect_ratios=list(self.aspect_ratios),
-            anchor_size=self.anchor_size,
+            anchor_generator=keras.saving.serialize_keras_object(self.anchor_generator),
             box_coder_weights=list(self.box_coder_weights),
             score_threshold=self.score_threshold,
             pre_nms_top_k=self.pre_nms_top_k,

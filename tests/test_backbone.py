@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from conftest import assert_close
 from keras_retina import RetinaNet
+from keras_retina.errors import DataError
 from keras_retina.backbone import FoldedConvBatchNorm, build_backbone, fold_frozen_batchnorm
 
 
@@ -172,7 +173,7 @@ def test_imagenet_download_failure_says_what_to_do(monkeypatch):
 def test_bad_names_and_paths():
     with pytest.raises(ValueError, match="backbone='vgg'"):
         build_backbone("vgg", (64, 64, 3))
-    with pytest.raises(FileNotFoundError, match="missing.h5"):
+    with pytest.raises(DataError, match="missing.h5"):
         build_backbone("resnet50", (64, 64, 3), weights="/nowhere/missing.h5")
     with pytest.raises(ValueError, match="no ImageNet weights"):
         build_backbone("tiny", (64, 64, 3), weights="imagenet")

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import TINY_FLAGS, assert_same_final_weights
+from dirty_data import DIRTY_RECORDS_COUNTS, dirty_records, jpeg, scene, write_corpus, write_tfrecord
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,23 +31,70 @@ def _data_flags(coco, val=True):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "--image_size=100"], "--image_size=100: --image_size must be a multiple of 32"),
+    (["train", "--image_size=100"], "--image_size=100: --image_size each side must be a positive multiple of 32"),
     (["train", "--strategy=gpu_cluster"], "--strategy"),
     (["train", "--lr_boundaries=80,60"], "--lr_boundaries"),
-    (["train", "--train_steps=50", "--lr_boundaries=60"], "below --train_steps"),
+    (["train", "--train_steps=50", "--lr_boundaries=60"], "must be below train_steps=50"),
     (["train", "--model_dir=run"], "exactly one training source"),
     (["train", "--model_dir=run", "--train_annotations=missing.json", "--train_images=."], "missing.json"),
     (["evaluate"], "--model_dir is required"),
     (["fit"], "usage: keras_retina"),
     (["train", "--flagfile=nowhere.flags"], "--flagfile=nowhere.flags: no such file"),
     (["train", "--freeze_backbone_at=6"], "--freeze_backbone_at"),
-    (["train", "--backbone=tiny", "--freeze_backbone_at=2"], "--freeze_backbone_at needs a ResNet"),
+    (["train", "--backbone=tiny", "--freeze_backbone_at=2"], "freeze_backbone_at=2: only ResNet backbones"),
+    (["export", "--model_dir=run"], "export needs --model_dir (the trained model) and --export_dir"),
+    (["evaluate", "--model_dir=run"], "--model_dir=run: no config.json"),
 ])
 def test_bad_flags_are_rejected_before_any_work(tmp_path, args, message):
     result = _cli(*args, cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()
+
+
+def test_help_lists_the_commands_and_each_commands_flags_without_tensorflow_noise(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**env, "PYTHONPATH": REPO}, timeout=120)
+    assert result.returncode == 0 and result.stderr == ""
+    for command in ("train", "evaluate", "check-data", "export", "predict"):
+        assert re.search(rf"^  {command} +\S", result.stdout, re.M), command
+    assert "keras_retina train --flagfile=configs/demo.flags" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", "train", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, env={**env, "PYTHONPATH": REPO}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "cuInit" not in result.stderr and "oneDNN" not in result.stderr
+    groups = re.findall(r"^(\S[^:]*):$", result.stdout, re.M)
+    assert groups == ["run folder and reports", "data (exactly one training source)", "model (the paper's defaults)",
+                      "training (the paper's recipe by default)", "export and postprocessing"]
+    assert "  --focal_alpha=0.25\n      Focal loss alpha (paper: 0.25)." in result.stdout
+    assert "  --lr_boundaries=60000,80000\n" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", "export", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, env={**env, "PYTHONPATH": REPO}, timeout=120)
+    assert "--export_dir" in result.stdout and "--focal_alpha" not in result.stdout
+
+
+BUG = """
+import sys
+from keras_retina import cli, commands
+
+def evaluate(configs, options):
+    return {}["a bug"]
+
+commands.evaluate = evaluate
+sys.argv = ["keras_retina", "evaluate", "--model_dir=run"]
+cli.run()
+"""
+
+
+def test_a_bug_keeps_its_traceback_and_a_data_error_is_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", BUG], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'a bug'" in result.stderr
+    result = _cli("evaluate", "--model_dir=run", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("keras_retina evaluate: error: --model_dir=run")
 
 
 def test_train_evaluate_check_data(tmp_path, tiny_coco):
@@ -222,3 +270,85 @@ def test_kill_while_a_checkpoint_is_written_leaves_the_latest_readable(tmp_path,
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming from" in result.stdout and "ckpt-6 at step 6" in result.stdout
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 12
+
+
+def test_cli_on_dirty_tfrecords(tmp_path):
+    """Training stops with an error naming the records, or with --skip_bad_examples counts
+    skips and drops in the start-of-training report and summary.json; check-data lists them."""
+    write_tfrecord(str(tmp_path / "dirty.tfrecord"), dirty_records())
+    (tmp_path / "labels.json").write_text(json.dumps([{"id": 1, "name": "a"}]))
+    data = ["--train_tfrecord=dirty.tfrecord", "--label_map=labels.json"]
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=2", *data, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "dirty.tfrecord record 0 (source_id 1): box [nan" in result.stderr and "--skip_bad_examples" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=2", "--skip_bad_examples", *data,
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    start = result.stdout.split("Trained")[0]
+    assert re.search(r"skipped\s+1 x cannot be decoded.*record 1 \(source_id 2\)", start), start
+    assert re.search(r"dropped\s+1 x box with negative size or NaN", start), start
+    assert re.search(r"ok\s+1 x box with zero width or height: dropped", start), start
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {kind: v["count"] for kind, v in summary["data"]["train"].items()} == DIRTY_RECORDS_COUNTS
+
+    result = _cli("check-data", "--image_size=64", *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"ERROR\s+1 x cannot be decoded", result.stdout), result.stdout
+    assert "read and decoded 4 images" in result.stdout  # 7 records, 1 undecodable, 2 sharing an id
+    assert "Training on this data stops with an error" in result.stdout
+
+
+def test_deterministic_tfrecord_training_resumes_to_the_same_weights(tmp_path):
+    """--deterministic on a TFRecord source with an undecodable record (--skip_bad_examples):
+    6 steps, then the same command to 12 (a resume) ends with an uninterrupted run's weights."""
+    good = [(10 + i, jpeg(scene(40 + 4 * i, 48, seed=i)), [(0.1, 0.2, 0.6, 0.7)], [1]) for i in range(6)]
+    write_tfrecord(str(tmp_path / "train.tfrecord"), dirty_records() + good)
+    (tmp_path / "labels.json").write_text(json.dumps([{"id": 1, "name": "a"}]))
+    args = ["train", *TINY_FLAGS, "--checkpoint_every_steps=3", "--deterministic", "--skip_bad_examples",
+            "--scale_min=0.8", "--scale_max=1.2", "--train_tfrecord=train.tfrecord", "--label_map=labels.json"]
+    for run, steps in (("straight", 12), ("resumed", 6), ("resumed", 12)):
+        result = _cli(*args, f"--train_steps={steps}", f"--model_dir={run}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from" in result.stdout and "at step 6" in result.stdout
+    assert_same_final_weights(tmp_path / "straight", tmp_path / "resumed", "ckpt-6")
+
+
+def test_cli_check_data_and_train_on_the_dirty_corpus(tmp_path):
+    ann_path, images_dir, _ = write_corpus(str(tmp_path / "dirty"))
+    data = [f"--train_annotations={ann_path}", f"--train_images={images_dir}"]
+    result = _cli("check-data", "--image_size=64", *data, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for phrase in ("ERROR", "image file missing", "cannot be decoded", "truncated.png", "duplicate image id",
+                   "box entirely outside", "Training on this data stops with an error"):
+        assert phrase in result.stdout, phrase
+
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=3", *data, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "missing.jpg" in result.stderr and "--skip_bad_examples" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=3", "--skip_bad_examples", *data,
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped" in result.stdout and "Trained 3 steps" in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data"]["train"]["missing_file"]["count"] == 1
+    assert summary["data"]["train"]["unreadable_image"]["count"] == 4
+    assert "skipped or dropped" in result.stdout  # the end-of-training summary says so too
+
+
+def test_cli_names_a_file_that_only_fails_when_decoded(tiny_coco, tmp_path):
+    """A truncated JPEG passes the header check; training stops with its name, not a TF trace."""
+    ann_path, images_dir = tiny_coco["train"]
+    victim = os.path.join(images_dir, sorted(os.listdir(images_dir))[3])
+    with open(victim, "rb") as f:
+        whole = f.read()
+    with open(victim, "wb") as f:
+        f.write(whole[: len(whole) // 2])
+    data = [f"--train_annotations={ann_path}", f"--train_images={images_dir}"]
+    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=8", "--batch_size=16", *data,
+                  cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "cannot be decoded" in result.stderr and os.path.basename(victim) in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,11 +1,15 @@
 import json
+import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from conftest import assert_close
+from dirty_data import EXPECTED_AT_READ, write_corpus
 from keras_retina.data import coco_json
+from keras_retina.errors import DataError
 
 
 def _write(tmp_path, annotations, categories=None, images=None):
@@ -29,7 +33,7 @@ def test_reads_categories_boxes_crowd_and_negatives(tmp_path):
     source = coco_json.read_coco_json(*_write(tmp_path, anns))
     # Category ids map to contiguous classes in ascending id order; names kept.
     assert source.label_map == [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]
-    examples = list(source.dataset())
+    examples = list(source.examples())
     assert [int(e["image_id"]) for e in examples] == [7, 9]
     first, negative = examples
     assert_close(first["boxes"], [[5, 10, 35, 30], [0, 0, 40, 60]])  # xywh -> yxyx
@@ -63,5 +67,67 @@ def test_missing_image_file_is_named(tmp_path):
     images = [{"id": 1, "file_name": "nowhere.jpg", "height": 10, "width": 10}]
     with pytest.raises(ValueError, match="image file missing: .*nowhere.jpg"):
         coco_json.read_coco_json(*_write(tmp_path, [], images=images))
-    with pytest.raises(FileNotFoundError, match="missing.json"):
+    with pytest.raises(DataError, match="missing.json"):
         coco_json.read_coco_json(str(tmp_path / "missing.json"), str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(str(tmp_path_factory.mktemp("dirty")))
+
+
+def test_without_skip_every_problem_is_named_in_one_error(corpus):
+    ann_path, images_dir, _ = corpus
+    with pytest.raises(DataError) as error:
+        coco_json.read_coco_json(ann_path, images_dir)
+    message = str(error.value)
+    for name in ("missing.jpg", "corrupt.jpg", "empty.jpg", "resized.jpg", "annotation id 3", "annotation id 5",
+                 "annotation id 6", "category_id 42", "annotation id 8 (image 999)", "image id 100 ",
+                 "photo.tiff", "annotation id 1 (image 1)",
+                 "--skip_bad_examples"):
+        assert name in message, name
+
+
+def test_with_skip_everything_is_counted_and_the_rest_is_clean(corpus):
+    ann_path, images_dir, ids = corpus
+    source = coco_json.read_coco_json(ann_path, images_dir, skip_bad_examples=True)
+    assert dict(source.report.counts) == EXPECTED_AT_READ
+    assert {"truncated.jpg", "truncated.png", "corrupt.jpg", "empty.jpg"} == {
+        os.path.basename(o.split(":")[0]) for o in source.report.offenders["unreadable_image"]}
+    examples = {int(e["image_id"]): e for e in source.examples()}
+    kept = {"good.jpg", "gray.png", "rgba.png", "cmyk.jpg", "deep.png", "exif.jpg", "dot.png", "large.jpg",
+            "negative.jpg", "palette.png", "exif_stored.jpg"}
+    assert sorted(examples) == sorted(ids[n] for n in kept)
+    for example in examples.values():
+        assert example["image"].dtype == tf.uint8 and example["image"].shape[-1] == 3
+        assert np.all(np.isfinite(example["boxes"].numpy()))
+    good = examples[ids["good.jpg"]]
+    np.testing.assert_allclose(good["boxes"].numpy(), [[5, 10, 35, 30], [40, 50, 48, 64], [0, 0, 48, 64]])
+    assert good["is_crowd"].numpy().tolist() == [False, False, True]
+    assert np.all(examples[ids["gray.png"]]["image"].numpy() == 90)  # gray -> the same value in R, G, B
+    assert np.all(examples[ids["rgba.png"]]["image"].numpy() == 0)  # alpha dropped, colour kept
+    cmyk = examples[ids["cmyk.jpg"]]["image"].numpy()
+    assert cmyk.shape == (32, 32, 3) and np.all(np.abs(cmyk.mean((0, 1)) - [200, 40, 90]) < 8)  # not inverted
+    palette = np.asarray(Image.open(os.path.join(images_dir, "palette.png")).convert("RGB"))
+    assert np.array_equal(examples[ids["palette.png"]]["image"].numpy(), palette)
+    deep = examples[ids["deep.png"]]["image"].numpy()
+    assert deep[0, 0].tolist() == [0, 0, 0] and deep[0, 8].tolist() == [128] * 3 and deep[8, 0, 0] == 255
+    rotated = examples[ids["exif.jpg"]]["image"].numpy()
+    assert rotated.shape == (60, 40, 3) and rotated[:10].mean() > 200 and rotated[20:].mean() < 30
+    assert examples[ids["dot.png"]]["image"].shape == (1, 1, 3)
+    assert examples[ids["large.jpg"]]["image"].shape == (3000, 4000, 3)
+    assert examples[ids["negative.jpg"]]["boxes"].shape == (0, 4)
+    assert examples[ids["palette.png"]]["image"].shape == (16, 16, 3)
+    assert examples[ids["exif_stored.jpg"]]["image"].shape == (40, 60, 3)  # JSON gave the stored size
+
+
+def test_examples_in_a_seeded_order_from_any_position(tiny_coco):
+    """ordered_examples: element i depends on (seed, i) alone; each epoch is every image once."""
+    source = coco_json.read_coco_json(*tiny_coco["train"])
+    count = source.num_examples
+    ids = [int(e["image_id"]) for _, e in source.ordered_examples(5, 0).take(2 * count)]
+    assert sorted(ids[:count]) == sorted(ids[count:]) == sorted(r["id"] for r in source.images)
+    assert ids[:count] != ids[count:]  # each epoch has its own order
+    later = [int(e["image_id"]) for _, e in source.ordered_examples(5, count - 3).take(6)]
+    assert later == ids[count - 3:count + 3]
+    assert [int(e["image_id"]) for _, e in source.ordered_examples(6, 0).take(count)] != ids[:count]

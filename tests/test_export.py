@@ -13,7 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import TINY, assert_close
-from keras_retina import RetinaNet, export, training
+from keras_retina import RetinaNet, export
+from keras_retina.run_dir import RunDir
 from keras_retina.data import pipeline
 
 LABEL_MAP = [{"id": 4, "name": "cat"}, {"id": 9, "name": "dog"}, {"id": 17, "name": "bird"}]
@@ -25,10 +26,10 @@ def make_model_dir(path):
     detections with varied scores, so comparisons are not between empty results."""
     kwargs = {**TINY, "num_classes": 3, "prior_probability": 0.3}
     model = RetinaNet(**kwargs)
-    training.save_json({"model": kwargs, "train": {"data": {}}}, os.path.join(path, "config.json"))
-    training.save_json(LABEL_MAP, os.path.join(path, "label_map.json"))
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(path, "checkpoints"),
-                               max_to_keep=1).save(checkpoint_number=7)
+    run = RunDir(path)
+    run.write_config({"model": model.config.to_json(), "train": {}, "data": {}})
+    run.write_label_map(LABEL_MAP)
+    run.checkpoint_manager(tf.train.Checkpoint(model=model)).save(checkpoint_number=7)
     return model
 
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from conftest import TINY, assert_close, keras_file_round_trip
 from keras_retina import RetinaNet, num_anchors
+from keras_retina.anchors import AnchorGenerator
 from keras_retina import boxes as box_lib
 from keras_retina import evaluation
 from keras_retina.data import synthetic
@@ -19,12 +20,41 @@ def _data(n=8, seed=3):
     return images.astype(np.float32), boxes, classes
 
 
+class _AnchorBoxHead(keras.layers.Layer):
+    """A box head whose output at each location and anchor is that anchor's own box, computed from
+    the feature map's grid and the anchor generator's sizes (not from its anchor list)."""
+
+    def __init__(self, generator, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+
+    def call(self, features):
+        outputs = {}
+        for name, x in features.items():
+            stride = 2 ** int(name[1:])
+            rows, cols = x.shape[1], x.shape[2]
+            cy = (np.arange(rows) + 0.5) * stride
+            cx = (np.arange(cols) + 0.5) * stride
+            half = [(self.generator.anchor_size * stride * 2 ** (s / self.generator.num_scales) / np.sqrt(r) / 2,
+                     self.generator.anchor_size * stride * 2 ** (s / self.generator.num_scales) * np.sqrt(r) / 2)
+                    for s in range(self.generator.num_scales) for r in self.generator.aspect_ratios]
+            grid = np.array([[[cy[i] - h, cx[j] - w, cy[i] + h, cx[j] + w] for h, w in half]
+                             for i in range(rows) for j in range(cols)], np.float32)
+            boxes = keras.ops.reshape(keras.ops.convert_to_tensor(grid), (1, rows, cols, len(half) * 4))
+            outputs[name] = keras.ops.zeros_like(x[..., :1]) + boxes
+        return outputs
+
+
 def test_raw_outputs_in_anchor_order():
-    model = _tiny()
-    out = model(np.zeros((2, 128, 128, 3), np.float32))
-    assert out["classification"].shape == (2, num_anchors(128), 3)
-    assert out["box"].shape == (2, num_anchors(128), 4)
-    assert model.anchors.shape == (num_anchors(128), 4)
+    """The raw box output at anchor index i is what the head computed for anchor i: a head that
+    outputs each anchor's own box gives exactly `model.anchors`, level by level, row by row."""
+    generator = AnchorGenerator(num_scales=2, aspect_ratios=(0.5, 1.0, 2.0))
+    model = _tiny(image_size=(128, 96), anchor_generator=generator, box_head=_AnchorBoxHead(generator))
+    out = model(np.zeros((2, 128, 96, 3), np.float32))
+    assert out["classification"].shape == (2, generator.num_anchors((128, 96)), 3)
+    assert_close(out["box"][0], model.anchors, atol=1e-4)
+    assert_close(out["box"][1], model.anchors, atol=1e-4)
+    assert_close(model.anchors, generator.anchors((128, 96)))
 
 
 def test_resnet50_fpn_at_640_is_the_papers_network():
@@ -154,6 +184,46 @@ def test_config_and_keras_file_round_trip(tmp_path):
     # The restored model keeps training.
     _, boxes, classes = _data(2)
     restored.fit(images, {"boxes": boxes * [1, 2, 1, 2], "classes": classes}, verbose=0)
+
+
+@keras.saving.register_keras_serializable(package="keras_retina_tests")
+class CornerAnchors(AnchorGenerator):
+    """A geometry variant: locations centred at (y * stride, x * stride) instead of + 0.5."""
+
+    def level_anchors(self, level, rows, cols):
+        return super().level_anchors(level, rows, cols) - 0.5 * 2**level
+
+
+def test_model_from_non_default_parts_round_trips(tmp_path):
+    """A geometry variant is one anchor generator: the heads, encoder and decoder all get it, and
+    config and .keras round trips keep it and a given loss object."""
+    from keras_retina.losses import FocalLoss
+
+    generator = CornerAnchors(num_scales=2, aspect_ratios=(1.0, 2.0), anchor_size=3.0)
+    model = _tiny(anchor_generator=generator, classification_loss=FocalLoss(0.3, 1.0, reduction="sum"))
+    expected_anchors = AnchorGenerator(num_scales=2, aspect_ratios=(1.0, 2.0), anchor_size=3.0).anchors(128) - 4.0
+    assert_close(model.label_encoder.anchors[:4], expected_anchors[:4])  # P3: stride 8, shifted by 4
+    assert model.decoder.anchor_generator is generator and model.classification_head.num_anchors == 4
+    config = model.get_config()
+    clone = RetinaNet.from_config(config)
+    assert type(clone.anchor_generator) is CornerAnchors and clone.get_config() == config
+    assert clone.cls_loss_fn.alpha == 0.3 and clone.cls_loss_fn.gamma == 1.0
+    images, boxes, classes = _data(2)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    restored = keras_file_round_trip(model, tmp_path)
+    assert type(restored.anchor_generator) is CornerAnchors
+    assert_close(restored.label_encoder.anchors, model.label_encoder.anchors)
+    tf.nest.map_structure(assert_close, restored.predict(images, verbose=0), model.predict(images, verbose=0))
+    restored.fit(images, {"boxes": boxes, "classes": classes}, verbose=0)
+
+
+def test_parts_that_do_not_fit_are_refused():
+    from keras_retina.heads import PredictionHead
+
+    with pytest.raises(ValueError, match="the heads give .* anchors but the anchor generator has"):
+        _tiny(box_head=PredictionHead(4, num_anchors=3, filters=8, num_convs=1))
+    with pytest.raises(TypeError, match="unknown setting"):
+        _tiny(fpn_channels=3)
 
 
 def test_learns_to_find_every_box():

@@ -2,7 +2,8 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import assert_close
-from keras_retina.data import pipeline
+from dirty_data import dirty_records, write_corpus, write_tfrecord
+from keras_retina.data import coco_json, pipeline, tfrecord
 from keras_retina.label_encoder import LabelEncoder
 
 
@@ -59,10 +60,8 @@ def test_flip_and_scale_jitter_keep_boxes_on_their_pixels():
 
 
 def test_coco_source_is_shuffled_over_the_whole_set_before_decoding(tiny_coco):
-    from keras_retina.data import coco_json
-
     source = coco_json.read_coco_json(*tiny_coco["train"])
-    ids = [int(e["image_id"]) for e in source.dataset(shuffle=True, seed=1).take(16)]
+    ids = [int(e["image_id"]) for e in source.examples(shuffle=True, seed=1).take(16)]
     assert sorted(ids) == sorted(r["id"] for r in source.images)  # one pass = every image once
     assert ids != sorted(ids)
 
@@ -89,3 +88,43 @@ def test_eval_dataset_meta():
     assert meta["original_size"].numpy().tolist() == [[100, 200], [60, 30]]
     assert meta["classes"].numpy().tolist() == [[2, 1], [-1, -1]]  # padded ground truth
     assert_close(meta["boxes"][0], _example()["boxes"])  # original pixels, not resized
+
+
+def test_training_pipeline_on_the_clean_rest_of_dirty_data_gives_finite_targets(tmp_path):
+    ann_path, images_dir, _ = write_corpus(str(tmp_path))
+    source = coco_json.read_coco_json(ann_path, images_dir, skip_bad_examples=True)
+    dataset = pipeline.train_dataset(source, LabelEncoder(image_size=64), 64, batch_size=3,
+                                     scale_range=(0.8, 1.2), seed=0, repeat=False)
+    batches = list(dataset)
+    assert len(batches) == 3  # 11 clean images
+    for images, targets in batches:
+        assert np.all(np.isfinite(images.numpy()))
+        assert np.all(np.isfinite(targets["box_targets"].numpy()))
+
+
+def test_record_source_order_and_shuffle(tmp_path):
+    """File order without shuffling; shuffled through a buffer of encoded records, each decodable
+    picture once per pass in a new order (a picture's grey level names it; flips keep it)."""
+    path = str(tmp_path / "dirty.tfrecord")
+    write_tfrecord(path, dirty_records())
+    source = tfrecord.tfrecord_source(path, [{"id": 1, "name": "a"}]).checked(skip_bad_examples=True)
+    images, targets = next(iter(pipeline.train_dataset(source, LabelEncoder(image_size=64), 64, batch_size=3,
+                                                       seed=0, repeat=False, shuffle=False)))
+    assert np.all(np.isfinite(targets["box_targets"].numpy()))
+    assert (targets["cls_targets"].numpy()[0] >= 0).sum() > 0  # the good box is still a positive
+    means = [[round(float(images.numpy()[0, :32, :32].mean())) for images, _ in pipeline.train_dataset(
+        source, LabelEncoder(image_size=64), 64, batch_size=1, seed=seed, repeat=False, shuffle=shuffle)]
+        for seed, shuffle in ((0, False), (0, True), (1, True))]
+    assert means[0] == [30, 90, 120, 150]  # file order; the undecodable record and the shared id left out
+    assert all(sorted(m) == means[0] for m in means) and means[1] != means[0] and means[2] != means[1]
+
+
+def test_boxes_the_rule_rejects_never_become_positives():
+    example = {**_example(), "boxes": tf.constant([[10.0, 20.0, 50.0, 120.0], [np.nan, 0, 5, 5],
+                                                   [300.0, 10.0, 400.0, 50.0], [-20.0, -20.0, 30.0, 30.0]]),
+               "classes": tf.constant([2, 1, 1, 0], tf.int32), "is_crowd": tf.constant([False] * 4),
+               "area": tf.ones([4])}
+    _, boxes, classes = pipeline.preprocess_for_training(example, 128, flip=False)
+    assert classes.numpy().tolist() == [2, -1, -1, 0]  # NaN and fully outside: class -1
+    assert_close(boxes[3], [0, 0, 30 * 0.64, 30 * 0.64], atol=1e-4)  # clipped, kept
+    assert np.all(np.isfinite(boxes.numpy()))

@@ -4,6 +4,7 @@ import pytest
 from conftest import assert_close, layer_round_trip
 from keras_retina import box_coder
 from keras_retina import boxes as box_lib
+from keras_retina.anchors import AnchorGenerator
 from keras_retina.postprocess import DetectionDecoder
 
 K = 3
@@ -95,7 +96,8 @@ def test_bad_arguments():
 
 
 def test_round_trip(tmp_path):
-    decoder = DetectionDecoder(128, num_scales=2, aspect_ratios=(1.0, 2.0), anchor_size=3.0,
+    generator = AnchorGenerator(num_scales=2, aspect_ratios=(1.0, 2.0), anchor_size=3.0)
+    decoder = DetectionDecoder(128, generator,
                                box_coder_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.1,
                                pre_nms_top_k=50, nms_iou_threshold=0.6, max_detections=20,
                                name="decoder_x")

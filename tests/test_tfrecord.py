@@ -1,4 +1,5 @@
 import io
+import json
 
 import numpy as np
 import pytest
@@ -7,7 +8,11 @@ from PIL import Image
 
 from conftest import assert_close
 from conftest import tf_feature as _feature
-from keras_retina.data import tfrecord
+from dirty_data import DIRTY_RECORDS_COUNTS, dirty_records, jpeg, write_tfrecord
+from keras_retina.data import cleaning, tfrecord
+from keras_retina.data.data_config import DataConfig
+from keras_retina.data.sources import open_sources
+from keras_retina.errors import DataError
 
 
 def _write_records(path):
@@ -45,7 +50,7 @@ def test_reads_model_garden_layout(tmp_path, use_official):
     _write_records(path)
     label_map = tfrecord.scan_label_map(str(path))
     assert label_map == [{"id": 1, "name": "1"}, {"id": 3, "name": "3"}]
-    first, second = list(tfrecord.tfrecord_examples(str(path), label_map, use_official))
+    first, second = list(tfrecord.tfrecord_source(str(path), label_map, use_official).examples())
     assert int(first["image_id"]) == 42 and first["image"].shape == (40, 80, 3)
     assert_close(first["boxes"], [[4, 16, 20, 48], [0, 0, 40, 80]], atol=1e-4)
     assert first["classes"].numpy().tolist() == [1, 0]
@@ -61,5 +66,56 @@ def test_label_map_files(tmp_path):
                      'item {\n  name: "/m/01g317"\n  id: 7\n  display_name: "person"\n}\n')
     assert tfrecord.read_label_map(str(pbtxt)) == [{"id": 1, "name": "dog"}, {"id": 3, "name": "cat"},
                                                    {"id": 7, "name": "person"}]
-    with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
-        tfrecord.tfrecord_examples(str(tmp_path / "none-*.tfrecord"), [])
+    with pytest.raises(DataError, match="no TFRecord files match"):
+        tfrecord.tfrecord_source(str(tmp_path / "none-*.tfrecord"), [])
+    (tmp_path / "broken.json").write_text("[{")
+    with pytest.raises(DataError, match="broken.json: not valid JSON"):
+        tfrecord.read_label_map(str(tmp_path / "broken.json"))
+
+
+def test_dirty_records_are_named_counted_and_left_out(tmp_path):
+    path = str(tmp_path / "dirty.tfrecord")
+    write_tfrecord(path, dirty_records())
+    label_map = [{"id": 1, "name": "a"}]
+    source = tfrecord.tfrecord_source(path, label_map)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
+        list(source.examples())
+    with pytest.raises(DataError, match=r"dirty.tfrecord record 0 \(source_id 1\): box \[nan") as error:
+        source.checked()
+    assert "--skip_bad_examples" in str(error.value)
+    checked = source.checked(skip_bad_examples=True)
+    assert checked is not source and source.num_examples is None  # the pass returns a new source
+    assert dict(checked.report.counts) == DIRTY_RECORDS_COUNTS and checked.num_examples == 4
+    assert cleaning.count_examples(checked.examples()) == 4  # undecodable and shared ids left out
+    assert checked.exclude == tuple(f"{path} record {n} (source_id 6)" for n in (5, 6)) + (
+        f"{path} record 1 (source_id 2)",)
+    assert source.find_undecodable() == [f"{path} record 1 (source_id 2)"]
+
+
+def test_records_without_source_ids_and_unparseable_records(tmp_path):
+    """No source_id: ids from the image bytes (as the Model Garden), never all one duplicate id.
+    A record that is not a tf.Example: an error naming the file, not a TensorFlow traceback."""
+    pictures = [jpeg(np.full((16, 16, 3), 40 * n, np.uint8)) for n in range(1, 4)]
+    write_tfrecord(str(tmp_path / "anonymous.tfrecord"), [("", p, [(0.1, 0.1, 0.5, 0.5)], [1]) for p in pictures])
+    train = open_sources(DataConfig(train_tfrecord=str(tmp_path / "anonymous.tfrecord"))).train
+    assert dict(train.report.counts) == {} and train.num_examples == 3
+    ids = [int(e["image_id"]) for e in train.examples()]
+    assert len(set(ids)) == 3
+    # The same picture twice without ids is one image id twice: named as such.
+    write_tfrecord(str(tmp_path / "twice.tfrecord"), [("", pictures[0], [(0.1, 0.1, 0.5, 0.5)], [1])] * 2)
+    with pytest.raises(DataError, match=r"duplicate image id: .*twice.tfrecord record 1 \(no source_id\)"):
+        open_sources(DataConfig(train_tfrecord=str(tmp_path / "twice.tfrecord")))
+
+    with tf.io.TFRecordWriter(str(tmp_path / "garbage.tfrecord")) as writer:
+        writer.write(b"not a tf.Example")
+    (tmp_path / "labels.json").write_text(json.dumps([{"id": 1, "name": "a"}]))
+    for label_map in (None, str(tmp_path / "labels.json")):  # the label-map scan, the data check
+        with pytest.raises(DataError, match=r"garbage.tfrecord: a record cannot be read"):
+            open_sources(DataConfig(train_tfrecord=str(tmp_path / "garbage.tfrecord"), label_map=label_map))
+
+
+def test_records_without_a_usable_image_are_an_error(tmp_path):
+    write_tfrecord(str(tmp_path / "junk.tfrecord"), [(1, b"junk", [(0.1, 0.1, 0.5, 0.5)], [1])])
+    data = DataConfig(train_tfrecord=str(tmp_path / "junk.tfrecord"), skip_bad_examples=True)
+    with pytest.raises(DataError, match=r"junk.tfrecord: no usable images.\n(.|\n)*skipped\s+1 x cannot"):
+        open_sources(data)

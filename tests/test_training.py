@@ -4,25 +4,29 @@ import os
 import numpy as np
 import pytest
 
-from keras_retina import commands, training
-
-TINY_MODEL = dict(backbone="tiny", image_size=64, fpn_filters=16, head_filters=16, head_convs=1)
+from conftest import TINY
+from keras_retina import optimization, training
+from keras_retina.data.data_config import DataConfig
+from keras_retina.data.sources import open_sources
+from keras_retina.errors import UsageError
+from keras_retina.model_config import ModelConfig
+from keras_retina.run_dir import RunDir
+from keras_retina.train_config import TrainConfig
 
 
 def test_warmup_piecewise_schedule():
-    schedule = training.WarmupPiecewiseSchedule(0.02, [100, 200], 0.1, warmup_steps=10)
+    schedule = optimization.WarmupPiecewiseSchedule(0.02, [100, 200], 0.1, warmup_steps=10)
     expected = {0: 0.02 / 3, 5: 0.02 * (1 / 3 + 2 / 3 * 0.5), 10: 0.02, 99: 0.02, 100: 0.002,
                 199: 0.002, 200: 0.0002}
     for step, rate in expected.items():
         assert float(schedule(step)) == pytest.approx(rate, rel=1e-6), step
-    restored = training.WarmupPiecewiseSchedule.from_config(schedule.get_config())
+    restored = optimization.WarmupPiecewiseSchedule.from_config(schedule.get_config())
     assert restored.get_config() == schedule.get_config()
 
 
 def test_learning_rate_and_steps_scale_with_the_batch():
-    config = training.TrainConfig(model_dir="x", model={}, batch_size=32, reference_batch_size=16,
-                                  learning_rate=0.01, train_steps=90000,
-                                  lr_boundaries=[60000, 80000], warmup_steps=500)
+    config = TrainConfig(batch_size=32, reference_batch_size=16, learning_rate=0.01, train_steps=90000,
+                         lr_boundaries=[60000, 80000], warmup_steps=500)
     assert config.scaled() == (0.02, 45000, [30000, 40000], 250)
 
 
@@ -37,22 +41,21 @@ def _tensorboard_tags(log_dir):
     return tags
 
 
-def _config(model_dir, **overrides):
-    values = dict(model_dir=str(model_dir), model=dict(TINY_MODEL), batch_size=4,
-                  reference_batch_size=4, optimizer="adamw", learning_rate=1e-3, train_steps=6,
+def _config(**overrides):
+    values = dict(batch_size=4, reference_batch_size=4, optimizer="adamw", learning_rate=1e-3, train_steps=6,
                   lr_boundaries=[4], warmup_steps=2, checkpoint_every_steps=3, eval_every_steps=3,
                   strategy="mirrored", verbose=0)
     values.update(overrides)
-    return training.TrainConfig(**values)
+    return TrainConfig(**values)
 
 
 def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
     """In-process on two logical CPUs (MirroredStrategy, two replicas)."""
-    data = {"train_annotations": tiny_coco["train"][0], "train_images": tiny_coco["train"][1],
-            "val_annotations": tiny_coco["val"][0], "val_images": tiny_coco["val"][1]}
-    train, val, label_map = commands.sources(data)
+    data = DataConfig(train_annotations=tiny_coco["train"][0], train_images=tiny_coco["train"][1],
+                      val_annotations=tiny_coco["val"][0], val_images=tiny_coco["val"][1])
+    sources = open_sources(data)
     model_dir = tmp_path / "run"
-    summary = training.train(_config(model_dir), train, label_map, val)
+    summary = training.train(model_dir, ModelConfig(**TINY), _config(), sources, data)
     assert summary["steps"] == 6 and summary["checkpoint"].endswith("ckpt-6")
     assert set(summary["metrics"]) == set(("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
                                            "AR100", "ARs", "ARm", "ARl"))
@@ -63,54 +66,53 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
     assert "2 replica(s)" in capsys.readouterr().out
     assert {"learning_rate", "train/loss", "eval/AP", "eval/detections"} <= _tensorboard_tags(model_dir / "logs")
 
-    # config.json records the resolved setting; a model_dir written before the setting existed
-    # (no key) resumes as the unfrozen run it was.
+    # config.json records the resolved settings and the data, for evaluate.
     saved = json.loads((model_dir / "config.json").read_text())
-    assert saved["model"]["freeze_backbone_at"] == 0
-    del saved["model"]["freeze_backbone_at"]
-    (model_dir / "config.json").write_text(json.dumps(saved))
+    assert saved["model"]["freeze_backbone_at"] == 0 and saved["model"]["num_classes"] == 3
+    assert saved["data"]["val_annotations"] == tiny_coco["val"][0] and saved["train"]["train_steps"] == 6
     # The same run asked for more steps continues where it stopped, with the right rate.
-    summary = training.train(_config(model_dir, train_steps=9), train, label_map, val)
+    summary = training.train(model_dir, ModelConfig(**TINY), _config(train_steps=9), sources, data)
     out = capsys.readouterr().out
     # Step 6 is past the boundary at step 4: the restored schedule gives 1e-3 / 10.
     assert "Resuming from" in out and "at step 6 (learning rate 0.0001)" in out
     assert summary["steps"] == 9
-    model, _, _, checkpoint = commands.load_trained_model(str(model_dir))
-    assert checkpoint.endswith("ckpt-9")
+    model, _, _, checkpoint = RunDir(model_dir).load_model()
+    assert checkpoint.endswith("ckpt-9") and model.config.num_classes == 3
 
-    with pytest.raises(ValueError, match="different settings \\(head_filters\\)"):
-        training.train(_config(model_dir, model={**TINY_MODEL, "head_filters": 8}), train, label_map, val)
+    with pytest.raises(UsageError, match="different settings \\(head_filters\\)"):
+        training.train(model_dir, ModelConfig(**{**TINY, "head_filters": 8}), _config(), sources, data)
 
 
 def test_freeze_backbone_at_default_and_resume():
     resnet = dict(backbone="resnet50", image_size=64, backbone_weights="imagenet")
 
     def resolve(model, previous=None):
-        model = dict(model)
-        training.resolve_model_settings(model, previous, "runs/x")
-        return model["freeze_backbone_at"]
+        return training.resolve_model_settings(ModelConfig(**model), previous, "runs/x").freeze_backbone_at
 
     assert resolve(resnet) == 2 and resolve({**resnet, "backbone_weights": None}) == 0
-    assert resolve(TINY_MODEL) == 0 and resolve({**resnet, "freeze_backbone_at": 3}) == 3
-    saved = {**resnet, "freeze_backbone_at": 2}
+    assert resolve(TINY) == 0 and resolve({**resnet, "freeze_backbone_at": 3}) == 3
+    saved = ModelConfig(**{**resnet, "freeze_backbone_at": 2}).to_json()
     # A resumed run keeps its value even without --backbone_weights (it only initialises a run).
     assert resolve({**resnet, "backbone_weights": None}, saved) == 2
-    # A model_dir from before the setting existed trained everything: it resumes that way.
-    old = {k: v for k, v in saved.items() if k != "freeze_backbone_at"}
-    assert resolve(resnet, old) == 0
-    with pytest.raises(ValueError, match="different settings \\(freeze_backbone_at\\)"):
-        resolve({**resnet, "freeze_backbone_at": 2}, old)
-    with pytest.raises(ValueError, match="different settings \\(freeze_backbone_at\\)"):
+    with pytest.raises(UsageError, match="different settings \\(freeze_backbone_at\\)"):
         resolve({**resnet, "freeze_backbone_at": 0}, saved)
 
 
+def test_train_config_checks_name_the_setting():
+    with pytest.raises(UsageError, match="lr_boundaries=.*below train_steps=50"):
+        TrainConfig(train_steps=50, lr_boundaries=[60])
+    with pytest.raises(UsageError, match="lr_boundaries=.*increasing"):
+        TrainConfig(lr_boundaries=[80, 60])
+    with pytest.raises(UsageError, match="optimizer='adam': choose one of sgd, adamw"):
+        TrainConfig(optimizer="adam")
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_coco):
-    data = {"train_annotations": tiny_coco["train"][0], "train_images": tiny_coco["train"][1]}
-    train, _, label_map = commands.sources(data)
-    config = _config(tmp_path / "nan", optimizer="sgd", learning_rate=1e12, warmup_steps=0,
-                     lr_boundaries=[], train_steps=12, checkpoint_every_steps=1)
+    sources = open_sources(DataConfig(train_annotations=tiny_coco["train"][0], train_images=tiny_coco["train"][1]))
+    config = _config(optimizer="sgd", learning_rate=1e12, warmup_steps=0, lr_boundaries=[], train_steps=12,
+                     checkpoint_every_steps=1)
     with pytest.raises(FloatingPointError, match="Training stopped at step \\d+: the loss became NaN"):
-        training.train(config, train, label_map)
+        training.train(tmp_path / "nan", ModelConfig(**TINY), config, sources)
     saved = [name for name in os.listdir(tmp_path / "nan" / "checkpoints") if name.endswith(".index")]
     assert not (tmp_path / "nan" / "summary.json").exists()
     assert saved, "the good steps before the NaN must have been checkpointed"

@@ -32,11 +32,13 @@ defined outcome; none is a silent drop, a crash inside TensorFlow or a NaN loss.
 
 `DataReport` holds the counts and the first few offenders of each kind; the
 training start-up summary, `keras_retina check-data` and the end-of-training
-summary print it. `image_header` and `verify_image` are the checks the COCO JSON
-reader runs on each file (the header always; the full decode under
---skip_bad_examples and in check-data). `scan_records` is the same pass for
-TFRecord and TFDS sources: their annotations always (without decoding images),
-every image's decode under --skip_bad_examples and in check-data.
+summary print it. Which boxes are bad, empty, outside or clipped is decided by
+`boxes.check_boxes`; which files are bad by `images.image_header` and
+`images.verify_image` (the COCO JSON reader runs them on each file: the header
+always, the full decode under --skip_bad_examples and in check-data).
+`scan_records` is the pass for TFRecord and TFDS sources: their annotations
+always (without decoding images), every image's decode under
+--skip_bad_examples and in check-data.
 """
 
 import collections
@@ -44,8 +46,10 @@ import threading
 
 import numpy as np
 
-TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads
-MAX_PIXELS = 250_000_000  # ~16k x 16k; larger files are refused (memory), not half-read
+from keras_retina import boxes as box_lib
+from keras_retina.errors import DataError
+from keras_retina.images import MAX_PIXELS, decode_image
+
 SHOW = 5  # offenders listed per kind
 
 # kind -> (severity, what happens). "fixed": handled, reported for information;
@@ -72,20 +76,11 @@ KINDS = {
 }
 
 
-class BadImage(Exception):
-    """An image file that cannot be used; `kind` is one of KINDS."""
-
-    def __init__(self, kind, message):
-        super().__init__(message)
-        self.kind = kind
-
-
 class DataReport:
     """Thread-safe counts of each kind of dirty data, with the first offenders by name."""
 
     def __init__(self, source=""):
         self.source = source
-        self.total = None  # records read by `scan_records` (TFRecord, TFDS); None for COCO JSON
         self.counts = collections.Counter()
         self.offenders = collections.defaultdict(list)
         self._lock = threading.Lock()
@@ -125,80 +120,12 @@ class DataReport:
         return "\n".join(lines)
 
     def raise_if_bad(self, skipping):
-        """ValueError naming every kind of problem unless `skipping`."""
+        """DataError naming every kind of problem unless `skipping`."""
         problems = self.problems()
         if problems and not skipping:
-            raise ValueError(
+            raise DataError(
                 self.format(skipping) + "\nFix these, or pass --skip_bad_examples to skip bad images and "
                 "drop bad annotations (each is counted in the training summary).")
-
-
-def _open(data):
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    return Image.open(data)
-
-
-def image_header(path):
-    """(height, width as stored, EXIF orientation 1-8, mode) from the file's header.
-
-    Raises BadImage for a missing, empty, unidentifiable or too large file."""
-    import os
-
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise BadImage("missing_file", f"{path}: no such file")
-    try:
-        with _open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
-            mode, image_format = image.mode, image.format
-    except Image.DecompressionBombError as error:
-        raise BadImage("too_large", f"{path}: {error}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise BadImage("unreadable_image", f"{path}: {error}") from None
-    if width * height > MAX_PIXELS:
-        raise BadImage("too_large", f"{path}: {width}x{height} pixels")
-    if image_format not in TF_FORMATS:
-        raise BadImage("unsupported_format", f"{path}: {image_format}")
-    return height, width, orientation, mode
-
-
-def verify_image(path):
-    """Decodes the whole file (JPEGs at 1/8 scale: every byte is still read) so truncated or
-    corrupt data shows; raises BadImage naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with _open(path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (max(1, image.size[0] // 8), max(1, image.size[1] // 8)))
-            image.load()
-    except FileNotFoundError:
-        raise BadImage("missing_file", f"{path}: no such file") from None
-    except Image.DecompressionBombError as error:
-        raise BadImage("too_large", f"{path}: {error}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise BadImage("unreadable_image", f"{path}: {error}") from None
-
-
-def verify_images(paths, threads=None):
-    """{path: BadImage} for the files in `paths` that do not fully decode (threads: PIL
-    decodes without holding the GIL)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    def check(path):
-        try:
-            verify_image(path)
-        except BadImage as error:
-            return path, error
-        return path, None
-
-    with ThreadPoolExecutor(threads or 2 * (os.cpu_count() or 1)) as pool:
-        return {path: error for path, error in pool.map(check, paths) if error is not None}
 
 
 def count_examples(examples, progress_every=1000):
@@ -211,8 +138,9 @@ def count_examples(examples, progress_every=1000):
     return count
 
 
-def check_boxes(where, boxes, classes, is_crowd, num_classes, report, category_ids=None):
-    """Counts what the training pipeline will do with one image's annotations.
+def report_boxes(where, boxes, classes, is_crowd, num_classes, report, category_ids=None):
+    """Counts what the training pipeline will do with one image's annotations
+    (`boxes.check_boxes`, the rule every reader and the pipeline apply).
 
     `boxes`: [N, 4] yxyx normalised to the image (0..1 inside it); `classes`: 0..K-1, anything
     else = not in the label map; `category_ids`: the dataset's own ids, shown for unknown ones;
@@ -220,17 +148,11 @@ def check_boxes(where, boxes, classes, is_crowd, num_classes, report, category_i
     if len(boxes) == 0:
         report.add("negative_image", where)
     category_ids = classes if category_ids is None else category_ids
-    for box, cls, crowd, category in zip(boxes, classes, is_crowd, category_ids):
-        ymin, xmin, ymax, xmax = (float(v) for v in box)
-        shown = f"{where}: box {np.round(box.astype(np.float64), 3).tolist()}"
-        if not np.all(np.isfinite(box)) or ymax < ymin or xmax < xmin:
-            report.add("bad_box", shown)
-        elif ymax == ymin or xmax == xmin:
-            report.add("empty_box", shown)
-        elif ymax <= 0 or xmax <= 0 or ymin >= 1 or xmin >= 1:
-            report.add("outside_box", shown)
-        elif ymin < 0 or xmin < 0 or ymax > 1 or xmax > 1:
-            report.add("clipped_box", shown)
+    verdicts = np.asarray(box_lib.check_boxes(np.asarray(boxes, np.float32).reshape(-1, 4), 1.0, 1.0)[1])
+    for box, verdict, cls, crowd, category in zip(boxes, verdicts, classes, is_crowd, category_ids):
+        if int(verdict) in box_lib.VERDICT_KINDS:
+            report.add(box_lib.VERDICT_KINDS[int(verdict)],
+                       f"{where}: box {np.round(box.astype(np.float64), 3).tolist()}")
         if not 0 <= cls < num_classes:
             report.add("unknown_category", f"{where}: category {int(category)}")
         if crowd:
@@ -246,6 +168,11 @@ def _shown(name):
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def shown(name_bytes):
+    """A record's name (bytes) as people read it (undecodable bytes replaced)."""
+    return name_bytes.decode("utf-8", "replace")
+
+
 def scan_records(records, report, num_classes, decode=False, progress_every=10000):
     """The dirty-data pass over a TFRecord or TFDS source; returns (number of records, names
     of the records to leave out: images that did not decode, images sharing an id).
@@ -254,14 +181,12 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
     "where" (string naming the file and record), "image_id", "boxes" ([N, 4] yxyx
     normalised), "classes" (int, 0..K-1 or -1 = not in the label map), "category_ids" (the
     dataset's ids), "is_crowd" (bool [N]) and "encoded" (the image file's bytes). Every
-    annotation is checked (`check_boxes`); records sharing an image id are all counted as
+    annotation is checked (`report_boxes`); records sharing an image id are all counted as
     "duplicate_image_id" (whose boxes would evaluation match?); with `decode`, every image is
     decoded too (in parallel, in TensorFlow, as training decodes it) and each record that
     fails is counted as "unreadable_image" by name.
     """
     import tensorflow as tf
-
-    from keras_retina.data.coco_json import decode_image
 
     count = 0
     names = []
@@ -274,7 +199,7 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
         by_id[int(record["image_id"])].append(where)
         if decode:
             names.append(where)
-        check_boxes(_shown(where), record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
+        report_boxes(_shown(where), record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
                     record["is_crowd"].numpy(), num_classes, report, record["category_ids"].numpy())
         if progress_every and count % progress_every == 0:
             print(f"  ... {count} records checked", flush=True)

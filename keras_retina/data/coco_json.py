@@ -1,9 +1,9 @@
 """COCO-format JSON + image folder (what most labelling tools export) -> examples.
 
 `read_coco_json(annotations, images_dir)` parses the file once in Python and
-returns a `CocoSource`: the label map and one record per image. `dataset()`
-turns it into a `tf.data.Dataset` of examples in the common reader format
-(`keras_retina.data.pipeline`):
+returns a `CocoJsonSource` (the interface of `data.source`): the label map and
+one record per image, with random access. `examples()` is a `tf.data.Dataset`
+of examples:
 
     image_id  int64 []          COCO image id
     image     uint8 [H, W, 3]   decoded RGB (grayscale and RGBA are converted)
@@ -19,75 +19,77 @@ here and nowhere else. Images without annotations are kept (negatives). Crowd
 annotations are kept and flagged; the training pipeline drops them so they
 never become positives, and COCO evaluation uses them as its crowd regions.
 
-Dirty data (`keras_retina.data.cleaning`): reading checks every annotation and
-every image file's header (missing, unreadable, too large, size differing from
-the JSON, EXIF orientation, colour mode) and fills `CocoSource.report`. Bad
-images and annotations raise one ValueError listing them all, unless
+Dirty data (`keras_retina.data.cleaning`): reading checks every annotation
+(`boxes.check_boxes`, in pixels of the image) and every image file's header (missing, unreadable, too large, size differing from
+the JSON, EXIF orientation, colour mode) and fills the source's `report`. Bad
+images and annotations raise one DataError listing them all, unless
 `skip_bad_examples`, which skips those images / drops those annotations and
 counts them; it also decodes every file once up front (`verify_images`), so a
 truncated file is a counted skip too. Images are decoded by TensorFlow in the
 input pipeline (no Python in it): any mode to RGB, 16-bit scaled to 8, EXIF
 orientation applied when the JSON's width/height are the rotated ones. Without
 `skip_bad_examples` a file that only fails when fully decoded (truncated) stops
-training; the `train` command then finds and names it (`find_undecodable`).
+training; training then finds and names it (`find_undecodable`).
 """
 
 import json
 import math
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
 from keras_retina import boxes as box_lib
+from keras_retina import images as image_lib
 from keras_retina.data import cleaning
+from keras_retina.errors import DataError
 
 
-@dataclass
-class CocoSource:
-    """A parsed COCO JSON file: label map and per-image records (numpy)."""
+class CocoJsonSource:
+    """A parsed COCO JSON file: label map and per-image records (numpy), random access."""
 
-    annotations_path: str
-    images_dir: str
-    label_map: list  # index = contiguous class; [{"id": coco category id, "name": str}]
-    images: list = field(default_factory=list)  # dicts: id, file, exif, boxes, classes, is_crowd, area
-    skip_bad_examples: bool = False
-    report: cleaning.DataReport = None
+    decoded = False  # images are decoded when read (under --skip_bad_examples, by PIL, up front)
 
-    @property
-    def num_classes(self):
-        return len(self.label_map)
+    def __init__(self, annotations_path, label_map, images, skip_bad_examples, report):
+        self.name = annotations_path
+        self.label_map = label_map  # index = contiguous class; [{"id": category id, "name": str}]
+        self.images = images  # dicts: id, file, orientation, boxes, classes, is_crowd, area
+        self.skip_bad_examples = skip_bad_examples
+        self.report = report
+        with tf.init_scope():  # eager constants, whichever graph asks first
+            self._records = self._make_records()
 
     @property
     def num_examples(self):
         return len(self.images)
 
-    def dataset(self, shuffle=False, seed=None):
-        """`tf.data.Dataset` of examples (see module docstring), in file order or, with
-        `shuffle`, reshuffled over the whole set each pass, before any image is decoded."""
-        ds = tf.data.Dataset.from_tensor_slices(self._records())
+    def examples(self, shuffle=False, seed=None):
+        """Examples (module docstring), in file order or, with `shuffle`, reshuffled over the
+        whole set each pass, before any image is decoded."""
+        ds = tf.data.Dataset.from_tensor_slices(self._records)
         if shuffle:
             ds = ds.shuffle(len(self.images), seed=seed, reshuffle_each_iteration=True)
         ds = ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.skip_bad_examples:  # files were verified when read; a last guard, logged by TF
             ds = ds.ignore_errors(log_warning=True)
-        ds.coco_source = self  # random access for --deterministic (pipeline.deterministic_train_dataset)
         return ds
 
+    def ordered_examples(self, seed, start):
+        """(i, example) from i = `start` on: example `index_shuffle(i mod N)` of the permutation
+        seeded by (seed, i // N); a resumed run reads none of the earlier ones."""
+        count = self.num_examples
+        seed = tf.cast(seed, tf.int64)
+
+        def element(i):
+            index = tf.random.experimental.index_shuffle(i % count, tf.stack([seed, i // count]), count - 1)
+            return i, _load({key: value[index] for key, value in self._records.items()})
+
+        return tf.data.Dataset.range(int(start), 2**62).map(element, num_parallel_calls=tf.data.AUTOTUNE,
+                                                            deterministic=True)
+
     def find_undecodable(self):
-        """{path: cleaning.BadImage} of this source's images that do not fully decode."""
-        return cleaning.verify_images([r["file"] for r in self.images])
-
-    def example_at(self, index):
-        """Example number `index` (a scalar int tensor), read and decoded."""
-        return _load({key: value[index] for key, value in self._records().items()})
-
-    def _records(self):
-        if getattr(self, "_cached_records", None) is None:
-            with tf.init_scope():  # eager constants, whichever graph asks first
-                self._cached_records = self._make_records()
-        return self._cached_records
+        """Named problems (`images.BadImage`) of this source's images that do not fully decode."""
+        return list(image_lib.verify_images([r["file"] for r in self.images]).values())
 
     def _make_records(self):
         lengths = [len(r["classes"]) for r in self.images]
@@ -97,7 +99,7 @@ class CocoSource:
             flat = np.concatenate(values) if values else np.zeros(empty_shape, dtype)
             return tf.RaggedTensor.from_row_lengths(flat.astype(dtype), lengths)
 
-        records = {
+        return {
             "image_id": tf.constant([r["id"] for r in self.images], tf.int64),
             "path": tf.constant([r["file"] for r in self.images], tf.string),
             "orientation": tf.constant([r.get("orientation", 1) for r in self.images], tf.int32),
@@ -106,61 +108,33 @@ class CocoSource:
             "is_crowd": ragged("is_crowd", (0,), bool),
             "area": ragged("area", (0,), np.float32),
         }
-        return records
-
 
 
 def _load(record):
     example = dict(record)
     path, orientation = example.pop("path"), example.pop("orientation")
-    example["image"] = apply_orientation(decode_image(tf.io.read_file(path)), orientation)
+    example["image"] = image_lib.apply_orientation(image_lib.decode_image(tf.io.read_file(path)), orientation)
     return example
-
-
-def apply_orientation(image, orientation):
-    """Rotates/flips `[H, W, C]` as EXIF orientation 1-8 says (what viewers and PIL's
-    `exif_transpose` show)."""
-    branches = [
-        lambda: image,  # 1 (and unknown values)
-        lambda: tf.image.flip_left_right(image),  # 2
-        lambda: tf.image.rot90(image, 2),  # 3
-        lambda: tf.image.flip_up_down(image),  # 4
-        lambda: tf.transpose(image, [1, 0, 2]),  # 5: transpose
-        lambda: tf.image.rot90(image, 3),  # 6: 90 degrees clockwise
-        lambda: tf.image.rot90(tf.transpose(image, [1, 0, 2]), 2),  # 7: transverse
-        lambda: tf.image.rot90(image, 1),  # 8: 90 degrees counter-clockwise
-    ]
-    index = tf.where((orientation >= 1) & (orientation <= 8), orientation - 1, 0)
-    rotated = tf.switch_case(tf.cast(index, tf.int32), branches)
-    rotated.set_shape([None, None, image.shape[-1]])
-    return rotated
-
-
-def decode_image(encoded):
-    """JPEG / PNG / BMP / GIF (first frame) bytes -> uint8 `[H, W, 3]` RGB."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
     """Parses a COCO JSON file and checks it (see module docstring).
 
-    Raises FileNotFoundError / ValueError naming what is wrong; with `skip_bad_examples`,
-    bad images are left out and bad annotations dropped, all counted in `source.report`.
+    Raises DataError naming what is wrong; with `skip_bad_examples`, bad images are left out
+    and bad annotations dropped, all counted in `source.report`.
     """
     if not os.path.isfile(annotations_path):
-        raise FileNotFoundError(f"COCO annotations file not found: {annotations_path}")
+        raise DataError(f"COCO annotations file not found: {annotations_path}")
     if not os.path.isdir(images_dir):
-        raise FileNotFoundError(f"images folder not found: {images_dir} (for {annotations_path})")
+        raise DataError(f"images folder not found: {images_dir} (for {annotations_path})")
     with open(annotations_path) as f:
         try:
             coco = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{annotations_path}: not valid JSON ({error})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(f"{annotations_path}: not valid JSON ({error})") from None
     for key in ("images", "categories"):
         if not isinstance(coco, dict) or not isinstance(coco.get(key), list):
-            raise ValueError(f"{annotations_path}: no '{key}' list; is this a COCO detection file?")
+            raise DataError(f"{annotations_path}: no '{key}' list; is this a COCO detection file?")
 
     report = cleaning.DataReport(annotations_path)
     for key, entries in (("images", coco["images"]), ("categories", coco["categories"]),
@@ -169,7 +143,7 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
             needs = ("id", "file_name") if key == "images" else ("id",) if key == "categories" else ()
             if not isinstance(entry, dict) or any(k not in entry for k in needs) or (
                     "id" in needs and not isinstance(entry["id"], int)):
-                raise ValueError(f"{annotations_path}: '{key}' entry #{number} ({str(entry)[:80]}) is not "
+                raise DataError(f"{annotations_path}: '{key}' entry #{number} ({str(entry)[:80]}) is not "
                                  f"an object with an integer 'id'{' and a file_name' if key == 'images' else ''}.")
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     label_map = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
@@ -190,8 +164,8 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
             continue
         images[image_id] = entry = {"id": image_id, "file": path, "bad": None, "anns": []}
         try:
-            height, width, orientation, mode = cleaning.image_header(path)
-        except cleaning.BadImage as error:
+            height, width, orientation, mode = image_lib.image_header(path)
+        except image_lib.BadImage as error:
             entry["bad"] = error.kind
             report.add(error.kind, error)
             continue
@@ -215,9 +189,25 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
         if min(entry["hw"]) < 8:
             report.add("tiny_image", f"{path} ({entry['hw'][1]}x{entry['hw'][0]})")
 
-    # Annotations.
+    # Annotations: the box rule (`boxes.check_boxes`) runs once over all boxes, in pixels of
+    # each image (NaN size for a bad image: its boxes are neither outside nor clipped).
+    anns = coco.get("annotations") or []
+    xywh = np.full((len(anns), 4), np.nan, np.float64)
+    size = np.full((len(anns), 2), np.nan, np.float64)
+    parsed = [False] * len(anns)
+    for number, ann in enumerate(anns):
+        try:
+            xywh[number] = [float(v) for v in ann["bbox"]]
+            parsed[number] = True
+        except (KeyError, TypeError, ValueError):  # missing, not a list of 4 numbers
+            pass
+        entry = images.get(ann.get("image_id")) if isinstance(ann.get("image_id"), int) else None
+        if entry is not None and entry["bad"] is None:
+            size[number] = entry["hw"]
+    yxyx = np.stack([xywh[:, 1], xywh[:, 0], xywh[:, 1] + xywh[:, 3], xywh[:, 0] + xywh[:, 2]], -1)
+    clipped, verdicts = (np.asarray(v) for v in box_lib.check_boxes(yxyx.reshape(-1, 4), size[:, 0], size[:, 1]))
     seen_ids = set()
-    for ann in coco.get("annotations") or []:
+    for number, ann in enumerate(anns):
         where = f"annotation id {ann.get('id')} (image {ann.get('image_id')})"
         if ann.get("id") is not None and ann.get("id") in seen_ids:
             report.add("duplicate_annotation_id", where)
@@ -229,26 +219,16 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
         if entry is None:
             report.add("unknown_image", where)
             continue
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (KeyError, TypeError, ValueError):  # missing, not a list of 4 numbers
-            report.add("bad_box", f"{where}: bbox {ann.get('bbox')}")
+        verdict = int(verdicts[number]) if parsed[number] else box_lib.BAD
+        if verdict in (box_lib.BAD, box_lib.EMPTY, box_lib.OUTSIDE):
+            shown = f" in a {entry['hw'][1]}x{entry['hw'][0]} image" if verdict == box_lib.OUTSIDE else ""
+            report.add(box_lib.VERDICT_KINDS[verdict], f"{where}: bbox {ann.get('bbox')}{shown}")
             continue
-        if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
-            report.add("bad_box", f"{where}: bbox {ann['bbox']}")
-            continue
-        if w == 0 or h == 0:  # COCO 2017 train has two (image ids 200365, 550395): nothing to learn
-            report.add("empty_box", f"{where}: bbox {ann['bbox']}")
-            continue
-        if entry["bad"] is None:
-            height, width = entry["hw"]
-            x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
-            if x1 <= x0 or y1 <= y0:
-                report.add("outside_box", f"{where}: bbox {ann['bbox']} in a {width}x{height} image")
-                continue
-            if (x0, y0, x1, y1) != (x, y, x + w, y + h):
-                report.add("clipped_box", f"{where}: bbox {ann['bbox']} in a {width}x{height} image")
-                x, y, w, h = x0, y0, x1 - x0, y1 - y0
+        x, y, w, h = xywh[number]
+        if verdict == box_lib.CLIPPED:
+            report.add("clipped_box", f"{where}: bbox {ann['bbox']} in a {entry['hw'][1]}x{entry['hw'][0]} image")
+            y0, x0, y1, x1 = clipped[number]
+            x, y, w, h = x0, y0, x1 - x0, y1 - y0
         seen_ids.add(ann.get("id"))  # only an accepted annotation claims its id
         if ann.get("iscrowd", 0):
             report.add("crowd", where)
@@ -256,15 +236,14 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
         area = float(area) if isinstance(area, (int, float)) and math.isfinite(area) else w * h
         entry["anns"].append({**ann, "bbox": [x, y, w, h], "area": area})
     if skip_bad_examples:  # decode each file once now, so even a truncated one is a counted skip
-        unusable = cleaning.verify_images(sorted({e["file"] for e in images.values() if e["bad"] is None}))
+        unusable = image_lib.verify_images(sorted({e["file"] for e in images.values() if e["bad"] is None}))
         for entry in images.values():
             if entry["bad"] is None and entry["file"] in unusable:
                 entry["bad"] = unusable[entry["file"]].kind
                 report.add(entry["bad"], unusable[entry["file"]])
     report.raise_if_bad(skip_bad_examples)
 
-    source = CocoSource(annotations_path, images_dir, label_map, skip_bad_examples=skip_bad_examples,
-                        report=report)
+    kept = []
     for entry in images.values():
         if entry["bad"] is not None:
             continue
@@ -272,7 +251,7 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
         if not anns:
             report.add("negative_image", entry["file"])
         xywh = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
-        source.images.append({
+        kept.append({
             "id": int(entry["id"]),
             "file": entry["file"],
             "orientation": entry["orientation"],
@@ -281,6 +260,6 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
             "is_crowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
             "area": np.array([a["area"] for a in anns], np.float32),
         })
-    if not source.images:
-        raise ValueError(f"{annotations_path}: no usable images.\n{report.format(skip_bad_examples)}")
-    return source
+    if not kept:
+        raise DataError(f"{annotations_path}: no usable images.\n{report.format(skip_bad_examples)}")
+    return CocoJsonSource(annotations_path, label_map, kept, skip_bad_examples, report)

@@ -13,20 +13,20 @@ import numpy as np
 
 from keras_retina import anchors as anchor_lib
 from keras_retina import boxes as box_lib
+from keras_retina.data.source import as_source
 from keras_retina.label_encoder import FOREGROUND_IOU
 
 BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 WARN_BELOW = 0.9
 
 
-def anchor_coverage(examples, image_size, num_scales=anchor_lib.NUM_SCALES,
-                    aspect_ratios=anchor_lib.ASPECT_RATIOS, anchor_size=anchor_lib.ANCHOR_SIZE,
-                    foreground_iou=FOREGROUND_IOU, max_images=1000):
-    """Scans up to `max_images` examples; returns {bucket: {"boxes", "covered", "mean_best_iou"}}."""
-    anchors = anchor_lib.concat_anchors(anchor_lib.generate_anchors(
-        image_size, num_scales=num_scales, aspect_ratios=aspect_ratios, anchor_size=anchor_size))
+def anchor_coverage(source, image_size, anchor_generator=None, foreground_iou=FOREGROUND_IOU, max_images=1000):
+    """Scans up to `max_images` examples of a source (`data.source`) against the anchors of
+    `anchor_generator` (default: the paper's) at `image_size`; returns
+    {bucket: {"boxes", "covered", "mean_best_iou"}}."""
+    anchors = anchor_lib.deserialize_generator(anchor_generator).anchors(image_size)
     best, areas, images = [], [], 0
-    for example in examples.take(max_images):
+    for example in as_source(source).examples().take(max_images):
         shape = np.asarray(example["image"].shape[:2], np.float32)
         scale = min(np.asarray(anchor_lib.image_hw(image_size)) / shape)
         keep = (example["classes"].numpy() >= 0) & ~example["is_crowd"].numpy()

@@ -1,6 +1,7 @@
-"""Examples -> batches for training and evaluation: augment, resize/pad, label encoding.
+"""Sources -> batches for training and evaluation: augment, resize/pad, label encoding.
 
-Every reader (`coco_json`, `tfds_coco`, `tfrecord`) yields the same example:
+Every function takes a source (`data.source`: COCO JSON, TFRecord, TFDS, or a user's
+`tf.data.Dataset` of examples, wrapped) and reads its examples:
 
     image_id  int64 []          image     uint8 [H, W, 3] RGB
     boxes     float32 [N, 4]    yxyx pixels of the original image
@@ -8,9 +9,10 @@ Every reader (`coco_json`, `tfds_coco`, `tfrecord`) yields the same example:
 
 Training (`train_dataset`): crowd boxes dropped (never positives), random
 horizontal flip (the paper's only augmentation), optional scale jitter (random
-resize in [min, max] x then a random crop / pad), aspect-preserving resize so
-the longer side is `image_size`, zero padding at the bottom/right to
-`image_size` x `image_size`, then the model's `LabelEncoder` on each image,
+resize in [min, max] x then a random crop / pad), the resize and padding of
+`input_mapping` (aspect kept, the longer side to `image_size`), boxes checked
+by `boxes.check_boxes` (only boxes it lets train stay; the rest get class -1),
+then the model's `LabelEncoder` on each image,
 all in parallel `map`s, batched and prefetched. Elements:
 (images float32 [B, S, S, 3] 0-255, {"cls_targets" [B, A], "box_targets" [B, A, 4]}).
 
@@ -23,33 +25,9 @@ original pixel) and the padded ground truth (`boxes` in original pixels,
 import tensorflow as tf
 
 from keras_retina import anchors as anchor_lib
-
-
-def resize_and_pad(image, boxes, size, scale, offset=None):
-    """Resizes by `scale`, crops at `offset` (y, x) if given, pads to `size` (height, width).
-
-    image uint8/float `[H, W, 3]`, boxes `[N, 4]` yxyx pixels -> float32 `[size, 3]` 0-255,
-    boxes in the new pixels. The one resize/pad of the project: training, evaluation and the
-    exported serving graph all use it.
-    """
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), 1)
-    image = tf.image.resize(tf.cast(image, tf.float32), new_hw, method="bilinear")
-    boxes = boxes * scale
-    if offset is not None:
-        image = image[offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
-        shift = tf.cast(tf.stack([offset[0], offset[1], offset[0], offset[1]]), tf.float32)
-        boxes = boxes - shift
-    image = tf.image.pad_to_bounding_box(image, 0, 0, size[0], size[1])
-    image = tf.clip_by_value(image, 0.0, 255.0)
-    return image, boxes
-
-
-def fit_scale(image, size):
-    """Scale that fits the whole image into `size` (height, width) keeping its aspect."""
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    return tf.minimum(size[0] / shape[0], size[1] / shape[1])
+from keras_retina import boxes as box_lib
+from keras_retina.data.source import as_source
+from keras_retina.input_mapping import fit_scale, resize_and_pad, to_model_input
 
 
 def _flip(image, boxes):
@@ -59,14 +37,10 @@ def _flip(image, boxes):
 
 
 def _clip_and_keep(boxes, classes, size):
-    """Clips boxes to the input image; boxes left with no area, and boxes with a NaN or inf
-    coordinate (zeroed, so nothing downstream sees them), get class -1 (padding)."""
-    limits = tf.cast(tf.stack([size[0], size[1], size[0], size[1]]), tf.float32)
-    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
-    boxes = tf.where(finite[:, None], boxes, 0.0)
-    boxes = tf.clip_by_value(boxes, 0.0, limits)
-    keep = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
-    return boxes, tf.where(keep, classes, -1)
+    """Boxes clipped to the input image; those `boxes.check_boxes` does not let train (no area
+    inside, NaN/inf: zeroed, so nothing downstream sees them) get class -1 (padding)."""
+    boxes, verdict = box_lib.check_boxes(boxes, size[0], size[1])
+    return boxes, tf.where(box_lib.trainable(verdict), classes, -1)
 
 
 def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.0), seed=None):
@@ -102,94 +76,49 @@ def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.
     return image, boxes, classes
 
 
-SHUFFLE_BUFFER = 1000  # examples (TFRecord/TFDS: still-encoded records) shuffled at a time
-
-
-def train_dataset(examples, label_encoder, image_size, batch_size, flip=True,
-                  scale_range=(1.0, 1.0), shuffle_buffer=SHUFFLE_BUFFER, seed=None, repeat=True):
-    """Examples -> an (optionally infinite) dataset of encoded training batches.
-
-    Shuffling: a COCO JSON reader's dataset is reshuffled over the whole set before decoding;
-    TFRecord and TFDS records through a `shuffle_buffer` of still-encoded records; other
-    datasets through a `shuffle_buffer` of decoded examples."""
-
-    def transform(example):
-        image, boxes, classes = preprocess_for_training(example, image_size, flip, scale_range)
+def _training_transform(label_encoder, image_size, flip, scale_range, seed=None):
+    def transform(i, example):
+        image, boxes, classes = preprocess_for_training(
+            example, image_size, flip, scale_range, seed=None if seed is None else tf.stack([seed, i]))
         return image, label_encoder(boxes, classes)
 
-    ds = examples
-    source = getattr(examples, "coco_source", None)
-    stream = getattr(examples, "record_stream", None)
-    if shuffle_buffer and source is not None:
-        # Shuffle the small records of the whole set, then decode: no buffer of decoded images.
-        ds = source.dataset(shuffle=True, seed=seed)
-    elif shuffle_buffer and stream is not None:  # a buffer of encoded bytes, not of pixels
-        ds = stream.examples(examples.skip_bad_examples, shuffle_buffer=shuffle_buffer, seed=seed)
-    elif shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return transform
+
+
+def train_dataset(source, label_encoder, image_size, batch_size, flip=True, scale_range=(1.0, 1.0),
+                  shuffle=True, seed=None, repeat=True):
+    """A source -> an (optionally endless) dataset of encoded training batches, the source's
+    examples reshuffled each pass (`data.source`: COCO JSON over the whole set before
+    decoding; TFRecord and TFDS through a buffer of still-encoded records)."""
+    ds = as_source(source).examples(shuffle=shuffle, seed=seed)
     if repeat:
         ds = ds.repeat()
-    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
+    transform = _training_transform(label_encoder, image_size, flip, scale_range)
+    ds = ds.map(lambda example: transform(None, example), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=seed is not None)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def deterministic_train_dataset(source, label_encoder, image_size, batch_size, seed, start_step=0,
-                                flip=True, scale_range=(1.0, 1.0), shuffle_buffer=SHUFFLE_BUFFER):
+                                flip=True, scale_range=(1.0, 1.0)):
     """`--deterministic` training batches: element i of the endless stream is a pure function
-    of (seed, i), so a run resumed at any step sees exactly the batches an uninterrupted run
-    sees from that step on.
-
-    Element i belongs to epoch e = i // N and is augmented with the stateless seed (seed, i).
-    Which example it is:
-    - random access (`num_examples`, `example_at(index)`: the COCO JSON reader): example
-      `index_shuffle(i mod N)` of the permutation seeded by (seed, e); a resumed run reads
-      none of the earlier ones.
-    - a `records.RecordStream` (TFRecord, TFDS; `num_examples` counted up front): the
-      (i mod N)-th record of the epoch's seeded `shuffle_buffer` shuffle of the stream; a
-      resumed run reads (not decodes) the epoch's records up to its position again.
-    Bad files are left out when the source is read, so every element exists.
-    """
-    count = source.num_examples
+    of (seed, i) (`source.ordered_examples`), augmented with the stateless seed (seed, i), so a
+    run resumed at any step sees exactly the batches an uninterrupted run sees from that step
+    on. Bad files are left out when the source is read, so every element exists."""
     start = int(start_step) * int(batch_size)
     seed = tf.cast(seed, tf.int64)
-
-    def transform(i, example):
-        image, boxes, classes = preprocess_for_training(
-            example, image_size, flip, scale_range, seed=tf.stack([seed, i]))
-        return image, label_encoder(boxes, classes)
-
-    if hasattr(source, "example_at"):
-        def element(i):
-            index = tf.random.experimental.index_shuffle(i % count, tf.stack([seed, i // count]), count - 1)
-            return i, source.example_at(index)
-
-        ds = tf.data.Dataset.range(start, 2**62).map(element, num_parallel_calls=tf.data.AUTOTUNE,
-                                                     deterministic=True)
-    else:
-        records = source.kept_records()
-
-        def epoch(e):
-            # The order depends on (seed, e) alone: drop the graph-level seed in this function's
-            # graph (with --seed=0 TensorFlow would compare a tensor op seed with 0 in Python).
-            tf.compat.v1.get_default_graph().seed = None
-            shuffled = records.shuffle(shuffle_buffer, seed=seed * 1_000_003 + e, reshuffle_each_iteration=False)
-            return shuffled.enumerate().map(lambda k, record: (e * count + k, record[1]))
-
-        first_epoch, offset = divmod(start, count)
-        ds = tf.data.Dataset.range(first_epoch, 2**62 // count).flat_map(epoch).skip(offset)
-        ds = ds.map(lambda i, raw: (i, source.convert(raw)), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
+    ds = as_source(source).ordered_examples(seed, start)
     # No ignore_errors here: a skipped element would shift every later batch and break the
     # resume guarantee, so an image that fails now (after the reader's checks) stops training.
-    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_training_transform(label_encoder, image_size, flip, scale_range, seed),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def preprocess_for_eval(example, image_size):
     """One example -> (image float32 [S, S, 3], meta dict) with no randomness."""
     size = anchor_lib.image_hw(image_size)
-    scale = fit_scale(example["image"], size)
-    image, _ = resize_and_pad(example["image"], example["boxes"], size, scale)
+    image, scale = to_model_input(example["image"], size)
     meta = {
         "image_id": example["image_id"],
         "scale": scale,
@@ -202,9 +131,9 @@ def preprocess_for_eval(example, image_size):
     return image, meta
 
 
-def eval_dataset(examples, image_size, batch_size):
-    """Examples -> batches of (images, meta); ground truth padded with class -1."""
-    ds = examples.map(lambda e: preprocess_for_eval(e, image_size),
+def eval_dataset(source, image_size, batch_size):
+    """A source -> batches of (images, meta); ground truth padded with class -1."""
+    ds = as_source(source).examples().map(lambda e: preprocess_for_eval(e, image_size),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     size = anchor_lib.image_hw(image_size)
     return ds.padded_batch(

@@ -2,20 +2,19 @@
 
 TFDS COCO features: `image` uint8, `image/id`, `objects/bbox` (normalised yxyx),
 `objects/label` (contiguous 0..K-1), `objects/is_crowd`, `objects/area`.
-`tfds_examples(name, split, data_dir)` calls the real `tfds.load` (which
+`tfds_source(name, split, data_dir)` calls the real `tfds.load` (which
 downloads and prepares COCO on first use when the machine allows it) and
-returns (dataset of examples in the common reader format, label map);
-`record_stream` the split in order with images left encoded
-(`records.RecordStream`), for the dirty-data pass and --deterministic training. For
-COCO, the label map carries the original COCO category ids, so exported models
-and evaluation report the ids the rest of the COCO tooling expects.
+returns the split as a `records.RecordSource`, in order with images left
+encoded. For COCO, the label map carries the original COCO category ids, so
+exported models and evaluation report the ids the rest of the COCO tooling
+expects.
 """
 
 import tensorflow as tf
 
-from keras_retina.boxes import area as box_area
-from keras_retina.data.coco_json import decode_image
-from keras_retina.data.records import RecordStream
+from keras_retina import boxes as box_lib
+from keras_retina.data.records import RecordSource
+from keras_retina.images import decode_image
 
 # COCO 2017's 80 category ids, in the order of TFDS's contiguous labels.
 COCO_CATEGORY_IDS = (
@@ -52,9 +51,9 @@ def _objects(example):
     return objects, boxes, tf.cast(objects["label"], tf.int32), crowd
 
 
-def record_stream(name, split, data_dir=None, download=True):
-    """A split -> (`records.RecordStream`, label map): records named "<name> <split> example
-    <n> (image id <id>)", images decoded like every other reader's (`coco_json.decode_image`)."""
+def tfds_source(name, split, data_dir=None, download=True):
+    """A split -> an unchecked `records.RecordSource`: records named "<name> <split> example
+    <n> (image id <id>)", images decoded like every other reader's (`images.decode_image`)."""
     dataset, label_map, has_id = _load(name, split, data_dir, download)
 
     def convert(raw):
@@ -62,14 +61,14 @@ def record_stream(name, split, data_dir=None, download=True):
         image = decode_image(example["image"])
         objects, boxes, classes, crowd = _objects(example)
         size = tf.cast(tf.shape(image)[:2], tf.float32)
-        boxes = boxes * tf.concat([size, size], 0)
+        boxes = box_lib.denormalise(boxes, size[0], size[1])
         return {
             "image_id": image_id,
             "image": image,
             "boxes": boxes,
             "classes": classes,
             "is_crowd": crowd,
-            "area": tf.cast(objects.get("area", box_area(boxes)), tf.float32),
+            "area": tf.cast(objects.get("area", box_lib.area(boxes)), tf.float32),
         }
 
     def annotations(raw):
@@ -84,12 +83,4 @@ def record_stream(name, split, data_dir=None, download=True):
                                  " (image id ", tf.strings.as_string(image_id), ")"])
         return where, (image_id, example)
 
-    return RecordStream(dataset.enumerate().map(named), convert, annotations), label_map
-
-
-def tfds_examples(name, split, data_dir=None, download=True, skip_bad_examples=False):
-    """(dataset of examples in the common reader format, with its `record_stream` attached,
-    label map). With `skip_bad_examples`, an example whose image fails to decode is skipped."""
-    stream, label_map = record_stream(name, split, data_dir, download)
-    return stream.examples(skip_bad_examples), label_map
-
+    return RecordSource(f"{name} {split}", label_map, dataset.enumerate().map(named), convert, annotations)

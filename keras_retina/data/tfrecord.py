@@ -13,18 +13,18 @@ Output: examples in the common reader format (see `data.pipeline`), boxes in
 pixels of the decoded image, classes mapped to 0..K-1 through the label map.
 A numeric `source_id` becomes the image id; any other string is hashed; a
 missing one is a hash of the image bytes, as in the Model Garden.
-`record_stream` gives the records in file order, images still encoded, named by
-file and record number (`records.RecordStream`): for the dirty-data pass and
---deterministic training.
+`tfrecord_source` gives the files as a `records.RecordSource`: records in file
+order, images still encoded, named by file and record number.
 """
 
 import json
 
 import tensorflow as tf
 
-from keras_retina.boxes import area as box_area
-from keras_retina.data.coco_json import decode_image
-from keras_retina.data.records import RecordStream
+from keras_retina import boxes as box_lib
+from keras_retina.data.records import RecordSource
+from keras_retina.errors import DataError
+from keras_retina.images import decode_image
 
 _FEATURES = {
     "image/encoded": tf.io.FixedLenFeature((), tf.string),
@@ -62,9 +62,9 @@ def _own_decoder(serialized):
     classes = dense["image/object/class/label"]
     boxes = dense["boxes"]
     size = tf.cast(tf.shape(image)[:2], tf.float32)
-    pixel_boxes = boxes * tf.concat([size, size], 0)
+    pixel_boxes = box_lib.denormalise(boxes, size[0], size[1])
     area = tf.cond(tf.size(dense["image/object/area"]) > 0, lambda: dense["image/object/area"],
-                   lambda: box_area(pixel_boxes))
+                   lambda: box_lib.area(pixel_boxes))
     return {"source_id": dense["image/source_id"], "image": image, "groundtruth_boxes": boxes,
             "groundtruth_classes": classes, "groundtruth_is_crowd": dense["image/object/is_crowd"],
             "groundtruth_area": area}
@@ -99,16 +99,21 @@ def scan_label_map(pattern):
             ids.update(labels.numpy().tolist())
     except tf.errors.OpError as error:  # not a tf.Example, a cut file
         reason = (error.message or str(error)).strip().splitlines()[0]
-        raise ValueError(f"{pattern}: a record cannot be read ({reason}). Rewrite or remove the file.") from None
+        raise DataError(f"{pattern}: a record cannot be read ({reason}). Rewrite or remove the file.") from None
     return [{"id": int(i), "name": str(i)} for i in sorted(ids)]
 
 
 def read_label_map(path):
     """A label map file: JSON [{"id", "name"}] or a TF OD API .pbtxt (item { id: .. name: .. })."""
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"--label_map={path}: no such file.")
     with tf.io.gfile.GFile(path) as f:
         text = f.read()
     if path.endswith(".json"):
-        entries = json.loads(text)
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}: not valid JSON ({error})") from None
     else:
         import re
 
@@ -119,17 +124,17 @@ def read_label_map(path):
             name = (re.search(r"\bdisplay_name:\s*[\"']([^\"']*)[\"']", item)
                     or re.search(r"\bname:\s*[\"']([^\"']*)[\"']", item))
             if id_match is None:
-                raise ValueError(f"{path}: an item has no id: {item.strip()}")
+                raise DataError(f"{path}: an item has no id: {item.strip()}")
             entries.append({"id": int(id_match.group(1)), "name": name.group(1) if name else id_match.group(1)})
     if not entries:
-        raise ValueError(f"{path}: no label map entries found.")
+        raise DataError(f"{path}: no label map entries found.")
     return sorted(({"id": int(e["id"]), "name": str(e["name"])} for e in entries), key=lambda e: e["id"])
 
 
 def _files(pattern):
     files = sorted(tf.io.gfile.glob(pattern))  # a fixed order: --deterministic depends on it
     if not files:
-        raise FileNotFoundError(f"no TFRecord files match {pattern}")
+        raise DataError(f"no TFRecord files match {pattern}")
     return files
 
 
@@ -141,9 +146,13 @@ def _class_table(label_map):
             tf.range(len(label_map), dtype=tf.int32)), default_value=-1)
 
 
-def record_stream(pattern, label_map, use_official=False):
-    """Files matching `pattern` -> `records.RecordStream`: records named "<file> record <n>
-    (source_id <id>)" (see `example_decoder` for `use_official`)."""
+def tfrecord_source(pattern, label_map=None, use_official=False):
+    """Files matching `pattern` -> an unchecked `records.RecordSource` (records named
+    "<file> record <n> (source_id <id>)"); `label_map` None scans the files' class ids.
+
+    Objects whose category id is not in the label map get class -1, never trained on. The
+    source's `checked()` pass counts them and every other bad box or image."""
+    label_map = scan_label_map(pattern) if label_map is None else label_map
     files = tf.data.Dataset.from_tensor_slices(_files(pattern))
     decode = example_decoder(use_official)
     table = _class_table(label_map)
@@ -155,7 +164,7 @@ def record_stream(pattern, label_map, use_official=False):
         return {
             "image_id": _image_id(decoded["source_id"]),
             "image": image,
-            "boxes": tf.reshape(decoded["groundtruth_boxes"], [-1, 4]) * tf.concat([size, size], 0),
+            "boxes": box_lib.denormalise(tf.reshape(decoded["groundtruth_boxes"], [-1, 4]), size[0], size[1]),
             "classes": table.lookup(tf.cast(decoded["groundtruth_classes"], tf.int64)),
             "is_crowd": tf.cast(decoded["groundtruth_is_crowd"], tf.bool),
             "area": tf.cast(decoded["groundtruth_area"], tf.float32),
@@ -174,19 +183,6 @@ def record_stream(pattern, label_map, use_official=False):
         shown = tf.where(source_id == "", "no source_id", tf.strings.join(["source_id ", source_id]))
         return tf.strings.join([path, " record ", tf.strings.as_string(index), " (", shown, ")"]), serialized
 
-    stream = files.flat_map(lambda path: tf.data.TFRecordDataset(path).enumerate().map(
+    records = files.flat_map(lambda path: tf.data.TFRecordDataset(path).enumerate().map(
         lambda index, serialized: name(path, index, serialized)))
-    return RecordStream(stream, convert, annotations)
-
-
-def tfrecord_examples(pattern, label_map, use_official=False, skip_bad_examples=False):
-    """Files matching `pattern` -> `tf.data.Dataset` of examples (classes 0..K-1), with its
-    `record_stream` attached (whose pass, in `commands.sources`, counts it for --deterministic).
-
-    Objects whose category id is not in the label map get class -1; boxes with NaN/inf or
-    no area: both are dropped by the training pipeline (and counted, or refused without
-    --skip_bad_examples, by the pass over the stream's records that `commands.sources` runs
-    first). A record whose image cannot be decoded stops reading with TensorFlow's error,
-    or with `skip_bad_examples` is skipped (tf.data's `ignore_errors`).
-    """
-    return record_stream(pattern, label_map, use_official).examples(skip_bad_examples)
+    return RecordSource(pattern, label_map, records, convert, annotations)

@@ -1,0 +1,74 @@
+"""The paper's RetinaNet parts from a `ModelConfig` (compare torchvision's `retinanet_resnet50_fpn`).
+
+`build_parts(config, **given)` returns the parts `RetinaNet` is assembled from, building each
+one the caller did not give from the config:
+
+    backbone            keras.Model: images [B, H, W, 3] RGB 0-255 -> {"C3", "C4", "C5"}
+    feature_pyramid     layer: {"C3".."C5"} -> {"P3".."P7"}
+    classification_head layer: {"P3".."P7"} -> {level: [B, H_l, W_l, A * K]}
+    box_head            layer: {"P3".."P7"} -> {level: [B, H_l, W_l, A * 4]}
+    anchor_generator    anchors.AnchorGenerator (A per location, levels)
+    label_encoder       ground truth -> per-anchor targets, with the same anchor generator
+    decoder             raw outputs -> detections, with the same anchor generator
+    classification_loss Keras loss, reduction "sum": ([..., K] labels, [..., K] logits) -> sum
+    box_loss            Keras loss, reduction "sum": ([..., 4], [..., 4]) -> sum
+
+A given anchor generator is handed to the built heads, encoder and decoder, so a geometry
+variant is one object. Settings of a part that was given are not used.
+"""
+
+from keras_retina import anchors as anchor_lib
+from keras_retina import losses as loss_lib
+from keras_retina.backbone import build_backbone
+from keras_retina.fpn import FeaturePyramid
+from keras_retina.heads import PredictionHead
+from keras_retina.label_encoder import LabelEncoder
+from keras_retina.postprocess import DetectionDecoder
+
+PART_NAMES = ("backbone", "feature_pyramid", "classification_head", "box_head", "anchor_generator",
+              "label_encoder", "decoder", "classification_loss", "box_loss")
+
+
+def anchor_generator(config):
+    """The anchor generator of a ModelConfig (the paper's geometry with its scales, ratios, size)."""
+    return anchor_lib.AnchorGenerator(num_scales=config.num_scales, aspect_ratios=config.aspect_ratios,
+                                      anchor_size=config.anchor_size, name="anchor_generator")
+
+
+def build_parts(config, **given):
+    """dict part name -> part (module docstring); `config` a resolved `ModelConfig`."""
+    unknown = sorted(set(given) - set(PART_NAMES))
+    if unknown:
+        raise TypeError(f"unknown RetinaNet part(s) {unknown}; parts are {PART_NAMES}.")
+    parts = {name: part for name, part in given.items() if part is not None}
+    height, width = anchor_lib.validate_image_size(config.image_size)
+    if "anchor_generator" not in parts:
+        parts["anchor_generator"] = anchor_generator(config)
+    generator = parts["anchor_generator"]
+    if "backbone" not in parts:
+        parts["backbone"] = build_backbone(config.backbone, (height, width, 3), config.backbone_weights,
+                                           config.freeze_backbone_batchnorm, config.freeze_backbone_at)
+    if "feature_pyramid" not in parts:
+        parts["feature_pyramid"] = FeaturePyramid(config.fpn_filters, generator.max_level, config.p6_input,
+                                                  name="fpn")
+    if "classification_head" not in parts:
+        parts["classification_head"] = PredictionHead(
+            config.num_classes, generator.anchors_per_location, config.head_filters, config.head_convs,
+            config.prior_probability, name="classification_head")
+    if "box_head" not in parts:
+        parts["box_head"] = PredictionHead(4, generator.anchors_per_location, config.head_filters,
+                                           config.head_convs, None, name="box_head")
+    if "label_encoder" not in parts:
+        parts["label_encoder"] = LabelEncoder(
+            config.image_size, generator, config.foreground_iou, config.background_iou,
+            config.allow_low_quality_matches, config.box_coder_weights, name="label_encoder")
+    if "decoder" not in parts:
+        parts["decoder"] = DetectionDecoder(
+            config.image_size, generator, config.box_coder_weights, config.score_threshold,
+            config.pre_nms_top_k, config.nms_iou_threshold, config.max_detections, name="detection_decoder")
+    if "classification_loss" not in parts:
+        parts["classification_loss"] = loss_lib.classification_loss(
+            config.classification_loss, config.focal_alpha, config.focal_gamma, config.focal_star_beta)
+    if "box_loss" not in parts:
+        parts["box_loss"] = loss_lib.SmoothL1Loss(config.smooth_l1_beta, reduction="sum")
+    return parts

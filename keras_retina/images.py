@@ -1,0 +1,132 @@
+"""Image files and bytes: decoding, EXIF orientation, verification and format/size limits.
+
+The one owner of how a picture becomes pixels, for every reader, the training pipeline,
+`predict` and the serving graph:
+
+- `decode_image(encoded)`: JPEG / PNG / BMP / WebP / GIF (first frame) bytes -> uint8
+  `[H, W, 3]` RGB (grayscale, RGBA, palette and 16-bit converted), in TensorFlow, so it runs
+  inside `tf.data` and inside the exported SavedModel.
+- `apply_orientation(image, orientation)`: EXIF orientation 1-8 applied as viewers (and PIL's
+  `exif_transpose`) show the picture.
+- `read_picture(path)`: a file as a viewer shows it (decoded, orientation applied).
+- `image_header(path)` / `verify_image(path)` / `verify_images(paths)`: the checks run on
+  files users hand us (missing, empty, unidentifiable, larger than `MAX_PIXELS`, a format
+  TensorFlow cannot decode, truncated); they raise or return `BadImage`, whose `kind` is a
+  `data.cleaning.KINDS` name. PIL only reads headers and pixels: no image content is executed.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import tensorflow as tf
+
+TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads
+MAX_PIXELS = 250_000_000  # ~16k x 16k; larger files are refused (memory), not half-read
+
+
+class BadImage(Exception):
+    """An image file that cannot be used; `kind` names the problem (`data.cleaning.KINDS`)."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def decode_image(encoded):
+    """Encoded bytes (a string tensor) -> uint8 `[H, W, 3]` RGB."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def apply_orientation(image, orientation):
+    """Rotates/flips `[H, W, C]` as EXIF orientation 1-8 says; other values leave it as stored."""
+    branches = [
+        lambda: image,  # 1 (and unknown values)
+        lambda: tf.image.flip_left_right(image),  # 2
+        lambda: tf.image.rot90(image, 2),  # 3
+        lambda: tf.image.flip_up_down(image),  # 4
+        lambda: tf.transpose(image, [1, 0, 2]),  # 5: transpose
+        lambda: tf.image.rot90(image, 3),  # 6: 90 degrees clockwise
+        lambda: tf.image.rot90(tf.transpose(image, [1, 0, 2]), 2),  # 7: transverse
+        lambda: tf.image.rot90(image, 1),  # 8: 90 degrees counter-clockwise
+    ]
+    index = tf.where((orientation >= 1) & (orientation <= 8), orientation - 1, 0)
+    rotated = tf.switch_case(tf.cast(index, tf.int32), branches)
+    rotated.set_shape([None, None, image.shape[-1]])
+    return rotated
+
+
+def read_picture(path):
+    """A file -> uint8 `[H, W, 3]` RGB tensor as viewers show it (EXIF orientation applied).
+
+    Raises BadImage for a file that is missing or not a usable image, and
+    tf.errors.InvalidArgumentError for one that fails while decoding."""
+    orientation = image_header(path)[2]
+    with open(path, "rb") as f:
+        encoded = tf.constant(f.read())
+    return apply_orientation(decode_image(encoded), tf.constant(orientation if orientation in range(1, 9) else 1))
+
+
+def _open(data):
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    return Image.open(data)
+
+
+def image_header(path):
+    """(height, width as stored, EXIF orientation 1-8, mode) from the file's header.
+
+    Raises BadImage for a missing, empty, unidentifiable, too large or unsupported file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise BadImage("missing_file", f"{path}: no such file")
+    try:
+        with _open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+            mode, image_format = image.mode, image.format
+    except Image.DecompressionBombError as error:
+        raise BadImage("too_large", f"{path}: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadImage("unreadable_image", f"{path}: {error}") from None
+    if width * height > MAX_PIXELS:
+        raise BadImage("too_large", f"{path}: {width}x{height} pixels")
+    if image_format not in TF_FORMATS:
+        raise BadImage("unsupported_format", f"{path}: {image_format}")
+    return height, width, orientation, mode
+
+
+def verify_image(path):
+    """Decodes the whole file (JPEGs at 1/8 scale: every byte is still read) so truncated or
+    corrupt data shows; raises BadImage naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, image.size[0] // 8), max(1, image.size[1] // 8)))
+            image.load()
+    except FileNotFoundError:
+        raise BadImage("missing_file", f"{path}: no such file") from None
+    except Image.DecompressionBombError as error:
+        raise BadImage("too_large", f"{path}: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadImage("unreadable_image", f"{path}: {error}") from None
+
+
+def verify_images(paths, threads=None):
+    """{path: BadImage} for the files in `paths` that do not fully decode (threads: PIL
+    decodes without holding the GIL)."""
+
+    def check(path):
+        try:
+            verify_image(path)
+        except BadImage as error:
+            return path, error
+        return path, None
+
+    with ThreadPoolExecutor(threads or 2 * (os.cpu_count() or 1)) as pool:
+        return {path: error for path, error in pool.map(check, paths) if error is not None}

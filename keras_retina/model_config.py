@@ -1,0 +1,106 @@
+"""ModelConfig: every setting of the paper's RetinaNet, declared once with its default.
+
+`RetinaNet(num_classes, backbone, image_size, **settings)` makes a ModelConfig from its
+arguments and `builder.build_parts` makes the network's parts from it. The command line's
+model flags, `config.json["model"]` and the resume check derive from these fields. Defaults
+are the paper's (section and table in each help text).
+"""
+
+import dataclasses
+
+from keras_retina import anchors as anchor_lib
+from keras_retina import box_coder, losses as loss_lib, postprocess
+from keras_retina.backbone import BACKBONES, DEFAULT_BACKBONE, MAX_FREEZE_AT, RESNETS, default_freeze_at
+from keras_retina.config_fields import as_tuples, check_fields, setting
+from keras_retina.errors import UsageError
+from keras_retina.fpn import P6_INPUTS
+from keras_retina.heads import PRIOR_PROBABILITY
+from keras_retina.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU
+
+_POSITIVE = (lambda v: v > 0, "must be positive.")
+_UNIT = (lambda v: 0 <= v <= 1, "must be in [0, 1].")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The RetinaNet's settings (see each field's help); `num_classes` comes from the data."""
+
+    num_classes: int = setting(None, "K, object classes (from the data's label map).", _POSITIVE, flag=False)
+    backbone: str = setting(DEFAULT_BACKBONE, "Backbone network (paper 4.1: ResNet-50/101).", choices=BACKBONES)
+    image_size: object = setting(
+        640, "Square model input size in pixels, a multiple of 32 (an int, or (height, width)).",
+        (lambda v: _valid_size(v), f"each side must be a positive multiple of {anchor_lib.SIZE_MULTIPLE}."))
+    backbone_weights: str = setting(None, "'imagenet', a weights file path, or empty for random init.")
+    freeze_backbone_batchnorm: bool = setting(True, "Keep ResNet BatchNorm statistics frozen (paper, Detectron).",
+                                              flag=False)
+    freeze_backbone_at: int = setting(
+        None, "Freeze the ResNet stem and stages conv2..convK (Detectron's FREEZE_AT; 0: train everything). "
+        "Default: 2 with --backbone_weights, 0 without.",
+        (lambda v: 0 <= v <= MAX_FREEZE_AT, f"choose 0 (train everything) to {MAX_FREEZE_AT}."))
+    num_scales: int = setting(anchor_lib.NUM_SCALES, "Anchor scales per octave (paper 4: 3).", _POSITIVE)
+    aspect_ratios: tuple = setting(anchor_lib.ASPECT_RATIOS, "Anchor width/height ratios (paper 4: 0.5,1,2).",
+                                   (lambda v: len(v) > 0 and all(r > 0 for r in v), "must be positive numbers."))
+    anchor_size: float = setting(anchor_lib.ANCHOR_SIZE, "Anchor side in strides (4: areas 32^2..512^2).", _POSITIVE)
+    fpn_filters: int = setting(256, "FPN channels (paper: 256).", _POSITIVE)
+    p6_input: str = setting("C5", "P6 from C5 (paper) or P5 (Model Garden).", choices=P6_INPUTS)
+    head_filters: int = setting(256, "Subnet channels (paper: 256).", _POSITIVE)
+    head_convs: int = setting(4, "Hidden convs per subnet (paper: 4).", (lambda v: v >= 0, "must be >= 0."))
+    prior_probability: float = setting(PRIOR_PROBABILITY, "pi of the classification bias init (paper 4.1: 0.01).",
+                                       (lambda v: 0 < v < 1, "must be in (0, 1)."), flag=False)
+    classification_loss: str = setting("focal", "focal (paper), focal_star (FL*) or balanced_ce (CE_alpha).",
+                                       choices=loss_lib.CLASSIFICATION_LOSSES)
+    focal_alpha: float = setting(loss_lib.FOCAL_ALPHA, "Focal loss alpha (paper: 0.25).", _UNIT)
+    focal_gamma: float = setting(None, "Focal loss gamma (default: 2 for FL, 4 for FL*).",
+                                 (lambda v: v >= 0, "must be >= 0."))
+    focal_star_beta: float = setting(loss_lib.FOCAL_STAR_BETA, "beta of FL* (appendix A: 0).", flag=False)
+    box_loss_weight: float = setting(1.0, "Weight of the box loss.", (lambda v: v >= 0, "must be >= 0."),
+                                     flag=False)
+    smooth_l1_beta: float = setting(loss_lib.SMOOTH_L1_BETA, "Smooth-L1 transition point (Detectron: 1/9).",
+                                    (lambda v: v >= 0, "must be >= 0."), flag=False)
+    foreground_iou: float = setting(FOREGROUND_IOU, "IoU at or above which an anchor is foreground (paper 4).",
+                                    _UNIT, flag=False)
+    background_iou: float = setting(BACKGROUND_IOU, "IoU below which an anchor is background (paper 4).",
+                                    _UNIT, flag=False)
+    allow_low_quality_matches: bool = setting(True, "Give each box its best anchor(s) (the RPN rule).",
+                                              flag=False)
+    box_coder_weights: tuple = setting(box_coder.DEFAULT_WEIGHTS, "(wy, wx, wh, ww) of the box coder.",
+                                       (lambda v: len(v) == 4 and all(w > 0 for w in v),
+                                        "must be four positive numbers."), flag=False)
+    score_threshold: float = setting(postprocess.SCORE_THRESHOLD, "Detection score threshold (paper 4.1: 0.05).",
+                                     (lambda v: 0 <= v < 1, "must be in [0, 1)."), flag=False)
+    pre_nms_top_k: int = setting(postprocess.PRE_NMS_TOP_K, "Candidates per level (paper 4.1: 1000).",
+                                 _POSITIVE, flag=False)
+    nms_iou_threshold: float = setting(postprocess.NMS_IOU_THRESHOLD, "NMS IoU (paper 4.1: 0.5).",
+                                       (lambda v: 0 < v <= 1, "must be in (0, 1]."), flag=False)
+    max_detections: int = setting(postprocess.MAX_DETECTIONS, "Detections per image (COCO: 100).", _POSITIVE,
+                                  flag=False)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):  # lists from JSON or callers -> tuples
+            object.__setattr__(self, field.name, as_tuples(getattr(self, field.name)))
+        if self.focal_gamma is None:
+            object.__setattr__(self, "focal_gamma", loss_lib.default_gamma(self.classification_loss))
+        check_fields(self)
+        if self.background_iou > self.foreground_iou:
+            raise UsageError(f"background_iou={self.background_iou} is above foreground_iou={self.foreground_iou}.")
+        if self.freeze_backbone_at and self.backbone not in RESNETS:
+            raise UsageError(f"freeze_backbone_at={self.freeze_backbone_at}: only ResNet backbones have frozen "
+                             f"stages; backbone={self.backbone!r} trains from scratch, use 0.")
+
+    def resolved(self):
+        """This config with `freeze_backbone_at` decided (`backbone.default_freeze_at` if unset)."""
+        if self.freeze_backbone_at is not None:
+            return self
+        return dataclasses.replace(self, freeze_backbone_at=default_freeze_at(self.backbone, self.backbone_weights))
+
+    def to_json(self):
+        """A JSON-ready dict (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _valid_size(value):
+    try:
+        anchor_lib.validate_image_size(value)
+    except (TypeError, ValueError):
+        return False
+    return True

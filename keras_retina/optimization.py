@@ -1,0 +1,87 @@
+"""Optimisation and distribution: the learning-rate schedule, the optimizer, the strategy and
+the compute precision, from a `TrainConfig` (recipe in `train_config`).
+
+Weight decay is Keras' decoupled form (w -= lr * wd * w each step). `optimizer="adamw"` is for
+networks trained from scratch (the tiny demo backbone), where the paper's SGD recipe, made for
+ImageNet-initialised ResNets, learns far more slowly.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_retina.errors import UsageError
+from keras_retina.train_config import OPTIMIZERS, STRATEGIES
+
+PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+@keras.saving.register_keras_serializable(package="keras_retina")
+class WarmupPiecewiseSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from `warmup_factor * rate` to `rate` over `warmup_steps`, then
+    `rate * decay^i` after the i-th of `boundaries` (steps)."""
+
+    def __init__(self, rate, boundaries=(), decay=0.1, warmup_steps=0, warmup_factor=1 / 3):
+        self.rate = float(rate)
+        self.boundaries = [int(b) for b in boundaries]
+        self.decay = float(decay)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_factor = float(warmup_factor)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        rate = tf.constant(self.rate, tf.float32)
+        for boundary in self.boundaries:
+            rate = tf.where(step >= boundary, rate * self.decay, rate)
+        if self.warmup_steps:
+            progress = tf.minimum(step / self.warmup_steps, 1.0)
+            rate = rate * (self.warmup_factor + (1.0 - self.warmup_factor) * progress)
+        return rate
+
+    def get_config(self):
+        return {"rate": self.rate, "boundaries": self.boundaries, "decay": self.decay,
+                "warmup_steps": self.warmup_steps, "warmup_factor": self.warmup_factor}
+
+
+def make_optimizer(config):
+    """The optimizer of a TrainConfig, with the warm-up and step schedule scaled to its batch."""
+    rate, _, boundaries, warmup = config.scaled()
+    schedule = WarmupPiecewiseSchedule(rate, boundaries, 0.1, warmup)
+    clip = {"global_clipnorm": config.clipnorm} if config.clipnorm else {}
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=config.momentum, weight_decay=config.weight_decay or None,
+                                    **clip)
+    if config.optimizer == "adamw":  # for backbones trained from scratch (the demo)
+        return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, **clip)
+    raise UsageError(f"--optimizer={config.optimizer!r}: choose one of {OPTIMIZERS}.")
+
+
+def set_precision(name):
+    """--mixed_precision for every model built from here on (variables stay float32; the label
+    encoder, losses and decoder always compute in float32)."""
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[name or "none"])
+
+
+def make_strategy(name):
+    """'mirrored' (all local devices), 'multi_worker' (from TF_CONFIG) or 'one_device'."""
+    if name == "mirrored":
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()  # NCCL all-reduce
+        # CPU only: plain reduction. The default collective all-reduce keys its ops by
+        # process-global counters, so a second strategy in one process (a notebook, the tests)
+        # can collide with the first ("Shape mismatch in the collective instance").
+        return tf.distribute.MirroredStrategy(cross_device_ops=tf.distribute.ReductionToOneDevice())
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    raise UsageError(f"--strategy={name!r}: choose one of {STRATEGIES}.")
+
+
+def is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (
+        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)

@@ -1,0 +1,35 @@
+"""The one mapping of pictures into the model input and of detections back (`input_mapping`)."""
+
+import numpy as np
+import tensorflow as tf
+
+from conftest import assert_close
+from keras_retina import input_mapping
+
+
+def test_to_model_input_keeps_the_aspect_and_pads_below_and_right():
+    image = tf.constant(np.full((100, 200, 3), 77, np.uint8))
+    padded, scale = input_mapping.to_model_input(image, (128, 128))
+    assert padded.shape == (128, 128, 3) and abs(float(scale) - 0.64) < 1e-7
+    assert np.all(padded.numpy()[:64] == 77) and np.all(padded.numpy()[64:] == 0)
+    tall, scale = input_mapping.to_model_input(tf.zeros((300, 60, 3), tf.uint8), (128, 96))
+    assert tall.shape == (128, 96, 3) and abs(float(scale) - 128 / 300) < 1e-7
+
+
+def test_to_original_inverts_the_mapping_and_clips():
+    original = np.array([[10.0, 20.0, 50.0, 120.0], [90.0, 150.0, 140.0, 260.0]], np.float32)
+    in_input = original * 0.64
+    back = input_mapping.to_original(in_input, 0.64, [100, 200])
+    assert_close(back, [[10, 20, 50, 120], [90, 150, 100, 200]], atol=1e-4)  # second box clipped
+    normalised = input_mapping.to_original(in_input, 0.64, [100, 200], normalised=True)
+    assert_close(normalised, [[0.1, 0.1, 0.5, 0.6], [0.9, 0.75, 1.0, 1.0]], atol=1e-6)
+
+
+def test_to_original_on_a_batch_of_pictures_of_different_sizes():
+    boxes = np.array([[[0.0, 0.0, 64.0, 128.0]], [[0.0, 0.0, 128.0, 64.0]]], np.float32)
+    scales = np.array([0.64, 128 / 300], np.float32)
+    sizes = np.array([[100, 200], [300, 60]], np.float32)
+    back = input_mapping.to_original(boxes, scales, sizes)
+    assert_close(back, [[[0, 0, 100, 200]], [[0, 0, 300, 60]]], atol=1e-3)
+    assert_close(input_mapping.to_original(boxes, scales, sizes, normalised=True), [[[0, 0, 1, 1]], [[0, 0, 1, 1]]],
+                 atol=1e-6)
