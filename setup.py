@@ -38,6 +38,6 @@ setup(
         "bench": ["keras-hub>=0.32,<0.33"] + OFFICIAL,
     },
     data_files=[("share/keras_retina/configs", [str(p) for p in sorted((HERE / "configs").glob("*.flags"))])],
-    entry_points={"console_scripts": ["keras_retina=keras_retina.cli:run"]},
+    scripts=["bin/keras_retina"],  # silences TensorFlow's start-up lines before it is imported
     classifiers=["Programming Language :: Python :: 3", "Framework :: Keras"],
 )

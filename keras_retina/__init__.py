@@ -1,29 +1,26 @@
 """keras-retina: RetinaNet ("Focal Loss for Dense Object Detection", Lin et al.) in Keras 3.
 
-The public names below are imported on first use, so `import keras_retina` (and the
-`keras_retina` command before it has read its flags) does not start TensorFlow.
+Importing the package registers every layer, loss and schedule it defines with Keras, so
+`keras.saving.load_model("model.keras")` works after `import keras_retina`.
 """
 
 __version__ = "0.1.0"
 
-_PUBLIC = {
-    "AnchorGenerator": "anchors", "generate_anchors": "anchors", "num_anchors": "anchors",
-    "BACKBONES": "backbone", "build_backbone": "backbone",
-    "FeaturePyramid": "fpn", "PredictionHead": "heads",
-    "BACKGROUND": "label_encoder", "IGNORE": "label_encoder", "LabelEncoder": "label_encoder",
-    "FocalLoss": "losses", "FocalStarLoss": "losses", "SmoothL1Loss": "losses",
-    "ModelConfig": "model_config", "RetinaNet": "model", "build_parts": "builder",
-    "DetectionDecoder": "postprocess", "DataError": "errors", "UsageError": "errors",
-}
+from keras_retina.anchors import AnchorGenerator, generate_anchors, num_anchors
+from keras_retina.backbone import BACKBONES, build_backbone
+from keras_retina.builder import build_parts
+from keras_retina.errors import DataError, UsageError
+from keras_retina.fpn import FeaturePyramid
+from keras_retina.heads import PredictionHead
+from keras_retina.label_encoder import BACKGROUND, IGNORE, LabelEncoder
+from keras_retina.losses import FocalLoss, FocalStarLoss, SmoothL1Loss
+from keras_retina.model import RetinaNet
+from keras_retina.model_config import ModelConfig
+from keras_retina.optimization import WarmupPiecewiseSchedule
+from keras_retina.postprocess import DetectionDecoder
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'keras_retina' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"keras_retina.{_PUBLIC[name]}"), name)
-    globals()[name] = value
-    return value
+__all__ = [
+    "AnchorGenerator", "BACKBONES", "BACKGROUND", "DataError", "DetectionDecoder", "FeaturePyramid", "FocalLoss",
+    "FocalStarLoss", "IGNORE", "LabelEncoder", "ModelConfig", "PredictionHead", "RetinaNet", "SmoothL1Loss",
+    "UsageError", "WarmupPiecewiseSchedule", "build_backbone", "build_parts", "generate_anchors", "num_anchors",
+]

@@ -119,10 +119,6 @@ class AnchorGenerator(keras.layers.Layer):
         """A: anchors at each location of every level (9 in the paper)."""
         return self.num_scales * len(self.aspect_ratios)
 
-    @property
-    def level_names(self):
-        return tuple(level_name(lv) for lv in range(self.min_level, self.max_level + 1))
-
     def level_anchors(self, level, rows, cols):
         """`[rows * cols * A, 4]` float64 yxyx pixels of one level, in anchor order; location
         (y, x) is centred at ((y + 0.5) * stride, (x + 0.5) * stride)."""

@@ -185,7 +185,11 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
             raise ValueError("backbone='tiny' has no ImageNet weights; use resnet50/resnet101 or a path.")
         model = _tiny(input_shape)
         if weights is not None:
-            model.load_weights(weights)
+            try:
+                model.load_weights(weights)
+            except Exception as error:  # h5py, shape or format errors, whatever the file holds
+                raise DataError(f"backbone_weights={weights}: not weights of the tiny backbone "
+                                f"({_first_line(error)}).") from None
         return model
     return _resnet(name, input_shape, weights, freeze_batchnorm, int(freeze_at))
 
@@ -196,14 +200,15 @@ def _resnet(name, input_shape, weights, freeze_batchnorm, freeze_at):
     normalised = CaffePreprocessing(name="caffe_preprocessing")(inputs)
     try:
         resnet = constructor(include_top=False, weights=weights, input_tensor=normalised)
-    except Exception as error:  # keras raises a bare Exception on a failed download
+    except Exception as error:  # a bare Exception on a failed download; h5py/shape errors for a file
         if weights != "imagenet":
-            raise
-        raise RuntimeError(
-            f"Could not get ImageNet weights for {name} ({error}). On a machine with internet, "
+            raise DataError(f"backbone_weights={weights}: not {name} weights ({_first_line(error)}); use "
+                            f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5 or a Keras .weights.h5 of "
+                            f"the same network.") from None
+        raise DataError(
+            f"Could not get ImageNet weights for {name} ({_first_line(error)}). On a machine with internet, "
             f"download {name}_weights_tf_dim_ordering_tf_kernels_notop.h5 (keras.applications) and "
-            f"pass its path as backbone_weights, or copy it to ~/.keras/models/."
-        ) from error
+            f"pass its path as backbone_weights, or copy it to ~/.keras/models/.") from None
     for layer in resnet.layers:
         stage = _STAGE.match(layer.name)
         if stage and int(stage.group(1)) <= freeze_at:
@@ -230,3 +235,8 @@ def _tiny(input_shape):
         if stage >= 3:
             outputs[f"C{stage}"] = x
     return keras.Model(inputs, outputs, name="tiny")
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__

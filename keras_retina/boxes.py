@@ -127,8 +127,9 @@ def check_boxes(boxes, height, width):
     ymin, xmin, ymax, xmax = ops.unstack(safe, 4, axis=-1)
     bad = ops.logical_not(finite) | (ymax < ymin) | (xmax < xmin)
     empty = (ymax == ymin) | (xmax == xmin)
-    outside = (ymax <= 0.0) | (xmax <= 0.0) | (ymin >= height) | (xmin >= width)
-    partly = (ymin < 0.0) | (xmin < 0.0) | (ymax > height) | (xmax > width)
+    known = ops.isfinite(height) & ops.isfinite(width)
+    outside = known & ((ymax <= 0.0) | (xmax <= 0.0) | (ymin >= height) | (xmin >= width))
+    partly = known & ((ymin < 0.0) | (xmin < 0.0) | (ymax > height) | (xmax > width))
     verdict = ops.where(bad, BAD, ops.where(empty, EMPTY, ops.where(
         outside, OUTSIDE, ops.where(partly, CLIPPED, VALID))))
     clipped = ops.stack([ops.clip(ymin, 0.0, height), ops.clip(xmin, 0.0, width),

@@ -20,6 +20,7 @@ variant is one object. Settings of a part that was given are not used.
 from keras_retina import anchors as anchor_lib
 from keras_retina import losses as loss_lib
 from keras_retina.backbone import build_backbone
+from keras_retina.errors import UsageError
 from keras_retina.fpn import FeaturePyramid
 from keras_retina.heads import PredictionHead
 from keras_retina.label_encoder import LabelEncoder
@@ -66,6 +67,10 @@ def build_parts(config, **given):
         parts["decoder"] = DetectionDecoder(
             config.image_size, generator, config.box_coder_weights, config.score_threshold,
             config.pre_nms_top_k, config.nms_iou_threshold, config.max_detections, name="detection_decoder")
+    for name in ("classification_loss", "box_loss"):
+        if name in parts and getattr(parts[name], "reduction", "sum") != "sum":
+            raise UsageError(f"{name}={parts[name].name}: give a loss with reduction='sum'; RetinaNet divides the "
+                             f"sum by the number of foreground anchors itself (paper 4.1).")
     if "classification_loss" not in parts:
         parts["classification_loss"] = loss_lib.classification_loss(
             config.classification_loss, config.focal_alpha, config.focal_gamma, config.focal_star_beta)

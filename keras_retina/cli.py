@@ -10,12 +10,15 @@ Flagfiles may include others (`--flagfile=configs/r50.flags` inside a file). A f
 relative to the current folder that does not exist there is looked up in the installed configs,
 includes too. Bad flag values are rejected, naming the flag, before any work starts. A data or
 usage problem is one line on stderr and exit status 2; a NaN loss exit status 3; anything else
-is a bug and keeps its traceback. TensorFlow's start-up lines are hidden unless --verbose=3.
+is a bug and keeps its traceback. The `keras_retina` launcher (bin/keras_retina) hides
+TensorFlow's start-up lines unless --verbose=3.
 """
 
 import dataclasses
 import os
 import sys
+
+from keras_retina.visualize import DRAW_SCORE_THRESHOLD
 
 COMMANDS = {
     "train": ("Train (or resume) a detector, evaluate it and export it.",
@@ -44,7 +47,7 @@ OPTIONS = {
     "max_detections": ("integer", None, "Detections per image (default: the model's, 100).", "export"),
     "saved_model": ("string", None, "An exported SavedModel version folder.", "predict"),
     "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
-    "score_threshold": ("float", 0.3, "Draw detections at or above this score.", "predict"),
+    "score_threshold": ("float", DRAW_SCORE_THRESHOLD, "Draw detections at or above this score.", "predict"),
 }
 _OPTION_CHECKS = {
     "max_images": (lambda v: v > 0, "must be positive."),
@@ -232,14 +235,6 @@ def _resolve_flagfiles(argv, depth=0):
     return resolved
 
 
-def _quiet_unless_verbose(argv):
-    """Hides TensorFlow's C++ start-up lines (CUDA probing, oneDNN notes) unless --verbose=3;
-    must run before TensorFlow is imported."""
-    verbose = [a.split("=", 1)[1] for a in argv if a.startswith("--verbose=")]
-    if not verbose or verbose[-1] != "3":
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 _GROUPS = {}
 
 
@@ -254,7 +249,6 @@ def run():
         argv = _resolve_flagfiles(sys.argv)
     except (app.UsageError, OSError) as error:
         sys.exit(f"keras_retina: error: {error}")
-    _quiet_unless_verbose(argv)
     _GROUPS.update(_define_flags())
     if any(a in ("-h", "--help") for a in argv[2:]) and argv[1] in COMMANDS:
         _print_command_help(argv[1], _GROUPS)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras_retina import evaluation, export as export_lib, training
 from keras_retina.builder import anchor_generator
 from keras_retina.data import cleaning, coverage, pipeline
+from keras_retina.config_fields import from_dict
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.sources import open_sources
 from keras_retina.errors import DataError, UsageError
@@ -29,6 +30,9 @@ from keras_retina.run_dir import RunDir, write_json
 
 def train(configs, options):
     RunDir(options["model_dir"])  # a missing --model_dir is an error before any work
+    weights = configs["model"].backbone_weights
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise DataError(f"--backbone_weights={weights!r}: no such weights file.")
     set_precision(configs["train"].mixed_precision)
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op (reading the data does).
     strategy = make_strategy(configs["train"].strategy)
@@ -55,7 +59,10 @@ def evaluate(configs, options):
     run = RunDir(options["model_dir"])
     set_precision(configs["train"].mixed_precision)
     net, label_map, config, checkpoint = run.load_model()
-    data = configs["data"] if configs["data"].sources_given() else DataConfig(**config["data"])
+    data = configs["data"]
+    if not data.sources_given():  # the run's own data, with this command's --skip_bad_examples
+        saved = from_dict(DataConfig, config["data"], run.config_path)
+        data = dataclasses.replace(saved, skip_bad_examples=data.skip_bad_examples)
     val = open_sources(data, need_train=False).val
     if val is None:
         raise UsageError("No validation data: give --val_annotations/--val_images, --tfds_name "

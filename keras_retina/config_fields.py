@@ -9,7 +9,11 @@ model_dir (`dataclasses.asdict`) and the resume check.
 
 import dataclasses
 
-from keras_retina.errors import UsageError
+from keras_retina.errors import DataError, UsageError
+
+POSITIVE = (lambda v: v > 0, "must be positive.")
+NOT_NEGATIVE = (lambda v: v >= 0, "must be >= 0.")
+UNIT = (lambda v: 0 <= v <= 1, "must be in [0, 1].")
 
 
 def setting(default, help, check=None, choices=None, flag=True):
@@ -33,12 +37,16 @@ def check_fields(config):
 
 
 def from_dict(cls, values, what):
-    """`cls(**values)`; unknown keys are a UsageError naming them and `what` they came from."""
+    """`cls(**values)` for values read from a file (`what`, e.g. a config.json); unknown keys or
+    values that break the rules are a DataError naming the file."""
     names = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - names) if isinstance(values, dict) else ["(not an object)"]
     if unknown:
-        raise UsageError(f"{what}: unknown {cls.__name__} setting(s) {', '.join(unknown)}.")
-    return cls(**values)
+        raise DataError(f"{what}: unknown {cls.__name__} setting(s) {', '.join(unknown)}.")
+    try:
+        return cls(**values)
+    except UsageError as error:
+        raise DataError(f"{what}: {error}") from None
 
 
 def as_tuples(value):

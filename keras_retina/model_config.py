@@ -11,14 +11,13 @@ import dataclasses
 from keras_retina import anchors as anchor_lib
 from keras_retina import box_coder, losses as loss_lib, postprocess
 from keras_retina.backbone import BACKBONES, DEFAULT_BACKBONE, MAX_FREEZE_AT, RESNETS, default_freeze_at
-from keras_retina.config_fields import as_tuples, check_fields, setting
+from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, UNIT, as_tuples, check_fields, setting
 from keras_retina.errors import UsageError
 from keras_retina.fpn import P6_INPUTS
 from keras_retina.heads import PRIOR_PROBABILITY
 from keras_retina.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU
 
-_POSITIVE = (lambda v: v > 0, "must be positive.")
-_UNIT = (lambda v: 0 <= v <= 1, "must be in [0, 1].")
+_POSITIVE, _UNIT, _NOT_NEGATIVE = POSITIVE, UNIT, NOT_NEGATIVE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,19 +43,19 @@ class ModelConfig:
     fpn_filters: int = setting(256, "FPN channels (paper: 256).", _POSITIVE)
     p6_input: str = setting("C5", "P6 from C5 (paper) or P5 (Model Garden).", choices=P6_INPUTS)
     head_filters: int = setting(256, "Subnet channels (paper: 256).", _POSITIVE)
-    head_convs: int = setting(4, "Hidden convs per subnet (paper: 4).", (lambda v: v >= 0, "must be >= 0."))
+    head_convs: int = setting(4, "Hidden convs per subnet (paper: 4).", _NOT_NEGATIVE)
     prior_probability: float = setting(PRIOR_PROBABILITY, "pi of the classification bias init (paper 4.1: 0.01).",
                                        (lambda v: 0 < v < 1, "must be in (0, 1)."), flag=False)
     classification_loss: str = setting("focal", "focal (paper), focal_star (FL*) or balanced_ce (CE_alpha).",
                                        choices=loss_lib.CLASSIFICATION_LOSSES)
     focal_alpha: float = setting(loss_lib.FOCAL_ALPHA, "Focal loss alpha (paper: 0.25).", _UNIT)
     focal_gamma: float = setting(None, "Focal loss gamma (default: 2 for FL, 4 for FL*).",
-                                 (lambda v: v >= 0, "must be >= 0."))
+                                 _NOT_NEGATIVE)
     focal_star_beta: float = setting(loss_lib.FOCAL_STAR_BETA, "beta of FL* (appendix A: 0).", flag=False)
-    box_loss_weight: float = setting(1.0, "Weight of the box loss.", (lambda v: v >= 0, "must be >= 0."),
+    box_loss_weight: float = setting(1.0, "Weight of the box loss.", _NOT_NEGATIVE,
                                      flag=False)
     smooth_l1_beta: float = setting(loss_lib.SMOOTH_L1_BETA, "Smooth-L1 transition point (Detectron: 1/9).",
-                                    (lambda v: v >= 0, "must be >= 0."), flag=False)
+                                    _NOT_NEGATIVE, flag=False)
     foreground_iou: float = setting(FOREGROUND_IOU, "IoU at or above which an anchor is foreground (paper 4).",
                                     _UNIT, flag=False)
     background_iou: float = setting(BACKGROUND_IOU, "IoU below which an anchor is background (paper 4).",
@@ -83,6 +82,11 @@ class ModelConfig:
         check_fields(self)
         if self.background_iou > self.foreground_iou:
             raise UsageError(f"background_iou={self.background_iou} is above foreground_iou={self.foreground_iou}.")
+        if self.classification_loss == "focal_star" and self.focal_gamma <= 0:
+            raise UsageError(f"focal_gamma={self.focal_gamma}: FL* needs a gamma above 0.")
+        if self.backbone_weights == "imagenet" and self.backbone not in RESNETS:
+            raise UsageError(f"backbone={self.backbone!r} has no ImageNet weights; use resnet50/resnet101 or a "
+                             f"weights file.")
         if self.freeze_backbone_at and self.backbone not in RESNETS:
             raise UsageError(f"freeze_backbone_at={self.freeze_backbone_at}: only ResNet backbones have frozen "
                              f"stages; backbone={self.backbone!r} trains from scratch, use 0.")

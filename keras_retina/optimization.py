@@ -10,9 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_retina.errors import UsageError
-from keras_retina.train_config import OPTIMIZERS, STRATEGIES
-
-PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+from keras_retina.train_config import OPTIMIZERS, PRECISION_POLICIES, STRATEGIES
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")

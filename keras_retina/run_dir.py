@@ -15,12 +15,16 @@ never evaluated or exported). `load_model` is how evaluate, export and predict g
 model. Model dirs written by keras_retina before this layout do not load.
 """
 
+import dataclasses
 import json
 import os
 
 import tensorflow as tf
 
-from keras_retina.errors import DataError
+from keras_retina.config_fields import from_dict
+from keras_retina.errors import DataError, UsageError
+
+SECTIONS = ("model", "train", "data")  # of config.json
 
 
 class RunDir:
@@ -30,7 +34,7 @@ class RunDir:
 
     def __init__(self, path, worker=None):
         if not path:
-            raise DataError("--model_dir is required: where checkpoints, logs and the model go.")
+            raise UsageError("--model_dir is required: where checkpoints, logs and the model go.")
         self.path = str(path)
         self.write_path = self.path if worker is None else os.path.join(self.path, "tmp", f"worker_{worker}")
         self.config_path = os.path.join(self.path, "config.json")
@@ -45,10 +49,24 @@ class RunDir:
         return tf.io.gfile.exists(self.config_path)
 
     def read_config(self):
-        """config.json as a dict; DataError when this is not a keras_retina model_dir."""
+        """config.json as a dict of SECTIONS; DataError when this is not a model_dir of this
+        version of keras_retina."""
         if not self.has_config():
             raise DataError(f"--model_dir={self.path}: no config.json; is this a keras_retina model_dir?")
-        return read_json(self.config_path)
+        try:
+            config = read_json(self.config_path)
+        except (ValueError, RecursionError) as error:
+            raise DataError(f"{self.config_path}: not valid JSON ({str(error)[:200]}).") from None
+        if not isinstance(config, dict) or sorted(config) != sorted(SECTIONS):
+            raise DataError(f"{self.config_path} was not written by this version of keras_retina (model dirs "
+                            f"from before its current layout do not load); train again in a new --model_dir.")
+        return config
+
+    def model_config(self):
+        """The ModelConfig of config.json."""
+        from keras_retina.model_config import ModelConfig
+
+        return from_dict(ModelConfig, self.read_config()["model"], self.config_path)
 
     def write_config(self, config):
         write_json(config, self.config_path)
@@ -96,7 +114,7 @@ class RunDir:
         from keras_retina.model import RetinaNet
 
         config = self.read_config()
-        model = RetinaNet(**{**config["model"], "backbone_weights": None})
+        model = RetinaNet(**dataclasses.asdict(dataclasses.replace(self.model_config(), backbone_weights=None)))
         path = self.restore(tf.train.Checkpoint(model=model), checkpoint, for_inference=True)
         return model, self.read_label_map(), config, path
 

@@ -10,15 +10,15 @@ flags and `config.json["train"]` derive from these fields.
 
 import dataclasses
 
-from keras_retina.config_fields import as_tuples, check_fields, setting
+from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, as_tuples, check_fields, setting
 from keras_retina.errors import UsageError
 
 REFERENCE_BATCH_SIZE = 16
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adamw")
-PRECISIONS = ("none", "float16", "bfloat16")
-_POSITIVE = (lambda v: v > 0, "must be positive.")
-_NOT_NEGATIVE = (lambda v: v >= 0, "must be >= 0.")
+# --mixed_precision -> the Keras dtype policy (variables stay float32 in each).
+PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+_POSITIVE, _NOT_NEGATIVE = POSITIVE, NOT_NEGATIVE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class TrainConfig:
     mixed_precision: str = setting(
         "none", "Compute precision of train, evaluate, export and predict (variables stay float32, so "
         "checkpoints work either way). bfloat16 runs 3-5x faster on CPUs with AVX512-BF16/AMX and on TPUs; "
-        "float16 is for GPUs.", choices=PRECISIONS)
+        "float16 is for GPUs.", choices=tuple(PRECISION_POLICIES))
     seed: int = setting(0, "Random seed.")
     deterministic: bool = setting(
         False, "Bit-exact training: deterministic ops and a data order that is a function of the step, so a "

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_retina import callbacks as cb, evaluation
 from keras_retina.data import cleaning, pipeline
+from keras_retina.config_fields import from_dict
 from keras_retina.data.data_config import DataConfig
 from keras_retina.errors import DataError, UsageError
 from keras_retina.model import RetinaNet
@@ -33,7 +34,7 @@ def resolve_model_settings(model_config, previous, model_dir):
     which only initialises a new run) is a UsageError."""
     if previous is None:
         return model_config.resolved()
-    previous = ModelConfig(**previous)
+    previous = from_dict(ModelConfig, previous, f"{model_dir}/config.json")
     if model_config.freeze_backbone_at is None:
         model_config = dataclasses.replace(model_config, freeze_backbone_at=previous.freeze_backbone_at)
     changed = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name != "backbone_weights"
@@ -45,7 +46,8 @@ def resolve_model_settings(model_config, previous, model_dir):
 
 
 def train(model_dir, model_config, train_config, sources, data_config=None, strategy=None):
-    """Trains (or resumes) a RetinaNet; returns the summary dict.
+    """Trains (or resumes) a RetinaNet; returns the summary dict. An image that fails to decode
+    while training or evaluating is a DataError naming it (`raise_if_undecodable`).
 
     Args:
       model_dir: the run folder.
@@ -56,6 +58,14 @@ def train(model_dir, model_config, train_config, sources, data_config=None, stra
       strategy: a tf.distribute strategy; default `make_strategy(train_config.strategy)`.
         A multi-worker strategy must be made before TensorFlow runs any op.
     """
+    try:
+        return _train(model_dir, model_config, train_config, sources, data_config, strategy)
+    except tf.errors.InvalidArgumentError:
+        raise_if_undecodable(sources)
+        raise  # not a data problem: TensorFlow's error and traceback
+
+
+def _train(model_dir, model_config, train_config, sources, data_config, strategy):
     start = time.time()
     strategy = strategy or make_strategy(train_config.strategy)
     chief = is_chief(strategy)
@@ -115,13 +125,9 @@ def train(model_dir, model_config, train_config, sources, data_config=None, stra
               f"{train_steps} steps at global batch {train_config.batch_size} on "
               f"{strategy.num_replicas_in_sync} replica(s); lr {rate:.5g}, boundaries {boundaries}, "
               f"warm-up {warmup}.", flush=True)
-        try:
-            model.fit(train_ds, steps_per_epoch=per_epoch, epochs=math.ceil(train_steps / per_epoch),
-                      initial_epoch=step // per_epoch, callbacks=callbacks, verbose=min(train_config.verbose, 2),
-                      shuffle=False)
-        except tf.errors.InvalidArgumentError:
-            raise_if_undecodable(sources)
-            raise  # not a data problem: TensorFlow's error and traceback
+        model.fit(train_ds, steps_per_epoch=per_epoch, epochs=math.ceil(train_steps / per_epoch),
+                  initial_epoch=step // per_epoch, callbacks=callbacks, verbose=min(train_config.verbose, 2),
+                  shuffle=False)
     final_step = int(model.optimizer.iterations.numpy())
     if nan_guard.bad_step is not None:
         raise FloatingPointError(
@@ -151,8 +157,9 @@ def train(model_dir, model_config, train_config, sources, data_config=None, stra
 
 
 def raise_if_undecodable(sources):
-    """After a decode failure in training: a DataError naming the images of `sources` that do
-    not decode (the sources check them all), or nothing when every image decodes."""
+    """After TensorFlow stopped on invalid input: a DataError naming the images of `sources` that
+    do not decode (each source checks all of its images), or nothing when every image decodes."""
+    print("[data] training stopped on invalid input; checking whether an image fails to decode ...", flush=True)
     bad = [str(name) for source in (sources.train, sources.val) if source is not None
            for name in source.find_undecodable()]
     if bad:

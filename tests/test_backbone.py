@@ -166,7 +166,7 @@ def test_imagenet_download_failure_says_what_to_do(monkeypatch):
         raise Exception("URL fetch failure: no network")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(RuntimeError, match="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"):
+    with pytest.raises(DataError, match="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"):
         build_backbone("resnet50", (64, 64, 3), weights="imagenet")
 
 

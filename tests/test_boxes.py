@@ -50,3 +50,28 @@ def test_pairwise_iou_accepts_float64():
     a = np.array([[0.0, 0.0, 10.0, 10.0]], np.float64)
     b = np.array([[5.0, 5.0, 15.0, 15.0]], np.float32)
     assert_close(boxes.pairwise_iou(a, b), [[25 / 175]])
+
+
+def test_check_boxes_is_the_one_rule_with_hand_computed_verdicts():
+    given = np.array([[10, 10, 50, 50],      # inside
+                      [-5, 10, 50, 80],      # partly outside: clipped
+                      [10, 10, 10, 50],      # zero height
+                      [10, 10, 5, 50],       # negative height
+                      [np.nan, 0, 5, 5],     # NaN
+                      [0, np.inf, 5, 5],     # inf
+                      [70, 10, 90, 50],      # below the image
+                      [-20, -20, 0, 30]],    # touches the top edge from outside: no area inside
+                     np.float32)
+    clipped, verdict = boxes.check_boxes(given, 64, 72)
+    assert verdict.numpy().tolist() == [boxes.VALID, boxes.CLIPPED, boxes.EMPTY, boxes.BAD, boxes.BAD, boxes.BAD,
+                                        boxes.OUTSIDE, boxes.OUTSIDE]
+    np.testing.assert_allclose(clipped.numpy()[:2], [[10, 10, 50, 50], [0, 10, 50, 72]])
+    assert np.all(np.isfinite(clipped.numpy())) and clipped.numpy()[4].tolist() == [0, 0, 0, 0]
+    assert boxes.trainable(verdict).numpy().tolist() == [True, True] + [False] * 6
+    # Unknown image size (NaN): nothing is outside or clipped, bad and empty boxes still are.
+    _, unknown = boxes.check_boxes(given, np.nan, np.nan)
+    assert unknown.numpy().tolist() == [0, 0, 2, 4, 4, 4, 0, 0]
+    # One size per box: the same box is clipped in a 40 px tall image, inside a 100 px one.
+    same = np.array([[10, 10, 50, 50], [10, 10, 50, 50]], np.float32)
+    _, per_box = boxes.check_boxes(same, np.array([40.0, 100.0]), np.array([72.0, 100.0]))
+    assert per_box.numpy().tolist() == [boxes.CLIPPED, boxes.VALID]

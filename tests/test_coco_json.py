@@ -50,7 +50,7 @@ def test_reads_categories_boxes_crowd_and_negatives(tmp_path):
     ({"id": 8, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5]}, "image id not in 'images': annotation id 8"),
 ])
 def test_bad_annotations_are_named(tmp_path, annotation, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(DataError, match=message):
         coco_json.read_coco_json(*_write(tmp_path, [annotation]))
 
 
@@ -65,7 +65,7 @@ def test_zero_size_boxes_are_dropped_and_counted(tmp_path):
 
 def test_missing_image_file_is_named(tmp_path):
     images = [{"id": 1, "file_name": "nowhere.jpg", "height": 10, "width": 10}]
-    with pytest.raises(ValueError, match="image file missing: .*nowhere.jpg"):
+    with pytest.raises(DataError, match="image file missing: .*nowhere.jpg"):
         coco_json.read_coco_json(*_write(tmp_path, [], images=images))
     with pytest.raises(DataError, match="missing.json"):
         coco_json.read_coco_json(str(tmp_path / "missing.json"), str(tmp_path))

@@ -9,10 +9,11 @@ from keras_retina.anchors import AnchorGenerator
 from keras_retina import boxes as box_lib
 from keras_retina import evaluation
 from keras_retina.data import synthetic
+from keras_retina.errors import UsageError
 
 
 def _tiny(num_classes=3, **overrides):
-    return RetinaNet(num_classes=num_classes, **{**TINY, **overrides})
+    return RetinaNet(num_classes=num_classes, **{**TINY, "image_size": 128, **overrides})
 
 
 def _data(n=8, seed=3):
@@ -139,7 +140,7 @@ def test_bad_targets_are_explained():
         model.fit(images, boxes, verbose=0)
     with pytest.raises(ValueError, match="got keys \\['bbox'\\]"):
         model.fit(images, {"bbox": boxes}, verbose=0)
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(UsageError, match="multiple of 32"):
         RetinaNet(num_classes=3, backbone="tiny", image_size=100)
 
 
@@ -220,7 +221,7 @@ def test_model_from_non_default_parts_round_trips(tmp_path):
 def test_parts_that_do_not_fit_are_refused():
     from keras_retina.heads import PredictionHead
 
-    with pytest.raises(ValueError, match="the heads give .* anchors but the anchor generator has"):
+    with pytest.raises(UsageError, match="the heads give .* anchors but the anchor generator has"):
         _tiny(box_head=PredictionHead(4, num_anchors=3, filters=8, num_convs=1))
     with pytest.raises(TypeError, match="unknown setting"):
         _tiny(fpn_channels=3)

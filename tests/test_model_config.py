@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from keras_retina.config_fields import from_dict
-from keras_retina.errors import UsageError
+from keras_retina.errors import DataError, UsageError
 from keras_retina.model_config import ModelConfig
 
 
@@ -24,7 +24,7 @@ def test_defaults_are_the_papers():
 def test_json_round_trip_and_unknown_settings():
     config = ModelConfig(num_classes=3, image_size=(128, 96), aspect_ratios=[1.0, 2.0], freeze_backbone_at=0)
     assert ModelConfig(**config.to_json()) == config  # lists from JSON come back as tuples
-    with pytest.raises(UsageError, match="config.json: unknown ModelConfig setting"):
+    with pytest.raises(DataError, match="config.json: unknown ModelConfig setting"):
         from_dict(ModelConfig, {**config.to_json(), "fpn_channels": 8}, "config.json")
 
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from conftest import TINY
 from keras_retina import RetinaNet
-from keras_retina.errors import DataError
+from keras_retina.errors import DataError, UsageError
 from keras_retina.run_dir import RunDir
 
 
@@ -43,8 +43,11 @@ def test_a_checkpoint_without_every_weight_is_refused_by_name(tmp_path):
 def test_not_a_model_dir(tmp_path):
     with pytest.raises(DataError, match="no config.json"):
         RunDir(tmp_path).load_model()
-    with pytest.raises(DataError, match="--model_dir is required"):
+    with pytest.raises(UsageError, match="--model_dir is required"):
         RunDir(None)
-    RunDir(tmp_path).write_config({"model": {}})
+    # The layout of model dirs before config.json had its three sections: refused by name.
+    RunDir(tmp_path).write_config({"model": {"num_classes": 2}, "train": {"data": {}}})
+    with pytest.raises(DataError, match="config.json was not written by this version of keras_retina"):
+        RunDir(tmp_path).load_model()
     with pytest.raises(DataError, match="no checkpoint"):
         RunDir(tmp_path).restore(tf.train.Checkpoint())

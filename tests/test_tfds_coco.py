@@ -49,7 +49,7 @@ def test_coco_2017_through_tfds_load(tmp_path):
         assert not example["is_crowd"].numpy().any() and len(example["area"].numpy()) == len(boxes)
 
 
-def test_tfds_examples_feed_the_training_pipeline(tmp_path):
+def test_tfds_source_feeds_the_training_pipeline(tmp_path):
     with tfds.testing.mock_data(as_dataset_fn=tfds_records(_random_coco(4)), data_dir=str(tmp_path)):
         source = tfds_coco.tfds_source("coco/2017", "train", data_dir=str(tmp_path)).checked()
         images, targets = next(iter(pipeline.train_dataset(source, LabelEncoder(64), 64, 2,

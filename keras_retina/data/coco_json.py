@@ -48,7 +48,7 @@ from keras_retina.errors import DataError
 class CocoJsonSource:
     """A parsed COCO JSON file: label map and per-image records (numpy), random access."""
 
-    decoded = False  # images are decoded when read (under --skip_bad_examples, by PIL, up front)
+    decoded = False  # images are decoded by TensorFlow in the pipeline (PIL checks them when read)
 
     def __init__(self, annotations_path, label_map, images, skip_bad_examples, report):
         self.name = annotations_path
@@ -88,8 +88,8 @@ class CocoJsonSource:
                                                             deterministic=True)
 
     def find_undecodable(self):
-        """Named problems (`images.BadImage`) of this source's images that do not fully decode."""
-        return list(image_lib.verify_images([r["file"] for r in self.images]).values())
+        """'<file>: <reason>' for each of this source's images that does not fully decode."""
+        return [str(error) for error in image_lib.verify_images([r["file"] for r in self.images]).values()]
 
     def _make_records(self):
         lengths = [len(r["classes"]) for r in self.images]
@@ -196,11 +196,13 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
     size = np.full((len(anns), 2), np.nan, np.float64)
     parsed = [False] * len(anns)
     for number, ann in enumerate(anns):
-        try:
-            xywh[number] = [float(v) for v in ann["bbox"]]
-            parsed[number] = True
-        except (KeyError, TypeError, ValueError):  # missing, not a list of 4 numbers
-            pass
+        bbox = ann.get("bbox")
+        if isinstance(bbox, list) and len(bbox) == 4:
+            try:
+                xywh[number] = [float(v) for v in bbox]
+                parsed[number] = True
+            except (TypeError, ValueError):  # not numbers
+                pass
         entry = images.get(ann.get("image_id")) if isinstance(ann.get("image_id"), int) else None
         if entry is not None and entry["bad"] is None:
             size[number] = entry["hw"]

@@ -30,9 +30,6 @@ class DataConfig:
         "instead of stopping with an error that lists them. Every image is decoded once before training.")
 
     def __post_init__(self):
-        for field in dataclasses.fields(self):  # an empty flag value means "not given"
-            if getattr(self, field.name) == "":
-                object.__setattr__(self, field.name, None)
         check_fields(self)
 
     def sources_given(self):

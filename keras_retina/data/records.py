@@ -101,7 +101,8 @@ class RecordSource:
     def find_undecodable(self):
         """Names of the kept records whose image does not decode."""
         decoded = self.kept_records().map(
-            lambda where, raw: (where, tf.shape(decode_image(self.annotations(raw)["encoded"]))))
+            lambda where, raw: (where, tf.shape(decode_image(self.annotations(raw)["encoded"]))),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         good = {where.numpy() for where, _ in decoded.ignore_errors()}
         return [cleaning.shown(where.numpy()) for where, _ in self.kept_records() if where.numpy() not in good]
 

@@ -18,8 +18,8 @@ A source has:
                       element i is a pure function of (seed, i), epochs of num_examples each in
                       their own seeded order (what --deterministic resumes on)
     find_undecodable()
-                      names of the examples whose image does not decode (training calls it to
-                      name the files when decoding fails)
+                      strings naming the examples whose image does not decode (and why, where
+                      known); training calls it to name the files when TensorFlow stops on input
 
 Examples (one per image):
 
