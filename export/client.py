@@ -19,7 +19,10 @@ import base64
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
+
+MAX_RESPONSE_BYTES = 256 << 20  # a detector's answer is small; more is not a TF Serving answer
 
 OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "detection_class_names",
            "num_detections")
@@ -47,11 +50,28 @@ def parse_rest_response(body):
 
 
 def send_rest(server, model, body, version=None, timeout=60):
+    """POSTs `body` to `:predict`; returns the parsed answer. An HTTP error keeps TF Serving's
+    reason (its JSON "error"); an answer over MAX_RESPONSE_BYTES is refused unread."""
     url = f"http://{server}/v1/models/{model}" + (f"/versions/{version}" if version else "") + ":predict"
     request = urllib.request.Request(url, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(_read_limited(response))
+    except urllib.error.HTTPError as error:  # 400 for a bad image, 404 for an unknown model...
+        text = _read_limited(error).decode("utf-8", "replace")
+        try:
+            reason = json.loads(text).get("error", text)
+        except (ValueError, AttributeError):
+            reason = text or error.reason
+        raise RuntimeError(f"TF Serving error (HTTP {error.code}): {reason}") from None
+
+
+def _read_limited(response):
+    data = response.read(MAX_RESPONSE_BYTES + 1)
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise RuntimeError(f"TF Serving's answer is larger than {MAX_RESPONSE_BYTES} bytes; refused.")
+    return data
 
 
 def build_grpc_request(images, model, signature="serving_default", version=None):
@@ -104,6 +124,8 @@ def main(argv=None):
         answers = parse_grpc_response(send_grpc(args.server, build_grpc_request(images, args.model, version=args.version)))
     else:
         answers = parse_rest_response(send_rest(args.server, args.model, build_rest_request(images), args.version))
+    if len(answers) != len(images):
+        raise RuntimeError(f"TF Serving answered for {len(answers)} of {len(images)} images.")
 
     from PIL import Image
 

@@ -15,6 +15,7 @@ TensorFlow's start-up lines unless --verbose=3.
 """
 
 import dataclasses
+import errno
 import os
 import sys
 
@@ -36,6 +37,8 @@ COMMANDS = {
 # The commands' own flags: name -> (kind, default, help, group).
 OPTIONS = {
     "model_dir": ("string", None, "The run folder: checkpoints, logs, metrics, the model.", "run"),
+    "resume_with_other_data": ("boolean", False, "train: continue a model_dir on another label map or other "
+                               "data flags than it was trained on (refused otherwise).", "run"),
     "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
     "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval).", "run"),
     "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
@@ -60,7 +63,7 @@ _OPTION_CHECKS = {
 }
 # The flags each command reads, by group (None: the whole group); its --help shows these.
 COMMAND_FLAGS = {
-    "train": {"run": {"model_dir", "max_images"}, "data": None, "model": None, "training": None,
+    "train": {"run": {"model_dir", "max_images", "resume_with_other_data"}, "data": None, "model": None, "training": None,
               "export": None},
     "evaluate": {"run": {"model_dir", "output"}, "data": None, "training": {"batch_size", "mixed_precision"}},
     "check-data": {"run": {"max_images"}, "data": None,
@@ -201,6 +204,13 @@ def main(argv):
     except FloatingPointError as error:  # NaN/Inf loss: message names the step and the cause
         print(f"keras_retina {command}: error: {error}", file=sys.stderr)
         return 3
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"keras_retina {command}: error: the disk is full ({error.filename or error}); files written so far "
+              f"are whole (written under temporary names); free space and run the same command again.",
+              file=sys.stderr)
+        return 2
 
 
 def _find_flagfile(path):

@@ -48,7 +48,8 @@ def train(configs, options):
         training.raise_if_undecodable(sources)
         raise  # not a data problem: TensorFlow's error and traceback
     print(coverage.format_coverage(report), flush=True)
-    summary = training.train(options["model_dir"], model, configs["train"], sources, data, strategy)
+    summary = training.train(options["model_dir"], model, configs["train"], sources, data, strategy,
+                             allow_other_data=options["resume_with_other_data"])
     print(training.format_summary(summary), flush=True)
     if options["export_dir"] and is_chief(strategy):
         export(configs, options)

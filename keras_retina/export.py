@@ -19,7 +19,10 @@ Outputs follow the TF Object Detection API, so its clients work unchanged:
   for COCO), 0 on padding rows,
 - `detection_class_names`: string `[B, D]`, "" on padding rows,
 - `num_detections`: float32 `[B]`,
-with D = `max_detections` (100). The postprocessing parameters (score threshold,
+with D = `max_detections` (100). Bounded work per request: at most MAX_BATCH images, each at
+most MAX_IMAGE_PIXELS (a GIF's frames counted together, read from the header before decoding),
+MAX_REQUEST_PIXELS in all; beyond that the answer is InvalidArgument and nothing is decoded.
+The postprocessing parameters (score threshold,
 top-k per level, NMS IoU, max detections) default to the model's (the paper's)
 and can be changed at export time. Only core TensorFlow ops are in the graph.
 """
@@ -33,7 +36,15 @@ import tensorflow as tf
 from keras_retina import anchors as anchor_lib
 from keras_retina import input_mapping, postprocess
 from keras_retina.errors import UsageError
-from keras_retina.images import decode_image
+from keras_retina.images import decode_image, encoded_pixels
+from keras_retina.run_dir import exclusive
+
+
+# What one request may make the server allocate: every image's pixels are read from its file
+# header before anything is decoded (`images.encoded_pixels`), and a refusal is InvalidArgument.
+MAX_BATCH = 64
+MAX_IMAGE_PIXELS = 50_000_000  # a 8660 x 5770 photo; decoded: 150 MB
+MAX_REQUEST_PIXELS = 200_000_000
 
 
 class DetectionServer(tf.Module):
@@ -96,6 +107,17 @@ class DetectionServer(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serve_encoded(self, inputs):
+        pixels = tf.map_fn(encoded_pixels, inputs, fn_output_signature=tf.int64)
+        with tf.control_dependencies(_batch_checks(inputs) + [
+                tf.debugging.assert_non_negative(pixels, message="an input is not a JPEG, PNG, GIF, BMP or still "
+                                                 "WebP image"),
+                tf.debugging.assert_less_equal(pixels, tf.constant(MAX_IMAGE_PIXELS, tf.int64), message=(
+                    f"an image has more than {MAX_IMAGE_PIXELS:,} pixels (all frames of a GIF counted)")),
+                tf.debugging.assert_less_equal(tf.reduce_sum(pixels), tf.constant(MAX_REQUEST_PIXELS, tf.int64),
+                                               message=f"the images of a request have more than "
+                                               f"{MAX_REQUEST_PIXELS:,} pixels together")]):
+            inputs = tf.identity(inputs)
+
         def one(encoded):
             return self._fit(decode_image(encoded))
 
@@ -107,11 +129,21 @@ class DetectionServer(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")])
     def serve_image_tensor(self, inputs):
+        shape = tf.cast(tf.shape(inputs), tf.int64)
+        with tf.control_dependencies(_batch_checks(inputs) + [tf.debugging.assert_less_equal(
+                shape[1] * shape[2], tf.constant(MAX_IMAGE_PIXELS, tf.int64),
+                message=f"an image has more than {MAX_IMAGE_PIXELS:,} pixels")]):
+            inputs = tf.identity(inputs)
         images, scales, sizes = tf.map_fn(
             self._fit, inputs, fn_output_signature=(tf.TensorSpec([self.height, self.width, 3], tf.float32),
                                                     tf.TensorSpec([], tf.float32),
                                                     tf.TensorSpec([2], tf.float32)))
         return self._detect(images, scales, sizes)
+
+
+def _batch_checks(inputs):
+    return [tf.debugging.assert_less_equal(tf.shape(inputs)[0], MAX_BATCH,
+                                           message=f"a request holds more than {MAX_BATCH} images")]
 
 
 def next_version(export_base):
@@ -123,7 +155,13 @@ def next_version(export_base):
 
 
 def export_saved_model(model, label_map, export_base, version=None, **postprocess_overrides):
-    """Writes the SavedModel; returns its path `export_base/<version>`."""
+    """Writes the SavedModel; returns its path `export_base/<version>`. The base is locked while
+    a version is chosen and written: a second export waits, then takes the next version."""
+    with exclusive(export_base, "keras_retina export", wait=True):
+        return _export(model, label_map, export_base, version, postprocess_overrides)
+
+
+def _export(model, label_map, export_base, version, postprocess_overrides):
     version = next_version(export_base) if version is None else int(version)
     path = os.path.join(export_base, str(version))
     if tf.io.gfile.exists(path):
@@ -139,6 +177,8 @@ def export_saved_model(model, label_map, export_base, version=None, **postproces
     archive.add_endpoint("serving_image_tensor", server.serve_image_tensor)
     # Write next to the target and rename, so TF Serving never sees a half-written version.
     partial = path + ".partial"
+    if tf.io.gfile.exists(partial):  # left by an export that died; nobody else writes here (locked)
+        tf.io.gfile.rmtree(partial)
     archive.write_out(partial, verbose=False)
     # The label map's ids and names are constants in the graph; the file is for people and tools.
     tf.io.gfile.makedirs(os.path.join(partial, "assets"))

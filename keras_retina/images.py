@@ -32,6 +32,90 @@ class BadImage(Exception):
         self.kind = kind
 
 
+def encoded_pixels(encoded):
+    """An upper bound of the pixels TensorFlow's decoder allocates for `encoded` (a string
+    tensor), read from the file's header without decoding: height x width for JPEG, PNG, BMP and
+    still WebP; the logical screen times an upper bound of the frame count for GIF (TensorFlow
+    decodes every frame). int64 scalar; -1 for a format TensorFlow does not decode, and for an
+    animated WebP (refused)."""
+    padded = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, 0, 32), b"\0" * 32]), 0, 32)
+    head = tf.cast(tf.io.decode_raw(padded, tf.uint8), tf.int64)  # the first 32 bytes, zero-padded
+
+    def little(start, count):
+        return tf.add_n([head[start + i] * 256**i for i in range(count)])
+
+    def big(start, count):
+        return tf.add_n([head[start + i] * 256**(count - 1 - i) for i in range(count)])
+
+    magic = tf.strings.substr(padded, 0, 4)
+    riff = tf.strings.substr(padded, 8, 4)
+    chunk = tf.strings.substr(padded, 12, 4)
+
+    def gif():
+        frames, frame_pixels = _gif_frames(encoded)
+        return tf.maximum(frames, 1) * little(6, 2) * little(8, 2) + frame_pixels
+
+    def bmp():
+        height = little(22, 4)
+        height = tf.where(height >= 2**31, 2**32 - height, height)  # negative: stored top-down
+        return little(18, 4) * height
+
+    def webp():
+        lossy = (little(26, 2) % 2**14) * (little(28, 2) % 2**14)
+        lossless = ((little(21, 2) % 2**14) + 1) * ((little(22, 4) // 2**6 % 2**14) + 1)
+        extended = (little(24, 3) + 1) * (little(27, 3) + 1)
+        animated = tf.equal(head[20] // 2 % 2, 1)
+        return tf.case([(tf.equal(chunk, "VP8 "), lambda: lossy), (tf.equal(chunk, "VP8L"), lambda: lossless),
+                        (tf.equal(chunk, "VP8X"), lambda: tf.where(animated, tf.constant(-1, tf.int64), extended))],
+                       default=lambda: tf.constant(-1, tf.int64))
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(encoded), tf.int64)
+        return shape[0] * shape[1]
+
+    return tf.case([
+        (tf.equal(tf.strings.substr(padded, 0, 3), b"\xff\xd8\xff"), jpeg),
+        (tf.equal(magic, b"\x89PNG"), lambda: big(16, 4) * big(20, 4)),
+        (tf.equal(tf.strings.substr(padded, 0, 3), b"GIF"), gif),
+        (tf.equal(tf.strings.substr(padded, 0, 2), b"BM"), bmp),
+        (tf.logical_and(tf.equal(magic, b"RIFF"), tf.equal(riff, b"WEBP")), webp),
+    ], default=lambda: tf.constant(-1, tf.int64))
+
+
+def _gif_frames(encoded):
+    """(frame count, the frames' own pixels summed) of a GIF, by walking its blocks: extensions
+    and image data are skipped sub-block by sub-block, each image descriptor read (GIF89a)."""
+    data = tf.cast(tf.io.decode_raw(tf.strings.join([encoded, b"\x3b" * 16]), tf.uint8), tf.int64)
+    end = tf.size(data, out_type=tf.int64) - 16
+
+    def byte(at):
+        return data[tf.minimum(tf.cast(at, tf.int64), end)]
+
+    def skip_sub_blocks(at):  # a run of (size, size bytes) sub-blocks ended by a size of 0
+        (at,) = tf.while_loop(lambda at: tf.logical_and(at < end, byte(at) > 0), lambda at: (at + 1 + byte(at),),
+                              (at,))
+        return at + 1
+
+    def step(at, frames, pixels):
+        def extension():
+            return skip_sub_blocks(at + 2), frames, pixels
+
+        def image():
+            flags = byte(at + 9)
+            local_table = tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), 0)
+            size = (byte(at + 5) + 256 * byte(at + 6)) * (byte(at + 7) + 256 * byte(at + 8))
+            return skip_sub_blocks(at + 10 + local_table + 1), frames + 1, pixels + size
+
+        return tf.case([(tf.equal(byte(at), 0x21), extension), (tf.equal(byte(at), 0x2C), image)],
+                       default=lambda: (end, frames, pixels))  # the trailer, or not a GIF block
+
+    flags = byte(10)
+    start = 13 + tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), 0)  # header, screen, global colours
+    _, frames, pixels = tf.while_loop(lambda at, *_: at < end, step,
+                                      [start, tf.constant(0, tf.int64), tf.constant(0, tf.int64)])
+    return frames, pixels
+
+
 def decode_image(encoded):
     """Encoded bytes (a string tensor) -> uint8 `[H, W, 3]` RGB."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)

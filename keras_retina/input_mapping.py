@@ -35,7 +35,7 @@ def resize_and_pad(image, boxes, size, scale, offset=None):
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
     new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), 1)
-    image = tf.image.resize(tf.cast(image, tf.float32), new_hw, method="bilinear")
+    image = tf.image.resize(image, new_hw, method="bilinear")  # uint8 in, float32 out: no full-size float copy
     boxes = boxes * scale
     if offset is not None:
         image = image[offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]

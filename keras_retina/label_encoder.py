@@ -24,8 +24,8 @@ Outputs, per anchor, in anchor order (`keras_retina.anchors`):
 
 Plain TensorFlow, vectorised over the batch: the same results eagerly, in a
 `tf.function`, and inside `tf.data.Dataset.map` (one image or a batch).
-Memory is O(B * A_total * N) for the IoU matrix (76,725 x N floats per image at
-640 px).
+Boxes are matched BOX_CHUNK (128) at a time, so memory is O(B * A_total * 128)
+(an image with 5,000 boxes needs no more than one with 128), and time O(B * A_total * N).
 """
 
 import keras
@@ -41,6 +41,7 @@ IGNORE = -2
 # Paper section 4.
 FOREGROUND_IOU = 0.5
 BACKGROUND_IOU = 0.4
+BOX_CHUNK = 128  # ground-truth boxes compared with every anchor at a time (bounds memory)
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")
@@ -115,18 +116,10 @@ class LabelEncoder(keras.layers.Layer):
         valid = classes >= 0  # [B, N]
         anchors = tf.constant(self.anchors)  # [A, 4]
 
-        iou = box_lib.pairwise_iou(anchors[None], boxes)  # [B, A, N]
-        iou = tf.where(valid[:, None, :], iou, -1.0)
-        best_iou = tf.reduce_max(iou, axis=2)  # [B, A]
-        matched = tf.argmax(iou, axis=2, output_type=tf.int32)  # [B, A]
+        best_iou, matched, forced_iou, forced_box = self._match(anchors, boxes, valid)
         foreground = best_iou >= self.foreground_iou
-
         if self.allow_low_quality_matches:
-            best_per_box = tf.reduce_max(iou, axis=1, keepdims=True)  # [B, 1, N]
-            is_best = tf.logical_and(iou == best_per_box, best_per_box > 0.0)  # [B, A, N]
-            forced = tf.reduce_any(is_best, axis=2)  # [B, A]
-            # Among the boxes an anchor is best for, the one it overlaps most.
-            forced_box = tf.argmax(tf.where(is_best, iou, -1.0), axis=2, output_type=tf.int32)
+            forced = forced_iou > 0.0  # the anchor is the best of some box
             matched = tf.where(forced, forced_box, matched)
             foreground = tf.logical_or(foreground, forced)
 
@@ -139,6 +132,41 @@ class LabelEncoder(keras.layers.Layer):
         deltas = box_coder.encode(matched_boxes, anchors[None], self.box_coder_weights)
         box_targets = tf.where(foreground[..., None], deltas, 0.0)
         return cls_targets, box_targets
+
+    def _match(self, anchors, boxes, valid):
+        """Per anchor: (best IoU over the boxes [B, A], that box [B, A], the IoU of the box it is the
+        best anchor of, if any, else -1 [B, A], that box [B, A]); ties go to the first box.
+
+        Boxes are compared with all anchors BOX_CHUNK at a time, so memory stays
+        O(B * A * BOX_CHUNK) for images with thousands of boxes; the result equals comparing all
+        at once."""
+        batch, count = tf.shape(boxes)[0], tf.shape(boxes)[1]
+        num_anchors = anchors.shape[0]
+
+        def step(start, best_iou, matched, forced_iou, forced_box):
+            chunk = box_lib.pairwise_iou(anchors[None], boxes[:, start:start + BOX_CHUNK])  # [B, A, c]
+            chunk = tf.where(valid[:, None, start:start + BOX_CHUNK], chunk, -1.0)
+            chunk_best = tf.reduce_max(chunk, axis=2)
+            better = chunk_best > best_iou  # strictly: an earlier box keeps a tie
+            best_iou = tf.where(better, chunk_best, best_iou)
+            matched = tf.where(better, tf.argmax(chunk, axis=2, output_type=tf.int32) + start, matched)
+            if self.allow_low_quality_matches:
+                best_per_box = tf.reduce_max(chunk, axis=1, keepdims=True)  # [B, 1, c]
+                # Among the boxes an anchor is best for, the one it overlaps most.
+                candidates = tf.where((chunk == best_per_box) & (best_per_box > 0.0), chunk, -1.0)
+                chunk_forced = tf.reduce_max(candidates, axis=2)
+                better = chunk_forced > forced_iou
+                forced_iou = tf.where(better, chunk_forced, forced_iou)
+                forced_box = tf.where(better, tf.argmax(candidates, axis=2, output_type=tf.int32) + start,
+                                      forced_box)
+            return start + BOX_CHUNK, best_iou, matched, forced_iou, forced_box
+
+        shape = tf.stack([batch, num_anchors])
+        state = (tf.constant(0), tf.fill(shape, -2.0), tf.zeros(shape, tf.int32), tf.fill(shape, -1.0),
+                 tf.zeros(shape, tf.int32))
+        _, best_iou, matched, forced_iou, forced_box = tf.while_loop(
+            lambda start, *_: start < count, step, state, parallel_iterations=1)
+        return best_iou, matched, forced_iou, forced_box
 
     def get_config(self):
         config = super().get_config()

@@ -6,7 +6,6 @@ the boxes drawn and written match the picture. Each picture is written to `outpu
 its boxes, names and scores; `detections.json` holds every detection in COCO results format.
 """
 
-import json
 import os
 import sys
 
@@ -16,7 +15,7 @@ from keras_retina import boxes as box_lib, evaluation, export as export_lib, ima
 from keras_retina.commands import postprocess_overrides
 from keras_retina.errors import DataError, UsageError
 from keras_retina.optimization import set_precision
-from keras_retina.run_dir import RunDir
+from keras_retina.run_dir import RunDir, write_json
 
 
 def _detector(options, mixed_precision):
@@ -36,12 +35,48 @@ def _detector(options, mixed_precision):
     raise UsageError("predict needs --saved_model (an exported version folder) or --model_dir.")
 
 
+def output_names(paths, output_dir):
+    """One new file in `output_dir` per picture: the picture's name, with "-2", "-3"... added
+    where two pictures share a name, where the name is taken already (an input, a file that is
+    there) or where it would be the picture itself. Inputs are never overwritten."""
+    inputs = {os.path.realpath(p) for p in paths}
+    taken, names = set(), []
+    for path in paths:
+        stem, ext = os.path.splitext(os.path.basename(path))
+        ext = ext if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"
+        target, n = os.path.join(output_dir, stem + ext), 1
+        while target in taken or os.path.realpath(target) in inputs or os.path.exists(target):
+            n += 1
+            target = os.path.join(output_dir, f"{stem}-{n}{ext}")
+        taken.add(target)
+        names.append(target)
+    return names
+
+
+def image_ids(paths):
+    """COCO image ids: the file names' numbers when every name is a plain, distinct ASCII number
+    (COCO's own 000000397133.jpg), else the pictures' positions 1..n."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    numbers = [int(s) if s.isascii() and s.isdigit() else None for s in stems]
+    if None not in numbers and len(set(numbers)) == len(numbers):
+        return numbers
+    return list(range(1, len(paths) + 1))
+
+
 def predict(configs, options, paths):
-    """Draws detections on each picture; returns 1 when some picture could not be read."""
+    """Draws detections on each picture; returns 1 when some picture could not be read.
+    detections.json is rewritten (atomically) after every picture, so a crash keeps what was done."""
+    if options["saved_model"] and options["model_dir"]:
+        raise UsageError(f"--saved_model={options['saved_model']} and --model_dir={options['model_dir']} both "
+                         f"name a model; give one.")
     detect, _server = _detector(options, configs["train"].mixed_precision)
     os.makedirs(options["output_dir"], exist_ok=True)
+    targets, ids = output_names(paths, options["output_dir"]), image_ids(paths)
+    results_path = os.path.join(options["output_dir"], "detections.json")
+    if os.path.realpath(results_path) in {os.path.realpath(p) for p in paths}:
+        raise UsageError(f"--output_dir={options['output_dir']}: detections.json there is one of the pictures.")
     results, failed = [], []
-    for index, path in enumerate(paths, start=1):
+    for path, target, image_id in zip(paths, targets, ids):
         try:
             pixels = image_lib.read_picture(path)
             out = {k: v.numpy()[0] for k, v in detect(inputs=pixels[None]).items()}
@@ -56,12 +91,8 @@ def predict(configs, options, paths):
         names = [name.decode() for name in out["detection_class_names"][:n]]
         drawn = visualize.draw_detections(picture, boxes, scores, names, options["score_threshold"],
                                           out["detection_classes"][:n])
-        stem, ext = os.path.splitext(os.path.basename(path))
-        target = os.path.join(options["output_dir"],
-                              stem + (ext if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"))
         drawn.save(target, **({"quality": 95} if target.lower().endswith((".jpg", ".jpeg")) else {}))
         width, height = picture.size
-        image_id = int(stem) if stem.isdigit() else index
         pixel_boxes = box_lib.denormalise(tf.constant(boxes, tf.float32), height, width)
         for bbox, score, cls in zip(evaluation.coco_bboxes(pixel_boxes), scores, out["detection_classes"][:n]):
             results.append({"image_id": image_id, "file_name": os.path.basename(path),
@@ -69,7 +100,7 @@ def predict(configs, options, paths):
         shown = [f"{nm} {sc:.2f}" for nm, sc in zip(names, scores) if sc >= options["score_threshold"]]
         print(f"{path}: {len(shown)} detection(s) >= {options['score_threshold']}"
               f"{': ' + ', '.join(shown[:8]) if shown else ''}{' ...' if len(shown) > 8 else ''} -> {target}")
-    with open(os.path.join(options["output_dir"], "detections.json"), "w") as f:
-        json.dump(results, f)
-    print(f"Detections (COCO results format) written to {os.path.join(options['output_dir'], 'detections.json')}")
+        write_json(results, results_path)
+    write_json(results, results_path)
+    print(f"Detections (COCO results format) of {len(paths) - len(failed)} picture(s) written to {results_path}")
     return 1 if failed else 0

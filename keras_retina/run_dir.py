@@ -15,9 +15,13 @@ never evaluated or exported). `load_model` is how evaluate, export and predict g
 model. Model dirs written by keras_retina before this layout do not load.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import math
 import os
+import socket
 
 import tensorflow as tf
 
@@ -86,6 +90,12 @@ class RunDir:
     def checkpoint_manager(self, checkpoint):
         return tf.train.CheckpointManager(checkpoint, self.checkpoint_dir, max_to_keep=3)
 
+    def remove_partial_checkpoints(self):
+        """Deletes the `*_temp*` folders a checkpoint save leaves when its process dies (a kill, a
+        full disk); the checkpoint index never names them. Call while holding the lock."""
+        for path in tf.io.gfile.glob(os.path.join(self.checkpoint_dir, "*_temp*")):
+            tf.io.gfile.rmtree(path) if tf.io.gfile.isdir(path) else tf.io.gfile.remove(path)
+
     def latest_checkpoint(self):
         return tf.train.latest_checkpoint(self.checkpoint_dir)
 
@@ -120,13 +130,87 @@ class RunDir:
 
 
 def write_json(data, path):
-    """Writes JSON atomically (temporary file, then rename)."""
-    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=2)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    """Writes standard JSON (NaN and Inf become null) atomically: a temporary file of this
+    process, flushed to disk, then renamed over `path`; a reader sees the old file or the new."""
+    text = json.dumps(_finite(data), indent=2, allow_nan=False)
+    folder = os.path.dirname(path) or "."
+    if "://" in path:  # a remote file system: its own atomic rename, no fsync
+        tf.io.gfile.makedirs(folder)
+        with tf.io.gfile.GFile(f"{path}.tmp-{os.getpid()}", "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(f"{path}.tmp-{os.getpid()}", path, overwrite=True)
+        return
+    os.makedirs(folder, exist_ok=True)
+    replace_atomically(path, lambda temp: _write_text(temp, text))
+
+
+def replace_atomically(path, write):
+    """Calls `write(temporary path)` next to `path`, flushes it to disk and renames it to `path`.
+    The temporary name keeps `path`'s extension (Keras wants `.keras`)."""
+    stem, ext = os.path.splitext(path)
+    temp = f"{stem}.tmp-{os.getpid()}{ext}"
+    try:
+        write(temp)
+        with open(temp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _write_text(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _finite(value):
+    """NaN and Inf floats -> None, in nested dicts and lists (standard JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_json(path):
     with tf.io.gfile.GFile(path) as f:
         return json.load(f)
+
+
+@contextlib.contextmanager
+def exclusive(folder, holder, wait=False):
+    """Holds an exclusive lock on `folder` (an flock on its `.lock` file, released when the process
+    ends, even by SIGKILL) while the block runs. A folder locked by another process is a UsageError
+    naming that process, or with `wait` a wait for it to finish. `holder` says who holds it
+    ("keras_retina train"). Remote folders (gs://...) are not locked."""
+    if "://" in str(folder):
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    handle = open(os.path.join(folder, ".lock"), "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            other = handle.read().strip() or "another process"
+            if not wait:
+                raise UsageError(f"{folder} is in use by {other}; wait for it to finish, or use another "
+                                 f"folder.") from None
+            print(f"{folder} is in use by {other}; waiting for it to finish ...", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{holder} (pid {os.getpid()} on {socket.gethostname()})\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock

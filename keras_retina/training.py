@@ -24,7 +24,7 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.model import RetinaNet
 from keras_retina.model_config import ModelConfig
 from keras_retina.optimization import is_chief, make_optimizer, make_strategy
-from keras_retina.run_dir import RunDir
+from keras_retina.run_dir import RunDir, exclusive, replace_atomically
 
 
 def resolve_model_settings(model_config, previous, model_dir):
@@ -45,7 +45,7 @@ def resolve_model_settings(model_config, previous, model_dir):
     return model_config
 
 
-def train(model_dir, model_config, train_config, sources, data_config=None, strategy=None):
+def train(model_dir, model_config, train_config, sources, data_config=None, strategy=None, allow_other_data=False):
     """Trains (or resumes) a RetinaNet; returns the summary dict. An image that fails to decode
     while training or evaluating is a DataError naming it (`raise_if_undecodable`).
 
@@ -57,26 +57,53 @@ def train(model_dir, model_config, train_config, sources, data_config=None, stra
       data_config: DataConfig kept in config.json, so `evaluate` finds the data again.
       strategy: a tf.distribute strategy; default `make_strategy(train_config.strategy)`.
         A multi-worker strategy must be made before TensorFlow runs any op.
+      allow_other_data: resume on another label map or other data flags (`check_same_data`).
+
+    The model_dir is locked (`run_dir.exclusive`) while training: a second run on it stops with
+    a UsageError naming the first.
     """
-    try:
-        return _train(model_dir, model_config, train_config, sources, data_config, strategy)
-    except tf.errors.InvalidArgumentError:
-        raise_if_undecodable(sources)
-        raise  # not a data problem: TensorFlow's error and traceback
-
-
-def _train(model_dir, model_config, train_config, sources, data_config, strategy):
-    start = time.time()
     strategy = strategy or make_strategy(train_config.strategy)
     chief = is_chief(strategy)
     run = RunDir(model_dir, None if chief else strategy.cluster_resolver.task_id)
+    with exclusive(run.write_path, "keras_retina train"):  # one writer per model_dir
+        try:
+            return _train(run, chief, model_config, train_config, sources, data_config or DataConfig(), strategy,
+                          allow_other_data)
+        except tf.errors.InvalidArgumentError:
+            raise_if_undecodable(sources)
+            raise  # not a data problem: TensorFlow's error and traceback
+
+
+def check_same_data(run, label_map, data_config):
+    """A resumed run must train on the data it started with: the same label map (same ids and
+    names) and the same data flags; otherwise a UsageError naming what changed."""
+    previous = run.read_label_map()
+    if previous != label_map:
+        shown = lambda entries: ", ".join(f"{e['id']}:{e['name']}" for e in entries[:6])  # noqa: E731
+        raise UsageError(f"--model_dir={run.path} was trained on other categories ({shown(previous)}) than this "
+                         f"data's ({shown(label_map)}); use a new --model_dir, or --resume_with_other_data to "
+                         f"continue this model on the new data.")
+    saved = run.read_config()["data"]
+    changed = sorted(k for k, v in dataclasses.asdict(data_config).items()
+                     if k != "skip_bad_examples" and saved.get(k) != v)
+    if changed:
+        raise UsageError(f"--model_dir={run.path} was trained on other data ({', '.join(changed)} differ from its "
+                         f"config.json); use a new --model_dir, or --resume_with_other_data to continue it on "
+                         f"this data.")
+
+
+def _train(run, chief, model_config, train_config, sources, data_config, strategy, allow_other_data):
+    start = time.time()
+    model_dir = run.path
     label_map = sources.label_map
     model_config = dataclasses.replace(model_config, num_classes=len(label_map))
     previous = run.read_config()["model"] if run.has_config() else None
     model_config = resolve_model_settings(model_config, previous, model_dir)
+    if previous is not None and not allow_other_data:
+        check_same_data(run, label_map, data_config)
     if chief:
         run.write_config({"model": model_config.to_json(), "train": train_config.to_json(),
-                          "data": dataclasses.asdict(data_config or DataConfig())})
+                          "data": dataclasses.asdict(data_config)})
         run.write_label_map(label_map)
 
     keras.utils.set_random_seed(train_config.seed)
@@ -87,11 +114,15 @@ def _train(model_dir, model_config, train_config, sources, data_config, strategy
     rate, train_steps, boundaries, warmup = train_config.scaled()
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = run.checkpoint_manager(checkpoint)
+    run.remove_partial_checkpoints()  # of a run that died while saving (this one holds the lock)
     step = 0
-    if manager.latest_checkpoint:
-        run.restore(checkpoint, manager.latest_checkpoint)
+    # Every worker resumes from the chief's latest checkpoint (a worker's own temporary ones may be
+    # lost or a step behind), so all replicas start at the same step with the same weights.
+    latest = RunDir(run.path).latest_checkpoint()
+    if latest:
+        run.restore(checkpoint, latest)
         step = int(model.optimizer.iterations.numpy())
-        print(f"Resuming from {manager.latest_checkpoint} at step {step} "
+        print(f"Resuming from {latest} at step {step} "
               f"(learning rate {float(model.optimizer.learning_rate):.5g}).", flush=True)
 
     per_epoch = max(1, min(train_config.checkpoint_every_steps, train_steps))
@@ -145,7 +176,7 @@ def _train(model_dir, model_config, train_config, sources, data_config, strategy
     if reports:  # what the readers fixed, skipped or dropped (cleaning.DataReport)
         summary["data"] = {split: report.as_dict() for split, report in reports.items()}
     if chief:
-        model.save(run.keras_path)
+        replace_atomically(run.keras_path, model.save)
         summary["keras_model"] = run.keras_path
         if evaluator is not None:
             evaluator.set_model(model)  # also when fit did not run (nothing left to train)

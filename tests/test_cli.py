@@ -10,9 +10,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
-from conftest import TINY_FLAGS, assert_same_final_weights
+from conftest import TINY_FLAGS, assert_same_final_weights, checkpoint_values
 from dirty_data import DIRTY_RECORDS_COUNTS, dirty_records, jpeg, scene, write_corpus, write_tfrecord
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,8 @@ def _data_flags(coco, val=True):
     (["train", "--classification_loss=focal_star", "--focal_gamma=0"], "FL* needs a gamma above 0"),
     (["train", "--demo_data=d", "--model_dir=run", "--backbone=tiny", "--backbone_weights=nowhere.h5"],
      "backbone_weights='nowhere.h5': no such weights file"),
+    (["train", "--flagfile=configs/demo.flags", "--model_dir=run", "--train_annotations=mine.json", "--train_images=."],
+     "--demo_data=demo_data and --train_annotations=mine.json name different data sources"),
 ])
 def test_bad_flags_are_rejected_before_any_work(tmp_path, args, message):
     result = _cli(*args, cwd=tmp_path)
@@ -96,6 +99,27 @@ commands.evaluate = evaluate
 sys.argv = ["keras_retina", "evaluate", "--model_dir=run"]
 cli.run()
 """
+
+
+FULL_DISK = """
+import errno, sys
+from keras_retina import cli, commands
+
+def evaluate(configs, options):
+    raise OSError(errno.ENOSPC, "No space left on device", "run/eval/metrics-8.json")
+
+commands.evaluate = evaluate
+sys.argv = ["keras_retina", "evaluate", "--model_dir=run"]
+cli.run()
+"""
+
+
+def test_a_full_disk_is_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", FULL_DISK], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the disk is full (run/eval/metrics-8.json)" in result.stderr
 
 
 def test_a_bug_keeps_its_traceback_and_a_data_error_is_one_line(tmp_path):
@@ -189,6 +213,24 @@ def test_multi_worker_on_two_local_processes(tmp_path, tiny_coco):
     assert "[eval] step 6" in outputs[0] and "[eval]" not in outputs[1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 6 and "AP" in summary["metrics"]
+
+    # A rescheduled worker that lost its temporary folder: every worker resumes from the chief's
+    # checkpoint, so both run steps 7-9 together and end with equal weights.
+    shutil.rmtree(tmp_path / "run" / "tmp" / "worker_1")
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen([sys.executable, "-m", "keras_retina.cli", *args, "--train_steps=9"],
+                                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert all(re.search(r"Resuming from \S*run/checkpoints/ckpt-6 at step 6", out) for out in outputs), outputs
+    chief = checkpoint_values(tmp_path / "run")
+    worker = checkpoint_values(tmp_path / "run" / "tmp" / "worker_1")
+    assert chief.keys() == worker.keys() and all(np.array_equal(chief[k], worker[k]) for k in chief)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 9
 
 
 @pytest.mark.parametrize("config,size", [("r50", "640"), ("r50_800", "800"), ("r101", "800")])

@@ -103,3 +103,51 @@ def test_client_draws_pictures(signature, tmp_path, monkeypatch):
     assert client.main([str(tmp_path / "photo.png"), "--score_threshold=0.0"]) == 0
     drawn = np.asarray(Image.open(tmp_path / "photo.detections.png"))
     assert drawn.shape == _images()[0].shape and not np.array_equal(drawn, _images()[0])
+
+
+def _local_server(status, payload):
+    """A one-thread HTTP server on loopback answering every POST with `status` and `payload`."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_rest_errors_keep_tf_servings_reason_and_big_answers_are_refused(monkeypatch, tmp_path):
+    client = _client()
+    server = _local_server(400, b'{"error": "Invalid argument: Unknown image file format"}')
+    try:
+        with pytest.raises(RuntimeError, match=r"HTTP 400\): Invalid argument: Unknown image file format"):
+            client.send_rest(f"127.0.0.1:{server.server_port}", "retinanet", {"instances": []}, timeout=10)
+    finally:
+        server.shutdown()
+    server = _local_server(200, b'{"predictions": [' + b"0," * 500 + b"0]}")
+    monkeypatch.setattr(client, "MAX_RESPONSE_BYTES", 100)
+    try:
+        with pytest.raises(RuntimeError, match="larger than 100 bytes"):
+            client.send_rest(f"127.0.0.1:{server.server_port}", "retinanet", {"instances": []}, timeout=10)
+    finally:
+        server.shutdown()
+    # An answer with fewer rows than images is an error, not pictures silently left out.
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(_images()[0]).save(tmp_path / name)
+    one_row = {"predictions": [{"detection_boxes": [], "detection_scores": [], "detection_classes": [],
+                                "detection_class_names": [], "num_detections": 0}]}
+    monkeypatch.setattr(client, "send_rest", lambda server, model, body, version=None: one_row)
+    with pytest.raises(RuntimeError, match="answered for 1 of 2 images"):
+        client.main([str(tmp_path / "a.png"), str(tmp_path / "b.png")])

@@ -131,3 +131,53 @@ def test_examples_in_a_seeded_order_from_any_position(tiny_coco):
     later = [int(e["image_id"]) for _, e in source.ordered_examples(5, count - 3).take(6)]
     assert later == ids[count - 3:count + 3]
     assert [int(e["image_id"]) for _, e in source.ordered_examples(6, 0).take(count)] != ids[:count]
+
+
+def test_file_names_outside_the_image_folder_are_refused(tmp_path):
+    """file_name with ../ or an absolute path: never read; a counted bad image (refused), named."""
+    (tmp_path / "secret.png").write_bytes(b"not for the model")
+    images = [{"id": 7, "file_name": "gray.png", "height": 40, "width": 60},
+              {"id": 8, "file_name": "../secret.png", "height": 4, "width": 4},
+              {"id": 9, "file_name": str(tmp_path / "secret.png"), "height": 4, "width": 4}]
+    paths = _write(tmp_path, [], images=images)
+    with pytest.raises(DataError, match=r"file_name outside the image folder.*image id 8: file_name '../secret.png'"):
+        coco_json.read_coco_json(*paths)
+    source = coco_json.read_coco_json(*paths, skip_bad_examples=True)
+    assert source.report.counts["outside_folder"] == 2 and [r["id"] for r in source.images] == [7]
+
+
+@pytest.mark.parametrize("categories,message", [
+    ([{"id": 1, "name": "a"}, {"id": 1, "name": "b"}], r"'categories': label map ids \[1\] appear more than once"),
+    ([{"id": 2**24, "name": "huge"}], "label map ids must be in 0..16777215"),
+])
+def test_bad_categories_are_named(tmp_path, categories, message):
+    with pytest.raises(DataError, match=message):
+        coco_json.read_coco_json(*_write(tmp_path, [], categories=categories))
+
+
+def test_hostile_json_is_a_named_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(DataError, match="deep.json: nested too deeply"):
+        coco_json.read_coco_json(str(tmp_path / "deep.json"), str(tmp_path / "images"))
+    (tmp_path / "latin1.json").write_bytes('{"images": [], "categories": [{"id": 1, "name": "caf\xe9"}]}'.encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.json: not valid JSON"):
+        coco_json.read_coco_json(str(tmp_path / "latin1.json"), str(tmp_path / "images"))
+
+
+def test_a_bbox_must_be_four_numbers(tmp_path):
+    anns = [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [5]},
+            {"id": 2, "image_id": 7, "category_id": 1, "bbox": "1234"},
+            {"id": 3, "image_id": 7, "category_id": 1, "bbox": [1, 2, "x", 4]}]
+    source = coco_json.read_coco_json(*_write(tmp_path, anns), skip_bad_examples=True)
+    assert source.report.counts["bad_box"] == 3
+
+
+def test_boxes_of_a_missing_image_are_not_called_outside(tmp_path):
+    """A missing picture's size is unknown: its boxes are neither outside nor clipped (and no crash)."""
+    images = [{"id": 7, "file_name": "gray.png", "height": 40, "width": 60},
+              {"id": 3, "file_name": "gone.jpg", "height": 10, "width": 10}]
+    anns = [{"id": 1, "image_id": 3, "category_id": 1, "bbox": [-1, 0, 10, 10]},
+            {"id": 2, "image_id": 3, "category_id": 1, "bbox": [50, 50, 10, 10]}]
+    source = coco_json.read_coco_json(*_write(tmp_path, anns, images=images), skip_bad_examples=True)
+    assert dict(source.report.counts) == {"missing_file": 1, "converted_mode": 1, "negative_image": 1}

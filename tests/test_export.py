@@ -167,6 +167,28 @@ def test_exporting_twice_gives_the_same_answers_and_new_versions(exported, tmp_p
         export.export_saved_model(model, LABEL_MAP, base, version=2)
 
 
+def test_exports_take_turns_and_leftovers_are_replaced(exported, tmp_path):
+    """The base is locked while a version is chosen and written: two exports at once give two
+    whole versions; a partial version left by an export that died is replaced, never reused."""
+    model, _ = exported
+    base = tmp_path / "base"
+    (base / "1.partial").mkdir(parents=True)
+    (base / "1.partial" / "junk").write_text("from a killed export")
+    path = export.export_saved_model(model, LABEL_MAP, str(base))
+    assert path == str(base / "1") and not (base / "1.partial").exists()
+    assert (base / "1" / "saved_model.pb").is_file() and not (base / "1" / "junk").exists()
+    make_model_dir(str(tmp_path / "model"))
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "keras_retina.cli", "export", "--model_dir=model", "--export_dir=base"]
+    both = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    assert sorted(os.listdir(base)) == [".lock", "1", "2", "3"]
+    for version in ("2", "3"):
+        assert tf.saved_model.load(str(base / version)).signatures["serving_default"] is not None
+
+
 def test_postprocessing_set_at_export_time(exported, tmp_path):
     model, _ = exported
     path = export.export_saved_model(model, LABEL_MAP, str(tmp_path / "strict"), score_threshold=0.3,
@@ -201,9 +223,18 @@ def test_export_and_predict_commands(tmp_path):
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert detections and {d["category_id"] for d in detections} <= {4, 9, 17}
     assert {"image_id", "bbox", "score", "category_id"} <= set(detections[0])
-    # --model_dir works too, without an export.
-    result = _cli("predict", "--model_dir=model", "--output_dir=out2", "b.png", cwd=tmp_path)
+    # --model_dir works too, without an export. Output folder = the input folder, and two inputs of
+    # one name: every original stays byte-identical, each picture gets its own drawn copy.
+    (tmp_path / "more").mkdir()
+    Image.fromarray(_images()[0]).save(tmp_path / "more" / "b.png")
+    originals = {name: (tmp_path / name).read_bytes() for name in ("b.png", "more/b.png")}
+    result = _cli("predict", "--model_dir=model", "--output_dir=.", "b.png", "more/b.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert {name: (tmp_path / name).read_bytes() for name in originals} == originals
+    assert (tmp_path / "b-2.png").is_file() and (tmp_path / "b-3.png").is_file()
+    assert {d["file_name"] for d in json.loads((tmp_path / "detections.json").read_text())} <= {"b.png"}
+    result = _cli("predict", "--model_dir=model", "--saved_model=serving/pets/1", "b.png", cwd=tmp_path)
+    assert result.returncode == 2 and "both name a model" in result.stderr
     # A bfloat16 export of the same float32 checkpoint: its convolutions run in bfloat16 and
     # its answers agree with the float32 export to bfloat16's precision.
     result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2",
@@ -221,6 +252,37 @@ def test_export_and_predict_commands(tmp_path):
     assert result.returncode == 2 and "exists already" in result.stderr
 
 
+CRASH_IN_THE_MIDDLE = """
+import sys
+from keras_retina import cli, predict
+
+calls = []
+draw = predict.visualize.draw_detections
+
+def draw_then_crash(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        raise MemoryError("the second picture")
+    return draw(*args, **kwargs)
+
+predict.visualize.draw_detections = draw_then_crash
+sys.argv = ["keras_retina", "predict", "--model_dir=model", "--output_dir=out", "a.jpg", "b.png", "c.jpg"]
+cli.run()
+"""
+
+
+def test_a_crash_in_the_middle_of_predict_keeps_what_was_done(tmp_path):
+    make_model_dir(str(tmp_path / "model"))
+    for name, array in zip(("a.jpg", "b.png", "c.jpg"), _images()):
+        Image.fromarray(array).save(tmp_path / name)
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", CRASH_IN_THE_MIDDLE], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode != 0 and "MemoryError: the second picture" in result.stderr
+    done = json.loads((tmp_path / "out" / "detections.json").read_text())  # whole, valid JSON
+    assert done and {d["file_name"] for d in done} == {"a.jpg"}
+
+
 def _conv_dtypes(path):
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import saved_model_pb2
@@ -232,6 +294,64 @@ def _conv_dtypes(path):
             if node.op == "Conv2D"}
 
 
+def huge_png(width=23000, height=23000):
+    """A valid all-zero grayscale PNG of width x height pixels, about 0.5 MB (zlib streams the rows)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (width + 1)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def _gif_bytes(screen, frames):
+    from test_images import _gif
+
+    return _gif(screen, frames)
+
+
+SERVE_UNDER_A_MEMORY_LIMIT = """
+import resource, sys
+import numpy as np
+import tensorflow as tf
+sys.path.insert(0, sys.argv[2])
+from test_export import _gif_bytes, _png, huge_png
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+good = tf.constant([_png(np.full((60, 80, 3), 90, np.uint8))])
+expected = serve(inputs=good)["detection_scores"].numpy()
+hostile = [huge_png(), _gif_bytes((20, 20), [(1, 1), (20000, 20000)]), _gif_bytes((9000, 9000), [(1, 1)] * 40)]
+peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmPeak")).split()[1]) * 1024
+limit = peak + (1 << 30)  # 1 GiB above what loading and one answer took; one hostile image needs 1.6-9.7 GB
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+for request in [hostile[0:1], hostile[1:2], hostile[2:3], [_png(np.zeros((1, 1, 3), np.uint8))] * 5000]:
+    try:
+        serve(inputs=tf.constant(request))
+    except tf.errors.InvalidArgumentError as error:
+        print("refused:", error.message.split("assertion failed: [")[-1].split("]")[0], flush=True)
+    else:
+        raise SystemExit("a hostile request was answered")
+assert np.array_equal(serve(inputs=good)["detection_scores"].numpy(), expected)
+print("still answering", flush=True)
+"""
+
+
+def test_hostile_requests_are_refused_under_a_memory_limit(exported):
+    """The 23000x23000 zero PNG, a GIF with a small first frame and a huge second one, a GIF of
+    many frames on a huge screen, 5,000 one-pixel PNGs: each InvalidArgument under an address
+    space limit 1 GiB above the served model's, and the model answers a good request afterwards."""
+    _, path = exported
+    tests = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run([sys.executable, "-c", SERVE_UNDER_A_MEMORY_LIMIT, path, tests], capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.count("refused:") == 4 and "still answering" in result.stdout, result.stdout
+
+
 def test_hostile_serving_input(exported):
     """Each bad request gets a clear InvalidArgument error or a correct answer, and the loaded
     model keeps answering good requests afterwards (as TF Serving would call it)."""
@@ -241,11 +361,17 @@ def test_hostile_serving_input(exported):
     expected = serve(inputs=tf.constant([good]))
     jpeg = io.BytesIO()
     Image.fromarray(_images()[0]).save(jpeg, "JPEG")
-    for bad, message in ((b"", "Input is empty"),
-                         (np.random.default_rng(0).bytes(300), "Unknown image file format"),
-                         (jpeg.getvalue()[:200], "")):
+    not_an_image = "an input is not a JPEG, PNG, GIF, BMP or still WebP image"
+    for bad, message in ((b"", not_an_image), (np.random.default_rng(0).bytes(300), not_an_image),
+                         (jpeg.getvalue()[:200], ""), (huge_png(), "an image has more than 50,000,000 pixels"),
+                         (_gif_bytes((20, 20), [(1, 1), (20000, 20000)]), "more than 50,000,000 pixels"),
+                         (_gif_bytes((5000, 5000), [(1, 1)] * 3), "more than 50,000,000 pixels")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             serve(inputs=tf.constant([good, bad]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a request holds more than 64 images"):
+        serve(inputs=tf.constant([_png(np.zeros((1, 1, 3), np.uint8))] * 65))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="together"):
+        serve(inputs=tf.constant([_png(np.zeros((1, 1, 3), np.uint8)), huge_png(7000, 7000)] * 5))
     odd = [_png(np.zeros((1, 1, 3), np.uint8)), _png(np.zeros((20, 30), np.uint8)),
            _png(np.zeros((20, 30, 4), np.uint8)), _png(np.zeros((3000, 4000, 3), np.uint8))]
     out = serve(inputs=tf.constant(odd))

@@ -47,3 +47,36 @@ def test_read_picture_applies_the_orientation_and_names_bad_files(tmp_path):
     with pytest.raises(images.BadImage, match="junk.jpg") as error:
         images.read_picture(str(tmp_path / "junk.jpg"))
     assert error.value.kind == "unreadable_image"
+
+
+def _gif(screen, frames):
+    """A GIF89a of a logical screen and 1-colour frames given as (width, height) descriptors,
+    each with one pixel of image data (a decoder allocates the declared size all the same)."""
+    import struct
+
+    data = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    data += b"\x21\xf9\x04\x00\x00\x00\x00\x00"  # a graphic control extension, skipped
+    for width, height in frames:
+        data += b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
+    return data + b"\x3b"
+
+
+def _bytes(image, fmt, **kwargs):
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_encoded_pixels_are_read_from_the_header():
+    picture = Image.fromarray(np.zeros((30, 50, 3), np.uint8))
+    for fmt, kwargs in (("JPEG", {}), ("PNG", {}), ("BMP", {}), ("WEBP", {}), ("WEBP", {"lossless": True})):
+        assert int(images.encoded_pixels(_bytes(picture, fmt, **kwargs))) == 1500, fmt
+    animated = _bytes(picture, "GIF", save_all=True, append_images=[Image.new("RGB", (50, 30), (255, 0, 0))])
+    frames = len(tf.io.decode_gif(animated))
+    assert frames == 2 and int(images.encoded_pixels(animated)) == 2 * 1500 + 2 * 1500  # canvases + frames
+    # A small screen and a huge second frame; a huge screen with many tiny frames: both counted.
+    assert int(images.encoded_pixels(_gif((20, 20), [(1, 1), (20000, 20000)]))) == 2 * 400 + 1 + 20000**2
+    assert int(images.encoded_pixels(_gif((10000, 10000), [(1, 1)] * 50))) == 50 * 10**8 + 50
+    assert int(images.encoded_pixels(b"not an image")) == -1 and int(images.encoded_pixels(b"")) == -1

@@ -1,6 +1,9 @@
 """The run folder (`RunDir`): its files and the one restore path."""
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +12,9 @@ import tensorflow as tf
 from conftest import TINY
 from keras_retina import RetinaNet
 from keras_retina.errors import DataError, UsageError
-from keras_retina.run_dir import RunDir
+from keras_retina.run_dir import RunDir, exclusive, write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _saved_run(path, **settings):
@@ -51,3 +56,43 @@ def test_not_a_model_dir(tmp_path):
         RunDir(tmp_path).load_model()
     with pytest.raises(DataError, match="no checkpoint"):
         RunDir(tmp_path).restore(tf.train.Checkpoint())
+
+
+def test_json_is_standard_and_written_atomically(tmp_path):
+    write_json({"AP": float("nan"), "per_class_AP": {"a": float("inf"), "b": 0.5}}, str(tmp_path / "m.json"))
+    assert json.loads((tmp_path / "m.json").read_text()) == {"AP": None, "per_class_AP": {"a": None, "b": 0.5}}
+    assert os.listdir(tmp_path) == ["m.json"]  # no temporary file left
+
+
+HOLD = """
+import sys, time
+from keras_retina.run_dir import exclusive
+with exclusive(sys.argv[1], "a test holder"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_folder_has_one_writer(tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UsageError, match=r"run is in use by a test holder \(pid \d+ on "):
+            with exclusive(str(tmp_path / "run"), "this test"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(str(tmp_path / "run"), "this test"):  # released when its holder died (SIGKILL)
+        assert "this test" in (tmp_path / "run" / ".lock").read_text()
+
+
+def test_partial_checkpoints_of_a_dead_save_are_removed(tmp_path):
+    _, run = _saved_run(tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "ckpt-9_temp").mkdir()
+    (tmp_path / "run" / "checkpoints" / "ckpt-9_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+    run.remove_partial_checkpoints()
+    assert not (tmp_path / "run" / "checkpoints" / "ckpt-9_temp").exists()
+    assert run.latest_checkpoint().endswith("ckpt-4")

@@ -24,7 +24,7 @@ def test_exactly_one_training_source(tiny_coco, tmp_path):
         open_sources(DataConfig())
     both = DataConfig(train_annotations=tiny_coco["train"][0], train_images=tiny_coco["train"][1],
                       train_tfrecord="x-*.tfrecord")
-    with pytest.raises(UsageError, match="got --train_annotations, --train_tfrecord"):
+    with pytest.raises(UsageError, match=r"--train_annotations=.* and --train_tfrecord=x-\*.tfrecord name different"):
         open_sources(both)
     with pytest.raises(UsageError, match="--train_annotations=.* needs --train_images"):
         open_sources(DataConfig(train_annotations=tiny_coco["train"][0]))
@@ -52,3 +52,15 @@ def test_a_users_dataset_is_a_source_without_a_deterministic_order():
     with pytest.raises(UsageError, match="--deterministic needs a source whose examples can be numbered"):
         source.ordered_examples(0, 0)
     assert as_source(source) is source
+
+
+def test_two_kinds_of_source_are_refused_naming_both(tiny_coco, tmp_path):
+    """The demo flagfile's --demo_data and a user's --train_annotations: never one of them silently."""
+    mixed = DataConfig(demo_data=str(tmp_path / "demo"), train_annotations=tiny_coco["train"][0],
+                       train_images=tiny_coco["train"][1])
+    with pytest.raises(UsageError, match=r"--demo_data=.*demo and --train_annotations=.*train.json name different "
+                                         r"data sources.*--demo_data="):
+        open_sources(mixed)
+    assert not (tmp_path / "demo").exists()
+    with pytest.raises(UsageError, match="--tfds_name=coco/2017 and --val_tfrecord=v.tfrecord"):
+        open_sources(DataConfig(tfds_name="coco/2017", val_tfrecord="v.tfrecord"))

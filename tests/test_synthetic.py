@@ -25,3 +25,21 @@ def test_coco_dataset_written_once(tmp_path):
     stamp = os.path.getmtime(paths["train"][0])
     assert synthetic.write_coco_dataset(str(tmp_path), num_train=4, num_val=2, num_classes=2) == paths
     assert os.path.getmtime(paths["train"][0]) == stamp
+
+
+def test_the_demo_data_is_never_written_over_other_files(tmp_path):
+    import pytest
+
+    from keras_retina.errors import UsageError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "train.json").write_text("my own annotations")
+    with pytest.raises(UsageError, match="--demo_data=.*mine: the folder holds other files"):
+        synthetic.write_coco_dataset(str(tmp_path / "mine"), num_train=2, num_val=1)
+    assert (tmp_path / "mine" / "train.json").read_text() == "my own annotations"
+    assert os.listdir(tmp_path / "mine") == ["train.json"]
+    paths = synthetic.write_coco_dataset(str(tmp_path / "demo"), num_train=2, num_val=1)  # new folder: written
+    assert os.path.isfile(paths["train"][0]) and sorted(os.listdir(tmp_path)) == ["demo", "mine"]  # no partial left
+    assert synthetic.write_coco_dataset(str(tmp_path / "demo"), num_train=2, num_val=1) == paths  # reused
+    with pytest.raises(UsageError, match="or a demo dataset of other settings"):
+        synthetic.write_coco_dataset(str(tmp_path / "demo"), num_train=3, num_val=1)

@@ -10,6 +10,7 @@ from conftest import assert_close
 from conftest import tf_feature as _feature
 from dirty_data import DIRTY_RECORDS_COUNTS, dirty_records, jpeg, write_tfrecord
 from keras_retina.data import cleaning, tfrecord
+from keras_retina.data.label_map import read_label_map
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.sources import open_sources
 from keras_retina.errors import DataError
@@ -64,13 +65,13 @@ def test_label_map_files(tmp_path):
     # As in the TF OD API's mscoco_label_map.pbtxt: `name` is an id string, `display_name` the name.
     pbtxt.write_text('item {\n  id: 3\n  name: "cat"\n}\nitem { id: 1 display_name: "dog" }\n'
                      'item {\n  name: "/m/01g317"\n  id: 7\n  display_name: "person"\n}\n')
-    assert tfrecord.read_label_map(str(pbtxt)) == [{"id": 1, "name": "dog"}, {"id": 3, "name": "cat"},
-                                                   {"id": 7, "name": "person"}]
+    assert read_label_map(str(pbtxt)) == [{"id": 1, "name": "dog"}, {"id": 3, "name": "cat"},
+                                          {"id": 7, "name": "person"}]
     with pytest.raises(DataError, match="no TFRecord files match"):
         tfrecord.tfrecord_source(str(tmp_path / "none-*.tfrecord"), [])
     (tmp_path / "broken.json").write_text("[{")
     with pytest.raises(DataError, match="broken.json: not valid JSON"):
-        tfrecord.read_label_map(str(tmp_path / "broken.json"))
+        read_label_map(str(tmp_path / "broken.json"))
 
 
 def test_dirty_records_are_named_counted_and_left_out(tmp_path):
@@ -119,3 +120,43 @@ def test_records_without_a_usable_image_are_an_error(tmp_path):
     data = DataConfig(train_tfrecord=str(tmp_path / "junk.tfrecord"), skip_bad_examples=True)
     with pytest.raises(DataError, match=r"junk.tfrecord: no usable images.\n(.|\n)*skipped\s+1 x cannot"):
         open_sources(data)
+
+
+def test_pbtxt_is_parsed_as_protobuf_text(tmp_path):
+    """Quotes inside names, comments, other fields: as protobuf reads them; duplicate ids refused."""
+    pbtxt = tmp_path / "labels.pbtxt"
+    pbtxt.write_text('# item { id: 99 name: "commented out" }\n'
+                     'item {\n  id: 2  # id: 5 in a comment\n  display_name: "driver\'s license"\n'
+                     '  frequency: FREQUENT\n}\nitem { name: "x" id: 1 keypoints { id: 0 label: "nose" } }\n')
+    assert read_label_map(str(pbtxt)) == [{"id": 1, "name": "x"}, {"id": 2, "name": "driver's license"}]
+    pbtxt.write_text('item { id: 1 name: "a" }\nitem { id: 1 name: "b" }\n')
+    with pytest.raises(DataError, match=r"label map ids \[1\] appear more than once"):
+        read_label_map(str(pbtxt))
+    pbtxt.write_text('item { name: "no id" }\n')
+    with pytest.raises(DataError, match="an item has no id"):
+        read_label_map(str(pbtxt))
+    pbtxt.write_text('item { id: "one" }\n')
+    with pytest.raises(DataError, match="labels.pbtxt: not a TF OD API label map"):
+        read_label_map(str(pbtxt))
+
+
+def test_object_lists_of_different_lengths_are_a_named_error(tmp_path):
+    path = str(tmp_path / "uneven.tfrecord")
+    write_tfrecord(path, [(1, jpeg(np.zeros((16, 16, 3), np.uint8)), [(0.1, 0.1, 0.5, 0.5)], [1, 1])])
+    with pytest.raises(DataError, match=r"uneven.tfrecord: a record cannot be read .*differ in length"):
+        tfrecord.tfrecord_source(path, [{"id": 1, "name": "a"}]).checked()
+
+
+def test_records_with_too_many_pixels_are_never_decoded(tmp_path, monkeypatch):
+    """The pixel budget is read from each record's image header, as for COCO JSON files."""
+    from keras_retina import images
+
+    path = str(tmp_path / "big.tfrecord")
+    write_tfrecord(path, [(1, jpeg(np.zeros((40, 60, 3), np.uint8)), [(0.1, 0.1, 0.5, 0.5)], [1]),
+                          (2, jpeg(np.zeros((16, 16, 3), np.uint8)), [(0.1, 0.1, 0.5, 0.5)], [1])])
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    source = tfrecord.tfrecord_source(path, [{"id": 1, "name": "a"}])
+    with pytest.raises(DataError, match=r"ERROR +1 x more than .* pixels: .*record 0 \(source_id 1\): 2,400 pixels"):
+        source.checked()
+    checked = source.checked(skip_bad_examples=True)
+    assert checked.report.counts["too_large"] == 1 and [int(e["image_id"]) for e in checked.examples()] == [2]

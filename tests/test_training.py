@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -109,3 +110,48 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         values = [reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
                   if "model" in k and reader.get_variable_to_dtype_map()[k].is_floating]
         assert all(np.all(np.isfinite(v)) for v in values)
+
+
+def test_resume_on_other_data_is_refused_unless_asked(tmp_path, tiny_coco):
+    """A one-class "car" dataset run into a "person" model_dir must not pass silently."""
+    data = DataConfig(train_annotations=tiny_coco["train"][0], train_images=tiny_coco["train"][1])
+    sources = open_sources(data)
+    run = RunDir(tmp_path / "run")
+    renamed = [{**entry, "name": f"other {entry['name']}"} for entry in sources.label_map]
+    run.write_config({"model": ModelConfig(**TINY, num_classes=3).resolved().to_json(),
+                      "train": _config().to_json(), "data": dataclasses.asdict(data)})
+    run.write_label_map(renamed)
+    with pytest.raises(UsageError, match="was trained on other categories .*--resume_with_other_data"):
+        training.train(run.path, ModelConfig(**TINY), _config(), sources, data)
+    run.write_label_map(sources.label_map)
+    moved = dataclasses.replace(data, train_images=tiny_coco["val"][1])
+    with pytest.raises(UsageError, match=r"was trained on other data \(train_images differ"):
+        training.train(run.path, ModelConfig(**TINY), _config(), sources, moved)
+    with pytest.raises(UsageError, match="is in use by"):  # a second writer
+        from keras_retina.run_dir import exclusive
+
+        with exclusive(run.path, "another train"):
+            training.train(run.path, ModelConfig(**TINY), _config(), sources, data)
+
+
+LOAD_KERAS = """
+import sys
+import keras, keras_retina
+model = keras.saving.load_model(sys.argv[1])
+print(type(model).__name__, type(model.optimizer).__name__, type(model.optimizer._learning_rate).__name__)
+"""
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_model_keras_loads_in_a_new_process_for_each_optimizer(tmp_path, optimizer):
+    from keras_retina import RetinaNet
+    from keras_retina.optimization import make_optimizer
+
+    model = RetinaNet(num_classes=2, **TINY)
+    model.compile(optimizer=make_optimizer(_config(optimizer=optimizer)))
+    model.save(tmp_path / "model.keras")
+    result = subprocess.run([sys.executable, "-c", LOAD_KERAS, str(tmp_path / "model.keras")], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["RetinaNet", {"sgd": "SGD", "adamw": "AdamW"}[optimizer],
+                                     "WarmupPiecewiseSchedule"]

@@ -68,6 +68,7 @@ KINDS = {
     "too_large": ("bad_image", f"more than {MAX_PIXELS:,} pixels"),
     "size_mismatch": ("bad_image", "width/height in the JSON differ from the file"),
     "duplicate_image_id": ("bad_image", "duplicate image id"),
+    "outside_folder": ("bad_image", "file_name outside the image folder (../, an absolute path or a link): refused"),
     "bad_box": ("bad_annotation", "box with negative size or NaN/inf coordinates"),
     "outside_box": ("bad_annotation", "box entirely outside the image"),
     "unknown_category": ("bad_annotation", "category id not in 'categories' / the label map"),
@@ -181,23 +182,32 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
     "where" (string naming the file and record), "image_id", "boxes" ([N, 4] yxyx
     normalised), "classes" (int, 0..K-1 or -1 = not in the label map), "category_ids" (the
     dataset's ids), "is_crowd" (bool [N]) and "encoded" (the image file's bytes). Every
-    annotation is checked (`report_boxes`); records sharing an image id are all counted as
-    "duplicate_image_id" (whose boxes would evaluation match?); with `decode`, every image is
-    decoded too (in parallel, in TensorFlow, as training decodes it) and each record that
-    fails is counted as "unreadable_image" by name.
+    annotation is checked (`report_boxes`); an image whose header says it has more than
+    `images.MAX_PIXELS` pixels (a GIF's frames counted) is "too_large" and never decoded;
+    records sharing an image id are all counted as "duplicate_image_id" (whose boxes would
+    evaluation match?); with `decode`, every other image is decoded too (in parallel, in
+    TensorFlow, as training decodes it) and each record that fails is counted as
+    "unreadable_image" by name.
     """
     import tensorflow as tf
 
+    from keras_retina import images as image_lib
+
+    limit = image_lib.MAX_PIXELS
     count = 0
-    names = []
+    names, too_large = [], []
     by_id = collections.defaultdict(list)
-    annotations = records.map(lambda r: {k: v for k, v in r.items() if k != "encoded"},
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    annotations = records.map(
+        lambda r: {**{k: v for k, v in r.items() if k != "encoded"}, "pixels": image_lib.encoded_pixels(r["encoded"])},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for record in annotations.prefetch(tf.data.AUTOTUNE):
         count += 1
         where = _name(record["where"])
         by_id[int(record["image_id"])].append(where)
-        if decode:
+        if int(record["pixels"]) > limit:
+            too_large.append(where)
+            report.add("too_large", f"{_shown(where)}: {int(record['pixels']):,} pixels")
+        elif decode:
             names.append(where)
         report_boxes(_shown(where), record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
                     record["is_crowd"].numpy(), num_classes, report, record["category_ids"].numpy())
@@ -206,9 +216,11 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
     excluded = [where for shared in by_id.values() if len(shared) > 1 for where in shared]
     for where in excluded:
         report.add("duplicate_image_id", _shown(where))
+    excluded += [where for where in too_large if where not in set(excluded)]
     if decode:
-        decoded = records.map(lambda r: (r["where"], tf.shape(decode_image(r["encoded"]))),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        small = records.filter(lambda r: image_lib.encoded_pixels(r["encoded"]) <= limit)
+        decoded = small.map(lambda r: (r["where"], tf.shape(decode_image(r["encoded"]))),
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         good = {_name(where) for where, _ in decoded.ignore_errors()}
         unreadable = [where for where in names if where not in good]
         for where in unreadable:

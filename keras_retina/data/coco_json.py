@@ -42,6 +42,7 @@ import tensorflow as tf
 from keras_retina import boxes as box_lib
 from keras_retina import images as image_lib
 from keras_retina.data import cleaning
+from keras_retina.data.label_map import check_label_map
 from keras_retina.errors import DataError
 
 
@@ -127,11 +128,13 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
         raise DataError(f"COCO annotations file not found: {annotations_path}")
     if not os.path.isdir(images_dir):
         raise DataError(f"images folder not found: {images_dir} (for {annotations_path})")
-    with open(annotations_path) as f:
+    with open(annotations_path, encoding="utf-8") as f:
         try:
             coco = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise DataError(f"{annotations_path}: not valid JSON ({error})") from None
+        except RecursionError:
+            raise DataError(f"{annotations_path}: nested too deeply to be a COCO file") from None
     for key in ("images", "categories"):
         if not isinstance(coco, dict) or not isinstance(coco.get(key), list):
             raise DataError(f"{annotations_path}: no '{key}' list; is this a COCO detection file?")
@@ -145,6 +148,7 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
                     "id" in needs and not isinstance(entry["id"], int)):
                 raise DataError(f"{annotations_path}: '{key}' entry #{number} ({str(entry)[:80]}) is not "
                                  f"an object with an integer 'id'{' and a file_name' if key == 'images' else ''}.")
+    check_label_map(coco["categories"], f"{annotations_path} 'categories'")
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     label_map = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
     class_of = {entry["id"]: index for index, entry in enumerate(label_map)}
@@ -155,9 +159,14 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
     for image in coco["images"]:
         id_count[image["id"]] = id_count.get(image["id"], 0) + 1
     images = {}
+    folder = os.path.realpath(images_dir)
     for image in coco["images"]:
         image_id = image["id"]
         path = os.path.join(images_dir, str(image["file_name"]))
+        if not os.path.realpath(path).startswith(folder + os.sep):  # ../x.jpg, /etc/x.jpg, a link out
+            images[image_id] = {"id": image_id, "file": path, "bad": "outside_folder", "anns": []}
+            report.add("outside_folder", f"image id {image_id}: file_name {str(image['file_name'])[:200]!r}")
+            continue
         if id_count[image_id] > 1:
             report.add("duplicate_image_id", f"image id {image_id} ({path})")
             images.setdefault(image_id, {"id": image_id, "file": path, "bad": "duplicate_image_id", "anns": []})

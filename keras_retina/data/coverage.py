@@ -14,7 +14,7 @@ import numpy as np
 from keras_retina import anchors as anchor_lib
 from keras_retina import boxes as box_lib
 from keras_retina.data.source import as_source
-from keras_retina.label_encoder import FOREGROUND_IOU
+from keras_retina.label_encoder import BOX_CHUNK, FOREGROUND_IOU
 
 BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 WARN_BELOW = 0.9
@@ -32,9 +32,10 @@ def anchor_coverage(source, image_size, anchor_generator=None, foreground_iou=FO
         keep = (example["classes"].numpy() >= 0) & ~example["is_crowd"].numpy()
         boxes = (example["boxes"].numpy()[keep] * scale).astype(np.float32)
         images += 1
-        if len(boxes):
-            best.append(np.asarray(box_lib.pairwise_iou(boxes, anchors)).max(axis=1))
-            areas.append(np.asarray(box_lib.area(boxes)))
+        for start in range(0, len(boxes), BOX_CHUNK):  # [chunk, A] at a time: bounded memory
+            chunk = boxes[start:start + BOX_CHUNK]
+            best.append(np.asarray(box_lib.pairwise_iou(chunk, anchors)).max(axis=1))
+            areas.append(np.asarray(box_lib.area(chunk)))
     best = np.concatenate(best) if best else np.zeros(0)
     areas = np.concatenate(areas) if areas else np.zeros(0)
     report = {"images": images, "foreground_iou": foreground_iou, "image_size": image_size}

@@ -9,6 +9,7 @@ unless --skip_bad_examples, then skipped or dropped and counted in each source's
 import dataclasses
 
 from keras_retina.data import coco_json, synthetic, tfds_coco, tfrecord
+from keras_retina.data.label_map import read_label_map
 from keras_retina.errors import DataError, UsageError
 
 
@@ -31,15 +32,14 @@ def open_sources(config, need_train=True, load_train=None, verify_images=None):
     load_train = need_train if load_train is None else load_train
     skip = config.skip_bad_examples
     decode = skip if verify_images is None else verify_images
+    _refuse_mixed_kinds(config)
     if config.demo_data:
         paths = synthetic.write_coco_dataset(config.demo_data)
         config = dataclasses.replace(config, train_annotations=paths["train"][0], train_images=paths["train"][1],
                                      val_annotations=paths["val"][0], val_images=paths["val"][1])
-    chosen = [name for name in ("train_annotations", "tfds_name", "train_tfrecord") if getattr(config, name)]
-    if need_train and len(chosen) != 1:
+    if need_train and not any(getattr(config, name) for name in ("train_annotations", "tfds_name", "train_tfrecord")):
         raise UsageError("Give exactly one training source: --train_annotations/--train_images "
-                         "(COCO JSON), --tfds_name, --train_tfrecord, or --demo_data; got "
-                         f"{', '.join('--' + c for c in chosen) or 'none'}.")
+                         "(COCO JSON), --tfds_name, --train_tfrecord, or --demo_data; got none.")
     found = {}
     if config.train_annotations or config.val_annotations:
         for split in ("train", "val"):
@@ -59,7 +59,7 @@ def open_sources(config, need_train=True, load_train=None, verify_images=None):
                     skip, decode)
     elif config.train_tfrecord or config.val_tfrecord:
         pattern = config.train_tfrecord or config.val_tfrecord
-        label_map = tfrecord.read_label_map(config.label_map) if config.label_map else tfrecord.scan_label_map(pattern)
+        label_map = read_label_map(config.label_map) if config.label_map else tfrecord.scan_label_map(pattern)
         for split in ("train", "val"):
             pattern = getattr(config, f"{split}_tfrecord")
             if pattern and (split == "val" or load_train):
@@ -68,3 +68,19 @@ def open_sources(config, need_train=True, load_train=None, verify_images=None):
         raise UsageError("No data: give a training or validation source.")
     label_map = next(iter(found.values())).label_map
     return Sources(found.get("train"), found.get("val"), label_map)
+
+
+_KINDS = {"--demo_data": ("demo_data",), "COCO JSON": ("train_annotations", "val_annotations"),
+          "TFDS": ("tfds_name",), "TFRecord": ("train_tfrecord", "val_tfrecord")}
+
+
+def _refuse_mixed_kinds(config):
+    """Two kinds of source (a flagfile's --demo_data and a user's --train_annotations, say) are a
+    UsageError naming the flags of both: never train on one of them silently."""
+    given = {kind: [f"--{name}={getattr(config, name)}" for name in names if getattr(config, name)]
+             for kind, names in _KINDS.items()}
+    given = {kind: flags for kind, flags in given.items() if flags}
+    if len(given) > 1:
+        named = " and ".join(", ".join(flags) for flags in given.values())
+        raise UsageError(f"{named} name different data sources; give one kind (clear a flagfile's flag with an "
+                         f"empty value, e.g. --demo_data= or --tfds_name=).")

@@ -17,6 +17,7 @@ so the demo runs exactly the code path of a user's own COCO data.
 
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -98,7 +99,8 @@ def make_dataset(num_images, size, seed=0, **kwargs):
 
 def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((192, 256), (256, 192), (224, 224)),
                        max_objects=4, seed=0):
-    """Writes the demo dataset once (reused when `root` already holds the same one).
+    """Writes the demo dataset once (reused when `root` already holds the same one); a `root`
+    holding anything else is a UsageError, and nothing in it is touched.
 
     Returns {"train": (annotations path, images dir), "val": (...)}.
     """
@@ -108,21 +110,29 @@ def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((
     paths = {split: (os.path.join(root, f"{split}.json"), os.path.join(root, split))
              for split in ("train", "val")}
     if os.path.isfile(marker):
-        with open(marker) as f:
+        with open(marker, encoding="utf-8") as f:
             if json.load(f) == params:
                 return paths
+    if os.path.isdir(root) and os.listdir(root):
+        from keras_retina.errors import UsageError
+
+        raise UsageError(f"--demo_data={root}: the folder holds other files (or a demo dataset of other "
+                         f"settings); give a new or empty folder (the demo data is written there).")
     from PIL import Image
 
+    # Written into a folder of its own and renamed into place, so a crash never leaves half a dataset.
+    building = f"{root.rstrip(os.sep)}.partial-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
     rng = np.random.default_rng(seed)
     categories = [{"id": 2 * k + 1, "name": CLASS_NAMES[k]} for k in range(num_classes)]
     for split, count in (("train", num_train), ("val", num_val)):
-        os.makedirs(paths[split][1], exist_ok=True)
+        os.makedirs(os.path.join(building, split))
         images, annotations = [], []
         for index in range(count):
             height, width = sizes[rng.integers(len(sizes))]
             image, boxes, classes = make_example(rng, (height, width), num_classes, max_objects)
             name = f"{index:06d}.jpg"
-            Image.fromarray(image).save(os.path.join(paths[split][1], name), quality=92)
+            Image.fromarray(image).save(os.path.join(building, split, name), quality=92)
             images.append({"id": index + 1, "file_name": name, "height": height, "width": width})
             for (y0, x0, y1, x1), cls in zip(boxes.tolist(), classes.tolist()):
                 annotations.append({
@@ -130,8 +140,11 @@ def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((
                     "category_id": categories[cls]["id"],
                     "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                     "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0})
-        with open(paths[split][0], "w") as f:
+        with open(os.path.join(building, f"{split}.json"), "w", encoding="utf-8") as f:
             json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-    with open(marker, "w") as f:
+    with open(os.path.join(building, "dataset.json"), "w", encoding="utf-8") as f:
         json.dump(params, f)
+    if os.path.isdir(root):  # empty (checked above)
+        os.rmdir(root)
+    os.replace(building, root)
     return paths

@@ -17,11 +17,10 @@ missing one is a hash of the image bytes, as in the Model Garden.
 order, images still encoded, named by file and record number.
 """
 
-import json
-
 import tensorflow as tf
 
 from keras_retina import boxes as box_lib
+from keras_retina.data.label_map import check_label_map
 from keras_retina.data.records import RecordSource
 from keras_retina.errors import DataError
 from keras_retina.images import decode_image
@@ -49,6 +48,12 @@ def _parse(serialized):
     dense["image/source_id"] = tf.cond(
         tf.strings.length(source_id) > 0, lambda: source_id,
         lambda: tf.strings.as_string(tf.strings.to_hash_bucket_fast(dense["image/encoded"], 2**63 - 1)))
+    lengths = tf.stack([tf.size(dense[f"image/object/{key}"]) for key in (
+        "bbox/ymin", "bbox/xmin", "bbox/ymax", "bbox/xmax", "class/label")])
+    with tf.control_dependencies([tf.debugging.assert_equal(
+            lengths, lengths[:1], message="the record's object lists (bbox/ymin, bbox/xmin, bbox/ymax, bbox/xmax, "
+            "class/label) differ in length")]):
+        dense["image/object/class/label"] = tf.identity(dense["image/object/class/label"])
     classes, crowd = dense["image/object/class/label"], dense["image/object/is_crowd"]
     dense["image/object/is_crowd"] = tf.cond(tf.size(crowd) > 0, lambda: crowd > 0,
                                              lambda: tf.zeros_like(classes, tf.bool))
@@ -100,35 +105,9 @@ def scan_label_map(pattern):
     except tf.errors.OpError as error:  # not a tf.Example, a cut file
         reason = (error.message or str(error)).strip().splitlines()[0]
         raise DataError(f"{pattern}: a record cannot be read ({reason}). Rewrite or remove the file.") from None
-    return [{"id": int(i), "name": str(i)} for i in sorted(ids)]
-
-
-def read_label_map(path):
-    """A label map file: JSON [{"id", "name"}] or a TF OD API .pbtxt (item { id: .. name: .. })."""
-    if not tf.io.gfile.exists(path):
-        raise DataError(f"--label_map={path}: no such file.")
-    with tf.io.gfile.GFile(path) as f:
-        text = f.read()
-    if path.endswith(".json"):
-        try:
-            entries = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}: not valid JSON ({error})") from None
-    else:
-        import re
-
-        entries = []
-        for item in re.findall(r"item\s*{([^}]*)}", text):
-            id_match = re.search(r"\bid:\s*(\d+)", item)
-            # TF OD API maps give `name: "/m/01g317"` and `display_name: "person"`: prefer the latter.
-            name = (re.search(r"\bdisplay_name:\s*[\"']([^\"']*)[\"']", item)
-                    or re.search(r"\bname:\s*[\"']([^\"']*)[\"']", item))
-            if id_match is None:
-                raise DataError(f"{path}: an item has no id: {item.strip()}")
-            entries.append({"id": int(id_match.group(1)), "name": name.group(1) if name else id_match.group(1)})
-    if not entries:
-        raise DataError(f"{path}: no label map entries found.")
-    return sorted(({"id": int(e["id"]), "name": str(e["name"])} for e in entries), key=lambda e: e["id"])
+    label_map = [{"id": int(i), "name": str(i)} for i in sorted(ids)]
+    check_label_map(label_map, pattern)
+    return label_map
 
 
 def _files(pattern):
