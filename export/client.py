@@ -74,6 +74,23 @@ def _read_limited(response):
     return data
 
 
+def requests(paths, max_images=32, max_pixels=150_000_000):
+    """Image paths grouped into requests of at most `max_images` images and `max_pixels` pixels
+    (sizes from the files' headers), below the exported model's limits (64 images, 200 MP)."""
+    from PIL import Image
+
+    groups, pixels = [[]], 0
+    for path in paths:
+        with Image.open(path) as image:
+            size = image.size[0] * image.size[1] * getattr(image, "n_frames", 1)
+        if groups[-1] and (len(groups[-1]) >= max_images or pixels + size > max_pixels):
+            groups.append([])
+            pixels = 0
+        groups[-1].append(path)
+        pixels += size
+    return [group for group in groups if group]
+
+
 def build_grpc_request(images, model, signature="serving_default", version=None):
     """Encoded images -> a tensorflow_serving PredictRequest."""
     import tensorflow as tf
@@ -116,16 +133,19 @@ def main(argv=None):
     parser.add_argument("--output_dir", default=None, help="where drawn pictures go (default: beside)")
     args = parser.parse_args(argv)
 
-    images = []
-    for path in args.images:
-        with open(path, "rb") as f:
-            images.append(f.read())
-    if args.grpc:
-        answers = parse_grpc_response(send_grpc(args.server, build_grpc_request(images, args.model, version=args.version)))
-    else:
-        answers = parse_rest_response(send_rest(args.server, args.model, build_rest_request(images), args.version))
-    if len(answers) != len(images):
-        raise RuntimeError(f"TF Serving answered for {len(answers)} of {len(images)} images.")
+    answers = []
+    for paths in requests(args.images):  # within the exported model's limits per request
+        images = []
+        for path in paths:
+            with open(path, "rb") as f:
+                images.append(f.read())
+        if args.grpc:
+            got = parse_grpc_response(send_grpc(args.server, build_grpc_request(images, args.model, version=args.version)))
+        else:
+            got = parse_rest_response(send_rest(args.server, args.model, build_rest_request(images), args.version))
+        if len(got) != len(images):
+            raise RuntimeError(f"TF Serving answered for {len(got)} of {len(images)} images.")
+        answers += got
 
     from PIL import Image
 

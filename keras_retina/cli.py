@@ -204,13 +204,21 @@ def main(argv):
     except FloatingPointError as error:  # NaN/Inf loss: message names the step and the cause
         print(f"keras_retina {command}: error: {error}", file=sys.stderr)
         return 3
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as error:  # noqa: BLE001 - only a full disk is handled here; the rest re-raised
+        if not _disk_full(error):
             raise
-        print(f"keras_retina {command}: error: the disk is full ({error.filename or error}); files written so far "
-              f"are whole (written under temporary names); free space and run the same command again.",
-              file=sys.stderr)
+        where = getattr(error, "filename", None) or str(error).strip().splitlines()[0][:300]
+        print(f"keras_retina {command}: error: the disk is full ({where}); files written so far are whole "
+              f"(written under temporary names); free space and run the same command again.", file=sys.stderr)
         return 2
+
+
+def _disk_full(error):
+    """An OSError with ENOSPC/EDQUOT, or TensorFlow's report of one (its file writers raise
+    OpErrors that carry the operating system's text, not its number)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return type(error).__module__.startswith("tensorflow") and "No space left on device" in str(error)
 
 
 def _find_flagfile(path):

@@ -21,7 +21,9 @@ Outputs follow the TF Object Detection API, so its clients work unchanged:
 - `num_detections`: float32 `[B]`,
 with D = `max_detections` (100). Bounded work per request: at most MAX_BATCH images, each at
 most MAX_IMAGE_PIXELS (a GIF's frames counted together, read from the header before decoding),
-MAX_REQUEST_PIXELS in all; beyond that the answer is InvalidArgument and nothing is decoded.
+MAX_REQUEST_PIXELS and MAX_REQUEST_BYTES in all for encoded images; beyond that the answer is
+InvalidArgument and nothing is decoded. A GIF counts every frame, on the canvas TensorFlow
+decodes it to (widest x tallest frame), so long animations are refused.
 The postprocessing parameters (score threshold,
 top-k per level, NMS IoU, max detections) default to the model's (the paper's)
 and can be changed at export time. Only core TensorFlow ops are in the graph.
@@ -44,7 +46,8 @@ from keras_retina.run_dir import exclusive
 # header before anything is decoded (`images.encoded_pixels`), and a refusal is InvalidArgument.
 MAX_BATCH = 64
 MAX_IMAGE_PIXELS = 50_000_000  # a 8660 x 5770 photo; decoded: 150 MB
-MAX_REQUEST_PIXELS = 200_000_000
+MAX_REQUEST_PIXELS = 200_000_000  # encoded inputs; a uint8 tensor is in memory already
+MAX_REQUEST_BYTES = 64 << 20
 
 
 class DetectionServer(tf.Module):
@@ -58,9 +61,10 @@ class DetectionServer(tf.Module):
     """
 
     def __init__(self, model, label_map, score_threshold=None, pre_nms_top_k=None,
-                 nms_iou_threshold=None, max_detections=None):
+                 nms_iou_threshold=None, max_detections=None, max_image_pixels=MAX_IMAGE_PIXELS):
         super().__init__(name="retinanet_server")
         self.model = model
+        self.max_image_pixels = int(max_image_pixels)
         config = model.decoder.get_config()
         for key, value in (("score_threshold", score_threshold), ("pre_nms_top_k", pre_nms_top_k),
                            ("nms_iou_threshold", nms_iou_threshold),
@@ -107,12 +111,15 @@ class DetectionServer(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serve_encoded(self, inputs):
-        pixels = tf.map_fn(encoded_pixels, inputs, fn_output_signature=tf.int64)
-        with tf.control_dependencies(_batch_checks(inputs) + [
+        with tf.control_dependencies(_batch_checks(inputs) + [tf.debugging.assert_less_equal(
+                tf.reduce_sum(tf.cast(tf.strings.length(inputs), tf.int64)), tf.constant(MAX_REQUEST_BYTES, tf.int64),
+                message=f"the images of a request have more than {MAX_REQUEST_BYTES:,} bytes together")]):
+            pixels = tf.map_fn(encoded_pixels, inputs, fn_output_signature=tf.int64)
+        with tf.control_dependencies([
                 tf.debugging.assert_non_negative(pixels, message="an input is not a JPEG, PNG, GIF, BMP or still "
                                                  "WebP image"),
-                tf.debugging.assert_less_equal(pixels, tf.constant(MAX_IMAGE_PIXELS, tf.int64), message=(
-                    f"an image has more than {MAX_IMAGE_PIXELS:,} pixels (all frames of a GIF counted)")),
+                tf.debugging.assert_less_equal(pixels, tf.constant(self.max_image_pixels, tf.int64), message=(
+                    f"an image has more than {self.max_image_pixels:,} pixels (all frames of a GIF counted)")),
                 tf.debugging.assert_less_equal(tf.reduce_sum(pixels), tf.constant(MAX_REQUEST_PIXELS, tf.int64),
                                                message=f"the images of a request have more than "
                                                f"{MAX_REQUEST_PIXELS:,} pixels together")]):
@@ -131,8 +138,8 @@ class DetectionServer(tf.Module):
     def serve_image_tensor(self, inputs):
         shape = tf.cast(tf.shape(inputs), tf.int64)
         with tf.control_dependencies(_batch_checks(inputs) + [tf.debugging.assert_less_equal(
-                shape[1] * shape[2], tf.constant(MAX_IMAGE_PIXELS, tf.int64),
-                message=f"an image has more than {MAX_IMAGE_PIXELS:,} pixels")]):
+                shape[1] * shape[2], tf.constant(self.max_image_pixels, tf.int64),
+                message=f"an image has more than {self.max_image_pixels:,} pixels")]):
             inputs = tf.identity(inputs)
         images, scales, sizes = tf.map_fn(
             self._fit, inputs, fn_output_signature=(tf.TensorSpec([self.height, self.width, 3], tf.float32),

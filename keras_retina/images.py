@@ -51,9 +51,9 @@ def encoded_pixels(encoded):
     riff = tf.strings.substr(padded, 8, 4)
     chunk = tf.strings.substr(padded, 12, 4)
 
-    def gif():
-        frames, frame_pixels = _gif_frames(encoded)
-        return tf.maximum(frames, 1) * little(6, 2) * little(8, 2) + frame_pixels
+    def gif():  # TensorFlow decodes every frame onto a widest-frame x tallest-frame canvas
+        frames, widest, tallest, frame_pixels = _gif_frames(encoded)
+        return tf.maximum(frames, 1) * widest * tallest + frame_pixels
 
     def bmp():
         height = little(22, 4)
@@ -82,38 +82,46 @@ def encoded_pixels(encoded):
     ], default=lambda: tf.constant(-1, tf.int64))
 
 
+GIF_MAX_BLOCKS = 10_000  # extensions and frames walked at most; a GIF with more is refused as too large
+GIF_MAX_SUB_BLOCKS = 100_000  # 255-byte data sub-blocks of one block (25 MB)
+
+
 def _gif_frames(encoded):
-    """(frame count, the frames' own pixels summed) of a GIF, by walking its blocks: extensions
-    and image data are skipped sub-block by sub-block, each image descriptor read (GIF89a)."""
-    data = tf.cast(tf.io.decode_raw(tf.strings.join([encoded, b"\x3b" * 16]), tf.uint8), tf.int64)
+    """(frame count, widest frame, tallest frame, the frames' pixels summed) of a GIF, by walking
+    its blocks: extensions and image data skipped sub-block by sub-block, each image descriptor
+    read (GIF89a). A GIF with more than GIF_MAX_BLOCKS blocks gives a count beyond any budget."""
+    data = tf.io.decode_raw(tf.strings.join([encoded, b"\x3b" * 16]), tf.uint8)
     end = tf.size(data, out_type=tf.int64) - 16
+    huge = tf.constant(2**40, tf.int64)
 
     def byte(at):
-        return data[tf.minimum(tf.cast(at, tf.int64), end)]
+        return tf.cast(data[tf.minimum(tf.cast(at, tf.int64), end)], tf.int64)
 
     def skip_sub_blocks(at):  # a run of (size, size bytes) sub-blocks ended by a size of 0
         (at,) = tf.while_loop(lambda at: tf.logical_and(at < end, byte(at) > 0), lambda at: (at + 1 + byte(at),),
-                              (at,))
+                              (at,), maximum_iterations=GIF_MAX_SUB_BLOCKS)
         return at + 1
 
-    def step(at, frames, pixels):
+    def step(at, frames, widest, tallest, pixels):
         def extension():
-            return skip_sub_blocks(at + 2), frames, pixels
+            return skip_sub_blocks(at + 2), frames, widest, tallest, pixels
 
         def image():
             flags = byte(at + 9)
             local_table = tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), 0)
-            size = (byte(at + 5) + 256 * byte(at + 6)) * (byte(at + 7) + 256 * byte(at + 8))
-            return skip_sub_blocks(at + 10 + local_table + 1), frames + 1, pixels + size
+            width, height = byte(at + 5) + 256 * byte(at + 6), byte(at + 7) + 256 * byte(at + 8)
+            return (skip_sub_blocks(at + 10 + local_table + 1), frames + 1, tf.maximum(widest, width),
+                    tf.maximum(tallest, height), pixels + width * height)
 
         return tf.case([(tf.equal(byte(at), 0x21), extension), (tf.equal(byte(at), 0x2C), image)],
-                       default=lambda: (end, frames, pixels))  # the trailer, or not a GIF block
+                       default=lambda: (end, frames, widest, tallest, pixels))  # the trailer, or not a block
 
     flags = byte(10)
     start = 13 + tf.where(flags >= 128, 3 * 2 ** (flags % 8 + 1), 0)  # header, screen, global colours
-    _, frames, pixels = tf.while_loop(lambda at, *_: at < end, step,
-                                      [start, tf.constant(0, tf.int64), tf.constant(0, tf.int64)])
-    return frames, pixels
+    zero = tf.constant(0, tf.int64)
+    at, frames, widest, tallest, pixels = tf.while_loop(
+        lambda at, *_: at < end, step, (start, zero, zero, zero, zero), maximum_iterations=GIF_MAX_BLOCKS)
+    return frames, widest, tallest, tf.where(at < end, huge, pixels)  # unfinished walk: refuse
 
 
 def decode_image(encoded):

@@ -8,6 +8,7 @@ its boxes, names and scores; `detections.json` holds every detection in COCO res
 
 import os
 import sys
+import time
 
 import tensorflow as tf
 
@@ -16,6 +17,9 @@ from keras_retina.commands import postprocess_overrides
 from keras_retina.errors import DataError, UsageError
 from keras_retina.optimization import set_precision
 from keras_retina.run_dir import RunDir, write_json
+
+
+SAVE_EVERY_SECONDS = 5  # detections.json is rewritten at most this often (and at the end)
 
 
 def _detector(options, mixed_precision):
@@ -30,7 +34,9 @@ def _detector(options, mixed_precision):
     if options["model_dir"]:
         set_precision(mixed_precision)
         net, label_map, _, _ = RunDir(options["model_dir"]).load_model()
-        server = export_lib.DetectionServer(net, label_map, **postprocess_overrides(options))
+        # The readers' pixel limit, not the serving one: local pictures are the user's own.
+        server = export_lib.DetectionServer(net, label_map, max_image_pixels=image_lib.MAX_PIXELS,
+                                            **postprocess_overrides(options))
         return server.serve_image_tensor, server
     raise UsageError("predict needs --saved_model (an exported version folder) or --model_dir.")
 
@@ -65,7 +71,8 @@ def image_ids(paths):
 
 def predict(configs, options, paths):
     """Draws detections on each picture; returns 1 when some picture could not be read.
-    detections.json is rewritten (atomically) after every picture, so a crash keeps what was done."""
+    detections.json is rewritten (atomically) after a picture when SAVE_EVERY_SECONDS have passed
+    since the last write, and at the end, so a crash loses at most those last seconds."""
     if options["saved_model"] and options["model_dir"]:
         raise UsageError(f"--saved_model={options['saved_model']} and --model_dir={options['model_dir']} both "
                          f"name a model; give one.")
@@ -75,7 +82,7 @@ def predict(configs, options, paths):
     results_path = os.path.join(options["output_dir"], "detections.json")
     if os.path.realpath(results_path) in {os.path.realpath(p) for p in paths}:
         raise UsageError(f"--output_dir={options['output_dir']}: detections.json there is one of the pictures.")
-    results, failed = [], []
+    results, failed, written = [], [], -float("inf")
     for path, target, image_id in zip(paths, targets, ids):
         try:
             pixels = image_lib.read_picture(path)
@@ -100,7 +107,9 @@ def predict(configs, options, paths):
         shown = [f"{nm} {sc:.2f}" for nm, sc in zip(names, scores) if sc >= options["score_threshold"]]
         print(f"{path}: {len(shown)} detection(s) >= {options['score_threshold']}"
               f"{': ' + ', '.join(shown[:8]) if shown else ''}{' ...' if len(shown) > 8 else ''} -> {target}")
-        write_json(results, results_path)
-    write_json(results, results_path)
+        if time.monotonic() - written >= SAVE_EVERY_SECONDS:
+            write_json(results, results_path, indent=None)
+            written = time.monotonic()
+    write_json(results, results_path, indent=None)
     print(f"Detections (COCO results format) of {len(paths) - len(failed)} picture(s) written to {results_path}")
     return 1 if failed else 0

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import socket
+import sys
 
 import tensorflow as tf
 
@@ -129,10 +130,10 @@ class RunDir:
         return model, self.read_label_map(), config, path
 
 
-def write_json(data, path):
+def write_json(data, path, indent=2):
     """Writes standard JSON (NaN and Inf become null) atomically: a temporary file of this
     process, flushed to disk, then renamed over `path`; a reader sees the old file or the new."""
-    text = json.dumps(_finite(data), indent=2, allow_nan=False)
+    text = json.dumps(_finite(data), indent=indent, allow_nan=False)
     folder = os.path.dirname(path) or "."
     if "://" in path:  # a remote file system: its own atomic rename, no fsync
         tf.io.gfile.makedirs(folder)
@@ -195,7 +196,10 @@ def exclusive(folder, holder, wait=False):
         yield
         return
     os.makedirs(folder, exist_ok=True)
-    handle = open(os.path.join(folder, ".lock"), "a+", encoding="utf-8")
+    try:
+        handle = open(os.path.join(folder, ".lock"), "a+", encoding="utf-8")
+    except OSError as error:  # a read-only or foreign .lock file
+        raise UsageError(f"{folder}: cannot open its .lock file ({error.strerror}).") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -207,6 +211,9 @@ def exclusive(folder, holder, wait=False):
                                  f"folder.") from None
             print(f"{folder} is in use by {other}; waiting for it to finish ...", flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:  # ENOLCK, ENOSYS: a file system without locks (some NFS, Lustre)
+            print(f"WARNING: {folder} cannot be locked ({error.strerror}); make sure no other process writes "
+                  f"to it.", file=sys.stderr, flush=True)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{holder} (pid {os.getpid()} on {socket.gethostname()})\n")

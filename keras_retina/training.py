@@ -11,6 +11,7 @@ A resumed run must ask for the same model (`resolve_model_settings`).
 
 import dataclasses
 import math
+import os
 import time
 
 import keras
@@ -77,6 +78,8 @@ def train(model_dir, model_config, train_config, sources, data_config=None, stra
 def check_same_data(run, label_map, data_config):
     """A resumed run must train on the data it started with: the same label map (same ids and
     names) and the same data flags; otherwise a UsageError naming what changed."""
+    if not tf.io.gfile.exists(run.label_map_path):
+        raise DataError(f"--model_dir={run.path} has checkpoints but no label_map.json; use a new --model_dir.")
     previous = run.read_label_map()
     if previous != label_map:
         shown = lambda entries: ", ".join(f"{e['id']}:{e['name']}" for e in entries[:6])  # noqa: E731
@@ -84,8 +87,10 @@ def check_same_data(run, label_map, data_config):
                          f"data's ({shown(label_map)}); use a new --model_dir, or --resume_with_other_data to "
                          f"continue this model on the new data.")
     saved = run.read_config()["data"]
+    same = lambda a, b: a == b or (isinstance(a, str) and isinstance(b, str)  # noqa: E731
+                                   and os.path.normpath(a) == os.path.normpath(b))
     changed = sorted(k for k, v in dataclasses.asdict(data_config).items()
-                     if k != "skip_bad_examples" and saved.get(k) != v)
+                     if k != "skip_bad_examples" and not same(saved.get(k), v))
     if changed:
         raise UsageError(f"--model_dir={run.path} was trained on other data ({', '.join(changed)} differ from its "
                          f"config.json); use a new --model_dir, or --resume_with_other_data to continue it on "
@@ -99,12 +104,12 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
     model_config = dataclasses.replace(model_config, num_classes=len(label_map))
     previous = run.read_config()["model"] if run.has_config() else None
     model_config = resolve_model_settings(model_config, previous, model_dir)
-    if previous is not None and not allow_other_data:
+    if previous is not None and RunDir(run.path).latest_checkpoint() and not allow_other_data:
         check_same_data(run, label_map, data_config)
-    if chief:
+    if chief:  # the label map first: a config.json never exists without it
+        run.write_label_map(label_map)
         run.write_config({"model": model_config.to_json(), "train": train_config.to_json(),
                           "data": dataclasses.asdict(data_config)})
-        run.write_label_map(label_map)
 
     keras.utils.set_random_seed(train_config.seed)
     with strategy.scope():

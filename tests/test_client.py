@@ -151,3 +151,15 @@ def test_rest_errors_keep_tf_servings_reason_and_big_answers_are_refused(monkeyp
     monkeypatch.setattr(client, "send_rest", lambda server, model, body, version=None: one_row)
     with pytest.raises(RuntimeError, match="answered for 1 of 2 images"):
         client.main([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
+
+
+def test_long_lists_are_split_into_requests_within_the_servers_limits(tmp_path):
+    from PIL import Image
+
+    client = _client()
+    paths = []
+    for i, side in enumerate([10] * 40 + [9000, 9000]):
+        Image.new("L", (side, side)).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    groups = client.requests(paths)
+    assert [len(g) for g in groups] == [32, 9, 1] and sum(groups, []) == paths  # 81 MP each: two don't fit

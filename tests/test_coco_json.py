@@ -138,12 +138,15 @@ def test_file_names_outside_the_image_folder_are_refused(tmp_path):
     (tmp_path / "secret.png").write_bytes(b"not for the model")
     images = [{"id": 7, "file_name": "gray.png", "height": 40, "width": 60},
               {"id": 8, "file_name": "../secret.png", "height": 4, "width": 4},
-              {"id": 9, "file_name": str(tmp_path / "secret.png"), "height": 4, "width": 4}]
+              {"id": 9, "file_name": str(tmp_path / "secret.png"), "height": 4, "width": 4},
+              {"id": 10, "file_name": "gray.png\u0000.jpg", "height": 4, "width": 4},
+              {"id": 11, "file_name": "link.png", "height": 40, "width": 60}]
     paths = _write(tmp_path, [], images=images)
+    os.symlink(tmp_path / "images" / "gray.png", tmp_path / "images" / "link.png")  # a link inside: the user's
     with pytest.raises(DataError, match=r"file_name outside the image folder.*image id 8: file_name '../secret.png'"):
         coco_json.read_coco_json(*paths)
     source = coco_json.read_coco_json(*paths, skip_bad_examples=True)
-    assert source.report.counts["outside_folder"] == 2 and [r["id"] for r in source.images] == [7]
+    assert source.report.counts["outside_folder"] == 3 and [r["id"] for r in source.images] == [7, 11]
 
 
 @pytest.mark.parametrize("categories,message", [

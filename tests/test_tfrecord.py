@@ -160,3 +160,11 @@ def test_records_with_too_many_pixels_are_never_decoded(tmp_path, monkeypatch):
         source.checked()
     checked = source.checked(skip_bad_examples=True)
     assert checked.report.counts["too_large"] == 1 and [int(e["image_id"]) for e in checked.examples()] == [2]
+
+
+def test_a_jpeg_with_a_broken_header_is_a_counted_skip_not_a_failed_pass(tmp_path):
+    path = str(tmp_path / "cut.tfrecord")
+    whole = jpeg(np.zeros((16, 16, 3), np.uint8))
+    write_tfrecord(path, [(1, whole[:30], [(0.1, 0.1, 0.5, 0.5)], [1]), (2, whole, [(0.1, 0.1, 0.5, 0.5)], [1])])
+    checked = tfrecord.tfrecord_source(path, [{"id": 1, "name": "a"}]).checked(skip_bad_examples=True)
+    assert checked.report.counts["unreadable_image"] == 1 and checked.num_examples == 1

@@ -121,9 +121,14 @@ def test_resume_on_other_data_is_refused_unless_asked(tmp_path, tiny_coco):
     run.write_config({"model": ModelConfig(**TINY, num_classes=3).resolved().to_json(),
                       "train": _config().to_json(), "data": dataclasses.asdict(data)})
     run.write_label_map(renamed)
+    training.train(run.path, ModelConfig(**TINY), _config(train_steps=1, lr_boundaries=[]), open_sources(data), data,
+                   allow_other_data=True)  # no checkpoint yet: a first run may still change its data
+    run.write_label_map(renamed)
     with pytest.raises(UsageError, match="was trained on other categories .*--resume_with_other_data"):
         training.train(run.path, ModelConfig(**TINY), _config(), sources, data)
     run.write_label_map(sources.label_map)
+    same = dataclasses.replace(data, train_images=tiny_coco["train"][1] + "/./")  # the same folder
+    training.check_same_data(run, sources.label_map, same)
     moved = dataclasses.replace(data, train_images=tiny_coco["val"][1])
     with pytest.raises(UsageError, match=r"was trained on other data \(train_images differ"):
         training.train(run.path, ModelConfig(**TINY), _config(), sources, moved)

@@ -194,19 +194,22 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
     from keras_retina import images as image_lib
 
     limit = image_lib.MAX_PIXELS
+    # Pixels from each image's header; a header TensorFlow cannot read gives none (decoding fails too).
+    sizes = records.map(lambda r: (r["where"], image_lib.encoded_pixels(r["encoded"])),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+    pixels = {_name(where): int(n) for where, n in sizes}
     count = 0
     names, too_large = [], []
     by_id = collections.defaultdict(list)
-    annotations = records.map(
-        lambda r: {**{k: v for k, v in r.items() if k != "encoded"}, "pixels": image_lib.encoded_pixels(r["encoded"])},
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    annotations = records.map(lambda r: {k: v for k, v in r.items() if k != "encoded"},
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for record in annotations.prefetch(tf.data.AUTOTUNE):
         count += 1
         where = _name(record["where"])
         by_id[int(record["image_id"])].append(where)
-        if int(record["pixels"]) > limit:
+        if pixels.get(where, 0) > limit:
             too_large.append(where)
-            report.add("too_large", f"{_shown(where)}: {int(record['pixels']):,} pixels")
+            report.add("too_large", f"{_shown(where)}: {pixels[where]:,} pixels")
         elif decode:
             names.append(where)
         report_boxes(_shown(where), record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
@@ -218,7 +221,8 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
         report.add("duplicate_image_id", _shown(where))
     excluded += [where for where in too_large if where not in set(excluded)]
     if decode:
-        small = records.filter(lambda r: image_lib.encoded_pixels(r["encoded"]) <= limit)
+        large = tf.constant([where.encode("utf-8", "surrogateescape") for where in too_large] or [b""])
+        small = records.filter(lambda r: tf.logical_not(tf.reduce_any(tf.equal(r["where"], large))))
         decoded = small.map(lambda r: (r["where"], tf.shape(decode_image(r["encoded"]))),
                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         good = {_name(where) for where, _ in decoded.ignore_errors()}

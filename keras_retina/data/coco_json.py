@@ -159,11 +159,11 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
     for image in coco["images"]:
         id_count[image["id"]] = id_count.get(image["id"], 0) + 1
     images = {}
-    folder = os.path.realpath(images_dir)
+    folder = os.path.abspath(images_dir)
     for image in coco["images"]:
         image_id = image["id"]
         path = os.path.join(images_dir, str(image["file_name"]))
-        if not os.path.realpath(path).startswith(folder + os.sep):  # ../x.jpg, /etc/x.jpg, a link out
+        if not _inside(folder, path):  # ../x.jpg, /etc/x.jpg (links inside the folder are the user's)
             images[image_id] = {"id": image_id, "file": path, "bad": "outside_folder", "anns": []}
             report.add("outside_folder", f"image id {image_id}: file_name {str(image['file_name'])[:200]!r}")
             continue
@@ -274,3 +274,11 @@ def read_coco_json(annotations_path, images_dir, skip_bad_examples=False):
     if not kept:
         raise DataError(f"{annotations_path}: no usable images.\n{report.format(skip_bad_examples)}")
     return CocoJsonSource(annotations_path, label_map, kept, skip_bad_examples, report)
+
+
+def _inside(folder, path):
+    """Whether `path` names a file below `folder` (lexically: `..` and absolute names leave it)."""
+    if "\0" in path:
+        return False
+    candidate = os.path.normpath(os.path.abspath(path))
+    return candidate != folder and os.path.commonpath([folder, candidate]) == folder

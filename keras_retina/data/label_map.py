@@ -7,6 +7,7 @@ read or scanned, is checked (`check_label_map`): ids unique integers in 0..2^24-
 model returns them as float32, as the TF OD API does).
 """
 
+import collections
 import json
 
 import tensorflow as tf
@@ -46,7 +47,7 @@ def check_label_map(label_map, where):
     ids = [e["id"] for e in label_map]
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise DataError(f"{where}: label map ids must be integers, got {[i for i in ids if not isinstance(i, int)][:5]}.")
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    repeated = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
     if repeated:
         raise DataError(f"{where}: label map ids {repeated} appear more than once.")
     outside = [i for i in ids if not 0 <= i < MAX_CATEGORY_ID]

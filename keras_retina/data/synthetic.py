@@ -144,7 +144,13 @@ def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((
             json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
     with open(os.path.join(building, "dataset.json"), "w", encoding="utf-8") as f:
         json.dump(params, f)
-    if os.path.isdir(root):  # empty (checked above)
-        os.rmdir(root)
-    os.replace(building, root)
+    try:
+        if os.path.isdir(root):  # empty (checked above)
+            os.rmdir(root)
+        os.replace(building, root)
+    except OSError:  # another process finished the same dataset first: use it
+        shutil.rmtree(building, ignore_errors=True)
+        with open(marker, encoding="utf-8") as f:
+            if json.load(f) != params:
+                raise
     return paths
