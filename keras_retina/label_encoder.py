@@ -25,7 +25,7 @@ Outputs, per anchor, in anchor order (`keras_retina.anchors`):
 Plain TensorFlow, vectorised over the batch: the same results eagerly, in a
 `tf.function`, and inside `tf.data.Dataset.map` (one image or a batch).
 Boxes are matched BOX_CHUNK (128) at a time, so memory is O(B * A_total * 128)
-, and time O(B * A_total * N).
+and time O(B * A_total * N).
 """
 
 import keras
