@@ -25,14 +25,34 @@ pixels, stride = 2^l. Level l has ceil(side / 2^l) rows and columns, which is
 what the network's stride-2 'same' convolutions produce. Image sides must be
 multiples of 32 (the stride of C5) so the FPN's top-down x2 upsampling lines up
 exactly; P6 and P7 then round up (800 px: P6 13 x 13, P7 7 x 7), and their
-last anchors are centred up to half a stride beyond the image edge.
+last anchors are centred up to half a stride beyond the image edge. (The Model
+Garden's `Anchor` spreads the locations of such a level over the image instead,
+stride = side / ceil(side / 2^l); for sides that are multiples of 2^max_level,
+128 here, the two are equal, at any aspect ratio.)
+
+Any input shape: `by_level((height, width))` with Python ints returns numpy
+arrays, computed once per shape and cached; with int tensors (a shape known
+only when the graph runs: the SavedModel, a `tf.data` map) it returns tensors
+computed in the graph by the same formula.
 """
 
 import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
+
+
+
+class _TensorOps:
+    """The numpy functions `level_anchors` uses, on tensors (sizes known only in the graph)."""
+
+    arange = staticmethod(lambda n, dtype: tf.range(tf.cast(n, dtype), dtype=dtype))
+    meshgrid = staticmethod(tf.meshgrid)
+    stack = staticmethod(tf.stack)
+    concatenate = staticmethod(lambda values, axis: tf.concat(values, axis))
+    reshape = staticmethod(tf.reshape)
 
 LEVEL_NAMES = ("P3", "P4", "P5", "P6", "P7")
 
@@ -78,8 +98,25 @@ def validate_image_size(image_size):
 
 
 def feature_size(side, level):
-    """Rows (or columns) of pyramid level `level` for an image side: ceil(side / 2^level)."""
+    """Rows (or columns) of pyramid level `level` for an image side: ceil(side / 2^level)
+    (ints or int tensors)."""
     return -(-side // 2**level)
+
+
+def static_hw(image_size):
+    """(height, width) Python ints when `image_size` (an int, a pair, or an int tensor [2]) is
+    known before the graph runs, else None."""
+    if isinstance(image_size, (int, np.integer)):
+        return int(image_size), int(image_size)
+    if isinstance(image_size, (tuple, list)) and all(isinstance(s, (int, np.integer)) for s in image_size):
+        return int(image_size[0]), int(image_size[1])
+    value = tf.get_static_value(image_size) if tf.is_tensor(image_size) else None
+    if value is None and isinstance(image_size, (tuple, list)):
+        parts = [tf.get_static_value(s) for s in image_size]
+        value = None if any(p is None for p in parts) else parts
+    if value is None:
+        return None
+    return int(value[0]), int(value[1])
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")
@@ -93,10 +130,10 @@ class AnchorGenerator(keras.layers.Layer):
       aspect_ratios: width / height ratios.
       anchor_size: base anchor side in units of the level's stride.
 
-    `by_level(image_size)` -> dict "P3".."P7" -> numpy float32 `[H_l * W_l * A, 4]` yxyx
-    pixels in anchor order (module docstring); `anchors(image_size)` -> `[A_total, 4]`. Both
-    are computed once per image size. Another geometry (centre offset, rounding) is a
-    subclass that overrides `level_anchors`.
+    `by_level(image_size)` -> dict "P3".."P7" -> float32 `[H_l * W_l * A, 4]` yxyx pixels in
+    anchor order (module docstring); `anchors(image_size)` -> `[A_total, 4]`: numpy, cached,
+    for a static size; tensors for a size known only in the graph. Another geometry (centre
+    offset, rounding) is a subclass that overrides `level_anchors`.
     """
 
     def __init__(self, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
@@ -119,25 +156,33 @@ class AnchorGenerator(keras.layers.Layer):
         """A: anchors at each location of every level (9 in the paper)."""
         return self.num_scales * len(self.aspect_ratios)
 
-    def level_anchors(self, level, rows, cols):
+    def level_anchors(self, level, rows, cols, xp=np):
         """`[rows * cols * A, 4]` float64 yxyx pixels of one level, in anchor order; location
-        (y, x) is centred at ((y + 0.5) * stride, (x + 0.5) * stride)."""
+        (y, x) is centred at ((y + 0.5) * stride, (x + 0.5) * stride). `xp` is numpy (ints) or
+        `_TensorOps` (int tensors): one formula for both."""
         stride = 2**level
-        cy = (np.arange(rows, dtype=np.float64) + 0.5) * stride
-        cx = (np.arange(cols, dtype=np.float64) + 0.5) * stride
-        cy, cx = np.meshgrid(cy, cx, indexing="ij")  # [rows, cols]
+        cy = (xp.arange(rows, dtype=np.float64) + 0.5) * stride
+        cx = (xp.arange(cols, dtype=np.float64) + 0.5) * stride
+        cy, cx = xp.meshgrid(cy, cx, indexing="ij")  # [rows, cols]
         half_sizes = []
         for scale_index in range(self.num_scales):
             side = self.anchor_size * stride * 2 ** (scale_index / self.num_scales)
             for ratio in self.aspect_ratios:
                 half_sizes.append((side / math.sqrt(ratio) / 2, side * math.sqrt(ratio) / 2))
         half = np.asarray(half_sizes)  # [A, 2] (half height, half width)
-        centers = np.stack([cy, cx], axis=-1)[:, :, None, :]  # [rows, cols, 1, 2]
-        return np.concatenate([centers - half, centers + half], axis=-1).reshape(-1, 4)
+        centers = xp.stack([cy, cx], axis=-1)[:, :, None, :]  # [rows, cols, 1, 2]
+        return xp.reshape(xp.concatenate([centers - half, centers + half], axis=-1), (-1, 4))
 
     def by_level(self, image_size):
-        """dict level name -> numpy float32 `[H_l * W_l * A, 4]` for an input of `image_size`."""
-        height, width = validate_image_size(image_size)
+        """dict level name -> float32 `[H_l * W_l * A, 4]` for an input of `image_size` (an int,
+        (height, width), or an int tensor [2]): numpy when the size is static, else tensors."""
+        static = static_hw(image_size)
+        if static is None:
+            height, width = tf.cast(image_size[0], tf.int32), tf.cast(image_size[1], tf.int32)
+            return {level_name(lv): tf.cast(self.level_anchors(lv, feature_size(height, lv),
+                                                               feature_size(width, lv), xp=_TensorOps), tf.float32)
+                    for lv in range(self.min_level, self.max_level + 1)}
+        height, width = validate_image_size(static)
         cache = self._cache.by_size
         if (height, width) not in cache:
             cache[height, width] = {
@@ -147,15 +192,19 @@ class AnchorGenerator(keras.layers.Layer):
         return cache[height, width]
 
     def anchors(self, image_size):
-        """`[A_total, 4]` numpy float32, yxyx pixels, all levels in anchor order."""
+        """`[A_total, 4]` float32 yxyx pixels, all levels in anchor order (numpy when static)."""
         return concat_anchors(self.by_level(image_size))
+
+    def level_counts(self, image_size):
+        """Anchors per level (ints for a static size, else int32 tensors), in level order."""
+        static = static_hw(image_size)
+        height, width = validate_image_size(static) if static else (image_size[0], image_size[1])
+        return [feature_size(height, lv) * feature_size(width, lv) * self.anchors_per_location
+                for lv in range(self.min_level, self.max_level + 1)]
 
     def num_anchors(self, image_size):
         """A_total for an input of `image_size` (76,725 at 640 x 640 with the paper's geometry)."""
-        height, width = validate_image_size(image_size)
-        locations = sum(feature_size(height, lv) * feature_size(width, lv)
-                        for lv in range(self.min_level, self.max_level + 1))
-        return locations * self.anchors_per_location
+        return sum(self.level_counts(image_size))
 
     def call(self, image_size):
         return self.by_level(image_size)
@@ -190,8 +239,11 @@ def generate_anchors(image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_s
 
 
 def concat_anchors(anchors_by_level):
-    """dict level -> `[A_l, 4]` -> `[A_total, 4]` numpy float32, in level order."""
-    return np.concatenate([anchors_by_level[k] for k in sorted(anchors_by_level, key=_level_key)], 0)
+    """dict level -> `[A_l, 4]` -> `[A_total, 4]` float32 in level order (numpy stays numpy)."""
+    levels = [anchors_by_level[k] for k in sorted(anchors_by_level, key=_level_key)]
+    if all(isinstance(level, np.ndarray) for level in levels):
+        return np.concatenate(levels, 0)
+    return tf.concat(levels, 0)
 
 
 def num_anchors(image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
@@ -211,12 +263,8 @@ def flatten_levels(outputs_by_level, values_per_anchor):
     Returns:
       `[B, A_total, D]`, levels concatenated in ascending order.
     """
-    flat = []
-    for key in sorted(outputs_by_level, key=_level_key):
-        x = outputs_by_level[key]
-        _, height, width, channels = x.shape  # static: the model input size is fixed
-        flat.append(ops.reshape(x, (-1, height * width * channels // values_per_anchor,
-                                    values_per_anchor)))
+    flat = [keras.layers.Reshape((-1, values_per_anchor))(outputs_by_level[key])
+            for key in sorted(outputs_by_level, key=_level_key)]
     return ops.concatenate(flat, axis=1)
 
 

@@ -42,12 +42,11 @@ def build_parts(config, **given):
     if unknown:
         raise TypeError(f"unknown RetinaNet part(s) {unknown}; parts are {PART_NAMES}.")
     parts = {name: part for name, part in given.items() if part is not None}
-    height, width = anchor_lib.validate_image_size(config.image_size)
     if "anchor_generator" not in parts:
         parts["anchor_generator"] = anchor_generator(config)
     generator = parts["anchor_generator"]
     if "backbone" not in parts:
-        parts["backbone"] = build_backbone(config.backbone, (height, width, 3), config.backbone_weights,
+        parts["backbone"] = build_backbone(config.backbone, (None, None, 3), config.backbone_weights,
                                            config.freeze_backbone_batchnorm, config.freeze_backbone_at)
     if "feature_pyramid" not in parts:
         parts["feature_pyramid"] = FeaturePyramid(config.fpn_filters, generator.max_level, config.p6_input,
@@ -61,11 +60,11 @@ def build_parts(config, **given):
                                            config.head_convs, None, name="box_head")
     if "label_encoder" not in parts:
         parts["label_encoder"] = LabelEncoder(
-            config.image_size, generator, config.foreground_iou, config.background_iou,
+            None, generator, config.foreground_iou, config.background_iou,
             config.allow_low_quality_matches, config.box_coder_weights, name="label_encoder")
     if "decoder" not in parts:
         parts["decoder"] = DetectionDecoder(
-            config.image_size, generator, config.box_coder_weights, config.score_threshold,
+            None, generator, config.box_coder_weights, config.score_threshold,
             config.pre_nms_top_k, config.nms_iou_threshold, config.max_detections, name="detection_decoder")
     for name in ("classification_loss", "box_loss"):
         if name in parts and getattr(parts[name], "reduction", "sum") != "sum":

@@ -17,14 +17,15 @@ import os
 import keras
 import tensorflow as tf
 
-from keras_retina import evaluation, export as export_lib, training
+from keras_retina import evaluation, export as export_lib, resize_policy, training
 from keras_retina.builder import anchor_generator
 from keras_retina.data import cleaning, coverage, pipeline
 from keras_retina.config_fields import from_dict
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.sources import open_sources
 from keras_retina.errors import DataError, UsageError
-from keras_retina.optimization import is_chief, make_strategy, set_precision
+from keras_retina.optimization import is_chief, make_strategy
+from keras_retina.precision import set_precision
 from keras_retina.run_dir import RunDir, write_json
 
 
@@ -42,7 +43,7 @@ def train(configs, options):
         print(report.format(skipping=data.skip_bad_examples), flush=True)
     model = configs["model"]
     try:
-        report = coverage.anchor_coverage(sources.train, model.image_size, anchor_generator(model),
+        report = coverage.anchor_coverage(sources.train, resize_policy.from_config(model), anchor_generator(model),
                                           max_images=min(options["max_images"], 500))
     except tf.errors.InvalidArgumentError:
         training.raise_if_undecodable(sources)
@@ -71,7 +72,7 @@ def evaluate(configs, options):
     if [e["id"] for e in val.label_map] != [e["id"] for e in label_map]:
         raise DataError(f"{val.name}: its categories differ from the model's {run.label_map_path}.")
     metrics = evaluation.evaluate_coco(
-        net, pipeline.eval_dataset(val, net.config.image_size, configs["train"].batch_size), label_map)
+        net, pipeline.eval_dataset(val, net.resize_policy, configs["train"].batch_size), label_map)
     metrics["checkpoint"] = checkpoint
     print(f"COCO evaluation of {checkpoint} on {metrics['num_images']} images:")
     print(evaluation.format_metrics(metrics))
@@ -99,7 +100,7 @@ def check_data(configs, options):
         print(f"[{split}] read and decoded {count} images")
         print(source.report.format(skipping=data.skip_bad_examples))
         problems += len(source.report.problems())
-        report = coverage.anchor_coverage(source, model.image_size, anchor_generator(model),
+        report = coverage.anchor_coverage(source, resize_policy.from_config(model), anchor_generator(model),
                                           max_images=options["max_images"])
         print(coverage.format_coverage(report))
     if problems and not data.skip_bad_examples:

@@ -7,9 +7,13 @@ or given) with `saved_model.pb`, `variables/` and the label map in
 SavedModels TensorFlow's session-based loader (TF Serving's) restores. Signatures:
 
 - `serving_default`: input `inputs`, string `[B]` of encoded images (JPEG, PNG,
-  BMP, or the first frame of a GIF), any sizes mixed in one batch. Each is
-  decoded to RGB and resized, aspect kept, into the model's input, zero-padded.
+  BMP, or the first frame of a GIF), any sizes and orientations mixed in one batch.
 - `serving_image_tensor`: input `inputs`, uint8 `[B, H, W, 3]` RGB.
+
+Each image is decoded to RGB, resized by the model's resize policy (the paper's shorter side
+S, longer side at most L, aspect kept; `resize_policy`) and zero-padded to its own bucket
+canvas, then runs through the network and the postprocessing on its own: an image's
+detections are the same alone or in any batch (TF Serving's batching mixes clients' images).
 
 Outputs follow the TF Object Detection API, so its clients work unchanged:
 - `detection_boxes`: float32 `[B, D, 4]` `[ymin, xmin, ymax, xmax]` normalised to
@@ -35,7 +39,6 @@ import os
 import keras
 import tensorflow as tf
 
-from keras_retina import anchors as anchor_lib
 from keras_retina import input_mapping, postprocess
 from keras_retina.errors import UsageError
 from keras_retina.images import decode_image, encoded_pixels
@@ -48,6 +51,7 @@ MAX_BATCH = 64
 MAX_IMAGE_PIXELS = 50_000_000  # a 8660 x 5770 photo; decoded: 150 MB
 MAX_REQUEST_PIXELS = 200_000_000  # encoded inputs; a uint8 tensor is in memory already
 MAX_REQUEST_BYTES = 64 << 20
+PARALLEL_IMAGES = 2  # images of a request in flight at once (each runs the network on its own)
 
 
 class DetectionServer(tf.Module):
@@ -74,40 +78,35 @@ class DetectionServer(tf.Module):
         self.decoder = postprocess.DetectionDecoder.from_config(config)
         self.postprocess_config = {k: config[k] for k in (
             "score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")}
-        self.height, self.width = anchor_lib.image_hw(model.get_config()["image_size"])
+        self.policy = model.resize_policy
         self.label_ids = tf.constant([float(e["id"]) for e in label_map], tf.float32)
         self.label_names = tf.constant([str(e["name"]) for e in label_map], tf.string)
 
-    def _fit(self, image):
-        """uint8 [H, W, 3] -> (float32 [S_h, S_w, 3] resized and padded, scale, [H, W]), as in
-        training and evaluation (`input_mapping.to_model_input`)."""
-        padded, scale = input_mapping.to_model_input(image, (self.height, self.width))
-        return padded, scale, tf.cast(tf.shape(image)[:2], tf.float32)
-
-    def _detect(self, images, scales, sizes):
-        # An empty batch gets empty answers: TensorFlow's CPU convolutions mishandle batch 0.
-        return tf.cond(tf.shape(images)[0] > 0, lambda: self._run(images, scales, sizes),
-                       lambda: self._empty())
-
-    def _empty(self):
-        count = self.postprocess_config["max_detections"]
-        return {"detection_boxes": tf.zeros([0, count, 4]), "detection_scores": tf.zeros([0, count]),
-                "detection_classes": tf.zeros([0, count]),
-                "detection_class_names": tf.fill([0, count], ""), "num_detections": tf.zeros([0])}
-
-    def _run(self, images, scales, sizes):
-        out = self.decoder(self.model(images, training=False))
-        valid = tf.range(tf.shape(out["classes"])[1])[None] < out["num_detections"][:, None]
-        boxes = input_mapping.to_original(out["boxes"], scales, sizes, normalised=True)
-        boxes = tf.where(valid[..., None], boxes, 0.0)
+    def _detect_one(self, image):
+        """uint8 [H, W, 3] -> this picture's detections (`_OUTPUTS`), from the network run on it
+        alone, resized and padded as in training and evaluation (`input_mapping.to_model_input`)."""
+        padded, scale = input_mapping.to_model_input(image, self.policy)
+        out = self.decoder(self.model(padded[None], training=False), image_size=tf.shape(padded)[:2])
+        out = {name: value[0] for name, value in out.items()}
+        valid = tf.range(tf.shape(out["classes"])[0]) < out["num_detections"]
+        boxes = input_mapping.to_original(out["boxes"], scale, tf.shape(image)[:2], normalised=True)
         classes = tf.maximum(out["classes"], 0)
         return {
-            "detection_boxes": boxes,
+            "detection_boxes": tf.where(valid[:, None], boxes, 0.0),
             "detection_scores": out["scores"],
             "detection_classes": tf.where(valid, tf.gather(self.label_ids, classes), 0.0),
             "detection_class_names": tf.where(valid, tf.gather(self.label_names, classes), ""),
             "num_detections": tf.cast(out["num_detections"], tf.float32),
         }
+
+    def _detect_each(self, fn, inputs):
+        count = self.postprocess_config["max_detections"]
+        signature = {"detection_boxes": tf.TensorSpec([count, 4], tf.float32),
+                     "detection_scores": tf.TensorSpec([count], tf.float32),
+                     "detection_classes": tf.TensorSpec([count], tf.float32),
+                     "detection_class_names": tf.TensorSpec([count], tf.string),
+                     "num_detections": tf.TensorSpec([], tf.float32)}
+        return tf.map_fn(fn, inputs, fn_output_signature=signature, parallel_iterations=PARALLEL_IMAGES)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serve_encoded(self, inputs):
@@ -124,28 +123,17 @@ class DetectionServer(tf.Module):
                                                message=f"the images of a request have more than "
                                                f"{MAX_REQUEST_PIXELS:,} pixels together")]):
             inputs = tf.identity(inputs)
-
-        def one(encoded):
-            return self._fit(decode_image(encoded))
-
-        images, scales, sizes = tf.map_fn(
-            one, inputs, fn_output_signature=(tf.TensorSpec([self.height, self.width, 3], tf.float32),
-                                              tf.TensorSpec([], tf.float32),
-                                              tf.TensorSpec([2], tf.float32)))
-        return self._detect(images, scales, sizes)
+        return self._detect_each(lambda encoded: self._detect_one(decode_image(encoded)), inputs)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")])
     def serve_image_tensor(self, inputs):
         shape = tf.cast(tf.shape(inputs), tf.int64)
-        with tf.control_dependencies(_batch_checks(inputs) + [tf.debugging.assert_less_equal(
-                shape[1] * shape[2], tf.constant(self.max_image_pixels, tf.int64),
-                message=f"an image has more than {self.max_image_pixels:,} pixels")]):
+        with tf.control_dependencies(_batch_checks(inputs) + [
+                tf.debugging.assert_positive(shape[1] * shape[2], message="an image has no pixels"),
+                tf.debugging.assert_less_equal(shape[1] * shape[2], tf.constant(self.max_image_pixels, tf.int64),
+                                               message=f"an image has more than {self.max_image_pixels:,} pixels")]):
             inputs = tf.identity(inputs)
-        images, scales, sizes = tf.map_fn(
-            self._fit, inputs, fn_output_signature=(tf.TensorSpec([self.height, self.width, 3], tf.float32),
-                                                    tf.TensorSpec([], tf.float32),
-                                                    tf.TensorSpec([2], tf.float32)))
-        return self._detect(images, scales, sizes)
+        return self._detect_each(self._detect_one, inputs)
 
 
 def _batch_checks(inputs):

@@ -1,17 +1,18 @@
 """The mapping of a picture into the model's input, and of detections back to the picture.
 
 One pair of functions, used by the training and evaluation pipelines, the exported serving
-graph, `predict` and the TensorBoard pictures:
+graph, `predict` and the TensorBoard pictures, with the model's `resize_policy.ResizePolicy`:
 
-- `to_model_input(image, input_size)`: the picture resized with its aspect kept so it fits
-  `input_size` (height, width), zero-padded at the bottom and right; returns the padded
-  float32 `[h, w, 3]` (0-255) and `scale` (input pixels per picture pixel).
+- `to_model_input(image, policy)`: the picture scaled by `policy.scale` (aspect kept),
+  zero-padded at the bottom and right to its canvas (`policy.canvas`: sides multiples of 32);
+  returns the padded float32 `[h, w, 3]` (0-255) and `scale` (input pixels per picture pixel).
 - `to_original(boxes, scale, original_hw, normalised=False)`: detections `[..., 4]` yxyx in
   input pixels -> yxyx in pixels of the picture (or normalised to it, 0..1), clipped to it.
 
-`resize_and_pad(image, boxes, size, scale, offset)` is the resize underneath, with boxes and an
-optional crop, for training's scale jitter. All run in TensorFlow (eagerly, inside `tf.data`
-and inside the SavedModel); `to_original` also takes numpy arrays.
+`resize(image, boxes, scale, window=None, offset=None)` is the resize underneath, with boxes
+and an optional crop (training's scale jitter); `pad_to(image, canvas)` the padding. All run
+in TensorFlow (eagerly, inside `tf.data` and inside the SavedModel); `to_original` also
+takes numpy arrays.
 """
 
 import tensorflow as tf
@@ -20,37 +21,37 @@ from keras import ops
 from keras_retina import boxes as box_lib
 
 
-def fit_scale(image, size):
-    """Scale that fits the whole `[H, W, C]` image into `size` (height, width), aspect kept."""
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    return tf.minimum(size[0] / shape[0], size[1] / shape[1])
+def resized_size(height, width, scale):
+    """int32 [2]: the picture's size after scaling (each side rounded, at least 1)."""
+    size = tf.cast(tf.stack([height, width]), tf.float32) * scale
+    return tf.maximum(tf.cast(tf.round(size), tf.int32), 1)
 
 
-def resize_and_pad(image, boxes, size, scale, offset=None):
-    """Resizes by `scale`, crops at `offset` (y, x) if given, pads to `size` (height, width).
-
-    image uint8/float `[H, W, 3]`, boxes `[N, 4]` yxyx pixels -> float32 `[size, 3]` 0-255,
-    boxes in the new pixels (not clipped).
-    """
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), 1)
+def resize(image, boxes, scale, window=None, offset=None):
+    """Scales `[H, W, C]` (uint8 or float) by `scale`; with `window` (h, w) and `offset` (y, x)
+    keeps only that window. Boxes `[N, 4]` yxyx pixels follow (not clipped). -> float32 image
+    (0-255), boxes."""
+    new_hw = resized_size(tf.shape(image)[0], tf.shape(image)[1], scale)
     image = tf.image.resize(image, new_hw, method="bilinear")  # uint8 in, float32 out: no full-size float copy
     boxes = boxes * scale
-    if offset is not None:
-        image = image[offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
+    if window is not None:
+        image = image[offset[0]:offset[0] + window[0], offset[1]:offset[1] + window[1]]
         shift = tf.cast(tf.stack([offset[0], offset[1], offset[0], offset[1]]), tf.float32)
         boxes = boxes - shift
-    image = tf.image.pad_to_bounding_box(image, 0, 0, size[0], size[1])
-    image = tf.clip_by_value(image, 0.0, 255.0)
-    return image, boxes
+    return tf.clip_by_value(image, 0.0, 255.0), boxes
 
 
-def to_model_input(image, input_size):
-    """uint8/float `[H, W, 3]` -> (float32 `[input_size..., 3]` resized and padded, scale)."""
-    scale = fit_scale(image, input_size)
-    padded, _ = resize_and_pad(image, tf.zeros([0, 4]), input_size, scale)
-    return padded, scale
+def pad_to(image, canvas):
+    """Zero-pads `[h, w, C]` at the bottom and right to `canvas` (height, width)."""
+    return tf.image.pad_to_bounding_box(image, 0, 0, canvas[0], canvas[1])
+
+
+def to_model_input(image, policy):
+    """uint8/float `[H, W, 3]` -> (float32 `[canvas..., 3]` resized and padded, scale)."""
+    scale = policy.scale(tf.shape(image)[0], tf.shape(image)[1])
+    resized, _ = resize(image, tf.zeros([0, 4]), scale)
+    shape = tf.shape(resized)
+    return pad_to(resized, policy.canvas(shape[0], shape[1])), scale
 
 
 def to_original(boxes, scale, original_hw, normalised=False):

@@ -49,7 +49,8 @@ class LabelEncoder(keras.layers.Layer):
     """Assigns ground-truth boxes to anchors.
 
     Args:
-      image_size: int or (height, width) of the model input.
+      image_size: int or (height, width) of the model input when every input has it (then
+        `anchors` holds its anchors), or None: each call gives the input's size.
       anchor_generator: an `anchors.AnchorGenerator` (default: the paper's geometry).
       foreground_iou: IoU at or above which an anchor is foreground (0.5).
       background_iou: IoU below which an anchor is background (0.4); anchors in
@@ -61,6 +62,8 @@ class LabelEncoder(keras.layers.Layer):
     Call args:
       boxes: `[B, N, 4]` or `[N, 4]` float32, yxyx pixels of the input image.
       classes: `[B, N]` or `[N]` int, 0..K-1; entries < 0 are padding.
+      image_size: (height, width) of the input (ints or an int tensor [2]); default the
+        layer's `image_size`.
 
     Returns:
       dict with `cls_targets` `[B, A_total]` int32 and `box_targets`
@@ -69,7 +72,7 @@ class LabelEncoder(keras.layers.Layer):
 
     def __init__(
         self,
-        image_size,
+        image_size=None,
         anchor_generator=None,
         foreground_iou=FOREGROUND_IOU,
         background_iou=BACKGROUND_IOU,
@@ -84,15 +87,21 @@ class LabelEncoder(keras.layers.Layer):
                 f"Need 0 < background_iou <= foreground_iou <= 1, got "
                 f"background_iou={background_iou}, foreground_iou={foreground_iou}."
             )
-        self.image_size = anchor_lib.config_image_size(image_size)
+        self.image_size = None if image_size is None else anchor_lib.config_image_size(image_size)
         self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
         self.foreground_iou = foreground_iou
         self.background_iou = background_iou
         self.allow_low_quality_matches = allow_low_quality_matches
         self.box_coder_weights = tuple(box_coder_weights)
-        self.anchors = self.anchor_generator.anchors(image_size)  # [A_total, 4] numpy
+        # [A_total, 4] numpy at the fixed image size, if there is one
+        self.anchors = None if image_size is None else self.anchor_generator.anchors(image_size)
 
-    def call(self, boxes, classes):
+    def call(self, boxes, classes, image_size=None):
+        if image_size is None:
+            image_size = self.image_size
+        if image_size is None:
+            raise ValueError("LabelEncoder needs the input's image_size (height, width): give it to the call "
+                             "or to the layer.")
         boxes = tf.convert_to_tensor(boxes, tf.float32)
         classes = tf.cast(classes, tf.int32)
         unbatched = boxes.shape.rank == 2
@@ -103,18 +112,18 @@ class LabelEncoder(keras.layers.Layer):
                 "LabelEncoder expects boxes [B, N, 4] and classes [B, N] (or [N, 4] and [N]); "
                 f"got boxes {boxes.shape} and classes {classes.shape}."
             )
-        cls_targets, box_targets = self._encode(boxes, classes)
+        cls_targets, box_targets = self._encode(boxes, classes, self.anchor_generator.anchors(image_size))
         if unbatched:
             cls_targets, box_targets = cls_targets[0], box_targets[0]
         return {"cls_targets": cls_targets, "box_targets": box_targets}
 
-    def _encode(self, boxes, classes):
+    def _encode(self, boxes, classes, anchors):
         batch = tf.shape(boxes)[0]
         # One always-invalid padding box keeps every reduction over N non-empty.
         boxes = tf.concat([boxes, tf.zeros([batch, 1, 4])], axis=1)
         classes = tf.concat([classes, tf.fill([batch, 1], -1)], axis=1)
         valid = classes >= 0  # [B, N]
-        anchors = tf.constant(self.anchors)  # [A, 4]
+        anchors = tf.convert_to_tensor(anchors, tf.float32)  # [A, 4]
 
         best_iou, matched, forced_iou, forced_box = self._match(anchors, boxes, valid)
         foreground = best_iou >= self.foreground_iou
@@ -141,7 +150,7 @@ class LabelEncoder(keras.layers.Layer):
         O(B * A * BOX_CHUNK) for images with thousands of boxes; the result equals comparing all
         at once."""
         batch, count = tf.shape(boxes)[0], tf.shape(boxes)[1]
-        num_anchors = anchors.shape[0]
+        num_anchors = tf.shape(anchors)[0]
 
         def step(start, best_iou, matched, forced_iou, forced_box):
             chunk = box_lib.pairwise_iou(anchors[None], boxes[:, start:start + BOX_CHUNK])  # [B, A, c]

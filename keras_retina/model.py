@@ -1,11 +1,14 @@
 """The RetinaNet `keras.Model`: one object trains with `fit` and returns detections from `predict`.
 
 Graph (paper Fig. 5), assembled from parts (`builder`): images `[B, H, W, 3]`
-RGB 0-255 float32 -> backbone (C3-C5) -> feature pyramid (P3-P7) ->
+RGB 0-255 float32, any H and W that are multiples of 32 (the stride of C5; the resize
+policy's canvases are, `resize_policy`) -> backbone (C3-C5) -> feature pyramid (P3-P7) ->
 classification and box subnets -> `call` returns raw outputs in the anchor
 generator's anchor order:
 
     {"classification": [B, A_total, K] logits, "box": [B, A_total, 4] deltas}
+
+with A_total the anchors of that H x W (`AnchorGenerator.num_anchors((H, W))`).
 
 Training (`fit` / `evaluate`): targets `y` are a dict, either raw ground truth
 
@@ -24,22 +27,28 @@ Keras sums the replicas' gradients, so training under MirroredStrategy
 computes the same loss and update as one device with the whole batch.
 
 Inference (`predict`, `detect`): `DetectionDecoder` turns raw outputs into
-{"boxes" [B, 100, 4] yxyx pixels, "scores" [B, 100], "classes" [B, 100] int32,
-"num_detections" [B] int32}.
+{"boxes" [B, 100, 4] yxyx pixels of the input, "scores" [B, 100], "classes" [B, 100] int32,
+"num_detections" [B] int32}, with anchors for the input's H x W. `model.resize_policy`
+maps pictures of any size to inputs and back (`input_mapping.to_model_input`,
+`to_original`). `predict` on an in-memory batch of at most `batch_size` images runs one
+compiled call (no dataset, no progress bar): the cost of the computation, as
+`predict_on_batch`.
 """
 
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from keras_retina import anchors as anchor_lib
 from keras_retina import losses as loss_lib
+from keras_retina import resize_policy
 from keras_retina.backbone import DEFAULT_BACKBONE
 from keras_retina.builder import PART_NAMES, build_parts
 from keras_retina.errors import UsageError
-from keras_retina.model_config import ModelConfig
+from keras_retina.model_config import ModelConfig, upgrade_settings
 
 _TARGETS_HELP = (
     "RetinaNet expects training targets as a dict: {'boxes': [B, N, 4] float32 "
@@ -75,11 +84,15 @@ class RetinaNet(keras.Model):
       classification_loss: a name ("focal", "focal_star", "balanced_ce") or a Keras loss with
         `reduction="sum"`.
 
+    `image_size` is the shorter side S (with `max_image_size` L and `resize="shorter_side"`,
+    the paper's policy) or the square's side (`resize="square"`); the network itself runs on
+    any input size (module docstring).
+
     `model.config` is the resolved ModelConfig; `get_config` holds it and the given parts, so
     `.keras` files and config round trips keep non-default parts.
     """
 
-    def __init__(self, num_classes=None, backbone=DEFAULT_BACKBONE, image_size=640, *, anchor_generator=None,
+    def __init__(self, num_classes=None, backbone=DEFAULT_BACKBONE, image_size=800, *, anchor_generator=None,
                  feature_pyramid=None, classification_head=None, box_head=None, label_encoder=None,
                  decoder=None, box_loss=None, **settings):
         model_kwargs = {k: settings.pop(k) for k in ("name", "trainable", "dtype") if k in settings}
@@ -101,21 +114,16 @@ class RetinaNet(keras.Model):
         if config.num_classes is None:
             raise UsageError("RetinaNet needs num_classes (the number of object classes).")
         parts = build_parts(config, **given)
-        height, width = anchor_lib.validate_image_size(config.image_size)
         generator = parts["anchor_generator"]
 
-        images = keras.Input((height, width, 3), name="images")
+        images = keras.Input((None, None, 3), name="images")
         features = parts["feature_pyramid"](parts["backbone"](images))
-        outputs = {
-            "classification": anchor_lib.flatten_levels(parts["classification_head"](features), num_classes),
-            "box": anchor_lib.flatten_levels(parts["box_head"](features), 4),
-        }
+        heads = {"classification": parts["classification_head"](features), "box": parts["box_head"](features)}
+        _check_layout(generator, heads, num_classes)
+        outputs = {"classification": anchor_lib.flatten_levels(heads["classification"], num_classes),
+                   "box": anchor_lib.flatten_levels(heads["box"], 4)}
         model_kwargs.setdefault("name", "retinanet")
         super().__init__(inputs=images, outputs=outputs, **model_kwargs)
-        if outputs["box"].shape[1] != generator.num_anchors(config.image_size):
-            raise UsageError(f"the heads give {outputs['box'].shape[1]} anchors but the anchor generator has "
-                             f"{generator.num_anchors(config.image_size)} at {config.image_size}: give heads "
-                             f"with A = {generator.anchors_per_location} and a pyramid with its levels.")
 
         self.config = config
         self.given_parts = given
@@ -130,11 +138,17 @@ class RetinaNet(keras.Model):
         self.box_loss_fn = parts["box_loss"]
         self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
-        self.anchors = self.label_encoder.anchors  # [A_total, 4] numpy, yxyx pixels
+        self.resize_policy = resize_policy.from_config(config)
+        self._fast_detect = None
+
+    def call(self, inputs, training=None, mask=None):
+        _check_input_size(inputs)
+        return super().call(inputs, training=training, mask=mask)
 
     # ----------------------------------------------------------------- training
-    def encode_targets(self, y):
-        """Training targets dict (raw or pre-encoded, see module docstring) -> encoded targets."""
+    def encode_targets(self, y, image_size):
+        """Training targets dict (raw or pre-encoded, see module docstring) for inputs of
+        `image_size` (height, width) -> encoded targets."""
         if not isinstance(y, dict):
             raise ValueError(f"{_TARGETS_HELP}; got {type(y).__name__}.")
         if "cls_targets" in y and "box_targets" in y:
@@ -145,13 +159,13 @@ class RetinaNet(keras.Model):
                 boxes = boxes.to_tensor(0.0)
             if isinstance(classes, tf.RaggedTensor):
                 classes = classes.to_tensor(-1)
-            return self.label_encoder(boxes, classes)
+            return self.label_encoder(boxes, classes, image_size=image_size)
         raise ValueError(f"{_TARGETS_HELP}; got keys {sorted(y)}.")
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if sample_weight is not None:
             raise ValueError("RetinaNet does not use sample_weight; pass only (images, targets).")
-        targets = self.encode_targets(y)
+        targets = self.encode_targets(y, _image_size(x))
         cls_loss, box_loss = loss_lib.detection_losses(
             targets["cls_targets"], targets["box_targets"], y_pred["classification"],
             y_pred["box"], self.cls_loss_fn, self.box_loss_fn,
@@ -185,11 +199,24 @@ class RetinaNet(keras.Model):
     # ---------------------------------------------------------------- inference
     def detect(self, images):
         """Images `[B, H, W, 3]` RGB 0-255 -> final detections (see module docstring)."""
-        return self.decoder(self(images, training=False))
+        return self.decoder(self(images, training=False), image_size=_image_size(images))
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.detect(x)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Keras `predict`; an array or tensor of at most `batch_size` (32) images runs as one
+        compiled `detect` call and returns the same numpy dict."""
+        rows = getattr(x, "shape", None)
+        if (steps is None and not callbacks and rows is not None and len(rows) == 4
+                and isinstance(x, (np.ndarray, tf.Tensor)) and 0 < rows[0] <= (batch_size or 32)):
+            _check_input_size(x)
+            if self._fast_detect is None:
+                self._fast_detect = tf.function(self.detect, reduce_retracing=True)
+            out = self._fast_detect(tf.cast(x, tf.float32))
+            return {name: value.numpy() for name, value in out.items()}
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
     # ------------------------------------------------------------ serialisation
     def get_config(self):
@@ -201,8 +228,46 @@ class RetinaNet(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # Weights come from the saved file; never re-fetch or re-read backbone weights.
-        config = dict(config, backbone_weights=None)
+        config = dict(upgrade_settings(config), backbone_weights=None)
         for name in PART_NAMES:
             if isinstance(config.get(name), dict):
                 config[name] = keras.saving.deserialize_keras_object(config[name], custom_objects)
         return cls(**config)
+
+
+def _image_size(images):
+    """(height, width) of a batch of images: ints when static, else an int32 tensor [2]."""
+    static = images.shape[1:3]
+    if static[0] is not None and static[1] is not None:
+        return int(static[0]), int(static[1])
+    return tf.shape(images)[1:3]
+
+
+def _check_input_size(images):
+    """A clear error for an input whose sides are not multiples of 32 (the FPN would fail deep
+    inside TensorFlow): at trace time when the shape is static, else when the graph runs."""
+    multiple = anchor_lib.SIZE_MULTIPLE
+    height, width = images.shape[1:3]
+    if height is not None and width is not None:
+        if height % multiple or width % multiple or not height or not width:
+            raise ValueError(f"RetinaNet input images are {height}x{width}: each side must be a positive multiple "
+                             f"of {multiple}; pad them (input_mapping.to_model_input does, with the model's "
+                             f"resize_policy).")
+        return
+    if not tf.executing_eagerly() and isinstance(images, tf.Tensor):
+        size = tf.shape(images)[1:3]
+        tf.debugging.assert_equal(size % multiple, 0, message=(
+            f"RetinaNet input image sides must be multiples of {multiple}; pad them "
+            f"(input_mapping.to_model_input does, with the model's resize_policy)"))
+
+
+def _check_layout(generator, heads, num_classes):
+    """The heads and pyramid give the generator's levels with A anchors per location."""
+    levels = [anchor_lib.level_name(lv) for lv in range(generator.min_level, generator.max_level + 1)]
+    for name, values in (("classification", num_classes), ("box", 4)):
+        got = {level: out.shape[-1] for level, out in heads[name].items()}
+        expected = {level: generator.anchors_per_location * values for level in levels}
+        if set(got) != set(expected) or any(got[k] not in (None, expected[k]) for k in got):  # None: known at run
+            raise UsageError(f"the {name} head gives channels {got} but the anchor generator needs {expected} "
+                             f"(A = {generator.anchors_per_location} per location on {', '.join(levels)}): give "
+                             f"heads with that A and a pyramid with those levels.")

@@ -9,7 +9,7 @@ are the paper's (section and table in each help text).
 import dataclasses
 
 from keras_retina import anchors as anchor_lib
-from keras_retina import box_coder, losses as loss_lib, postprocess
+from keras_retina import box_coder, losses as loss_lib, postprocess, resize_policy
 from keras_retina.backbone import BACKBONES, DEFAULT_BACKBONE, MAX_FREEZE_AT, RESNETS, default_freeze_at
 from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, UNIT, as_tuples, check_fields, setting
 from keras_retina.errors import UsageError
@@ -27,8 +27,17 @@ class ModelConfig:
     num_classes: int = setting(None, "K, object classes (from the data's label map).", _POSITIVE, flag=False)
     backbone: str = setting(DEFAULT_BACKBONE, "Backbone network (paper 4.1: ResNet-50/101).", choices=BACKBONES)
     image_size: object = setting(
-        640, "Square model input size in pixels, a multiple of 32 (an int, or (height, width)).",
-        (lambda v: _valid_size(v), f"each side must be a positive multiple of {anchor_lib.SIZE_MULTIPLE}."))
+        800, "Image scale S: the shorter side in pixels (paper 5.1, Table 1e: 600 or 800); with --resize=square "
+        "the side of the square input, a multiple of 32 (an int, or (height, width)).",
+        (lambda v: isinstance(v, int) and v > 0 or isinstance(v, tuple) and len(v) == 2,
+         "must be a positive int (or (height, width) with resize=square)."))
+    max_image_size: int = setting(
+        None, "L: the longer side is capped at this (Detectron: 1000 at S=600, 1333 at S=800). Default: "
+        "round(5/3 S).", _POSITIVE)
+    resize: str = setting(
+        "shorter_side", "How pictures become inputs: shorter_side (the paper's: shorter side S, longer side at "
+        "most L, aspect kept, batches grouped by aspect ratio) or square (longer side fitted into an S x S "
+        "square: one static shape, for TPUs and XLA).", choices=resize_policy.POLICIES)
     backbone_weights: str = setting(None, "'imagenet', a weights file path, or empty for random init.")
     freeze_backbone_batchnorm: bool = setting(True, "Keep ResNet BatchNorm statistics frozen (paper, Detectron).",
                                               flag=False)
@@ -80,6 +89,10 @@ class ModelConfig:
         if self.focal_gamma is None:
             object.__setattr__(self, "focal_gamma", loss_lib.default_gamma(self.classification_loss))
         check_fields(self)
+        try:
+            resize_policy.from_config(self)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         if self.background_iou > self.foreground_iou:
             raise UsageError(f"background_iou={self.background_iou} is above foreground_iou={self.foreground_iou}.")
         if self.classification_loss == "focal_star" and self.focal_gamma <= 0:
@@ -102,9 +115,9 @@ class ModelConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def _valid_size(value):
-    try:
-        anchor_lib.validate_image_size(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+def upgrade_settings(values):
+    """Model settings saved before the resize policy existed (no "resize" key) had square inputs:
+    read them as resize="square", so older model_dirs and .keras files load as they were."""
+    if isinstance(values, dict) and "image_size" in values and "resize" not in values:
+        return dict(values, resize="square")
+    return values

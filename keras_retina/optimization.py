@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_retina.errors import UsageError
-from keras_retina.train_config import OPTIMIZERS, PRECISION_POLICIES, STRATEGIES
+from keras_retina.train_config import OPTIMIZERS, STRATEGIES
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")
@@ -51,12 +51,6 @@ def make_optimizer(config):
     if config.optimizer == "adamw":  # for backbones trained from scratch (the demo)
         return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, **clip)
     raise UsageError(f"--optimizer={config.optimizer!r}: choose one of {OPTIMIZERS}.")
-
-
-def set_precision(name):
-    """--mixed_precision for every model built from here on (variables stay float32; the label
-    encoder, losses and decoder always compute in float32)."""
-    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[name or "none"])
 
 
 def make_strategy(name):

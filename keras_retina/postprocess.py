@@ -14,7 +14,8 @@ NonMaxSuppressionV5 kernel, a core op that TF Serving runs.
 This is a Keras layer so that the exported SavedModel contains it.
 
 Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]`
-deltas, in anchor order.
+deltas, in anchor order, and the input's (height, width) (static ints or a tensor: the
+anchors are made for it).
 Output: dict
   - `boxes`: `[B, max_detections, 4]` float32, yxyx pixels of the model input,
   - `scores`: `[B, max_detections]` float32, descending,
@@ -41,7 +42,8 @@ class DetectionDecoder(keras.layers.Layer):
     """Decoding, per-level top-k, score threshold, class-wise NMS (see module docstring).
 
     Args:
-      image_size: int or (height, width) of the model input.
+      image_size: int or (height, width) of the model input when it is fixed, or None: each
+        call gives the input's size.
       anchor_generator: the `anchors.AnchorGenerator` the model was built with
         (default: the paper's geometry).
       box_coder_weights: as used by the label encoder.
@@ -51,7 +53,7 @@ class DetectionDecoder(keras.layers.Layer):
 
     def __init__(
         self,
-        image_size,
+        image_size=None,
         anchor_generator=None,
         box_coder_weights=box_coder.DEFAULT_WEIGHTS,
         score_threshold=SCORE_THRESHOLD,
@@ -70,34 +72,40 @@ class DetectionDecoder(keras.layers.Layer):
         if pre_nms_top_k < 1 or max_detections < 1:
             raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got "
                              f"{pre_nms_top_k} and {max_detections}.")
-        self.image_size = anchor_lib.config_image_size(image_size)
+        self.image_size = None if image_size is None else anchor_lib.config_image_size(image_size)
         self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
         self.box_coder_weights = tuple(box_coder_weights)
         self.score_threshold = score_threshold
         self.pre_nms_top_k = pre_nms_top_k
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
-        self.anchors_by_level = self.anchor_generator.by_level(image_size)
 
-    def call(self, outputs):
+    def call(self, outputs, image_size=None):
+        if image_size is None:
+            image_size = self.image_size
+        if image_size is None:
+            raise ValueError("DetectionDecoder needs the input's image_size (height, width): give it to the call "
+                             "or to the layer.")
         logits = tf.cast(outputs["classification"], tf.float32)
         deltas = tf.cast(outputs["box"], tf.float32)
         num_classes = logits.shape[-1]
         batch = tf.shape(logits)[0]
-        height, width = anchor_lib.image_hw(self.image_size)
+        static = anchor_lib.static_hw(image_size)
+        height, width = static if static else (image_size[0], image_size[1])
+        anchors_by_level = self.anchor_generator.by_level(static or image_size)
+        counts = self.anchor_generator.level_counts(static or image_size)
 
         level_boxes, level_scores, level_classes = [], [], []
         start = 0
-        for name in sorted(self.anchors_by_level, key=lambda n: int(n[1:])):
-            level_anchors = self.anchors_by_level[name]
-            count = level_anchors.shape[0]
+        for name, count in zip(sorted(anchors_by_level, key=lambda n: int(n[1:])), counts):
+            level_anchors = anchors_by_level[name]
             flat_logits = tf.reshape(logits[:, start:start + count], [batch, count * num_classes])
-            k = min(self.pre_nms_top_k, count * num_classes)
+            k = tf.minimum(self.pre_nms_top_k, count * num_classes)
             # Sigmoid is monotonic: top-k on logits, sigmoid on the k survivors only.
             top_logits, top_index = tf.math.top_k(flat_logits, k=k, sorted=False)
             anchor_index = top_index // num_classes
             selected_deltas = tf.gather(deltas[:, start:start + count], anchor_index, batch_dims=1)
-            selected_anchors = tf.gather(tf.constant(level_anchors), anchor_index)
+            selected_anchors = tf.gather(tf.convert_to_tensor(level_anchors, tf.float32), anchor_index)
             level_boxes.append(box_coder.decode(selected_deltas, selected_anchors, self.box_coder_weights))
             level_scores.append(tf.sigmoid(top_logits))
             level_classes.append(top_index % num_classes)
@@ -108,7 +116,8 @@ class DetectionDecoder(keras.layers.Layer):
         classes = tf.concat(level_classes, 1)  # [B, C]
         scores = tf.where(scores > self.score_threshold, scores, 0.0)
 
-        offset = tf.cast(classes, tf.float32)[..., None] * float(max(height, width) + 1)
+        side = tf.cast(tf.maximum(height, width), tf.float32)
+        offset = tf.cast(classes, tf.float32)[..., None] * (side + 1.0)
         keep, num_detections = tf.map_fn(
             self._nms_one_image,
             (boxes + offset, scores),

@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras_retina import boxes as box_lib, evaluation, export as export_lib, images as image_lib, visualize
 from keras_retina.commands import postprocess_overrides
 from keras_retina.errors import DataError, UsageError
-from keras_retina.optimization import set_precision
+from keras_retina.precision import set_precision
 from keras_retina.run_dir import RunDir, write_json
 
 

@@ -69,9 +69,9 @@ class RunDir:
 
     def model_config(self):
         """The ModelConfig of config.json."""
-        from keras_retina.model_config import ModelConfig
+        from keras_retina.model_config import ModelConfig, upgrade_settings
 
-        return from_dict(ModelConfig, self.read_config()["model"], self.config_path)
+        return from_dict(ModelConfig, upgrade_settings(self.read_config()["model"]), self.config_path)
 
     def write_config(self, config):
         write_json(config, self.config_path)

@@ -16,8 +16,10 @@ from keras_retina.errors import UsageError
 REFERENCE_BATCH_SIZE = 16
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adamw")
-# --mixed_precision -> the Keras dtype policy (variables stay float32 in each).
+# --mixed_precision -> the Keras dtype policy (variables stay float32 in each); "auto" is decided
+# per machine by `precision.resolve`.
 PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+PRECISIONS = tuple(PRECISION_POLICIES) + ("auto",)
 _POSITIVE, _NOT_NEGATIVE = POSITIVE, NOT_NEGATIVE
 
 
@@ -41,15 +43,19 @@ class TrainConfig:
                             "or one device.", choices=STRATEGIES)
     mixed_precision: str = setting(
         "none", "Compute precision of train, evaluate, export and predict (variables stay float32, so "
-        "checkpoints work either way). bfloat16 runs 3-5x faster on CPUs with AVX512-BF16/AMX and on TPUs; "
-        "float16 is for GPUs.", choices=tuple(PRECISION_POLICIES))
+        "checkpoints work either way). bfloat16 runs 3-5x faster on CPUs with AMX and on TPUs, but slower than "
+        "float32 on CPUs without AMX; auto picks bfloat16 only where it is native (AMX or a GPU). float16 is "
+        "for GPUs.", choices=PRECISIONS)
     seed: int = setting(0, "Random seed.")
     deterministic: bool = setting(
         False, "Bit-exact training: deterministic ops and a data order that is a function of the step, so a "
         "resumed run ends with the same weights as an uninterrupted one (somewhat slower).")
     flip: bool = setting(True, "Random horizontal flip (the paper's augmentation).")
-    scale_min: float = setting(1.0, "Scale jitter lower bound (1.0 = none).", _POSITIVE)
-    scale_max: float = setting(1.0, "Scale jitter upper bound.", _POSITIVE)
+    scale_min: float = setting(1.0, "Scale jitter (paper 5.2): the shorter side is drawn from [scale_min, "
+                               "scale_max] x --image_size, the longer side still capped (1.0 = none; the "
+                               "paper's 640-800 at S=800: 0.8).", _POSITIVE)
+    scale_max: float = setting(1.0, "Scale jitter upper bound (above 1: pictures beyond the largest canvas are "
+                               "randomly cropped to it).", _POSITIVE)
     checkpoint_every_steps: int = setting(1000, "Save a checkpoint every N steps.", _POSITIVE)
     eval_every_steps: int = setting(0, "Evaluate every N steps (0: only at the end).", _NOT_NEGATIVE)
     verbose: int = setting(1, "0 silent, 1 progress bar, 2 one line per checkpoint interval, 3 as 2 and "

@@ -23,7 +23,7 @@ from keras_retina.config_fields import from_dict
 from keras_retina.data.data_config import DataConfig
 from keras_retina.errors import DataError, UsageError
 from keras_retina.model import RetinaNet
-from keras_retina.model_config import ModelConfig
+from keras_retina.model_config import ModelConfig, upgrade_settings
 from keras_retina.optimization import is_chief, make_optimizer, make_strategy
 from keras_retina.run_dir import RunDir, exclusive, replace_atomically
 
@@ -35,7 +35,7 @@ def resolve_model_settings(model_config, previous, model_dir):
     which only initialises a new run) is a UsageError."""
     if previous is None:
         return model_config.resolved()
-    previous = from_dict(ModelConfig, previous, f"{model_dir}/config.json")
+    previous = from_dict(ModelConfig, upgrade_settings(previous), f"{model_dir}/config.json")
     if model_config.freeze_backbone_at is None:
         model_config = dataclasses.replace(model_config, freeze_backbone_at=previous.freeze_backbone_at)
     changed = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name != "backbone_weights"
@@ -131,25 +131,25 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
               f"(learning rate {float(model.optimizer.learning_rate):.5g}).", flush=True)
 
     per_epoch = max(1, min(train_config.checkpoint_every_steps, train_steps))
-    image_size = model_config.image_size
+    policy = model.resize_policy
     scale_range = (train_config.scale_min, train_config.scale_max)
     if train_config.deterministic:
         # Same ops in the same order on the same data from any resume step: equal weights to an
         # uninterrupted run (tested), at some cost in speed.
         tf.config.experimental.enable_op_determinism()
         train_ds = pipeline.deterministic_train_dataset(
-            sources.train, model.label_encoder, image_size, train_config.batch_size, train_config.seed,
+            sources.train, model.label_encoder, policy, train_config.batch_size, train_config.seed,
             start_step=step, flip=train_config.flip, scale_range=scale_range)
     else:
         train_ds = pipeline.train_dataset(
-            sources.train, model.label_encoder, image_size, train_config.batch_size, flip=train_config.flip,
+            sources.train, model.label_encoder, policy, train_config.batch_size, flip=train_config.flip,
             scale_range=scale_range, seed=train_config.seed + step)
     writer = tf.summary.create_file_writer(run.log_dir)
     nan_guard = cb.NanGuard()
     callbacks = [nan_guard, cb.Checkpointer(manager, train_steps, nan_guard), cb.LearningRateLogger(writer, 10)]
     evaluator = None
     if sources.val is not None and chief:
-        val_ds = pipeline.eval_dataset(sources.val, image_size, train_config.batch_size)
+        val_ds = pipeline.eval_dataset(sources.val, policy, train_config.batch_size)
         evaluator = evaluation.CocoEvaluation(val_ds, label_map, train_config.eval_every_steps, run, writer,
                                               cb.image_writer(writer, val_ds, label_map))
         callbacks.append(evaluator)
@@ -157,7 +157,7 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
     if step >= train_steps:
         print(f"Already trained to step {step} (>= {train_steps} steps asked for); not training.", flush=True)
     else:
-        print(f"Training RetinaNet ({model_config.backbone}, {image_size} px, {len(label_map)} classes) for "
+        print(f"Training RetinaNet ({model_config.backbone}, {_describe(policy)}, {len(label_map)} classes) for "
               f"{train_steps} steps at global batch {train_config.batch_size} on "
               f"{strategy.num_replicas_in_sync} replica(s); lr {rate:.5g}, boundaries {boundaries}, "
               f"warm-up {warmup}.", flush=True)
@@ -190,6 +190,13 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
             summary["per_class_AP"] = metrics["per_class_AP"]
         run.write_summary(summary)
     return summary
+
+
+def _describe(policy):
+    if policy.policy == "square":
+        return f"{policy.size[0]}x{policy.size[1]} square inputs"
+    return (f"shorter side {policy.size[0]} px, longer at most {policy.size[1]} px, "
+            f"{len(policy.buckets)} bucket shapes")
 
 
 def raise_if_undecodable(sources):

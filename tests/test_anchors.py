@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import assert_close
 from keras_retina import anchors
@@ -85,3 +86,30 @@ def test_equal_to_model_garden_anchors():
     for level in range(3, 8):
         # Theirs: [H, W, A*4] in the same (y, x, scale, ratio) order; flatten to [H*W*A, 4].
         assert_close(ours[f"P{level}"], np.reshape(theirs[str(level)], (-1, 4)), atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(512, 768), (768, 512), (640, 896), (384, 1280)])
+def test_non_square_anchors_equal_model_garden_anchors(shape):
+    """At non-square sizes that are multiples of 128 (both definitions then put level l's
+    locations every 2^l pixels) ours equal the Model Garden's `Anchor` exactly."""
+    mg_anchor = pytest.importorskip("official.vision.ops.anchor")
+    ours = anchors.generate_anchors(shape)
+    theirs = mg_anchor.Anchor(min_level=3, max_level=7, num_scales=3, aspect_ratios=[0.5, 1.0, 2.0],
+                              anchor_size=4.0, image_size=list(shape)).multilevel_boxes
+    for level in range(3, 8):
+        assert ours[f"P{level}"].shape[0] == anchors.feature_size(shape[0], level) * anchors.feature_size(
+            shape[1], level) * 9
+        assert_close(ours[f"P{level}"], np.reshape(theirs[str(level)], (-1, 4)), atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(64, 96), (800, 1216), (608, 928), (1344, 800)])
+def test_anchors_computed_in_the_graph_equal_the_cached_ones(shape):
+    """A shape known only when the graph runs (SavedModel, tf.data) gets the same anchors, bit
+    for bit, as the numpy ones cached for a static shape."""
+    generator = anchors.AnchorGenerator()
+    traced = tf.function(lambda hw: generator.anchors(hw), input_signature=[tf.TensorSpec([2], tf.int32)])
+    static = generator.anchors(shape)
+    assert generator.by_level(shape) is generator.by_level(shape)  # cached per shape
+    assert np.array_equal(traced(tf.constant(shape)).numpy(), static)
+    counts = tf.function(lambda hw: tf.add_n(generator.level_counts(hw)))(tf.constant(shape))
+    assert int(counts) == generator.num_anchors(shape) == static.shape[0]

@@ -31,7 +31,7 @@ def test_a_given_generator_reaches_every_part_that_needs_it():
     generator = AnchorGenerator(min_level=3, max_level=6, num_scales=1, aspect_ratios=(1.0,))
     parts = builder.build_parts(_config(), anchor_generator=generator)
     assert parts["feature_pyramid"].max_level == 6 and parts["box_head"].num_anchors == 1
-    assert parts["label_encoder"].anchors.shape == (generator.num_anchors(64), 4)
+    assert parts["label_encoder"].anchor_generator is generator and parts["decoder"].anchor_generator is generator
 
 
 def test_given_losses_must_sum():

@@ -33,7 +33,10 @@ def _data_flags(coco, val=True):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "--image_size=100"], "--image_size=100: --image_size each side must be a positive multiple of 32"),
+    (["train", "--image_size=0"], "--image_size=0: --image_size must be a positive int"),
+    (["train", "--image_size=100", "--resize=square", "--demo_data=d"], "image_size=100: with resize=square each side "
+     "must be a positive multiple of 32"),
+    (["train", "--image_size=800", "--max_image_size=600", "--demo_data=d"], "max_image_size=600 is below"),
     (["train", "--strategy=gpu_cluster"], "--strategy"),
     (["train", "--lr_boundaries=80,60"], "--lr_boundaries"),
     (["train", "--train_steps=50", "--lr_boundaries=60"], "must be below train_steps=50"),
@@ -239,7 +242,7 @@ def test_multi_worker_on_two_local_processes(tmp_path, tiny_coco):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 9
 
 
-@pytest.mark.parametrize("config,size", [("r50", "640"), ("r50_800", "800"), ("r101", "800")])
+@pytest.mark.parametrize("config,size", [("r50", "600"), ("r50_800", "800"), ("r101", "800")])
 def test_shipped_coco_flagfiles_parse_and_run_on_own_data(tmp_path, tiny_coco, config, size):
     """The README's own-data recipe: a COCO flagfile with the TFDS source swapped for COCO JSON."""
     # From another folder: the flagfile and its include come from the installed configs.

@@ -7,6 +7,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from keras_retina import evaluation
+from keras_retina.resize_policy import ResizePolicy
 from keras_retina.data import coco_json, pipeline
 
 LABEL_MAP = [{"id": 3, "name": "cat"}, {"id": 8, "name": "dog"}]
@@ -98,7 +99,7 @@ def test_pipeline_maps_detections_back_to_original_images(tmp_path):
     (tmp_path / "val.json").write_text(json.dumps(
         {"images": images, "annotations": annotations, "categories": LABEL_MAP}))
     source = coco_json.read_coco_json(str(tmp_path / "val.json"), str(tmp_path / "img"))
-    metrics = evaluation.evaluate_coco(_PixelDetector(), pipeline.eval_dataset(source, 128, 2),
+    metrics = evaluation.evaluate_coco(_PixelDetector(), pipeline.eval_dataset(source, ResizePolicy(128, policy="square"), 2),
                                        source.label_map)
     assert metrics["num_images"] == 3
     assert metrics["AP50"] == pytest.approx(1.0) and metrics["AP75"] == pytest.approx(1.0)

@@ -13,10 +13,9 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import TINY, assert_close
-from keras_retina import RetinaNet, export
+from keras_retina import RetinaNet, export, input_mapping
 from keras_retina.errors import UsageError
 from keras_retina.run_dir import RunDir
-from keras_retina.data import pipeline
 
 LABEL_MAP = [{"id": 4, "name": "cat"}, {"id": 9, "name": "dog"}, {"id": 17, "name": "bird"}]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,14 +54,12 @@ def exported(tmp_path_factory):
 
 
 def _expected(model, array):
-    """model.predict on the pipeline's resize/pad, mapped back and normalised as the export does."""
-    example = {"image_id": tf.constant(1, tf.int64), "image": tf.constant(array), "boxes": tf.zeros((0, 4)),
-               "classes": tf.zeros((0,), tf.int32), "is_crowd": tf.zeros((0,), tf.bool), "area": tf.zeros((0,))}
-    image, meta = pipeline.preprocess_for_eval(example, 128)
+    """model.predict on the model's resize/pad, mapped back and normalised as the export does."""
+    image, scale = input_mapping.to_model_input(tf.constant(array), model.resize_policy)
     out = model.predict(image[None].numpy(), verbose=0)
     n = int(out["num_detections"][0])
     h, w = array.shape[:2]
-    boxes = np.clip(out["boxes"][0, :n] / float(meta["scale"]) / [h, w, h, w], 0, 1)
+    boxes = np.clip(out["boxes"][0, :n] / float(scale) / [h, w, h, w], 0, 1)
     ids = np.array([e["id"] for e in LABEL_MAP], np.float32)[out["classes"][0, :n]]
     return n, boxes, out["scores"][0, :n], ids
 
@@ -96,6 +93,20 @@ def test_mixed_size_batch_matches_model_predict(exported):
         names = [b.decode() for b in out["detection_class_names"][i, :n].numpy()]
         assert names == [next(e["name"] for e in LABEL_MAP if e["id"] == c) for c in ids]
         assert np.all(out["detection_classes"][i, n:].numpy() == 0)
+
+
+def test_an_images_detections_do_not_depend_on_its_batch(exported):
+    """TF Serving's batching puts different clients' pictures into one batch: each picture's
+    answer is bit-identical alone and in any mix of sizes and orientations."""
+    _, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    encoded = [_png(a) for a in _images()] + [_png(np.full((90, 250, 3), 120, np.uint8))]
+    alone = [serve(inputs=tf.constant([e])) for e in encoded]
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 2, 1]):
+        together = serve(inputs=tf.constant([encoded[i] for i in order]))
+        for row, i in enumerate(order):
+            for key in alone[i]:
+                assert np.array_equal(together[key].numpy()[row], alone[i][key].numpy()[0]), (order, key)
 
 
 def test_image_tensor_signature_equals_encoded_signature(exported):
@@ -374,9 +385,10 @@ def test_hostile_serving_input(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match="together"):
         serve(inputs=tf.constant([_png(np.zeros((1, 1, 3), np.uint8)), huge_png(7000, 7000)] * 5))
     odd = [_png(np.zeros((1, 1, 3), np.uint8)), _png(np.zeros((20, 30), np.uint8)),
-           _png(np.zeros((20, 30, 4), np.uint8)), _png(np.zeros((3000, 4000, 3), np.uint8))]
+           _png(np.zeros((20, 30, 4), np.uint8)), _png(np.zeros((3000, 4000, 3), np.uint8)),
+           _png(np.full((1, 4000, 3), 200, np.uint8)), _png(np.full((4000, 1, 3), 200, np.uint8))]
     out = serve(inputs=tf.constant(odd))
-    assert out["detection_boxes"].shape == (4, 100, 4)
+    assert out["detection_boxes"].shape == (6, 100, 4)
     assert np.all((out["detection_boxes"].numpy() >= 0) & (out["detection_boxes"].numpy() <= 1))
     empty = serve(inputs=tf.constant([], tf.string))
     assert empty["detection_boxes"].shape == (0, 100, 4) and empty["num_detections"].shape == (0,)

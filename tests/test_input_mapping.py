@@ -5,15 +5,26 @@ import tensorflow as tf
 
 from conftest import assert_close
 from keras_retina import input_mapping
+from keras_retina.resize_policy import ResizePolicy
 
 
 def test_to_model_input_keeps_the_aspect_and_pads_below_and_right():
     image = tf.constant(np.full((100, 200, 3), 77, np.uint8))
-    padded, scale = input_mapping.to_model_input(image, (128, 128))
+    padded, scale = input_mapping.to_model_input(image, ResizePolicy(128, policy="square"))
     assert padded.shape == (128, 128, 3) and abs(float(scale) - 0.64) < 1e-7
     assert np.all(padded.numpy()[:64] == 77) and np.all(padded.numpy()[64:] == 0)
-    tall, scale = input_mapping.to_model_input(tf.zeros((300, 60, 3), tf.uint8), (128, 96))
+    tall, scale = input_mapping.to_model_input(tf.zeros((300, 60, 3), tf.uint8),
+                                               ResizePolicy((128, 96), policy="square"))
     assert tall.shape == (128, 96, 3) and abs(float(scale) - 128 / 300) < 1e-7
+
+
+def test_shorter_side_input_is_padded_to_its_bucket():
+    image = tf.constant(np.full((100, 200, 3), 77, np.uint8))
+    padded, scale = input_mapping.to_model_input(image, ResizePolicy(128, 256))  # shorter side 100 -> 128
+    assert padded.shape == (128, 256, 3) and abs(float(scale) - 1.28) < 1e-7
+    assert np.all(padded.numpy() == 77)  # 2:1 fills the 128 x 256 bucket exactly
+    padded, scale = input_mapping.to_model_input(tf.zeros((300, 240, 3), tf.uint8), ResizePolicy(128, 256))
+    assert padded.shape == (192, 128, 3)  # 160 x 128 in the 3:2 portrait bucket
 
 
 def test_to_original_inverts_the_mapping_and_clips():

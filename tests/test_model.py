@@ -33,35 +33,40 @@ class _AnchorBoxHead(keras.layers.Layer):
         outputs = {}
         for name, x in features.items():
             stride = 2 ** int(name[1:])
-            rows, cols = x.shape[1], x.shape[2]
-            cy = (np.arange(rows) + 0.5) * stride
-            cx = (np.arange(cols) + 0.5) * stride
-            half = [(self.generator.anchor_size * stride * 2 ** (s / self.generator.num_scales) / np.sqrt(r) / 2,
-                     self.generator.anchor_size * stride * 2 ** (s / self.generator.num_scales) * np.sqrt(r) / 2)
-                    for s in range(self.generator.num_scales) for r in self.generator.aspect_ratios]
-            grid = np.array([[[cy[i] - h, cx[j] - w, cy[i] + h, cx[j] + w] for h, w in half]
-                             for i in range(rows) for j in range(cols)], np.float32)
-            boxes = keras.ops.reshape(keras.ops.convert_to_tensor(grid), (1, rows, cols, len(half) * 4))
-            outputs[name] = keras.ops.zeros_like(x[..., :1]) + boxes
+            rows, cols = tf.shape(x)[1], tf.shape(x)[2]
+            half = tf.constant([(self.generator.anchor_size * stride * 2 ** (s / self.generator.num_scales)
+                                 / np.sqrt(r) / 2,
+                                 self.generator.anchor_size * stride * 2 ** (s / self.generator.num_scales)
+                                 * np.sqrt(r) / 2)
+                                for s in range(self.generator.num_scales) for r in self.generator.aspect_ratios],
+                               tf.float32)
+            cy, cx = tf.meshgrid((tf.cast(tf.range(rows), tf.float32) + 0.5) * stride,
+                                 (tf.cast(tf.range(cols), tf.float32) + 0.5) * stride, indexing="ij")
+            centers = tf.stack([cy, cx], -1)[:, :, None, :]
+            grid = tf.concat([centers - half, centers + half], -1)  # [rows, cols, A, 4]
+            boxes = tf.reshape(grid, [1, rows, cols, -1])
+            outputs[name] = tf.zeros_like(x[..., :1]) + boxes
         return outputs
 
 
 def test_raw_outputs_in_anchor_order():
     """The raw box output at anchor index i is what the head computed for anchor i: a head that
-    outputs each anchor's own box gives exactly `model.anchors`, level by level, row by row."""
+    outputs each anchor's own box gives exactly the generator's anchors for the input's shape,
+    level by level, row by row, at any shape the one model is called on."""
     generator = AnchorGenerator(num_scales=2, aspect_ratios=(0.5, 1.0, 2.0))
-    model = _tiny(image_size=(128, 96), anchor_generator=generator, box_head=_AnchorBoxHead(generator))
-    out = model(np.zeros((2, 128, 96, 3), np.float32))
-    assert out["classification"].shape == (2, generator.num_anchors((128, 96)), 3)
-    assert_close(out["box"][0], model.anchors, atol=1e-4)
-    assert_close(out["box"][1], model.anchors, atol=1e-4)
-    assert_close(model.anchors, generator.anchors((128, 96)))
+    model = _tiny(anchor_generator=generator, box_head=_AnchorBoxHead(generator))
+    for shape in ((128, 96), (64, 160), (96, 96)):
+        out = model(np.zeros((2,) + shape + (3,), np.float32))
+        assert out["classification"].shape == (2, generator.num_anchors(shape), 3)
+        assert_close(out["box"][0], generator.anchors(shape), atol=1e-4)
+        assert_close(out["box"][1], generator.anchors(shape), atol=1e-4)
 
 
 def test_resnet50_fpn_at_640_is_the_papers_network():
     model = RetinaNet(num_classes=80, backbone="resnet50", image_size=640)
-    assert model.output["classification"].shape == (None, 76725, 80)
-    assert model.output["box"].shape == (None, 76725, 4)
+    assert model.input_shape == (None, None, None, 3)  # any size
+    out = model(np.zeros((1, 640, 640, 3), np.float32))
+    assert out["classification"].shape == (1, 76725, 80) and out["box"].shape == (1, 76725, 4)
 
     def conv(k, cin, cout):
         return k * k * cin * cout + cout
@@ -78,21 +83,24 @@ def test_resnet50_fpn_at_640_is_the_papers_network():
 def test_sizes_that_are_not_multiples_of_128(backbone, size):
     model = RetinaNet(num_classes=2, backbone=backbone, image_size=size, fpn_filters=16,
                       head_filters=16, head_convs=1)
-    assert model.output["box"].shape == (None, num_anchors(size), 4)
-    assert model.output["classification"].shape == (None, num_anchors(size), 2)
+    out = model(np.zeros((1, size, size + 64, 3), np.float32))
+    assert out["box"].shape == (1, num_anchors((size, size + 64)), 4)
+    assert out["classification"].shape == (1, num_anchors((size, size + 64)), 2)
 
 
-def test_encoder_and_decoder_agree_on_anchor_order():
-    """Perfect raw outputs built from the encoder's targets decode back to the ground truth."""
+@pytest.mark.parametrize("shape", [(128, 128), (128, 192), (224, 96)])
+def test_encoder_and_decoder_agree_on_anchor_order(shape):
+    """Perfect raw outputs built from the encoder's targets decode back to the ground truth, on
+    square and non-square inputs."""
     model = _tiny()
-    gt_boxes = np.array([[[10.0, 20.0, 60.0, 50.0], [70.0, 64.0, 120.0, 124.0]]], np.float32)
+    gt_boxes = np.array([[[10.0, 20.0, 60.0, 50.0], [70.0, 24.0, 120.0, 84.0]]], np.float32)
     gt_classes = np.array([[2, 0]], np.int32)
-    targets = model.label_encoder(gt_boxes, gt_classes)
+    targets = model.label_encoder(gt_boxes, gt_classes, image_size=shape)
     cls_targets = np.asarray(targets["cls_targets"])
     logits = np.full(cls_targets.shape + (3,), -10.0, np.float32)
     for a in np.flatnonzero(cls_targets[0] >= 0):
         logits[0, a, cls_targets[0, a]] = 10.0
-    out = model.decoder({"classification": logits, "box": np.asarray(targets["box_targets"])})
+    out = model.decoder({"classification": logits, "box": np.asarray(targets["box_targets"])}, image_size=shape)
     n = int(out["num_detections"][0])
     assert n == 2  # NMS merges each box's foreground anchors into one detection
     found = {int(c): b for c, b in zip(np.asarray(out["classes"][0, :n]), np.asarray(out["boxes"][0, :n]))}
@@ -116,7 +124,7 @@ def test_raw_and_pre_encoded_targets_give_the_same_loss():
     raw = model.evaluate(images, {"boxes": boxes, "classes": classes}, batch_size=4, verbose=0,
                          return_dict=True)
     encoded = tf.data.Dataset.from_tensor_slices((images, {"boxes": boxes, "classes": classes})).map(
-        lambda x, y: (x, model.label_encoder(y["boxes"], y["classes"]))).batch(4)
+        lambda x, y: (x, model.label_encoder(y["boxes"], y["classes"], image_size=(128, 128)))).batch(4)
     pre = model.evaluate(encoded, verbose=0, return_dict=True)
     for key in ("loss", "cls_loss", "box_loss"):
         assert pre[key] == pytest.approx(raw[key], rel=1e-5), key
@@ -140,8 +148,11 @@ def test_bad_targets_are_explained():
         model.fit(images, boxes, verbose=0)
     with pytest.raises(ValueError, match="got keys \\['bbox'\\]"):
         model.fit(images, {"bbox": boxes}, verbose=0)
+    with pytest.raises(ValueError, match="100x100: each side must be a positive multiple of 32"):
+        model.fit(np.zeros((2, 100, 100, 3), np.float32), {"boxes": boxes, "classes": np.zeros((2, 3), np.int32)},
+                  verbose=0)
     with pytest.raises(UsageError, match="multiple of 32"):
-        RetinaNet(num_classes=3, backbone="tiny", image_size=100)
+        RetinaNet(num_classes=3, backbone="tiny", image_size=100, resize="square")
 
 
 def test_tf_checkpoint_holds_every_weight(tmp_path):
@@ -157,7 +168,7 @@ def test_tf_checkpoint_holds_every_weight(tmp_path):
 
 
 NON_DEFAULT = dict(
-    backbone="tiny", image_size=[128, 256], num_scales=2, aspect_ratios=[0.5, 1.0, 2.0, 3.0],
+    backbone="tiny", image_size=[128, 256], resize="square", num_scales=2, aspect_ratios=[0.5, 1.0, 2.0, 3.0],
     anchor_size=3.0, fpn_filters=16, p6_input="P5", head_filters=8, head_convs=1,
     prior_probability=0.02, classification_loss="focal_star", focal_alpha=0.3, focal_gamma=3.0,
     focal_star_beta=0.5, box_loss_weight=2.0, smooth_l1_beta=0.2, foreground_iou=0.55,
@@ -191,8 +202,8 @@ def test_config_and_keras_file_round_trip(tmp_path):
 class CornerAnchors(AnchorGenerator):
     """A geometry variant: locations centred at (y * stride, x * stride) instead of + 0.5."""
 
-    def level_anchors(self, level, rows, cols):
-        return super().level_anchors(level, rows, cols) - 0.5 * 2**level
+    def level_anchors(self, level, rows, cols, xp=np):
+        return super().level_anchors(level, rows, cols, xp) - 0.5 * 2**level
 
 
 def test_model_from_non_default_parts_round_trips(tmp_path):
@@ -203,7 +214,7 @@ def test_model_from_non_default_parts_round_trips(tmp_path):
     generator = CornerAnchors(num_scales=2, aspect_ratios=(1.0, 2.0), anchor_size=3.0)
     model = _tiny(anchor_generator=generator, classification_loss=FocalLoss(0.3, 1.0, reduction="sum"))
     expected_anchors = AnchorGenerator(num_scales=2, aspect_ratios=(1.0, 2.0), anchor_size=3.0).anchors(128) - 4.0
-    assert_close(model.label_encoder.anchors[:4], expected_anchors[:4])  # P3: stride 8, shifted by 4
+    assert_close(model.anchor_generator.anchors(128)[:4], expected_anchors[:4])  # P3: stride 8, shifted by 4
     assert model.decoder.anchor_generator is generator and model.classification_head.num_anchors == 4
     config = model.get_config()
     clone = RetinaNet.from_config(config)
@@ -213,7 +224,7 @@ def test_model_from_non_default_parts_round_trips(tmp_path):
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     restored = keras_file_round_trip(model, tmp_path)
     assert type(restored.anchor_generator) is CornerAnchors
-    assert_close(restored.label_encoder.anchors, model.label_encoder.anchors)
+    assert_close(restored.anchor_generator.anchors((96, 160)), model.anchor_generator.anchors((96, 160)))
     tf.nest.map_structure(assert_close, restored.predict(images, verbose=0), model.predict(images, verbose=0))
     restored.fit(images, {"boxes": boxes, "classes": classes}, verbose=0)
 
@@ -221,7 +232,7 @@ def test_model_from_non_default_parts_round_trips(tmp_path):
 def test_parts_that_do_not_fit_are_refused():
     from keras_retina.heads import PredictionHead
 
-    with pytest.raises(UsageError, match="the heads give .* anchors but the anchor generator has"):
+    with pytest.raises(UsageError, match="the box head gives channels .* but the anchor generator needs"):
         _tiny(box_head=PredictionHead(4, num_anchors=3, filters=8, num_convs=1))
     with pytest.raises(TypeError, match="unknown setting"):
         _tiny(fpn_channels=3)
@@ -303,3 +314,53 @@ def test_mixed_bfloat16_trains_and_predicts():
         assert out["boxes"].dtype == np.float32 and out["scores"].dtype == np.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_picture_inside_a_larger_canvas_gives_the_same_outputs_away_from_the_padding():
+    """The same 480x640 picture alone and at the top left of a 640x800 zero canvas (ResNet-50-FPN):
+    equal raw outputs on P3-P5 at every location at least 256 px from the padding, so detections
+    there do not depend on the bucket a picture was padded into. (P6 and P7 locations see the
+    padding; the tiny test backbone's GroupNorm averages over the whole canvas.)"""
+    model = RetinaNet(num_classes=3, backbone="resnet50", image_size=480, fpn_filters=16, head_filters=16,
+                      head_convs=1)
+    picture = np.random.default_rng(0).uniform(0, 255, (1, 480, 640, 3)).astype(np.float32)
+    canvas = np.zeros((1, 640, 800, 3), np.float32)
+    canvas[:, :480, :640] = picture
+    alone, padded = model(picture), model(canvas)
+    generator, margin, per = model.anchor_generator, 256, model.anchor_generator.anchors_per_location
+    start_small = start_big = compared = 0
+    for level in (3, 4, 5):
+        stride = 2**level
+        rows, cols, big_rows, big_cols = (-(-side // stride) for side in (480, 640, 640, 800))
+        ys = [y for y in range(rows) if (y + 1) * stride <= 480 - margin]
+        xs = [x for x in range(cols) if (x + 1) * stride <= 640 - margin]
+        for key, depth in (("classification", 3), ("box", 4)):
+            small = np.asarray(alone[key][0, start_small:start_small + rows * cols * per])
+            big = np.asarray(padded[key][0, start_big:start_big + big_rows * big_cols * per])
+            small = small.reshape(rows, cols, per, depth)[np.ix_(ys, xs)]
+            big = big.reshape(big_rows, big_cols, per, depth)[np.ix_(ys, xs)]
+            assert_close(small, big, atol=1e-4, rtol=1e-4)
+            compared += small.size
+        start_small, start_big = start_small + rows * cols * per, start_big + big_rows * big_cols * per
+    assert compared > 30000
+
+
+def test_predict_on_a_small_batch_is_one_call_and_sizes_are_checked():
+    model = _tiny()
+    images = np.random.default_rng(1).uniform(0, 255, (3, 96, 160, 3)).astype(np.float32)
+    fast = model.predict(images, verbose=0)
+    keras_path = model.predict(images, batch_size=2, verbose=0)  # 3 > batch_size: Keras' loop
+    for key in fast:
+        assert_close(fast[key], keras_path[key], atol=1e-5)
+        assert_close(fast[key], model.predict_on_batch(images)[key], atol=1e-5)
+    with pytest.raises(ValueError, match="70x64: each side must be a positive multiple of 32"):
+        model.predict(np.zeros((1, 70, 64, 3), np.float32))
+
+
+def test_settings_saved_before_the_resize_policy_load_as_square():
+    from keras_retina.model_config import upgrade_settings
+
+    old = {k: v for k, v in _tiny().get_config().items() if k not in ("resize", "max_image_size")}
+    model = RetinaNet.from_config(old)
+    assert model.config.resize == "square" and model.resize_policy.buckets == ((128, 128),)
+    assert upgrade_settings({"image_size": 640, "resize": "shorter_side"})["resize"] == "shorter_side"

@@ -5,6 +5,11 @@ from conftest import assert_close
 from dirty_data import dirty_records, write_corpus, write_tfrecord
 from keras_retina.data import coco_json, pipeline, tfrecord
 from keras_retina.label_encoder import LabelEncoder
+from keras_retina.resize_policy import ResizePolicy
+
+SQUARE = ResizePolicy(128, policy="square")  # the longer side fitted into 128 x 128
+SHORTER = ResizePolicy(128, 256)  # the paper's: shorter side 128, longer at most 256
+TINY_POLICY = ResizePolicy(64)
 
 
 def _example(height=100, width=200):
@@ -18,13 +23,16 @@ def _example(height=100, width=200):
     }
 
 
-def test_training_resize_pad_and_crowd_dropped():
-    image, boxes, classes = pipeline.preprocess_for_training(_example(), 128, flip=False)
-    assert image.shape == (128, 128, 3)
-    # 200 px wide -> 128: scale 0.64; height 64, zero padding below.
+def test_training_resize_and_crowd_dropped():
+    image, boxes, classes = pipeline.preprocess_for_training(_example(), SQUARE, flip=False)
+    assert image.shape == (64, 128, 3)  # 200 px wide -> 128: scale 0.64 (padded when batched)
     assert_close(boxes[0], np.array([10, 20, 50, 120]) * 0.64, atol=1e-4)
-    assert np.all(np.asarray(image)[64:] == 0) and np.asarray(image)[:64].std() > 10
     assert list(classes.numpy()) == [2, -1]  # the crowd box is never a positive
+    image, boxes, _ = pipeline.preprocess_for_training(_example(), SHORTER, flip=False)
+    assert image.shape == (128, 256, 3)  # shorter side 100 -> 128: scale 1.28
+    assert_close(boxes[0], np.array([10, 20, 50, 120]) * 1.28, atol=1e-4)
+    image, _, _ = pipeline.preprocess_for_training(_example(100, 400), SHORTER, flip=False)
+    assert image.shape == (64, 256, 3)  # the longer side capped at 256
 
 
 def test_flip_mirrors_boxes():
@@ -43,7 +51,7 @@ def test_flip_and_scale_jitter_keep_boxes_on_their_pixels():
     tf.random.set_seed(3)
     checked, widths, mirrored = 0, set(), []
     for _ in range(12):
-        out, boxes, classes = pipeline.preprocess_for_training(example, 128, scale_range=(0.5, 2.0))
+        out, boxes, classes = pipeline.preprocess_for_training(example, SQUARE, scale_range=(0.5, 2.0))
         if int(classes[0]) < 0:
             continue
         grey = np.asarray(out).mean(-1)
@@ -69,9 +77,10 @@ def test_coco_source_is_shuffled_over_the_whole_set_before_decoding(tiny_coco):
 def test_train_dataset_yields_encoded_batches():
     encoder = LabelEncoder(128)
     examples = tf.data.Dataset.from_tensors(_example()).repeat(3)
-    images, targets = next(iter(pipeline.train_dataset(examples, encoder, 128, 2, flip=False, seed=1)))
+    images, targets = next(iter(pipeline.train_dataset(examples, encoder, SQUARE, 2, flip=False, seed=1)))
     assert images.shape == (2, 128, 128, 3)
-    _, boxes, classes = pipeline.preprocess_for_training(_example(), 128, flip=False)
+    assert np.all(images.numpy()[:, 64:] == 0) and images.numpy()[:, :64].std() > 10  # padded below
+    _, boxes, classes = pipeline.preprocess_for_training(_example(), SQUARE, flip=False)
     expected = encoder(boxes, classes)
     assert_close(targets["cls_targets"][0], expected["cls_targets"], atol=0)
     assert_close(targets["box_targets"][1], expected["box_targets"], atol=1e-6)
@@ -82,7 +91,7 @@ def test_eval_dataset_meta():
         tf.data.Dataset.from_tensors({**_example(60, 30), "boxes": tf.zeros((0, 4)),
                                       "classes": tf.zeros((0,), tf.int32),
                                       "is_crowd": tf.zeros((0,), tf.bool), "area": tf.zeros((0,))}))
-    images, meta = next(iter(pipeline.eval_dataset(examples, 128, 2)))
+    images, meta = next(iter(pipeline.eval_dataset(examples, SQUARE, 2)))
     assert images.shape == (2, 128, 128, 3)
     assert_close(meta["scale"], [0.64, 128 / 60], atol=1e-6)
     assert meta["original_size"].numpy().tolist() == [[100, 200], [60, 30]]
@@ -93,11 +102,13 @@ def test_eval_dataset_meta():
 def test_training_pipeline_on_the_clean_rest_of_dirty_data_gives_finite_targets(tmp_path):
     ann_path, images_dir, _ = write_corpus(str(tmp_path))
     source = coco_json.read_coco_json(ann_path, images_dir, skip_bad_examples=True)
-    dataset = pipeline.train_dataset(source, LabelEncoder(image_size=64), 64, batch_size=3,
+    dataset = pipeline.train_dataset(source, LabelEncoder(), TINY_POLICY, batch_size=3,
                                      scale_range=(0.8, 1.2), seed=0, repeat=False)
     batches = list(dataset)
-    assert len(batches) == 3  # 11 clean images
+    assert sum(len(images) for images, _ in batches) <= 11  # 11 clean images; full batches of a bucket
+    assert len(batches) >= 2
     for images, targets in batches:
+        assert tuple(images.shape[1:3]) in TINY_POLICY.buckets
         assert np.all(np.isfinite(images.numpy()))
         assert np.all(np.isfinite(targets["box_targets"].numpy()))
 
@@ -108,12 +119,12 @@ def test_record_source_order_and_shuffle(tmp_path):
     path = str(tmp_path / "dirty.tfrecord")
     write_tfrecord(path, dirty_records())
     source = tfrecord.tfrecord_source(path, [{"id": 1, "name": "a"}]).checked(skip_bad_examples=True)
-    images, targets = next(iter(pipeline.train_dataset(source, LabelEncoder(image_size=64), 64, batch_size=3,
-                                                       seed=0, repeat=False, shuffle=False)))
+    images, targets = next(iter(pipeline.train_dataset(source, LabelEncoder(), ResizePolicy(64, policy="square"),
+                                                       batch_size=3, seed=0, repeat=False, shuffle=False)))
     assert np.all(np.isfinite(targets["box_targets"].numpy()))
     assert (targets["cls_targets"].numpy()[0] >= 0).sum() > 0  # the good box is still a positive
     means = [[round(float(images.numpy()[0, :32, :32].mean())) for images, _ in pipeline.train_dataset(
-        source, LabelEncoder(image_size=64), 64, batch_size=1, seed=seed, repeat=False, shuffle=shuffle)]
+        source, LabelEncoder(), TINY_POLICY, batch_size=1, seed=seed, repeat=False, shuffle=shuffle)]
         for seed, shuffle in ((0, False), (0, True), (1, True))]
     assert means[0] == [30, 90, 120, 150]  # file order; the undecodable record and the shared id left out
     assert all(sorted(m) == means[0] for m in means) and means[1] != means[0] and means[2] != means[1]
@@ -124,7 +135,76 @@ def test_boxes_the_rule_rejects_never_become_positives():
                                                    [300.0, 10.0, 400.0, 50.0], [-20.0, -20.0, 30.0, 30.0]]),
                "classes": tf.constant([2, 1, 1, 0], tf.int32), "is_crowd": tf.constant([False] * 4),
                "area": tf.ones([4])}
-    _, boxes, classes = pipeline.preprocess_for_training(example, 128, flip=False)
+    _, boxes, classes = pipeline.preprocess_for_training(example, SQUARE, flip=False)
     assert classes.numpy().tolist() == [2, -1, -1, 0]  # NaN and fully outside: class -1
     assert_close(boxes[3], [0, 0, 30 * 0.64, 30 * 0.64], atol=1e-4)  # clipped, kept
     assert np.all(np.isfinite(boxes.numpy()))
+
+
+def _mixed_examples():
+    """Landscape, portrait and square pictures (a grey level per picture), two boxes each."""
+    sizes = [(100, 200), (200, 100), (120, 120), (90, 160), (160, 90), (150, 150), (100, 140), (140, 100)] * 3
+    for i, (height, width) in enumerate(sizes):
+        yield {"image_id": np.int64(i), "image": np.full((height, width, 3), 10 * i, np.uint8),
+               "boxes": np.array([[10, 10, 60, 60], [20, 30, 80, 90]], np.float32),
+               "classes": np.array([0, 1], np.int32), "is_crowd": np.zeros(2, bool), "area": np.ones(2, np.float32)}
+
+
+def _mixed_dataset():
+    spec = {"image_id": tf.TensorSpec([], tf.int64), "image": tf.TensorSpec([None, None, 3], tf.uint8),
+            "boxes": tf.TensorSpec([None, 4], tf.float32), "classes": tf.TensorSpec([None], tf.int32),
+            "is_crowd": tf.TensorSpec([None], tf.bool), "area": tf.TensorSpec([None], tf.float32)}
+    return tf.data.Dataset.from_generator(_mixed_examples, output_signature=spec)
+
+
+def test_training_batches_are_grouped_by_aspect_ratio_bucket():
+    encoder = LabelEncoder()
+    batches = list(pipeline.train_dataset(_mixed_dataset(), encoder, SHORTER, 2, flip=False, shuffle=False,
+                                          seed=0, repeat=False))
+    assert SHORTER.buckets == ((128, 128), (128, 192), (192, 128), (128, 256), (256, 128))  # 4:3, 3:2 share one
+    shapes = [tuple(images.shape[1:3]) for images, _ in batches]
+    assert set(shapes) <= set(SHORTER.buckets) and len(set(shapes)) >= 4  # landscape, portrait, square
+    assert sum(len(images) for images, _ in batches) >= 20
+    for images, targets in batches:
+        canvas = tuple(images.shape[1:3])
+        count = encoder.anchor_generator.num_anchors(canvas)
+        assert targets["cls_targets"].shape == (2, count) and targets["box_targets"].shape == (2, count, 4)
+        assert (targets["cls_targets"].numpy() >= 0).sum(axis=1).min() > 0  # every image has positives
+        # each picture is one grey level: padding is 0, so the content's bounding box is its size
+        for image in images.numpy():
+            rows = np.nonzero(image.max(axis=(1, 2)) > 0)[0]
+            assert rows.size == 0 or rows.max() < canvas[0]
+
+
+def test_deterministic_batches_are_a_function_of_the_step(tmp_path):
+    """Batch k is the same whether the stream starts at step 0 or at step k (a resumed run), and
+    every batch is padded to a bucket or, mixing orientations, to the mixed canvas."""
+    import json
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    records, annotations = [], []
+    for i, example in enumerate(_mixed_examples()):
+        name = f"{i}.png"
+        Image.fromarray(example["image"]).save(folder / name)
+        height, width = example["image"].shape[:2]
+        records.append({"id": i + 1, "file_name": name, "height": height, "width": width})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [5, 5, 40, 30],
+                            "area": 1200, "iscrowd": 0})
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"images": records, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "a"}]}))
+    source = coco_json.read_coco_json(str(path), str(folder))
+    encoder = LabelEncoder()
+
+    def batches(start, count):
+        ds = pipeline.deterministic_train_dataset(source, encoder, SHORTER, 4, seed=7, start_step=start)
+        return [(images.numpy(), targets["cls_targets"].numpy()) for images, targets in ds.take(count)]
+
+    straight = batches(0, 5)
+    resumed = batches(3, 2)
+    for (images, classes), (again, again_classes) in zip(straight[3:], resumed):
+        assert np.array_equal(images, again) and np.array_equal(classes, again_classes)
+    for images, _ in straight:
+        assert tuple(images.shape[1:3]) in SHORTER.buckets + (SHORTER.mixed_canvas,)

@@ -4,7 +4,7 @@ A box is "covered" when some anchor overlaps it with IoU >= the foreground
 threshold (0.5) at the training resolution. An uncovered box is still trained,
 through its best anchor only (the RPN rule in `label_encoder`), but weakly: it
 is the most common reason for low AP on a user's own data, typically for small
-objects after the image is shrunk to `image_size`. The report groups boxes by
+objects after the image is shrunk by the model's resize policy. The report groups boxes by
 COCO's size buckets measured in model-input pixels (small < 32^2 <= medium <
 96^2 <= large) and suggests a fix when a bucket is poorly covered.
 """
@@ -14,21 +14,25 @@ import numpy as np
 from keras_retina import anchors as anchor_lib
 from keras_retina import boxes as box_lib
 from keras_retina.data.source import as_source
+from keras_retina.input_mapping import resized_size
 from keras_retina.label_encoder import BOX_CHUNK, FOREGROUND_IOU
 
 BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 WARN_BELOW = 0.9
 
 
-def anchor_coverage(source, image_size, anchor_generator=None, foreground_iou=FOREGROUND_IOU, max_images=1000):
+def anchor_coverage(source, policy, anchor_generator=None, foreground_iou=FOREGROUND_IOU, max_images=1000):
     """Scans up to `max_images` examples of a source (`data.source`) against the anchors of
-    `anchor_generator` (default: the paper's) at `image_size`; returns
-    {bucket: {"boxes", "covered", "mean_best_iou"}}."""
-    anchors = anchor_lib.deserialize_generator(anchor_generator).anchors(image_size)
+    `anchor_generator` (default: the paper's), each image scaled by the resize policy
+    (`resize_policy.ResizePolicy`) and matched with the anchors of its canvas, as in training;
+    returns {bucket: {"boxes", "covered", "mean_best_iou"}}."""
+    generator = anchor_lib.deserialize_generator(anchor_generator)
     best, areas, images = [], [], 0
     for example in as_source(source).examples().take(max_images):
-        shape = np.asarray(example["image"].shape[:2], np.float32)
-        scale = min(np.asarray(anchor_lib.image_hw(image_size)) / shape)
+        height, width = example["image"].shape[:2]
+        scale = float(policy.scale(height, width))
+        resized = resized_size(height, width, scale)
+        anchors = generator.anchors(tuple(int(s) for s in policy.canvas(resized[0], resized[1])))
         keep = (example["classes"].numpy() >= 0) & ~example["is_crowd"].numpy()
         boxes = (example["boxes"].numpy()[keep] * scale).astype(np.float32)
         images += 1
@@ -38,7 +42,8 @@ def anchor_coverage(source, image_size, anchor_generator=None, foreground_iou=FO
             areas.append(np.asarray(box_lib.area(chunk)))
     best = np.concatenate(best) if best else np.zeros(0)
     areas = np.concatenate(areas) if areas else np.zeros(0)
-    report = {"images": images, "foreground_iou": foreground_iou, "image_size": image_size}
+    report = {"images": images, "foreground_iou": foreground_iou, "image_size": policy.image_size,
+              "resize": policy.policy}
     for name, low, high in BUCKETS:
         in_bucket = (areas >= low) & (areas < high)
         report[name] = {"boxes": int(in_bucket.sum()),
@@ -50,6 +55,7 @@ def anchor_coverage(source, image_size, anchor_generator=None, foreground_iou=FO
 def format_coverage(report):
     """Readable table plus warnings with concrete suggestions."""
     lines = [f"Anchor coverage on {report['images']} images at image_size={report['image_size']} "
+             f"(resize={report.get('resize', 'square')}) "
              f"(a box is covered when an anchor overlaps it with IoU >= {report['foreground_iou']}):",
              f"  {'size':<8}{'boxes':>8}{'covered':>10}{'share':>8}{'mean best IoU':>16}"]
     warnings = []

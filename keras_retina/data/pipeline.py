@@ -1,4 +1,4 @@
-"""Sources -> batches for training and evaluation: augment, resize/pad, label encoding.
+"""Sources -> batches for training and evaluation: augment, resize, bucket, label encoding.
 
 Every function takes a source (`data.source`: COCO JSON, TFRecord, TFDS, or a user's
 `tf.data.Dataset` of examples, wrapped) and reads its examples:
@@ -7,27 +7,36 @@ Every function takes a source (`data.source`: COCO JSON, TFRecord, TFDS, or a us
     boxes     float32 [N, 4]    yxyx pixels of the original image
     classes   int32 [N]         0..K-1    is_crowd bool [N]    area float32 [N]
 
-Training (`train_dataset`): crowd boxes dropped (never positives), random
-horizontal flip (the paper's only augmentation), optional scale jitter (random
-resize in [min, max] x then a random crop / pad), the resize and padding of
-`input_mapping` (aspect kept, the longer side to `image_size`), boxes checked
-by `boxes.check_boxes` (only boxes it lets train stay; the rest get class -1),
-then the model's `LabelEncoder` on each image,
-all in parallel `map`s, batched and prefetched. Elements:
-(images float32 [B, S, S, 3] 0-255, {"cls_targets" [B, A], "box_targets" [B, A, 4]}).
+and the model's resize policy (`resize_policy.ResizePolicy`: the paper's shorter side S with
+the longer side capped at L, or the square letterbox).
 
-Evaluation (`eval_dataset`): the same resize/pad without randomness; elements
-(images, meta) where meta carries `image_id`, `scale` (input pixels per
-original pixel) and the padded ground truth (`boxes` in original pixels,
-`classes`, `is_crowd`, `area`, padding class -1) for COCO evaluation.
+Training (`train_dataset`): crowd boxes dropped (never positives), random horizontal flip
+(the paper's only augmentation), optional scale jitter (S drawn from [scale_min, scale_max] x
+S, paper section 5.2; a picture beyond the largest canvas of its orientation is randomly
+cropped to it), the resize of `input_mapping` (aspect kept), boxes checked by
+`boxes.check_boxes` (only boxes it lets train stay; the rest get class -1). Pictures are then
+grouped by aspect-ratio bucket (`tf.data`'s group_by_window keyed by `policy.bucket_index`,
+as detectron2 groups by orientation) into batches of one bucket, padded to its canvas, and
+the model's `LabelEncoder` labels each image's anchors for that canvas. Elements:
+(images float32 [B, H_b, W_b, 3] 0-255, {"cls_targets" [B, A_b], "box_targets" [B, A_b, 4]})
+with (H_b, W_b) one of `policy.buckets`; one traced training step serves all of them.
+
+`deterministic_train_dataset` (--deterministic) batches the seeded stream in order, B
+pictures per step, so batch k is a pure function of (seed, k) and a resumed run sees the
+same batches; a batch is padded to the smallest canvas holding all its pictures
+(`policy.mixed_canvas` when it mixes orientations: slower, the price of exact resume).
+
+Evaluation (`eval_dataset`): the same resize without randomness, grouped by bucket; elements
+(images, meta) where meta carries `image_id`, `scale` (input pixels per original pixel),
+`original_size` and the padded ground truth (`boxes` in original pixels, `classes`,
+`is_crowd`, `area`, padding class -1) for COCO evaluation.
 """
 
 import tensorflow as tf
 
-from keras_retina import anchors as anchor_lib
 from keras_retina import boxes as box_lib
 from keras_retina.data.source import as_source
-from keras_retina.input_mapping import fit_scale, resize_and_pad, to_model_input
+from keras_retina.input_mapping import pad_to, resize, resized_size
 
 
 def _flip(image, boxes):
@@ -37,18 +46,18 @@ def _flip(image, boxes):
 
 
 def _clip_and_keep(boxes, classes, size):
-    """Boxes clipped to the input image; those `boxes.check_boxes` does not let train (no area
-    inside, NaN/inf: zeroed, so nothing downstream sees them) get class -1 (padding)."""
+    """Boxes clipped to the resized picture; those `boxes.check_boxes` does not let train (no
+    area inside, NaN/inf: zeroed, so nothing downstream sees them) get class -1 (padding)."""
     boxes, verdict = box_lib.check_boxes(boxes, size[0], size[1])
     return boxes, tf.where(box_lib.trainable(verdict), classes, -1)
 
 
-def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.0), seed=None):
-    """One example -> (image float32 [S, S, 3], boxes [N, 4] input pixels, classes [N], -1 = dropped).
+def preprocess_for_training(example, policy, flip=True, scale_range=(1.0, 1.0), seed=None):
+    """One example -> (image float32 [h, w, 3] resized, not padded; boxes [N, 4] input pixels;
+    classes [N], -1 = dropped).
 
     `seed`: None (TensorFlow's stateful random ops) or an int `[2]` seed that fixes this
     example's flip, scale and crop (the `--deterministic` path)."""
-    size = anchor_lib.image_hw(image_size)
     image, boxes = example["image"], example["boxes"]
     classes = tf.where(example["is_crowd"], -1, example["classes"])
     if seed is None:
@@ -62,63 +71,107 @@ def preprocess_for_training(example, image_size, flip=True, scale_range=(1.0, 1.
     if flip:
         image, boxes = tf.cond(uniform([], which=0) < 0.5, lambda: _flip(image, boxes),
                                lambda: (image, boxes))
-    scale = fit_scale(image, size)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
     low, high = scale_range
     if (low, high) == (1.0, 1.0):
-        image, boxes = resize_and_pad(image, boxes, size, scale)
+        image, boxes = resize(image, boxes, policy.scale(height, width))
     else:
-        scale = scale * uniform([], low, high, which=1)
-        scaled = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
-        room = tf.maximum(scaled - tf.constant(size), 0)
+        scale = policy.scale(height, width, jitter=uniform([], low, high, which=1))
+        window = policy.largest_canvas(height, width)
+        room = tf.maximum(resized_size(height, width, scale) - window, 0)
         offset = tf.cast(tf.cast(room, tf.float32) * uniform([2], which=2), tf.int32)
-        image, boxes = resize_and_pad(image, boxes, size, scale, offset)
-    boxes, classes = _clip_and_keep(boxes, classes, size)
+        image, boxes = resize(image, boxes, scale, window, offset)
+    boxes, classes = _clip_and_keep(boxes, classes, tf.shape(image)[:2])
     return image, boxes, classes
 
 
-def _training_transform(label_encoder, image_size, flip, scale_range, seed=None):
+def _to_canvas(policy, images):
+    """A batch padded to the canvas of its largest picture: static for a one-bucket policy."""
+    if len(policy.buckets) == 1:
+        return pad_to(images, policy.buckets[0])
+    shape = tf.shape(images)
+    return pad_to(images, policy.canvas(shape[1], shape[2]))
+
+
+def _bucketed(ds, policy, batch_size, padded_shapes, padding_values, grouped, drop_remainder):
+    """Padded batches of one bucket each (`grouped`, several buckets) or in stream order."""
+    def batch(elements):
+        return elements.padded_batch(batch_size, padded_shapes, padding_values, drop_remainder=drop_remainder)
+
+    if not grouped or len(policy.buckets) == 1:
+        return batch(ds)
+
+    def key(image, *_):
+        return tf.cast(policy.bucket_index(tf.shape(image)[0], tf.shape(image)[1]), tf.int64)
+
+    return ds.group_by_window(key, lambda _, window: batch(window), window_size=batch_size)
+
+
+def _encode_batch(label_encoder, policy):
+    def encode(images, boxes, classes):
+        images = _to_canvas(policy, images)
+        size = tf.shape(images)[1:3]
+        targets = tf.map_fn(lambda bc: label_encoder(bc[0], bc[1], image_size=size), (boxes, classes),
+                            fn_output_signature={"cls_targets": tf.TensorSpec([None], tf.int32),
+                                                 "box_targets": tf.TensorSpec([None, 4], tf.float32)})
+        return images, targets
+
+    return encode
+
+
+_TRAIN_PADDING = (([None, None, 3], [None, 4], [None]), (0.0, 0.0, -1))
+
+
+def _training_batches(ds, policy, label_encoder, batch_size, grouped):
+    shapes, values = _TRAIN_PADDING
+    ds = _bucketed(ds, policy, batch_size, shapes, values, grouped, drop_remainder=True)
+    return ds.map(_encode_batch(label_encoder, policy), num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=not grouped).prefetch(tf.data.AUTOTUNE)
+
+
+def _training_transform(policy, flip, scale_range, seed=None):
     def transform(i, example):
-        image, boxes, classes = preprocess_for_training(
-            example, image_size, flip, scale_range, seed=None if seed is None else tf.stack([seed, i]))
-        return image, label_encoder(boxes, classes)
+        return preprocess_for_training(example, policy, flip, scale_range,
+                                       seed=None if seed is None else tf.stack([seed, i]))
 
     return transform
 
 
-def train_dataset(source, label_encoder, image_size, batch_size, flip=True, scale_range=(1.0, 1.0),
+def train_dataset(source, label_encoder, policy, batch_size, flip=True, scale_range=(1.0, 1.0),
                   shuffle=True, seed=None, repeat=True):
-    """A source -> an (optionally endless) dataset of encoded training batches, the source's
-    examples reshuffled each pass (`data.source`: COCO JSON over the whole set before
-    decoding; TFRecord and TFDS through a buffer of still-encoded records)."""
+    """A source -> an (optionally endless) dataset of encoded training batches grouped by
+    bucket, the source's examples reshuffled each pass (`data.source`: COCO JSON over the
+    whole set before decoding; TFRecord and TFDS through a buffer of still-encoded records)."""
     ds = as_source(source).examples(shuffle=shuffle, seed=seed)
     if repeat:
         ds = ds.repeat()
-    transform = _training_transform(label_encoder, image_size, flip, scale_range)
+    transform = _training_transform(policy, flip, scale_range)
     ds = ds.map(lambda example: transform(None, example), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=seed is not None)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return _training_batches(ds, policy, label_encoder, batch_size, grouped=True)
 
 
-def deterministic_train_dataset(source, label_encoder, image_size, batch_size, seed, start_step=0,
+def deterministic_train_dataset(source, label_encoder, policy, batch_size, seed, start_step=0,
                                 flip=True, scale_range=(1.0, 1.0)):
     """`--deterministic` training batches: element i of the endless stream is a pure function
-    of (seed, i) (`source.ordered_examples`), augmented with the stateless seed (seed, i), so a
-    run resumed at any step sees exactly the batches an uninterrupted run sees from that step
-    on. Bad files are left out when the source is read, so every element exists."""
+    of (seed, i) (`source.ordered_examples`), augmented with the stateless seed (seed, i), and
+    batch k holds elements kB .. kB + B - 1, so a run resumed at any step sees exactly the
+    batches an uninterrupted run sees from that step on. Bad files are left out when the
+    source is read, so every element exists."""
     start = int(start_step) * int(batch_size)
     seed = tf.cast(seed, tf.int64)
     ds = as_source(source).ordered_examples(seed, start)
     # No ignore_errors here: a skipped element would shift every later batch and break the
     # resume guarantee, so an image that fails now (after the reader's checks) stops training.
-    ds = ds.map(_training_transform(label_encoder, image_size, flip, scale_range, seed),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(_training_transform(policy, flip, scale_range, seed), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    return _training_batches(ds, policy, label_encoder, batch_size, grouped=False)
 
 
-def preprocess_for_eval(example, image_size):
-    """One example -> (image float32 [S, S, 3], meta dict) with no randomness."""
-    size = anchor_lib.image_hw(image_size)
-    image, scale = to_model_input(example["image"], size)
+def preprocess_for_eval(example, policy):
+    """One example -> (image float32 [h, w, 3] resized, not padded; meta dict), no randomness."""
+    scale = policy.scale(tf.shape(example["image"])[0], tf.shape(example["image"])[1])
+    image, _ = resize(example["image"], tf.zeros([0, 4]), scale)
     meta = {
         "image_id": example["image_id"],
         "scale": scale,
@@ -131,17 +184,15 @@ def preprocess_for_eval(example, image_size):
     return image, meta
 
 
-def eval_dataset(source, image_size, batch_size):
-    """A source -> batches of (images, meta); ground truth padded with class -1."""
-    ds = as_source(source).examples().map(lambda e: preprocess_for_eval(e, image_size),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    size = anchor_lib.image_hw(image_size)
-    return ds.padded_batch(
-        batch_size,
-        padded_shapes=([size[0], size[1], 3], {
-            "image_id": [], "scale": [], "original_size": [2], "boxes": [None, 4],
-            "classes": [None], "is_crowd": [None], "area": [None]}),
-        padding_values=(0.0, {
-            "image_id": tf.constant(-1, tf.int64), "scale": 0.0, "original_size": 0,
-            "boxes": 0.0, "classes": -1, "is_crowd": False, "area": 0.0}),
-    ).prefetch(tf.data.AUTOTUNE)
+def eval_dataset(source, policy, batch_size):
+    """A source -> batches of (images, meta) of one bucket each (the last batch of a bucket may
+    be smaller), padded to its canvas; ground truth padded with class -1."""
+    ds = as_source(source).examples().map(lambda e: preprocess_for_eval(e, policy),
+                                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    shapes = ([None, None, 3], {"image_id": [], "scale": [], "original_size": [2], "boxes": [None, 4],
+                                "classes": [None], "is_crowd": [None], "area": [None]})
+    values = (0.0, {"image_id": tf.constant(-1, tf.int64), "scale": 0.0, "original_size": 0, "boxes": 0.0,
+                    "classes": -1, "is_crowd": False, "area": 0.0})
+    ds = _bucketed(ds, policy, batch_size, shapes, values, grouped=True, drop_remainder=False)
+    return ds.map(lambda images, meta: (_to_canvas(policy, images), meta),
+                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
