@@ -4,6 +4,7 @@
     python benchmarks/benchmark.py                     # the table in README.md (about 15 min)
     python benchmarks/benchmark.py --scaling           # plus how cost grows (about 10 min more)
     python benchmarks/benchmark.py --image_size=384 --repeats=3 --systems=keras-retina,keras-hub
+    python benchmarks/benchmark.py --coco_shapes=only   # per image on COCO-shaped photos (about 20 min)
 
 Every system is built in the same configuration (ResNet-50-FPN, P3-P7, 9 anchors, 80 classes,
 random weights, float32 unless the row says bfloat16) and timed through the API its users call:
@@ -23,6 +24,11 @@ random weights, float32 unless the row says bfloat16) and timed through the API 
   - input pipeline: our `train_dataset` (JPEG decode, flip, scale jitter, resize/pad, anchor
     labelling) on a synthetic COCO JSON set of 640x480 JPEGs, in images/s, against the images/s
     the training step consumes on the same two cores.
+  - COCO shapes (`--coco_shapes`): the same calls per image on a mix of COCO photo shapes
+    (`COCO_MIX`), every system at one object scale: the peers letterbox each photo into their
+    square, ours resizes it to the same scale with its aspect kept (the paper's shorter-side
+    policy) into its bucket canvas; plus `model.predict` at batch 1 (what users call) and the
+    training step's time and peak memory at 600/1000 and 800/1333 on a 4:3 canvas.
   - roofline: the network's FLOPs (TensorFlow's profiler on the frozen graph, 2 FLOPs per
     multiply-add) over its batch-8 time, as a fraction of a square float32 (and bfloat16)
     matmul's rate measured in the same run.
@@ -70,8 +76,10 @@ def median_seconds(fn, warmup, repeats):
 
 
 def inputs(batch, size, rng):
-    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    boxes = np.array([[[0.1, 0.1, 0.5, 0.4], [0.4, 0.5, 0.9, 0.9]]] * batch, np.float32) * size
+    """(images [batch, H, W, 3], two boxes each, classes); `size` an int (square) or (H, W)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    images = rng.uniform(0, 255, (batch, height, width, 3)).astype(np.float32)
+    boxes = np.array([[[0.1, 0.1, 0.5, 0.4], [0.4, 0.5, 0.9, 0.9]]] * batch, np.float32) * [height, width] * 2
     classes = np.array([[3, 17]] * batch, np.int32)
     return images, boxes, classes
 
@@ -110,14 +118,16 @@ class Ours:
     name = OURS
     policy = "float32"
 
-    def __init__(self, size):
+    def __init__(self, size, **resize):
         keras.mixed_precision.set_global_policy(self.policy)
+        resize = resize or {"resize": "square"}  # the square rows: the peers' letterbox
         try:
-            self.model = keras_retina.RetinaNet(num_classes=NUM_CLASSES, backbone="resnet50", image_size=size)
+            self.model = keras_retina.RetinaNet(num_classes=NUM_CLASSES, backbone="resnet50", image_size=size,
+                                                **resize)
             self.model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
             # What training from ImageNet weights runs by default: stem and conv2_x frozen.
             self.frozen_model = keras_retina.RetinaNet(num_classes=NUM_CLASSES, backbone="resnet50",
-                                                       image_size=size, freeze_backbone_at=2)
+                                                       image_size=size, freeze_backbone_at=2, **resize)
             self.frozen_model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
         finally:
             keras.mixed_precision.set_global_policy("float32")
@@ -127,11 +137,18 @@ class Ours:
     def predict(self, images):
         return {k: v.numpy() for k, v in self.detect(images).items()}
 
+    def keras_predict(self, images):
+        """What users call: `model.predict` (one compiled call for a small in-memory batch)."""
+        return self.model.predict(images, verbose=0)
+
     def train(self, images, boxes, classes):
         if not hasattr(self, "step"):
             self.step = tf.function(self.model.train_step)
         logs = self.step((tf.constant(images), {"boxes": tf.constant(boxes), "classes": tf.constant(classes)}))
         return float(logs["loss"])
+
+    def fit_targets(self, boxes, classes):
+        return {"boxes": boxes, "classes": classes}
 
     def train_pretrained_recipe(self, images, boxes, classes):
         if not hasattr(self, "frozen_step"):
@@ -178,6 +195,9 @@ class KerasHub:
             self.step = tf.function(self.model.train_step)
         logs = self.step((tf.constant(images), {"boxes": tf.constant(boxes), "labels": tf.constant(classes)}))
         return float(logs["loss"])
+
+    def fit_targets(self, boxes, classes):
+        return {"boxes": boxes, "labels": classes}
 
 
 class ModelGarden:
@@ -242,11 +262,12 @@ def pipeline_images_per_second(root, size, batch, warmup_batches=10, batches=40)
     """Our training input pipeline (decode, flip, scale jitter, resize/pad, anchor labelling)."""
     from keras_retina.data import coco_json, pipeline, synthetic
     from keras_retina.label_encoder import LabelEncoder
+    from keras_retina.resize_policy import ResizePolicy
 
     paths = synthetic.write_coco_dataset(os.path.join(root, "pipeline_data"), num_train=64, num_val=1,
                                          num_classes=6, sizes=((480, 640), (640, 480)), max_objects=8)
     source = coco_json.read_coco_json(*paths["train"])
-    dataset = pipeline.train_dataset(source, LabelEncoder(image_size=size), size, batch,
+    dataset = pipeline.train_dataset(source, LabelEncoder(), ResizePolicy(size, policy="square"), batch,
                                      scale_range=(0.8, 1.2), seed=0)
     iterator = iter(dataset)
     for _ in range(warmup_batches):
@@ -255,6 +276,110 @@ def pipeline_images_per_second(root, size, batch, warmup_batches=10, batches=40)
     for _ in range(batches):
         next(iterator)
     return batches * batch / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------- COCO shapes
+# COCO's photo shapes (height, width) and their shares in the mix timed here. An estimate of
+# val2017's size mix (mostly 640x480 and 640x427 landscapes, their portraits, 500x375), not
+# counted from its annotations: this machine cannot download them.
+COCO_MIX = (((480, 640), 0.40), ((427, 640), 0.25), ((640, 480), 0.15), ((640, 427), 0.10), ((375, 500), 0.10))
+
+
+def coco_shapes_report(args, wanted):
+    """Per-image cost on COCO-shaped photos at one object scale for all systems: the peers
+    letterbox each photo's longer side into their `--image_size` square; ours resizes it to the
+    same scale and keeps the aspect (shorter side 3/4 of the square, longer side capped at the
+    square's side: 480/640 for 640), padded to its bucket canvas."""
+    from keras_retina.input_mapping import resized_size
+    from keras_retina.resize_policy import ResizePolicy
+
+    size = args.image_size
+    short = size * 3 // 4
+    policy = ResizePolicy(short, size)
+    canvases = {}  # photo shape -> our canvas
+    for (height, width), _ in COCO_MIX:
+        resized = resized_size(height, width, policy.scale(height, width))
+        canvases[height, width] = tuple(int(v) for v in policy.canvas(resized[0], resized[1]))
+    print(f"\nCOCO-shaped photos, one object scale: peers at {size}x{size} (letterbox); ours shorter side {short}, "
+          f"longer at most {size}: " + ", ".join(f"{h}x{w} ({share:.0%}) -> {canvases[h, w][0]}x{canvases[h, w][1]}"
+                                                for (h, w), share in COCO_MIX))
+    rows, rng = {}, np.random.default_rng(0)
+    for name in wanted:
+        keras.utils.set_random_seed(0)
+        ours = name in (OURS, OURS_BF16)
+        built = SYSTEMS[name](short, max_image_size=size, resize="shorter_side") if ours else SYSTEMS[name](size)
+        shape_of = (lambda photo: canvases[photo]) if ours else (lambda photo: (size, size))
+        cache = {}
+
+        def per_image(metric, batch, call, timed=True):
+            """Mix-weighted seconds per image of `call(inputs)` at each photo's input shape
+            (`timed=False`: `call` returns its own seconds)."""
+            total = 0.0
+            for photo, share in COCO_MIX:
+                key = (metric, shape_of(photo))
+                if key not in cache:
+                    data = inputs(batch, shape_of(photo), rng)
+                    seconds = (median_seconds(lambda: call(*data), args.warmup, args.repeats) if timed
+                               else call(*data))
+                    cache[key] = seconds / batch
+                total += share * cache[key]
+            return total
+
+        best = built.predict
+        if name == GARDEN:
+            plain = per_image("b1", 1, lambda x, b, c: built.predict(x))
+            xla = per_image("b1 xla", 1, lambda x, b, c: built.predict_xla(x))
+            best = built.predict if plain <= xla else built.predict_xla
+            print(f"  {GARDEN}: tf.function {1000 * plain:.0f} ms, XLA {1000 * xla:.0f} ms at batch 1")
+        rows.setdefault("COCO inference b1 (ms/img)", {})[name] = 1000 * per_image("b1", 1, lambda x, b, c: best(x))
+        rows.setdefault("COCO inference b8 (img/s)", {})[name] = 1 / per_image("b8", 8, lambda x, b, c: best(x))
+        if hasattr(built, "keras_predict"):
+            rows.setdefault("COCO model.predict b1 (ms/img)", {})[name] = 1000 * per_image(
+                "predict", 1, lambda x, b, c: built.keras_predict(x))
+        if hasattr(built, "train"):
+            rows.setdefault("COCO train step b2 (ms/img)", {})[name] = 1000 * per_image("train", 2, built.train)
+        if hasattr(built, "fit_targets"):
+            try:
+                rows.setdefault("COCO model.fit step b2 (ms/img)", {})[name] = 1000 * per_image(
+                    "fit", 2, lambda x, b, c: fit_step_seconds(built, x, b, c, args), timed=False)
+            except Exception as error:  # a peer whose fit() does not run: say so, keep going
+                print(f"  {name}: model.fit failed ({type(error).__name__}: {str(error).splitlines()[0][:150]})")
+        if hasattr(built, "export"):
+            path = built.export(tempfile.mkdtemp(prefix="keras_retina_bench_coco_"))
+            rows.setdefault("COCO serving bytes->dets b1 (ms/img)", {})[name] = 1000 * sum(
+                share * serving_seconds(path, jpeg_bytes(h, w), args) for (h, w), share in COCO_MIX)
+        print(f"measured {name} on COCO shapes", flush=True)
+        del built
+    print_table(rows, wanted, f"COCO mix (peers {size}x{size}, ours {short}/{size} shorter side)")
+    print("  training step (batch 2, SGD, 4:3 landscape canvas) and peak process memory, one process each:")
+    for short_side, long_side in ((600, 1000), (800, 1333)):
+        probe = _probe(f"{short_side},{long_side}", args)
+        if probe:
+            print(f"    {short_side}/{long_side}, canvas {probe['canvas']}: {probe['step_ms']:8.0f} ms/step, "
+                  f"peak RSS {probe['peak_rss_gib']:.2f} GiB")
+
+
+def fit_step_seconds(built, images, boxes, classes, args):
+    """Seconds per step of `model.fit` (what users call) on an in-memory batch repeated: one
+    untimed fit (tracing), then fits of `repeats` steps each, the median per step."""
+    data = tf.data.Dataset.from_tensors((images, built.fit_targets(boxes, classes))).repeat()
+    built.model.fit(data, steps_per_epoch=max(args.warmup, 1), epochs=1, verbose=0)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        built.model.fit(data, steps_per_epoch=args.repeats, epochs=1, verbose=0)
+        times.append((time.perf_counter() - start) / args.repeats)
+    return statistics.median(times)
+
+
+def _probe(spec, args):
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), f"--_step_probe={spec}",
+                             f"--warmup={args.warmup}", f"--repeats={min(args.repeats, 3)}"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"    {spec}: failed ({result.stderr.strip().splitlines()[-1:]})")
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------------- scaling
@@ -286,25 +411,29 @@ def scaling_report(args):
         print(f"    {classes:5d} classes: {1000 * seconds:8.1f} ms")
     print("  training step (batch 2, SGD) and peak process memory vs image size, one process each:")
     for image_size in (512, 640, 800, 1024):
-        result = subprocess.run([sys.executable, os.path.abspath(__file__), f"--_step_probe={image_size}",
-                                 f"--warmup={args.warmup}", f"--repeats={min(args.repeats, 3)}"],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"    {image_size:5d} px: failed ({result.stderr.strip().splitlines()[-1:]})")
-            continue
-        probe = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"    {image_size:5d} px: {probe['step_ms']:8.0f} ms/step, peak RSS {probe['peak_rss_gib']:.2f} GiB")
+        probe = _probe(str(image_size), args)
+        if probe:
+            print(f"    {image_size:5d} px: {probe['step_ms']:8.0f} ms/step, peak RSS {probe['peak_rss_gib']:.2f} GiB")
 
 
-def step_probe(size, args):
-    """One process, one image size: training step time and the process's peak memory."""
-    ours = Ours(size)
-    batch = inputs(2, size, np.random.default_rng(0))
+def step_probe(spec, args):
+    """One process, one size: training step time and the process's peak memory. `spec` is a
+    square side ("640") or a shorter side and cap ("800,1333": a 4:3 landscape's canvas)."""
+    if "," in spec:
+        from keras_retina.resize_policy import ResizePolicy
+
+        short, long = (int(v) for v in spec.split(","))
+        ours = Ours(short, max_image_size=long, resize="shorter_side")
+        policy = ResizePolicy(short, long)
+        canvas = tuple(int(v) for v in policy.canvas(short, round(short * 4 / 3)))
+    else:
+        ours, canvas = Ours(int(spec)), (int(spec), int(spec))
+    batch = inputs(2, canvas, np.random.default_rng(0))
     seconds = median_seconds(lambda: ours.train(*batch), args.warmup, args.repeats)
     # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
     with open("/proc/self/status") as f:
         peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 2**20  # KiB -> GiB
-    print(json.dumps({"step_ms": 1000 * seconds, "peak_rss_gib": peak}))
+    print(json.dumps({"step_ms": 1000 * seconds, "peak_rss_gib": peak, "canvas": f"{canvas[0]}x{canvas[1]}"}))
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -317,7 +446,9 @@ def main(argv=None):
     parser.add_argument("--scaling", action="store_true", help="also report how cost grows")
     parser.add_argument("--demo_model_dir", default="runs/demo",
                         help="a trained model_dir (the README's demo) for the bfloat16-vs-float32 detection check")
-    parser.add_argument("--_step_probe", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--coco_shapes", choices=("also", "only"), default=None,
+                        help="add the COCO-shaped rows (also) or run only them (only)")
+    parser.add_argument("--_step_probe", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._step_probe:
         return step_probe(args._step_probe, args)
@@ -339,6 +470,15 @@ def main(argv=None):
                 print(f"{label} not installed (pip install -e '.[bench]'): {system} skipped")
                 wanted.remove(system)
     print(", ".join(versions) + f"; {os.cpu_count()} CPUs")
+    from keras_retina.precision import bfloat16_is_native, cpu_info
+
+    cpu, flags = cpu_info()
+    isa = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma", "avx_vnni")))
+    print(f"CPU: {cpu or platform.processor()}; flags: {' '.join(isa) or 'unknown'}; "
+          f"native bfloat16: {'yes' if bfloat16_is_native(flags) else 'no (emulated: slower than float32)'}")
+    if args.coco_shapes == "only":
+        coco_shapes_report(args, wanted)
+        return 0
 
     size, rng = args.image_size, np.random.default_rng(0)
     one, eight, two = (inputs(b, size, rng) for b in (1, 8, 2))
@@ -388,21 +528,25 @@ def main(argv=None):
     print_table(rows, wanted, size)
     if OURS_BF16 in wanted:
         compare_precisions(args.demo_model_dir)
+    if args.coco_shapes:
+        coco_shapes_report(args, wanted)
     if args.scaling:
         scaling_report(args)
     return 0
 
 
 def print_table(rows, systems, size):
+    """`size`: the square side, or a description of the inputs."""
     ours = [s for s in (OURS, OURS_BF16) if s in systems]
     peers = [s for s in systems if s not in (OURS, OURS_BF16)]
-    print(f"\nResNet-50-FPN, {size}x{size}, {NUM_CLASSES} classes, random weights (ratios: our speed / peer's)")
+    shape = f"{size}x{size}" if isinstance(size, int) else size
+    print(f"\nResNet-50-FPN, {shape}, {NUM_CLASSES} classes, random weights (ratios: our speed / peer's)")
     header = f"{'':30}" + "".join(f"{s:>19}" for s in systems)
     header += "".join(f"{o.replace('keras-retina', 'ours') + ' / ' + p:>26}" for o in ours for p in peers)
     print(header)
     for metric, values in rows.items():
         line = f"{metric:30}" + "".join(f"{values[s]:>19.1f}" if s in values else f"{'-':>19}" for s in systems)
-        speed = "(ms)" in metric or "img/s" in metric
+        speed = "(ms" in metric or "img/s" in metric
         for o in ours:
             for p in peers:
                 peer = rows.get(PEER_ROW.get(metric, metric), {})
@@ -420,7 +564,7 @@ def compare_precisions(model_dir):
     from keras_retina.data import pipeline
     from keras_retina.data.data_config import DataConfig
     from keras_retina.data.sources import open_sources
-    from keras_retina.optimization import set_precision
+    from keras_retina.precision import set_precision
     from keras_retina.run_dir import RunDir
 
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
@@ -432,7 +576,7 @@ def compare_precisions(model_dir):
         set_precision(precision)
         model, label_map, config, _ = RunDir(model_dir).load_model()
         val = open_sources(DataConfig(**config["data"]), need_train=False).val
-        dataset = pipeline.eval_dataset(val, model.config.image_size, 16)
+        dataset = pipeline.eval_dataset(val, model.resize_policy, 16)
         detect = tf.function(model.detect)
         batches = [{k: v.numpy() for k, v in detect(x).items()} for x, _ in dataset]
         outputs[precision] = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
