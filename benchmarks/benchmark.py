@@ -79,7 +79,7 @@ def inputs(batch, size, rng):
     """(images [batch, H, W, 3], two boxes each, classes); `size` an int (square) or (H, W)."""
     height, width = (size, size) if isinstance(size, int) else size
     images = rng.uniform(0, 255, (batch, height, width, 3)).astype(np.float32)
-    boxes = np.array([[[0.1, 0.1, 0.5, 0.4], [0.4, 0.5, 0.9, 0.9]]] * batch, np.float32) * [height, width] * 2
+    boxes = np.array([[[0.1, 0.1, 0.5, 0.4], [0.4, 0.5, 0.9, 0.9]]] * batch, np.float32) * np.float32([height, width] * 2)
     classes = np.array([[3, 17]] * batch, np.int32)
     return images, boxes, classes
 
@@ -333,6 +333,10 @@ def coco_shapes_report(args, wanted):
             print(f"  {GARDEN}: tf.function {1000 * plain:.0f} ms, XLA {1000 * xla:.0f} ms at batch 1")
         rows.setdefault("COCO inference b1 (ms/img)", {})[name] = 1000 * per_image("b1", 1, lambda x, b, c: best(x))
         rows.setdefault("COCO inference b8 (img/s)", {})[name] = 1 / per_image("b8", 8, lambda x, b, c: best(x))
+        if name == OURS_BF16:  # the precision's speed on this CPU: inference rows only
+            print(f"  {name}: " + "; ".join(f"{m} {rows[m][name]:.1f}" for m in rows if name in rows[m]), flush=True)
+            del built
+            continue
         if hasattr(built, "keras_predict"):
             rows.setdefault("COCO model.predict b1 (ms/img)", {})[name] = 1000 * per_image(
                 "predict", 1, lambda x, b, c: built.keras_predict(x))
@@ -348,7 +352,8 @@ def coco_shapes_report(args, wanted):
             path = built.export(tempfile.mkdtemp(prefix="keras_retina_bench_coco_"))
             rows.setdefault("COCO serving bytes->dets b1 (ms/img)", {})[name] = 1000 * sum(
                 share * serving_seconds(path, jpeg_bytes(h, w), args) for (h, w), share in COCO_MIX)
-        print(f"measured {name} on COCO shapes", flush=True)
+        print(f"measured {name} on COCO shapes: " + "; ".join(
+            f"{m} {rows[m][name]:.1f}" for m in rows if name in rows[m]), flush=True)
         del built
     print_table(rows, wanted, f"COCO mix (peers {size}x{size}, ours {short}/{size} shorter side)")
     print("  training step (batch 2, SGD, 4:3 landscape canvas) and peak process memory, one process each:")

@@ -115,8 +115,9 @@ TINY_FLAGS = [f"--{name}={value}" for name, value in TINY.items()] + [
 
 @pytest.fixture
 def tiny_coco(tmp_path):
-    """A small COCO JSON dataset on disk: {"train": (json, images dir), "val": (...)}."""
+    """A small COCO JSON dataset on disk: {"train": (json, images dir), "val": (...)}, with
+    landscape, portrait and square pictures (three resize-policy buckets at the tiny model's 64)."""
     from keras_retina.data import synthetic
 
     return synthetic.write_coco_dataset(str(tmp_path / "data"), num_train=16, num_val=8,
-                                        num_classes=3, sizes=((64, 96), (96, 64)), max_objects=2)
+                                        num_classes=3, sizes=((64, 96), (96, 64), (64, 64)), max_objects=2)
