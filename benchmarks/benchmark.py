@@ -38,12 +38,9 @@ ratios from one run, never absolute numbers across runs.
 """
 
 import argparse
-import io
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,33 +52,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_retina  # noqa: E402
-
-OURS, OURS_BF16, HUB, GARDEN = "keras-retina", "keras-retina bf16", "keras-hub", "model-garden"
-NUM_CLASSES = 80
-# Our training step as run from ImageNet weights (stem and conv2_x frozen, Detectron's FREEZE_AT=2,
-# our default then), against the peers' all-trainable step: the peers' defaults train everything.
-FROZEN_STEP = "train step b2, FREEZE_AT=2 (ms)"
-PEER_ROW = {FROZEN_STEP: "train step b2 (ms)"}
-
-
-def median_seconds(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def inputs(batch, size, rng):
-    """(images [batch, H, W, 3], two boxes each, classes); `size` an int (square) or (H, W)."""
-    height, width = (size, size) if isinstance(size, int) else size
-    images = rng.uniform(0, 255, (batch, height, width, 3)).astype(np.float32)
-    boxes = np.array([[[0.1, 0.1, 0.5, 0.4], [0.4, 0.5, 0.9, 0.9]]] * batch, np.float32) * np.float32([height, width] * 2)
-    classes = np.array([[3, 17]] * batch, np.int32)
-    return images, boxes, classes
+from coco_shapes import coco_shapes_report  # noqa: E402
+from systems import (FROZEN_STEP, GARDEN, HUB, NUM_CLASSES, OURS, OURS_BF16, SYSTEMS, Ours, inputs,  # noqa: E402
+                     jpeg_bytes, median_seconds, print_table, run_step_probe, serving_seconds)
 
 
 def count_flops(fn, spec):
@@ -102,162 +75,6 @@ def matmul_rate(dtype, warmup, repeats, n=4096):
     return 2 * n**3 / median_seconds(lambda: matmul().numpy(), warmup, max(repeats, 5))
 
 
-def jpeg_bytes(height=480, width=640, seed=0):
-    from PIL import Image
-
-    from keras_retina.data import synthetic
-
-    image, _, _ = synthetic.make_example(np.random.default_rng(seed), (height, width))
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-# ------------------------------------------------------------------------------------- systems
-class Ours:
-    name = OURS
-    policy = "float32"
-
-    def __init__(self, size, **resize):
-        keras.mixed_precision.set_global_policy(self.policy)
-        resize = resize or {"resize": "square"}  # the square rows: the peers' letterbox
-        try:
-            self.model = keras_retina.RetinaNet(num_classes=NUM_CLASSES, backbone="resnet50", image_size=size,
-                                                **resize)
-            self.model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-            # What training from ImageNet weights runs by default: stem and conv2_x frozen.
-            self.frozen_model = keras_retina.RetinaNet(num_classes=NUM_CLASSES, backbone="resnet50",
-                                                       image_size=size, freeze_backbone_at=2, **resize)
-            self.frozen_model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
-        self.detect = tf.function(self.model.detect)
-        self.network = lambda x: self.model(x, training=False)
-
-    def predict(self, images):
-        return {k: v.numpy() for k, v in self.detect(images).items()}
-
-    def keras_predict(self, images):
-        """What users call: `model.predict` (one compiled call for a small in-memory batch)."""
-        return self.model.predict(images, verbose=0)
-
-    def train(self, images, boxes, classes):
-        if not hasattr(self, "step"):
-            self.step = tf.function(self.model.train_step)
-        logs = self.step((tf.constant(images), {"boxes": tf.constant(boxes), "classes": tf.constant(classes)}))
-        return float(logs["loss"])
-
-    def fit_targets(self, boxes, classes):
-        return {"boxes": boxes, "classes": classes}
-
-    def train_pretrained_recipe(self, images, boxes, classes):
-        if not hasattr(self, "frozen_step"):
-            self.frozen_step = tf.function(self.frozen_model.train_step)
-        logs = self.frozen_step((tf.constant(images), {"boxes": tf.constant(boxes),
-                                                       "classes": tf.constant(classes)}))
-        return float(logs["loss"])
-
-    def export(self, root):
-        from keras_retina import export
-
-        label_map = [{"id": k + 1, "name": f"class{k + 1}"} for k in range(NUM_CLASSES)]
-        return export.export_saved_model(self.model, label_map, os.path.join(root, self.name.replace(" ", "_")))
-
-
-class OursBfloat16(Ours):
-    name = OURS_BF16
-    policy = "mixed_bfloat16"
-
-
-class KerasHub:
-    name = HUB
-
-    def __init__(self, size):
-        import keras_hub
-
-        resnet = keras_hub.models.ResNetBackbone(
-            input_conv_filters=[64], input_conv_kernel_sizes=[7],
-            stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[3, 4, 6, 3],
-            stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
-            use_pre_activation=False, image_shape=(size, size, 3))
-        backbone = keras_hub.models.RetinaNetBackbone(
-            image_encoder=resnet, min_level=3, max_level=7, use_p5=False, image_shape=(size, size, 3))
-        self.model = keras_hub.models.RetinaNetObjectDetector(backbone=backbone, num_classes=NUM_CLASSES)
-        self.model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-        self.network = lambda x: self.model(x, training=False)
-        self.detect = tf.function(lambda x: self.model.decode_predictions(self.model(x, training=False), x))
-
-    def predict(self, images):
-        return {k: v.numpy() for k, v in self.detect(tf.constant(images)).items()}
-
-    def train(self, images, boxes, classes):
-        if not hasattr(self, "step"):
-            self.step = tf.function(self.model.train_step)
-        logs = self.step((tf.constant(images), {"boxes": tf.constant(boxes), "labels": tf.constant(classes)}))
-        return float(logs["loss"])
-
-    def fit_targets(self, boxes, classes):
-        return {"boxes": boxes, "labels": classes}
-
-
-class ModelGarden:
-    name = GARDEN
-
-    def __init__(self, size):
-        import tf_keras
-        from official.core import exp_factory
-        from official.vision import configs  # noqa: F401  (registers the experiments)
-        from official.vision.modeling import factory
-
-        self.size = size
-        self.params = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
-        model_config = self.params.task.model
-        model_config.num_classes = NUM_CLASSES
-        model_config.input_size = [size, size, 3]
-        model_config.detection_generator.pre_nms_top_k = 1000  # the paper's, as ours and keras-hub's
-        model_config.detection_generator.max_num_detections = 100
-        self.params.task.init_checkpoint = None
-        self.model = factory.build_retinanet(tf_keras.layers.InputSpec(shape=[None, size, size, 3]), model_config)
-
-        def detect(images):
-            shape = tf.tile(tf.constant([[size, size]], tf.float32), [tf.shape(images)[0], 1])
-            out = self.model(images, image_shape=shape, training=False)
-            return {k: out[k] for k in ("detection_boxes", "detection_scores", "detection_classes",
-                                        "num_detections")}
-
-        self.network = lambda x: self.model.head(  # raw outputs, no decoding
-            self.model.decoder(self.model.backbone(x, training=False), training=False), training=False)
-        self.detect = tf.function(detect)
-        self.detect_xla = tf.function(detect, jit_compile=True)
-        self.paths = {}
-
-    def predict(self, images):
-        return {k: v.numpy() for k, v in self.detect(tf.constant(images)).items()}
-
-    def predict_xla(self, images):
-        return {k: v.numpy() for k, v in self.detect_xla(tf.constant(images)).items()}
-
-    def export(self, root):
-        from official.vision.serving import detection
-
-        module = detection.DetectionModule(self.params, batch_size=None, input_image_size=[self.size, self.size],
-                                           input_type="image_bytes", num_channels=3)
-        path = os.path.join(root, self.name)
-        signatures = module.get_inference_signatures({"image_bytes": "serving_default"})
-        tf.saved_model.save(module, path, signatures=signatures)
-        return path
-
-
-SYSTEMS = {OURS: Ours, OURS_BF16: OursBfloat16, HUB: KerasHub, GARDEN: ModelGarden}
-
-
-def serving_seconds(path, encoded, args):
-    """Median seconds of the SavedModel's serving_default from one encoded image to detections."""
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    batch = tf.constant([encoded])
-    return median_seconds(lambda: {k: v.numpy() for k, v in serve(batch).items()}, args.warmup, args.repeats)
-
-
 def pipeline_images_per_second(root, size, batch, warmup_batches=10, batches=40):
     """Our training input pipeline (decode, flip, scale jitter, resize/pad, anchor labelling)."""
     from keras_retina.data import coco_json, pipeline, synthetic
@@ -276,116 +93,6 @@ def pipeline_images_per_second(root, size, batch, warmup_batches=10, batches=40)
     for _ in range(batches):
         next(iterator)
     return batches * batch / (time.perf_counter() - start)
-
-
-# ---------------------------------------------------------------------------------- COCO shapes
-# COCO's photo shapes (height, width) and their shares in the mix timed here. An estimate of
-# val2017's size mix (mostly 640x480 and 640x427 landscapes, their portraits, 500x375), not
-# counted from its annotations: this machine cannot download them.
-COCO_MIX = (((480, 640), 0.40), ((427, 640), 0.25), ((640, 480), 0.15), ((640, 427), 0.10), ((375, 500), 0.10))
-
-
-def coco_shapes_report(args, wanted):
-    """Per-image cost on COCO-shaped photos at one object scale for all systems: the peers
-    letterbox each photo's longer side into their `--image_size` square; ours resizes it to the
-    same scale and keeps the aspect (shorter side 3/4 of the square, longer side capped at the
-    square's side: 480/640 for 640), padded to its bucket canvas."""
-    from keras_retina.input_mapping import resized_size
-    from keras_retina.resize_policy import ResizePolicy
-
-    size = args.image_size
-    short = size * 3 // 4
-    policy = ResizePolicy(short, size)
-    canvases = {}  # photo shape -> our canvas
-    for (height, width), _ in COCO_MIX:
-        resized = resized_size(height, width, policy.scale(height, width))
-        canvases[height, width] = tuple(int(v) for v in policy.canvas(resized[0], resized[1]))
-    print(f"\nCOCO-shaped photos, one object scale: peers at {size}x{size} (letterbox); ours shorter side {short}, "
-          f"longer at most {size}: " + ", ".join(f"{h}x{w} ({share:.0%}) -> {canvases[h, w][0]}x{canvases[h, w][1]}"
-                                                for (h, w), share in COCO_MIX))
-    rows, rng = {}, np.random.default_rng(0)
-    for name in wanted:
-        keras.utils.set_random_seed(0)
-        ours = name in (OURS, OURS_BF16)
-        built = SYSTEMS[name](short, max_image_size=size, resize="shorter_side") if ours else SYSTEMS[name](size)
-        shape_of = (lambda photo: canvases[photo]) if ours else (lambda photo: (size, size))
-        cache = {}
-
-        def per_image(metric, batch, call, timed=True):
-            """Mix-weighted seconds per image of `call(inputs)` at each photo's input shape
-            (`timed=False`: `call` returns its own seconds)."""
-            total = 0.0
-            for photo, share in COCO_MIX:
-                key = (metric, shape_of(photo))
-                if key not in cache:
-                    data = inputs(batch, shape_of(photo), rng)
-                    seconds = (median_seconds(lambda: call(*data), args.warmup, args.repeats) if timed
-                               else call(*data))
-                    cache[key] = seconds / batch
-                total += share * cache[key]
-            return total
-
-        best = built.predict
-        if name == GARDEN:
-            plain = per_image("b1", 1, lambda x, b, c: built.predict(x))
-            xla = per_image("b1 xla", 1, lambda x, b, c: built.predict_xla(x))
-            best = built.predict if plain <= xla else built.predict_xla
-            cache["b1", (size, size)] = min(plain, xla)  # the row below: the faster path
-            print(f"  {GARDEN}: tf.function {1000 * plain:.0f} ms, XLA {1000 * xla:.0f} ms at batch 1")
-        rows.setdefault("COCO inference b1 (ms/img)", {})[name] = 1000 * per_image("b1", 1, lambda x, b, c: best(x))
-        rows.setdefault("COCO inference b8 (img/s)", {})[name] = 1 / per_image("b8", 8, lambda x, b, c: best(x))
-        if name == OURS_BF16:  # the precision's speed on this CPU: inference rows only
-            print(f"  {name}: " + "; ".join(f"{m} {rows[m][name]:.1f}" for m in rows if name in rows[m]), flush=True)
-            del built
-            continue
-        if hasattr(built, "keras_predict"):
-            rows.setdefault("COCO model.predict b1 (ms/img)", {})[name] = 1000 * per_image(
-                "predict", 1, lambda x, b, c: built.keras_predict(x))
-        if hasattr(built, "train"):
-            rows.setdefault("COCO train step b2 (ms/img)", {})[name] = 1000 * per_image("train", 2, built.train)
-        if hasattr(built, "fit_targets"):
-            try:
-                rows.setdefault("COCO model.fit step b2 (ms/img)", {})[name] = 1000 * per_image(
-                    "fit", 2, lambda x, b, c: fit_step_seconds(built, x, b, c, args), timed=False)
-            except Exception as error:  # a peer whose fit() does not run: say so, keep going
-                print(f"  {name}: model.fit failed ({type(error).__name__}: {str(error).splitlines()[0][:150]})")
-        if hasattr(built, "export"):
-            path = built.export(tempfile.mkdtemp(prefix="keras_retina_bench_coco_"))
-            rows.setdefault("COCO serving bytes->dets b1 (ms/img)", {})[name] = 1000 * sum(
-                share * serving_seconds(path, jpeg_bytes(h, w), args) for (h, w), share in COCO_MIX)
-        print(f"measured {name} on COCO shapes: " + "; ".join(
-            f"{m} {rows[m][name]:.1f}" for m in rows if name in rows[m]), flush=True)
-        del built
-    print_table(rows, wanted, f"COCO mix (peers {size}x{size}, ours {short}/{size} shorter side)")
-    print("  training step (batch 2, SGD, 4:3 landscape canvas) and peak process memory, one process each:")
-    for short_side, long_side in ((600, 1000), (800, 1333)):
-        probe = _probe(f"{short_side},{long_side}", args)
-        if probe:
-            print(f"    {short_side}/{long_side}, canvas {probe['canvas']}: {probe['step_ms']:8.0f} ms/step, "
-                  f"peak RSS {probe['peak_rss_gib']:.2f} GiB")
-
-
-def fit_step_seconds(built, images, boxes, classes, args):
-    """Seconds per step of `model.fit` (what users call) on an in-memory batch repeated: one
-    untimed fit (tracing), then fits of `repeats` steps each, the median per step."""
-    data = tf.data.Dataset.from_tensors((images, built.fit_targets(boxes, classes))).repeat()
-    built.model.fit(data, steps_per_epoch=max(args.warmup, 1), epochs=1, verbose=0)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        built.model.fit(data, steps_per_epoch=args.repeats, epochs=1, verbose=0)
-        times.append((time.perf_counter() - start) / args.repeats)
-    return statistics.median(times)
-
-
-def _probe(spec, args):
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), f"--_step_probe={spec}",
-                             f"--warmup={args.warmup}", f"--repeats={min(args.repeats, 3)}"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        print(f"    {spec}: failed ({result.stderr.strip().splitlines()[-1:]})")
-        return None
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------------- scaling
@@ -417,7 +124,7 @@ def scaling_report(args):
         print(f"    {classes:5d} classes: {1000 * seconds:8.1f} ms")
     print("  training step (batch 2, SGD) and peak process memory vs image size, one process each:")
     for image_size in (512, 640, 800, 1024):
-        probe = _probe(str(image_size), args)
+        probe = run_step_probe(str(image_size), args)
         if probe:
             print(f"    {image_size:5d} px: {probe['step_ms']:8.0f} ms/step, peak RSS {probe['peak_rss_gib']:.2f} GiB")
 
@@ -539,29 +246,6 @@ def main(argv=None):
     if args.scaling:
         scaling_report(args)
     return 0
-
-
-def print_table(rows, systems, size):
-    """`size`: the square side, or a description of the inputs."""
-    ours = [s for s in (OURS, OURS_BF16) if s in systems]
-    peers = [s for s in systems if s not in (OURS, OURS_BF16)]
-    shape = f"{size}x{size}" if isinstance(size, int) else size
-    print(f"\nResNet-50-FPN, {shape}, {NUM_CLASSES} classes, random weights (ratios: our speed / peer's)")
-    header = f"{'':30}" + "".join(f"{s:>19}" for s in systems)
-    header += "".join(f"{o.replace('keras-retina', 'ours') + ' / ' + p:>26}" for o in ours for p in peers)
-    print(header)
-    for metric, values in rows.items():
-        line = f"{metric:30}" + "".join(f"{values[s]:>19.1f}" if s in values else f"{'-':>19}" for s in systems)
-        speed = "(ms" in metric or "img/s" in metric
-        for o in ours:
-            for p in peers:
-                peer = rows.get(PEER_ROW.get(metric, metric), {})
-                if speed and o in values and p in peer:
-                    ratio = values[o] / peer[p] if "img/s" in metric else peer[p] / values[o]
-                    line += f"{ratio:>25.2f}x"
-                else:
-                    line += f"{'':>26}"
-        print(line)
 
 
 def compare_precisions(model_dir):
