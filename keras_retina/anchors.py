@@ -133,7 +133,9 @@ class AnchorGenerator(keras.layers.Layer):
     `by_level(image_size)` -> dict "P3".."P7" -> float32 `[H_l * W_l * A, 4]` yxyx pixels in
     anchor order (module docstring); `anchors(image_size)` -> `[A_total, 4]`: numpy, cached,
     for a static size; tensors for a size known only in the graph. Another geometry (centre
-    offset, rounding) is a subclass that overrides `level_anchors`.
+    offset, rounding) is a subclass that overrides `level_anchors(level, rows, cols, xp)`
+    using only `xp.arange`, `meshgrid`, `stack`, `concatenate`, `reshape` and arithmetic, so one
+    formula serves numpy (static shapes) and TensorFlow (shapes known only in the graph).
     """
 
     def __init__(self, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,

@@ -2,7 +2,7 @@
 
 The one internal box format of keras_retina is **yxyx pixels**: a float32
 tensor whose last axis is `[ymin, xmin, ymax, xmax]` in pixels of the image
-the model sees (its input, `image_size` x `image_size`), with `ymax > ymin`
+the model sees (its input, the picture resized and padded), with `ymax > ymin`
 and `xmax > xmin` for a real box. Ground truth, anchors, decoded detections
 and every function in the package use it. Other formats exist only at the
 edges and are converted here:

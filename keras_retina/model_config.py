@@ -33,7 +33,7 @@ class ModelConfig:
          "must be a positive int (or (height, width) with resize=square)."))
     max_image_size: int = setting(
         None, "L: the longer side is capped at this (Detectron: 1000 at S=600, 1333 at S=800). Default: "
-        "round(5/3 S).", _POSITIVE)
+        "round(5/3 S). Not used with --resize=square.", _POSITIVE)
     resize: str = setting(
         "shorter_side", "How pictures become inputs: shorter_side (the paper's: shorter side S, longer side at "
         "most L, aspect kept, batches grouped by aspect ratio) or square (longer side fitted into an S x S "

@@ -115,7 +115,9 @@ class ResizePolicy:
         len(buckets) when none does (the mixed canvas)."""
         buckets = tf.constant(self.buckets + (self.mixed_canvas,), tf.int32)
         fits = (buckets[:, 0] >= tf.cast(height, tf.int32)) & (buckets[:, 1] >= tf.cast(width, tf.int32))
-        return tf.cast(tf.argmax(tf.cast(fits, tf.int32)), tf.int32)  # buckets are sorted by area
+        index = tf.range(len(self.buckets) + 1)
+        # the first that fits (buckets are sorted by area); the mixed canvas holds every resized picture
+        return tf.reduce_min(tf.where(fits, index, len(self.buckets)))
 
     def canvas(self, height, width):
         """int32 [2]: the canvas for content of height x width (`bucket_index`'s bucket)."""

@@ -53,7 +53,8 @@ class TrainConfig:
     flip: bool = setting(True, "Random horizontal flip (the paper's augmentation).")
     scale_min: float = setting(1.0, "Scale jitter (paper 5.2): the shorter side is drawn from [scale_min, "
                                "scale_max] x --image_size, the longer side still capped (1.0 = none; the "
-                               "paper's 640-800 at S=800: 0.8).", _POSITIVE)
+                               "paper's 640-800 at S=800: 0.8); with --resize=square the whole scale is.",
+                               _POSITIVE)
     scale_max: float = setting(1.0, "Scale jitter upper bound (above 1: pictures beyond the largest canvas are "
                                "randomly cropped to it).", _POSITIVE)
     checkpoint_every_steps: int = setting(1000, "Save a checkpoint every N steps.", _POSITIVE)

@@ -41,8 +41,10 @@ def resolve_model_settings(model_config, previous, model_dir):
     changed = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name != "backbone_weights"
                      and getattr(previous, f.name) != getattr(model_config, f.name))
     if changed:
-        raise UsageError(f"--model_dir={model_dir} holds a model with different settings "
-                         f"({', '.join(changed)}); use a new --model_dir to start over.")
+        differences = "; ".join(f"{name}: {getattr(previous, name)!r} there, {getattr(model_config, name)!r} asked"
+                                for name in changed)
+        raise UsageError(f"--model_dir={model_dir} holds a model with different settings ({differences}); "
+                         f"give its settings to resume it, or a new --model_dir to start over.")
     return model_config
 
 

@@ -8,7 +8,8 @@ def test_auto_picks_bfloat16_only_where_it_is_native():
     assert precision.resolve("auto", flags={"avx512f", "amx_bf16", "amx_tile"}, gpus=[]) == "bfloat16"
     assert precision.resolve("auto", flags={"avx512f", "avx512_bf16", "avx512_vnni"}, gpus=[]) == "none"
     assert precision.resolve("auto", flags={"avx2"}, gpus=[]) == "none"
-    assert precision.resolve("auto", flags=set(), gpus=["GPU:0"]) == "bfloat16"
+    assert precision.resolve("auto", flags=set(), gpus=[(8, 0)]) == "bfloat16"  # Ampere on
+    assert precision.resolve("auto", flags=set(), gpus=[(7, 5)]) == "none"  # a T4: no native bfloat16
     assert precision.resolve(None, flags=set(), gpus=[]) == "none"
 
 

@@ -75,7 +75,7 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
     model, _, _, checkpoint = RunDir(model_dir).load_model()
     assert checkpoint.endswith("ckpt-9") and model.config.num_classes == 3
 
-    with pytest.raises(UsageError, match="different settings \\(head_filters\\)"):
+    with pytest.raises(UsageError, match="different settings \\(head_filters: 16 there, 8 asked\\)"):
         training.train(model_dir, ModelConfig(**{**TINY, "head_filters": 8}), _config(), sources, data)
 
 
@@ -90,7 +90,7 @@ def test_freeze_backbone_at_default_and_resume():
     saved = ModelConfig(**{**resnet, "freeze_backbone_at": 2}).to_json()
     # A resumed run keeps its value even without --backbone_weights (it only initialises a run).
     assert resolve({**resnet, "backbone_weights": None}, saved) == 2
-    with pytest.raises(UsageError, match="different settings \\(freeze_backbone_at\\)"):
+    with pytest.raises(UsageError, match="different settings \\(freeze_backbone_at: "):
         resolve({**resnet, "freeze_backbone_at": 0}, saved)
 
 

@@ -125,8 +125,9 @@ _TRAIN_PADDING = (([None, None, 3], [None, 4], [None]), (0.0, 0.0, -1))
 def _training_batches(ds, policy, label_encoder, batch_size, grouped):
     shapes, values = _TRAIN_PADDING
     ds = _bucketed(ds, policy, batch_size, shapes, values, grouped, drop_remainder=True)
+    # In order: workers of a multi-worker run shard this stream by position.
     return ds.map(_encode_batch(label_encoder, policy), num_parallel_calls=tf.data.AUTOTUNE,
-                  deterministic=not grouped).prefetch(tf.data.AUTOTUNE)
+                  deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def _training_transform(policy, flip, scale_range, seed=None):
