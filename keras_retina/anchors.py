@@ -68,14 +68,6 @@ def level_name(level):
     return f"P{level}"
 
 
-def image_hw(image_size):
-    """`image_size` as an int (square) or (height, width) -> (height, width) ints."""
-    if isinstance(image_size, (int, np.integer)):
-        return int(image_size), int(image_size)
-    height, width = image_size
-    return int(height), int(width)
-
-
 def config_image_size(image_size):
     """`image_size` as stored in layer configs: an int (square) or a [height, width] list."""
     if isinstance(image_size, (int, np.integer)):
@@ -88,7 +80,7 @@ SIZE_MULTIPLE = 32  # stride of C5
 
 def validate_image_size(image_size):
     """(height, width) ints; raises ValueError unless both are positive multiples of 32."""
-    height, width = image_hw(image_size)
+    height, width = static_hw(image_size) or (0, 0)
     if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
         raise ValueError(
             f"image_size={image_size!r}: each side must be a positive multiple of "

@@ -83,8 +83,9 @@ class DetectionServer(tf.Module):
         self.label_names = tf.constant([str(e["name"]) for e in label_map], tf.string)
 
     def _detect_one(self, image):
-        """uint8 [H, W, 3] -> this picture's detections (`_OUTPUTS`), from the network run on it
-        alone, resized and padded as in training and evaluation (`input_mapping.to_model_input`)."""
+        """uint8 [H, W, 3] -> this picture's detections (the signatures' outputs without the batch
+        axis), from the network run on it alone, resized and padded as in training and evaluation
+        (`input_mapping.to_model_input`)."""
         padded, scale = input_mapping.to_model_input(image, self.policy)
         out = self.decoder(self.model(padded[None], training=False), image_size=tf.shape(padded)[:2])
         out = {name: value[0] for name, value in out.items()}
@@ -129,7 +130,7 @@ class DetectionServer(tf.Module):
     def serve_image_tensor(self, inputs):
         shape = tf.cast(tf.shape(inputs), tf.int64)
         with tf.control_dependencies(_batch_checks(inputs) + [
-                tf.debugging.assert_positive(shape[1] * shape[2], message="an image has no pixels"),
+                tf.debugging.Assert((shape[0] == 0) | (shape[1] * shape[2] > 0), ["an image has no pixels"]),
                 tf.debugging.assert_less_equal(shape[1] * shape[2], tf.constant(self.max_image_pixels, tf.int64),
                                                message=f"an image has more than {self.max_image_pixels:,} pixels")]):
             inputs = tf.identity(inputs)

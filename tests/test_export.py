@@ -397,6 +397,16 @@ def test_hostile_serving_input(exported):
         assert np.array_equal(again[key].numpy(), expected[key].numpy()), key
 
 
+def test_image_tensor_signature_on_empty_and_pixel_less_inputs(exported):
+    _, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_image_tensor"]
+    empty = serve(inputs=tf.zeros([0, 0, 0, 3], tf.uint8))
+    assert empty["detection_boxes"].shape == (0, 100, 4) and empty["num_detections"].shape == (0,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="an image has no pixels"):
+        serve(inputs=tf.zeros([1, 0, 5, 3], tf.uint8))
+    assert serve(inputs=tf.zeros([1, 1, 4000, 3], tf.uint8))["detection_boxes"].shape == (1, 100, 4)
+
+
 def test_checkpoint_missing_weights_is_an_error_not_a_random_network(tmp_path):
     """A checkpoint that does not cover the model (older version, edited config.json) must not
     be exported or evaluated with silently random layers."""
