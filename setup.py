@@ -36,6 +36,7 @@ setup(
         "serving": SERVING,
         "test": ["pytest>=8"] + OFFICIAL + SERVING,
         "bench": ["keras-hub>=0.32,<0.33"] + OFFICIAL,
+        "torch": ["torch==2.14.1"],  # tests that read files torch.save wrote (weight_files)
     },
     data_files=[("share/keras_retina/configs", [str(p) for p in sorted((HERE / "configs").glob("*.flags"))])],
     scripts=["bin/keras_retina"],  # silences TensorFlow's start-up lines before it is imported
