@@ -62,6 +62,15 @@ def jpeg_bytes(height=480, width=640, seed=0):
 
 
 # ------------------------------------------------------------------------------------- systems
+def train_step(system, model, images, targets):
+    """One `model.train_step` (what `fit` runs), compiled once per model; returns the loss."""
+    steps = system.__dict__.setdefault("_steps", {})
+    if id(model) not in steps:
+        steps[id(model)] = tf.function(model.train_step)
+    logs = steps[id(model)]((tf.constant(images), {k: tf.constant(v) for k, v in targets.items()}))
+    return float(logs["loss"])
+
+
 class Ours:
     name = OURS
     policy = "float32"
@@ -90,20 +99,13 @@ class Ours:
         return self.model.predict(images, verbose=0)
 
     def train(self, images, boxes, classes):
-        if not hasattr(self, "step"):
-            self.step = tf.function(self.model.train_step)
-        logs = self.step((tf.constant(images), {"boxes": tf.constant(boxes), "classes": tf.constant(classes)}))
-        return float(logs["loss"])
+        return train_step(self, self.model, images, self.fit_targets(boxes, classes))
 
     def fit_targets(self, boxes, classes):
         return {"boxes": boxes, "classes": classes}
 
     def train_pretrained_recipe(self, images, boxes, classes):
-        if not hasattr(self, "frozen_step"):
-            self.frozen_step = tf.function(self.frozen_model.train_step)
-        logs = self.frozen_step((tf.constant(images), {"boxes": tf.constant(boxes),
-                                                       "classes": tf.constant(classes)}))
-        return float(logs["loss"])
+        return train_step(self, self.frozen_model, images, self.fit_targets(boxes, classes))
 
     def export(self, root):
         from keras_retina import export
@@ -139,10 +141,7 @@ class KerasHub:
         return {k: v.numpy() for k, v in self.detect(tf.constant(images)).items()}
 
     def train(self, images, boxes, classes):
-        if not hasattr(self, "step"):
-            self.step = tf.function(self.model.train_step)
-        logs = self.step((tf.constant(images), {"boxes": tf.constant(boxes), "labels": tf.constant(classes)}))
-        return float(logs["loss"])
+        return train_step(self, self.model, images, self.fit_targets(boxes, classes))
 
     def fit_targets(self, boxes, classes):
         return {"boxes": boxes, "labels": classes}

@@ -139,7 +139,6 @@ class RetinaNet(keras.Model):
         self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
         self.resize_policy = resize_policy.from_config(config)
-        self._fast_detect = None
 
     def call(self, inputs, training=None, mask=None):
         _check_input_size(inputs)
@@ -206,16 +205,14 @@ class RetinaNet(keras.Model):
         return self.detect(x)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """Keras `predict`; an array or tensor of at most `batch_size` (32) images runs as one
-        compiled `detect` call and returns the same numpy dict."""
+        """Keras `predict`; an array or tensor of at most `batch_size` (32) images goes straight
+        to Keras' `predict_on_batch` (one compiled call, no dataset or progress bar), with the
+        same numpy dict as the result."""
         rows = getattr(x, "shape", None)
         if (steps is None and not callbacks and rows is not None and len(rows) == 4
                 and isinstance(x, (np.ndarray, tf.Tensor)) and 0 < rows[0] <= (batch_size or 32)):
             _check_input_size(x)
-            if self._fast_detect is None:
-                self._fast_detect = tf.function(self.detect, reduce_retracing=True)
-            out = self._fast_detect(tf.cast(x, tf.float32))
-            return {name: value.numpy() for name, value in out.items()}
+            return self.predict_on_batch(x)
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
     # ------------------------------------------------------------ serialisation

@@ -145,7 +145,7 @@ def _mixed_examples():
     """Landscape, portrait and square pictures (a grey level per picture), two boxes each."""
     sizes = [(100, 200), (200, 100), (120, 120), (90, 160), (160, 90), (150, 150), (100, 140), (140, 100)] * 3
     for i, (height, width) in enumerate(sizes):
-        yield {"image_id": np.int64(i), "image": np.full((height, width, 3), 10 * i, np.uint8),
+        yield {"image_id": np.int64(i), "image": np.full((height, width, 3), 10 + 10 * i, np.uint8),
                "boxes": np.array([[10, 10, 60, 60], [20, 30, 80, 90]], np.float32),
                "classes": np.array([0, 1], np.int32), "is_crowd": np.zeros(2, bool), "area": np.ones(2, np.float32)}
 
@@ -170,10 +170,12 @@ def test_training_batches_are_grouped_by_aspect_ratio_bucket():
         count = encoder.anchor_generator.num_anchors(canvas)
         assert targets["cls_targets"].shape == (2, count) and targets["box_targets"].shape == (2, count, 4)
         assert (targets["cls_targets"].numpy() >= 0).sum(axis=1).min() > 0  # every image has positives
-        # each picture is one grey level: padding is 0, so the content's bounding box is its size
-        for image in images.numpy():
-            rows = np.nonzero(image.max(axis=(1, 2)) > 0)[0]
-            assert rows.size == 0 or rows.max() < canvas[0]
+        # Each picture is one grey level on zero padding: its content's extent is its resized size.
+        # The canvas is the smallest bucket holding each of them, and they share an orientation.
+        extents = [(int(np.count_nonzero(image[:, 0, 0])), int(np.count_nonzero(image[0, :, 0])))
+                   for image in images.numpy()]
+        for height, width in extents:
+            assert tuple(int(s) for s in SHORTER.canvas(height, width)) == canvas, (extents, canvas)
 
 
 def test_deterministic_batches_are_a_function_of_the_step(tmp_path):
