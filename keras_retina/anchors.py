@@ -53,6 +53,7 @@ class _TensorOps:
     stack = staticmethod(tf.stack)
     concatenate = staticmethod(lambda values, axis: tf.concat(values, axis))
     reshape = staticmethod(tf.reshape)
+    float64 = staticmethod(lambda x: tf.cast(x, tf.float64))
 
 LEVEL_NAMES = ("P3", "P4", "P5", "P6", "P7")
 
@@ -62,6 +63,9 @@ MAX_LEVEL = 7
 NUM_SCALES = 3
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 ANCHOR_SIZE = 4.0
+# Anchor geometries a ModelConfig names (`builder.anchor_generator`): ours (centre offset 0.5),
+# detectron2's (offset 0) and torchvision's (`torchvision_anchors`).
+GEOMETRIES = ("centered", "detectron2", "torchvision")
 
 
 def level_name(level):
@@ -121,17 +125,21 @@ class AnchorGenerator(keras.layers.Layer):
       num_scales: scales per octave; scale i is 2^(i / num_scales).
       aspect_ratios: width / height ratios.
       anchor_size: base anchor side in units of the level's stride.
+      center_offset: location (y, x) is centred at ((y + offset) * stride, (x + offset) * stride):
+        0.5 (ours: the centre of the stride x stride cell) or 0 (detectron2's and torchvision's
+        default: the cell's top-left corner).
 
     `by_level(image_size)` -> dict "P3".."P7" -> float32 `[H_l * W_l * A, 4]` yxyx pixels in
     anchor order (module docstring); `anchors(image_size)` -> `[A_total, 4]`: numpy, cached,
     for a static size; tensors for a size known only in the graph. Another geometry (centre
-    offset, rounding) is a subclass that overrides `level_anchors(level, rows, cols, xp)`
-    using only `xp.arange`, `meshgrid`, `stack`, `concatenate`, `reshape` and arithmetic, so one
-    formula serves numpy (static shapes) and TensorFlow (shapes known only in the graph).
+    rounding, order within a location) is a subclass that overrides
+    `level_anchors(level, height, width, xp)` using only `xp.arange`, `meshgrid`, `stack`,
+    `concatenate`, `reshape`, `float64` and arithmetic, so one formula serves numpy (static
+    shapes) and TensorFlow (shapes known only in the graph); `torchvision_anchors` is one.
     """
 
     def __init__(self, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
-                 aspect_ratios=ASPECT_RATIOS, anchor_size=ANCHOR_SIZE, **kwargs):
+                 aspect_ratios=ASPECT_RATIOS, anchor_size=ANCHOR_SIZE, center_offset=0.5, **kwargs):
         super().__init__(**kwargs)
         if not 1 <= min_level <= max_level or num_scales < 1 or not aspect_ratios or anchor_size <= 0:
             raise ValueError(f"AnchorGenerator needs 1 <= min_level <= max_level, num_scales >= 1, "
@@ -142,6 +150,7 @@ class AnchorGenerator(keras.layers.Layer):
         self.num_scales = int(num_scales)
         self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
         self.anchor_size = float(anchor_size)
+        self.center_offset = float(center_offset)
         self._cache = _Cache()
         self.built = True  # no weights
 
@@ -150,13 +159,15 @@ class AnchorGenerator(keras.layers.Layer):
         """A: anchors at each location of every level (9 in the paper)."""
         return self.num_scales * len(self.aspect_ratios)
 
-    def level_anchors(self, level, rows, cols, xp=np):
-        """`[rows * cols * A, 4]` float64 yxyx pixels of one level, in anchor order; location
-        (y, x) is centred at ((y + 0.5) * stride, (x + 0.5) * stride). `xp` is numpy (ints) or
-        `_TensorOps` (int tensors): one formula for both."""
+    def level_anchors(self, level, height, width, xp=np):
+        """`[rows * cols * A, 4]` float64 yxyx pixels of one level of a `height` x `width` input,
+        in anchor order; location (y, x) is centred at ((y + offset) * stride, (x + offset) *
+        stride), stride = 2^level. `xp` is numpy (ints) or `_TensorOps` (int tensors): one formula
+        for both."""
         stride = 2**level
-        cy = (xp.arange(rows, dtype=np.float64) + 0.5) * stride
-        cx = (xp.arange(cols, dtype=np.float64) + 0.5) * stride
+        rows, cols = feature_size(height, level), feature_size(width, level)
+        cy = (xp.arange(rows, dtype=np.float64) + self.center_offset) * stride
+        cx = (xp.arange(cols, dtype=np.float64) + self.center_offset) * stride
         cy, cx = xp.meshgrid(cy, cx, indexing="ij")  # [rows, cols]
         half_sizes = []
         for scale_index in range(self.num_scales):
@@ -173,15 +184,13 @@ class AnchorGenerator(keras.layers.Layer):
         static = static_hw(image_size)
         if static is None:
             height, width = tf.cast(image_size[0], tf.int32), tf.cast(image_size[1], tf.int32)
-            return {level_name(lv): tf.cast(self.level_anchors(lv, feature_size(height, lv),
-                                                               feature_size(width, lv), xp=_TensorOps), tf.float32)
+            return {level_name(lv): tf.cast(self.level_anchors(lv, height, width, xp=_TensorOps), tf.float32)
                     for lv in range(self.min_level, self.max_level + 1)}
         height, width = validate_image_size(static)
         cache = self._cache.by_size
         if (height, width) not in cache:
             cache[height, width] = {
-                level_name(lv): self.level_anchors(lv, feature_size(height, lv),
-                                                   feature_size(width, lv)).astype(np.float32)
+                level_name(lv): self.level_anchors(lv, height, width).astype(np.float32)
                 for lv in range(self.min_level, self.max_level + 1)}
         return cache[height, width]
 
@@ -206,7 +215,8 @@ class AnchorGenerator(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(min_level=self.min_level, max_level=self.max_level, num_scales=self.num_scales,
-                      aspect_ratios=list(self.aspect_ratios), anchor_size=self.anchor_size)
+                      aspect_ratios=list(self.aspect_ratios), anchor_size=self.anchor_size,
+                      center_offset=self.center_offset)
         return config
 
 

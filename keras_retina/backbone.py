@@ -5,6 +5,10 @@
   normalisation (RGB -> BGR, ImageNet mean subtracted) built into the graph, so
   ImageNet weights see the inputs they were trained on. C3..C5 are the outputs
   of stages conv3..conv5.
+- `torchvision_resnet50/101`, `detectron2_resnet50/101`: the same networks laid out as
+  torchvision and detectron2 build them (stride position, padding, BN epsilon, input
+  normalisation: `pytorch_resnet`), for weights converted from those libraries (`convert`).
+  No ImageNet download: their weights come from a converted model_dir or a weights file.
 - `tiny`: a five-stage conv-GroupNorm-ReLU network (16-128 channels) for tests
   and CPU demos; trains from scratch in minutes. GroupNorm, not BatchNorm: it
   trains from scratch on a few images per step and behaves the same in training
@@ -46,15 +50,21 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_retina import pytorch_resnet
 from keras_retina.errors import DataError
 
-BACKBONES = ("resnet50", "resnet101", "tiny")
+BACKBONES = ("resnet50", "resnet101", "torchvision_resnet50", "torchvision_resnet101", "detectron2_resnet50",
+             "detectron2_resnet101", "tiny")
 DEFAULT_BACKBONE = "resnet50"
 
 RESNETS = {
     "resnet50": (keras.applications.ResNet50, ("conv3_block4_out", "conv4_block6_out", "conv5_block3_out")),
     "resnet101": (keras.applications.ResNet101, ("conv3_block4_out", "conv4_block23_out", "conv5_block3_out")),
 }
+# name -> (depth, layout) of `pytorch_resnet`
+PYTORCH_RESNETS = {f"{layout}_resnet{depth}": (depth, layout) for layout in pytorch_resnet.LAYOUTS
+                   for depth in pytorch_resnet.BLOCKS}
+FREEZABLE = tuple(RESNETS) + tuple(PYTORCH_RESNETS)  # backbones with stages to freeze and BatchNorm
 _IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 FREEZE_AT_PRETRAINED = 2  # Detectron's TRAIN.FREEZE_AT: the stem and conv2_x
 MAX_FREEZE_AT = 5  # the stem and every stage
@@ -154,7 +164,7 @@ def fold_frozen_batchnorm(model):
 
 def default_freeze_at(name, weights):
     """FREEZE_AT_PRETRAINED for a ResNet given pretrained weights, else 0 (see module docstring)."""
-    return FREEZE_AT_PRETRAINED if name in RESNETS and weights is not None else 0
+    return FREEZE_AT_PRETRAINED if name in FREEZABLE and weights is not None else 0
 
 
 def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freeze_at=0):
@@ -174,24 +184,29 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
         raise ValueError(f"backbone={name!r}: choose one of {BACKBONES}.")
     if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
         raise DataError(f"backbone_weights={weights!r}: no such weights file.")
-    if name not in RESNETS and freeze_at:
+    if name not in FREEZABLE and freeze_at:
         raise ValueError(f"freeze_backbone_at={freeze_at}: only ResNet backbones have frozen stages; "
                          f"backbone={name!r} trains from scratch, use 0.")
     if not 0 <= int(freeze_at) <= MAX_FREEZE_AT:
         raise ValueError(f"freeze_backbone_at={freeze_at}: choose 0 (train everything) to {MAX_FREEZE_AT} "
                          f"(the stem and conv2..conv{MAX_FREEZE_AT} frozen).")
+    if name in RESNETS:
+        return _resnet(name, input_shape, weights, freeze_batchnorm, int(freeze_at))
+    if weights == "imagenet":
+        raise ValueError(f"backbone={name!r} has no ImageNet weights to download; use resnet50/resnet101, a weights "
+                         f"file, or a converted model_dir (keras_retina convert, train --init_from).")
     if name == "tiny":
-        if weights == "imagenet":
-            raise ValueError("backbone='tiny' has no ImageNet weights; use resnet50/resnet101 or a path.")
         model = _tiny(input_shape)
-        if weights is not None:
-            try:
-                model.load_weights(weights)
-            except Exception as error:  # h5py, shape or format errors, whatever the file holds
-                raise DataError(f"backbone_weights={weights}: not weights of the tiny backbone "
-                                f"({_first_line(error)}).") from None
-        return model
-    return _resnet(name, input_shape, weights, freeze_batchnorm, int(freeze_at))
+    else:
+        model = pytorch_resnet.build(*PYTORCH_RESNETS[name], input_shape=input_shape, name=name)
+        model = _freeze(model, freeze_batchnorm, int(freeze_at))
+    if weights is not None:
+        try:
+            model.load_weights(weights)
+        except Exception as error:  # h5py, shape or format errors, whatever the file holds
+            raise DataError(f"backbone_weights={weights}: not weights of the {name} backbone "
+                            f"({_first_line(error)}).") from None
+    return model
 
 
 def _resnet(name, input_shape, weights, freeze_batchnorm, freeze_at):
@@ -209,17 +224,23 @@ def _resnet(name, input_shape, weights, freeze_batchnorm, freeze_at):
             f"Could not get ImageNet weights for {name} ({_first_line(error)}). On a machine with internet, "
             f"download {name}_weights_tf_dim_ordering_tf_kernels_notop.h5 (keras.applications) and "
             f"pass its path as backbone_weights, or copy it to ~/.keras/models/.") from None
-    for layer in resnet.layers:
+    outputs = {
+        f"C{level}": resnet.get_layer(layer_name).output
+        for level, layer_name in zip((3, 4, 5), stage_outputs)
+    }
+    return _freeze(keras.Model(inputs, outputs, name=name), freeze_batchnorm, freeze_at)
+
+
+def _freeze(model, freeze_batchnorm, freeze_at):
+    """Freezes the stem and stages conv2..conv{freeze_at} (layers named conv<k>_/pool<k>_) and,
+    with `freeze_batchnorm`, every BatchNorm; folds each frozen BatchNorm into its conv."""
+    for layer in model.layers:
         stage = _STAGE.match(layer.name)
         if stage and int(stage.group(1)) <= freeze_at:
             layer.trainable = False  # its BatchNorm too, so it folds
         elif freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    outputs = {
-        f"C{level}": resnet.get_layer(layer_name).output
-        for level, layer_name in zip((3, 4, 5), stage_outputs)
-    }
-    return fold_frozen_batchnorm(keras.Model(inputs, outputs, name=name))
+    return fold_frozen_batchnorm(model)
 
 
 def _tiny(input_shape):

@@ -25,15 +25,20 @@ from keras_retina.fpn import FeaturePyramid
 from keras_retina.heads import PredictionHead
 from keras_retina.label_encoder import LabelEncoder
 from keras_retina.postprocess import DetectionDecoder
+from keras_retina.torchvision_anchors import TorchvisionAnchorGenerator
 
 PART_NAMES = ("backbone", "feature_pyramid", "classification_head", "box_head", "anchor_generator",
               "label_encoder", "decoder", "classification_loss", "box_loss")
 
 
 def anchor_generator(config):
-    """The anchor generator of a ModelConfig (the paper's geometry with its scales, ratios, size)."""
-    return anchor_lib.AnchorGenerator(num_scales=config.num_scales, aspect_ratios=config.aspect_ratios,
-                                      anchor_size=config.anchor_size, name="anchor_generator")
+    """The anchor generator of a ModelConfig: its geometry with its scales, ratios and size."""
+    settings = dict(num_scales=config.num_scales, aspect_ratios=config.aspect_ratios,
+                    anchor_size=config.anchor_size, name="anchor_generator")
+    if config.anchor_geometry == "torchvision":
+        return TorchvisionAnchorGenerator(**settings)
+    return anchor_lib.AnchorGenerator(center_offset=0.0 if config.anchor_geometry == "detectron2" else 0.5,
+                                      **settings)
 
 
 def build_parts(config, **given):
@@ -50,14 +55,14 @@ def build_parts(config, **given):
                                            config.freeze_backbone_batchnorm, config.freeze_backbone_at)
     if "feature_pyramid" not in parts:
         parts["feature_pyramid"] = FeaturePyramid(config.fpn_filters, generator.max_level, config.p6_input,
-                                                  name="fpn")
+                                                  config.fpn_extra_padding, name="fpn")
     if "classification_head" not in parts:
         parts["classification_head"] = PredictionHead(
             config.num_classes, generator.anchors_per_location, config.head_filters, config.head_convs,
-            config.prior_probability, name="classification_head")
+            config.prior_probability, config.head_norm, name="classification_head")
     if "box_head" not in parts:
         parts["box_head"] = PredictionHead(4, generator.anchors_per_location, config.head_filters,
-                                           config.head_convs, None, name="box_head")
+                                           config.head_convs, None, config.head_norm, name="box_head")
     if "label_encoder" not in parts:
         parts["label_encoder"] = LabelEncoder(
             None, generator, config.foreground_iou, config.background_iou,

@@ -4,7 +4,12 @@ P3-P5 are FPN's top-down pathway [4]: a 1x1 lateral conv on each C_l, the
 coarser level upsampled x2 (nearest) and added, then a 3x3 output conv. Beyond
 P5 the paper departs from FPN: P6 is a 3x3 stride-2 conv on C5 (not on P5), and
 P7 a 3x3 stride-2 conv on ReLU(P6). All levels have `filters` channels (256).
-`p6_input="P5"` gives the Model Garden's variant (P6 from P5) as an option.
+`p6_input="P5"` gives the Model Garden's and torchvision v1's variant (P6 from P5).
+
+`extra_padding` is how the stride-2 P6 and P7 convs pad: "same" (TensorFlow's: on an even
+side one row or column after, none before) or "symmetric" (PyTorch's padding=1, one on each
+side; torchvision and detectron2). Both give ceil(side / 2) outputs; on even sides their
+sampling grids are one pixel apart, so converted weights need their library's padding.
 
 Input: dict "C3".."C5" -> `[B, H/2^l, W/2^l, C_l]`.
 Output: dict "P3".."P{max_level}" -> `[B, H/2^l, W/2^l, filters]`.
@@ -15,21 +20,25 @@ Convolutions use Keras' default Glorot-uniform init with zero bias, the
 import keras
 
 P6_INPUTS = ("C5", "P5")
+EXTRA_PADDINGS = ("same", "symmetric")
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")
 class FeaturePyramid(keras.layers.Layer):
     """C3-C5 -> P3-P{max_level} (max_level 5..7; 7 in the paper)."""
 
-    def __init__(self, filters=256, max_level=7, p6_input="C5", **kwargs):
+    def __init__(self, filters=256, max_level=7, p6_input="C5", extra_padding="same", **kwargs):
         super().__init__(**kwargs)
         if p6_input not in P6_INPUTS:
             raise ValueError(f"p6_input={p6_input!r}: choose one of {P6_INPUTS}.")
+        if extra_padding not in EXTRA_PADDINGS:
+            raise ValueError(f"extra_padding={extra_padding!r}: choose one of {EXTRA_PADDINGS}.")
         if not 5 <= max_level <= 7:
             raise ValueError(f"max_level={max_level}: FeaturePyramid builds P3..P5, P6 or P7.")
         self.filters = filters
         self.max_level = max_level
         self.p6_input = p6_input
+        self.extra_padding = extra_padding
         # Every conv is a direct attribute: tf.train.Checkpoint (resume, SavedModel export) does
         # not see layers held in dicts or lists of a Keras 3 layer.
         conv = keras.layers.Conv2D
@@ -37,7 +46,9 @@ class FeaturePyramid(keras.layers.Layer):
             setattr(self, f"lateral_c{lv}", conv(filters, 1, padding="same", name=f"lateral_c{lv}"))
             setattr(self, f"output_p{lv}", conv(filters, 3, padding="same", name=f"output_p{lv}"))
         for lv in range(6, max_level + 1):
-            setattr(self, f"conv_p{lv}", conv(filters, 3, strides=2, padding="same", name=f"conv_p{lv}"))
+            setattr(self, f"conv_p{lv}", conv(filters, 3, strides=2, name=f"conv_p{lv}",
+                                              padding="same" if extra_padding == "same" else "valid"))
+        self.pad = keras.layers.ZeroPadding2D(1) if extra_padding == "symmetric" else None
         self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest")
 
     @property
@@ -74,7 +85,7 @@ class FeaturePyramid(keras.layers.Layer):
         for lv in range(6, self.max_level + 1):
             if lv > 6:
                 previous = keras.ops.relu(previous)
-            previous = self.extra[f"P{lv}"](previous)
+            previous = self.extra[f"P{lv}"](previous if self.pad is None else self.pad(previous))
             outputs[f"P{lv}"] = previous
         return outputs
 
@@ -93,5 +104,6 @@ class FeaturePyramid(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, max_level=self.max_level, p6_input=self.p6_input)
+        config.update(filters=self.filters, max_level=self.max_level, p6_input=self.p6_input,
+                      extra_padding=self.extra_padding)
         return config

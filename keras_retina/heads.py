@@ -8,6 +8,9 @@ N(0, 0.01), biases 0, except the classification output bias
 -log((1 - pi) / pi) with pi = 0.01, so every anchor starts at ~0.01 foreground
 confidence.
 
+`norm="group_norm"` puts GroupNorm (32 groups, epsilon 1e-5) between each hidden conv (then
+without bias) and its ReLU: torchvision's `retinanet_resnet50_fpn_v2` heads (from FCOS).
+
 Input: dict "P3".."P7" -> `[B, H_l, W_l, C]`.
 Output: dict "P3".."P7" -> `[B, H_l, W_l, A * D]` (channel a * D + d), which
 `anchors.flatten_levels` turns into `[B, A_total, D]` in anchor order.
@@ -18,6 +21,8 @@ import math
 import keras
 
 PRIOR_PROBABILITY = 0.01
+NORMS = ("none", "group_norm")
+GROUP_NORM_GROUPS = 32  # torchvision's v2 heads: nn.GroupNorm(32, 256), eps 1e-5
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")
@@ -31,11 +36,17 @@ class PredictionHead(keras.layers.Layer):
       num_convs: hidden 3x3 convs (4).
       prior_probability: pi for the output bias of the classification subnet;
         None for a zero bias (the box subnet).
+      norm: "none" (the paper) or "group_norm" (module docstring).
     """
 
     def __init__(self, values_per_anchor, num_anchors=9, filters=256, num_convs=4,
-                 prior_probability=None, **kwargs):
+                 prior_probability=None, norm="none", **kwargs):
         super().__init__(**kwargs)
+        if norm not in NORMS:
+            raise ValueError(f"norm={norm!r}: choose one of {NORMS}.")
+        if norm == "group_norm" and filters % GROUP_NORM_GROUPS:
+            raise ValueError(f"head filters={filters}: GroupNorm heads need a multiple of {GROUP_NORM_GROUPS}.")
+        self.norm = norm
         self.values_per_anchor = values_per_anchor
         self.num_anchors = num_anchors
         self.filters = filters
@@ -45,7 +56,11 @@ class PredictionHead(keras.layers.Layer):
         # Direct attributes, not a list: tf.train.Checkpoint does not see layers in lists.
         for i in range(num_convs):
             setattr(self, f"conv{i}", keras.layers.Conv2D(
-                filters, 3, padding="same", activation="relu", kernel_initializer=init, name=f"conv{i}"))
+                filters, 3, padding="same", activation="relu" if norm == "none" else None,
+                use_bias=norm == "none", kernel_initializer=init, name=f"conv{i}"))
+            if norm == "group_norm":
+                setattr(self, f"norm{i}", keras.layers.GroupNormalization(GROUP_NORM_GROUPS, epsilon=1e-5,
+                                                                          name=f"norm{i}"))
         if prior_probability is None:
             bias = "zeros"
         else:
@@ -60,18 +75,27 @@ class PredictionHead(keras.layers.Layer):
         """The hidden 3x3 convs, in order."""
         return [getattr(self, f"conv{i}") for i in range(self.num_convs)]
 
+    @property
+    def norms(self):
+        """The GroupNorm after each hidden conv, or Nones."""
+        return [getattr(self, f"norm{i}", None) for i in range(self.num_convs)]
+
     def build(self, input_shape):
         shape = tuple(next(iter(input_shape.values())))
-        for conv in self.hidden:
+        for conv, norm in zip(self.hidden, self.norms):
             conv.build(shape)
             shape = shape[:-1] + (self.filters,)
+            if norm is not None:
+                norm.build(shape)
         self.output_conv.build(shape)
 
     def call(self, features):
         outputs = {}
         for name, x in features.items():
-            for conv in self.hidden:
+            for conv, norm in zip(self.hidden, self.norms):
                 x = conv(x)
+                if norm is not None:
+                    x = keras.ops.relu(norm(x))
             outputs[name] = self.output_conv(x)
         return outputs
 
@@ -89,5 +113,6 @@ class PredictionHead(keras.layers.Layer):
             filters=self.filters,
             num_convs=self.num_convs,
             prior_probability=self.prior_probability,
+            norm=self.norm,
         )
         return config

@@ -10,11 +10,11 @@ import dataclasses
 
 from keras_retina import anchors as anchor_lib
 from keras_retina import box_coder, losses as loss_lib, postprocess, resize_policy
-from keras_retina.backbone import BACKBONES, DEFAULT_BACKBONE, MAX_FREEZE_AT, RESNETS, default_freeze_at
+from keras_retina.backbone import BACKBONES, DEFAULT_BACKBONE, FREEZABLE, MAX_FREEZE_AT, RESNETS, default_freeze_at
 from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, UNIT, as_tuples, check_fields, setting
 from keras_retina.errors import UsageError
-from keras_retina.fpn import P6_INPUTS
-from keras_retina.heads import PRIOR_PROBABILITY
+from keras_retina.fpn import EXTRA_PADDINGS, P6_INPUTS
+from keras_retina.heads import NORMS, PRIOR_PROBABILITY
 from keras_retina.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU
 
 _POSITIVE, _UNIT, _NOT_NEGATIVE = POSITIVE, UNIT, NOT_NEGATIVE
@@ -25,7 +25,8 @@ class ModelConfig:
     """The RetinaNet's settings (see each field's help); `num_classes` comes from the data."""
 
     num_classes: int = setting(None, "K, object classes (from the data's label map).", _POSITIVE, flag=False)
-    backbone: str = setting(DEFAULT_BACKBONE, "Backbone network (paper 4.1: ResNet-50/101).", choices=BACKBONES)
+    backbone: str = setting(DEFAULT_BACKBONE, "Backbone network (paper 4.1: ResNet-50/101; torchvision_/detectron2_ ones "
+                                 "take weights converted from those libraries).", choices=BACKBONES)
     image_size: object = setting(
         800, "Image scale S: the shorter side in pixels (paper 5.1, Table 1e: 600 or 800); with --resize=square "
         "the side of the square input, a multiple of 32 (an int, or (height, width)).",
@@ -49,10 +50,18 @@ class ModelConfig:
     aspect_ratios: tuple = setting(anchor_lib.ASPECT_RATIOS, "Anchor width/height ratios (paper 4: 0.5,1,2).",
                                    (lambda v: len(v) > 0 and all(r > 0 for r in v), "must be positive numbers."))
     anchor_size: float = setting(anchor_lib.ANCHOR_SIZE, "Anchor side in strides (4: areas 32^2..512^2).", _POSITIVE)
+    anchor_geometry: str = setting(
+        "centered", "Where anchors sit: centered (ours: cell centres, stride 2^l), detectron2 (cell corners) or "
+        "torchvision (cell corners, integer sizes, stride side // grid, ratio-major order); see anchors.py and "
+        "torchvision_anchors.py.", choices=anchor_lib.GEOMETRIES)
     fpn_filters: int = setting(256, "FPN channels (paper: 256).", _POSITIVE)
-    p6_input: str = setting("C5", "P6 from C5 (paper) or P5 (Model Garden).", choices=P6_INPUTS)
+    p6_input: str = setting("C5", "P6 from C5 (paper) or P5 (Model Garden, torchvision v1).", choices=P6_INPUTS)
+    fpn_extra_padding: str = setting("same", "Padding of the stride-2 P6/P7 convs: same (TensorFlow's) or "
+                                     "symmetric (PyTorch's, for converted weights).", choices=EXTRA_PADDINGS)
     head_filters: int = setting(256, "Subnet channels (paper: 256).", _POSITIVE)
     head_convs: int = setting(4, "Hidden convs per subnet (paper: 4).", _NOT_NEGATIVE)
+    head_norm: str = setting("none", "Normalisation in the subnets: none (paper) or group_norm (torchvision v2).",
+                             choices=NORMS)
     prior_probability: float = setting(PRIOR_PROBABILITY, "pi of the classification bias init (paper 4.1: 0.01).",
                                        (lambda v: 0 < v < 1, "must be in (0, 1)."), flag=False)
     classification_loss: str = setting("focal", "focal (paper), focal_star (FL*) or balanced_ce (CE_alpha).",
@@ -100,7 +109,7 @@ class ModelConfig:
         if self.backbone_weights == "imagenet" and self.backbone not in RESNETS:
             raise UsageError(f"backbone={self.backbone!r} has no ImageNet weights; use resnet50/resnet101 or a "
                              f"weights file.")
-        if self.freeze_backbone_at and self.backbone not in RESNETS:
+        if self.freeze_backbone_at and self.backbone not in FREEZABLE:
             raise UsageError(f"freeze_backbone_at={self.freeze_backbone_at}: only ResNet backbones have frozen "
                              f"stages; backbone={self.backbone!r} trains from scratch, use 0.")
 

@@ -177,3 +177,23 @@ def test_bad_names_and_paths():
         build_backbone("resnet50", (64, 64, 3), weights="/nowhere/missing.h5")
     with pytest.raises(ValueError, match="no ImageNet weights"):
         build_backbone("tiny", (64, 64, 3), weights="imagenet")
+
+
+@pytest.mark.parametrize("name", ["torchvision_resnet50", "detectron2_resnet101"])
+def test_pytorch_layout_resnets(name):
+    """torchvision's and detectron2's ResNets: C3-C5 shapes, the stride where each library puts it,
+    stages frozen and BatchNorm folded as for the keras.applications ones. (Their outputs equal
+    torchvision's: tests/test_convert.py.)"""
+    backbone = build_backbone(name, (None, None, 3), freeze_at=2)
+    out = backbone(np.zeros((1, 64, 96, 3), np.float32))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "C3": (1, 8, 12, 512), "C4": (1, 4, 6, 1024), "C5": (1, 2, 3, 2048)}
+    first = backbone.get_layer("conv3_block1_1_conv")  # the 1x1 of the first block of conv3
+    second = backbone.get_layer("conv3_block1_2_conv")  # its 3x3
+    strided, plain = (first, second) if name.startswith("detectron2") else (second, first)
+    assert (strided.conv.strides, plain.conv.strides) == ((2, 2), (1, 1))
+    assert not backbone.get_layer("conv2_block3_3_conv").trainable and not backbone.get_layer("conv1_conv").trainable
+    assert backbone.get_layer("conv3_block1_1_conv").trainable
+    assert type(second).__name__ == "FoldedConvBatchNorm" and second.bn.epsilon == 1e-5
+    blocks = {"torchvision_resnet50": 6, "detectron2_resnet101": 23}[name]
+    assert f"conv4_block{blocks}_out" in [layer.name for layer in backbone.layers]

@@ -202,8 +202,8 @@ def test_config_and_keras_file_round_trip(tmp_path):
 class CornerAnchors(AnchorGenerator):
     """A geometry variant: locations centred at (y * stride, x * stride) instead of + 0.5."""
 
-    def level_anchors(self, level, rows, cols, xp=np):
-        return super().level_anchors(level, rows, cols, xp) - 0.5 * 2**level
+    def level_anchors(self, level, height, width, xp=np):
+        return super().level_anchors(level, height, width, xp) - 0.5 * 2**level
 
 
 def test_model_from_non_default_parts_round_trips(tmp_path):

@@ -1,0 +1,111 @@
+"""ResNet-50/101 laid out as torchvision and detectron2 build them, for weights converted from either.
+
+Where they differ from keras.applications' ResNets (`backbone.RESNETS`), each is a setting of
+`build(depth, layout)` below:
+
+- The stride of a stage: torchvision puts it in the 3x3 conv of the stage's first block
+  ("ResNet v1.5"); detectron2's model-zoo RetinaNets, initialised from MSRA's ImageNet
+  ResNets, in the first 1x1 conv (its RESNETS.STRIDE_IN_1X1 = True), as the original ResNet
+  and keras.applications do.
+- Convolutions have no bias; each is followed by a frozen BatchNorm with epsilon 1e-5
+  (`FrozenBatchNorm2d` of both libraries), folded into the conv (`backbone.FoldedConvBatchNorm`).
+- PyTorch's padding: a stride-2 3x3 conv pads one pixel on every side (TensorFlow's "same"
+  pads only after, on even sides), the stem's 7x7 conv pads 3, the max pool 1 (zeros there
+  equal PyTorch's -inf: the pool follows a ReLU).
+- Input normalisation, inside the network so that, like every backbone here, it takes RGB
+  0-255 (`InputNormalization`): torchvision RGB / 255 minus the ImageNet mean
+  (0.485, 0.456, 0.406), over its std (0.229, 0.224, 0.225); detectron2 BGR 0-255 minus its
+  pixel mean (103.53, 116.28, 123.675), std 1 (its MODEL.PIXEL_MEAN / PIXEL_STD for MSRA weights).
+
+Both libraries pad a batch after normalising, so their padding is the mean colour; ours is
+black pixels (0), normalised like the rest. Outputs near the bottom and right edges of a
+padded picture therefore differ a little from theirs (measured in tests/test_convert.py).
+
+Layer names follow keras.applications (conv1_conv, conv2_block1_1_conv, conv2_block1_0_conv
+for the shortcut, conv5_block3_out), so freezing stages (`freeze_at`) and BN folding work as
+for those. Output: {"C3", "C4", "C5"}, the outputs of stages conv3..conv5 (torchvision's
+layer2..layer4, detectron2's res3..res5), strides 8, 16, 32, channels 512, 1024, 2048.
+"""
+
+import keras
+from keras import ops
+
+BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+BN_EPSILON = 1e-5  # FrozenBatchNorm2d's, torchvision and detectron2
+
+LAYOUTS = {
+    # layout: (stride in the first 1x1 conv, input scale, mean, std, BGR), mean/std in units after scaling
+    "torchvision": (False, 1.0 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False),
+    "detectron2": (True, 1.0, (103.53, 116.28, 123.675), (1.0, 1.0, 1.0), True),
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_retina")
+class InputNormalization(keras.layers.Layer):
+    """RGB 0-255 -> (channels(x) * scale - mean) / std, channels reversed when `bgr`."""
+
+    def __init__(self, scale, mean, std, bgr, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.mean, self.std, self.bgr = float(scale), tuple(mean), tuple(std), bool(bgr)
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        if self.bgr:
+            x = ops.flip(x, axis=-1)
+        if self.scale != 1.0:
+            x = x * self.scale
+        return (x - ops.convert_to_tensor(self.mean, self.compute_dtype)) / ops.convert_to_tensor(
+            self.std, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(scale=self.scale, mean=list(self.mean), std=list(self.std), bgr=self.bgr)
+        return config
+
+
+def _conv_bn(x, filters, kernel, stride, name):
+    """conv (PyTorch padding: kernel // 2 on every side, no bias) -> BatchNorm (eps 1e-5)."""
+    pad = kernel // 2
+    if pad and stride > 1:
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        padding = "valid"
+    else:
+        padding = "same"  # stride 1: 'same' pads kernel // 2 on every side, as PyTorch does
+    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
+                            name=f"{name}_conv")(x)
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+
+
+def _bottleneck(x, filters, stride, name, stride_in_1x1):
+    stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+    if stride != 1 or x.shape[-1] != 4 * filters:
+        shortcut = _conv_bn(x, 4 * filters, 1, stride, f"{name}_0")
+    else:
+        shortcut = x
+    y = keras.layers.ReLU(name=f"{name}_1_relu")(_conv_bn(x, filters, 1, stride_1x1, f"{name}_1"))
+    y = keras.layers.ReLU(name=f"{name}_2_relu")(_conv_bn(y, filters, 3, stride_3x3, f"{name}_2"))
+    y = _conv_bn(y, 4 * filters, 1, 1, f"{name}_3")
+    return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def build(depth, layout, input_shape=(None, None, 3), name=None):
+    """The ResNet-`depth` (50 or 101) of `layout` ("torchvision" or "detectron2"): a
+    `keras.Model` from `[B, H, W, 3]` RGB 0-255 to {"C3", "C4", "C5"}, BatchNorm not yet frozen
+    (`backbone.build_backbone` freezes and folds it)."""
+    if depth not in BLOCKS or layout not in LAYOUTS:
+        raise ValueError(f"ResNet-{depth} in the {layout!r} layout: choose depth {sorted(BLOCKS)} and layout "
+                         f"{sorted(LAYOUTS)}.")
+    stride_in_1x1, scale, mean, std, bgr = LAYOUTS[layout]
+    inputs = keras.Input(input_shape, name="images")
+    x = InputNormalization(scale, mean, std, bgr, name="input_normalization")(inputs)
+    x = keras.layers.ReLU(name="conv1_relu")(_conv_bn(x, 64, 7, 2, "conv1"))
+    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    outputs = {}
+    for stage, (blocks, filters) in enumerate(zip(BLOCKS[depth], (64, 128, 256, 512)), start=2):
+        for block in range(1, blocks + 1):
+            stride = 2 if block == 1 and stage > 2 else 1
+            x = _bottleneck(x, filters, stride, f"conv{stage}_block{block}", stride_in_1x1)
+        if stage >= 3:
+            outputs[f"C{stage}"] = x
+    return keras.Model(inputs, outputs, name=name or f"{layout}_resnet{depth}")
