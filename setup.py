@@ -36,7 +36,9 @@ setup(
         "serving": SERVING,
         "test": ["pytest>=8"] + OFFICIAL + SERVING,
         "bench": ["keras-hub>=0.32,<0.33"] + OFFICIAL,
-        "torch": ["torch==2.14.1"],  # tests that read files torch.save wrote (weight_files)
+        # differential tests: files torch.save wrote (weight_files), torchvision RetinaNets next to converted
+        # ones (test_convert, on skimage's astronaut photograph)
+        "torch": ["torch==2.14.1", "torchvision==0.29.1", "scikit-image"],
     },
     data_files=[("share/keras_retina/configs", [str(p) for p in sorted((HERE / "configs").glob("*.flags"))])],
     scripts=["bin/keras_retina"],  # silences TensorFlow's start-up lines before it is imported

@@ -32,6 +32,9 @@ COMMANDS = {
                "keras_retina export --model_dir=runs/demo --export_dir=serving/demo"),
     "predict": ("Detections drawn on your pictures, and detections.json (COCO results).",
                 "keras_retina predict --saved_model=serving/demo/1 photo.jpg --output_dir=out"),
+    "convert": ("A COCO RetinaNet from torchvision (.pth) or detectron2 (.pkl) weights -> a model_dir.",
+                "keras_retina convert --source=torchvision --weights=retinanet_resnet50_fpn_v2_coco-5905b1c5.pth "
+                "--model_dir=runs/coco_v2"),
 }
 
 # The commands' own flags: name -> (kind, default, help, group).
@@ -51,6 +54,9 @@ OPTIONS = {
     "saved_model": ("string", None, "An exported SavedModel version folder.", "predict"),
     "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
     "score_threshold": ("float", DRAW_SCORE_THRESHOLD, "Draw detections at or above this score.", "predict"),
+    "source": ("enum", (None, ["torchvision", "detectron2"]), "Where the weights come from: torchvision "
+               "(retinanet_resnet50_fpn[_v2] .pth) or detectron2 (model zoo RetinaNet .pkl).", "convert"),
+    "weights": ("string", None, "The downloaded weight file (never executed: only tensors are read).", "convert"),
 }
 _OPTION_CHECKS = {
     "max_images": (lambda v: v > 0, "must be positive."),
@@ -70,6 +76,7 @@ COMMAND_FLAGS = {
                    "model": {"image_size", "max_image_size", "resize", "num_scales", "aspect_ratios",
                              "anchor_size"}},
     "export": {"run": {"model_dir"}, "export": None, "training": {"mixed_precision"}},
+    "convert": {"run": {"model_dir"}, "convert": None},
     "predict": {"run": {"model_dir"}, "predict": None,
                 "export": {"nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},
                 "training": {"mixed_precision"}},
@@ -111,7 +118,10 @@ def _define_flags():
                 _validate(name, lambda v, f=field: _convert(f, v), meta["check"])
             groups[name] = group
     for name, (kind, default, text, group) in OPTIONS.items():
-        getattr(flags, f"DEFINE_{kind}")(name, default, text)
+        if kind == "enum":
+            flags.DEFINE_enum(name, default[0], default[1], text)
+        else:
+            getattr(flags, f"DEFINE_{kind}")(name, default, text)
         if name in _OPTION_CHECKS:
             _validate(name, lambda v: v, _OPTION_CHECKS[name])
         groups[name] = group
@@ -165,7 +175,7 @@ def _print_command_help(command, groups):
 
     titles = {"run": "run folder and reports", "data": "data (exactly one training source)",
               "model": "model (the paper's defaults)", "training": "training (the paper's recipe by default)",
-              "export": "export and postprocessing", "predict": "predict"}
+              "export": "export and postprocessing", "predict": "predict", "convert": "convert"}
     text, example = COMMANDS[command]
     lines = [f"keras_retina {command}: {text}", f"  e.g. {example}"]
     for group, wanted in COMMAND_FLAGS[command].items():

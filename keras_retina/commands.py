@@ -5,6 +5,7 @@ flags to them).
 - `evaluate`: model_dir (`RunDir`) -> COCO metrics, printed and written as JSON.
 - `check_data`: every problem in the data and the anchor coverage, with suggestions.
 - `export`: model_dir -> a versioned SavedModel for TF Serving (`keras_retina.export`).
+- `convert`: published torchvision / detectron2 weights -> a model_dir (`keras_retina.convert`).
 - `predict` lives in `predict`.
 
 Each takes `configs` ({"model": ModelConfig, "train": TrainConfig, "data": DataConfig}) and
@@ -17,7 +18,7 @@ import os
 import keras
 import tensorflow as tf
 
-from keras_retina import evaluation, export as export_lib, resize_policy, training
+from keras_retina import convert as convert_lib, evaluation, export as export_lib, fine_tuning, resize_policy, training
 from keras_retina.builder import anchor_generator
 from keras_retina.data import cleaning, coverage, pipeline
 from keras_retina.config_fields import from_dict
@@ -42,6 +43,8 @@ def train(configs, options):
     for report in sources.reports().values():
         print(report.format(skipping=data.skip_bad_examples), flush=True)
     model = configs["model"]
+    if configs["train"].init_from:  # the anchors of the model it starts from
+        model = fine_tuning.settings_from(model, configs["train"].init_from)
     try:
         report = coverage.anchor_coverage(sources.train, resize_policy.from_config(model), anchor_generator(model),
                                           max_images=min(options["max_images"], 500))
@@ -128,4 +131,13 @@ def export(configs, options):
           f"  signatures: serving_default (encoded image bytes), serving_image_tensor (uint8)\n"
           f"  serve with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
           f"--model_name={os.path.basename(base.rstrip('/'))} --model_base_path={base}")
+    return 0
+
+
+def convert(configs, options):
+    if not options["model_dir"] or not options["source"] or not options["weights"]:
+        raise UsageError("convert needs --source (torchvision or detectron2), --weights (the downloaded file) and "
+                         "--model_dir (a new folder).")
+    summary = convert_lib.convert(options["source"], options["weights"], options["model_dir"])
+    print(convert_lib.format_summary(summary), flush=True)
     return 0

@@ -1,0 +1,247 @@
+"""The published RetinaNet checkpoints we convert: how to recognise each, the model settings that
+reproduce it, and which of our variables each of its tensors becomes.
+
+Sources and variants (`recognise`):
+
+- torchvision `retinanet_resnet50_fpn` (v1): torchvision ResNet-50, P6 from P5, heads of
+  conv + bias + ReLU. The published file predates torchvision's renaming of the FPN and head
+  keys (`inner_blocks.0.weight` then, `inner_blocks.0.0.weight` now; head `conv.2.weight`
+  then, `conv.1.0.weight` now); torchvision renames them when loading, and so do we
+  (`_torchvision_key`). `num_batches_tracked` (written by BatchNorm2d, not by the frozen BN)
+  is ignored.
+- torchvision `retinanet_resnet50_fpn_v2`: P6 from C5, heads of conv (no bias) + GroupNorm +
+  ReLU. (A ResNet-101 body is recognised too, from the number of blocks.)
+- detectron2 model zoo RetinaNet R50/R101 (`.pkl`): ResNet with the stride in the 1x1 conv,
+  P6 from C5, heads of conv + bias + ReLU, 80 logits. Buffers older detectron2 versions saved
+  with the weights are not weights: `anchor_generator.cell_anchors.*` is ignored, and
+  `pixel_mean` / `pixel_std`, when present, must be the normalisation our detectron2 backbone
+  applies (`pytorch_resnet.LAYOUTS`), else the file is refused.
+
+The settings (`Variant.settings`, ModelConfig fields) carry each library's conventions: its
+backbone layout (`pytorch_resnet`), anchor geometry (`torchvision_anchors`, or detectron2's
+corner offset with our ratios reversed: its aspect ratios are height / width), PyTorch's
+padding of the P6/P7 convs, the heads' norm, the shorter side 800 capped at 1333 (both
+libraries' test scale), and its inference settings: score 0.05, 1000 candidates per level,
+NMS 0.5, and the detections it keeps (torchvision 300, detectron2 100; COCO's evaluation reads
+the best 100 of either).
+
+Tensor layouts (`_transform`): PyTorch kernels [out, in, kh, kw] become Keras' [kh, kw, in,
+out]. The output convs hold A blocks of D channels per location in both libraries, as ours do;
+inside each block the box deltas are (dx, dy, dw, dh) there and (dy, dx, dh, dw) here, so their
+channels are permuted; torchvision's 91 class logits (index = COCO category id) are reduced to
+the 80 categories, in id order (`coco_categories`).
+
+`load(variant, state, model, path)` checks every tensor before it assigns any: missing, extra
+and misshapen tensors are one DataError naming them, so nothing is half-converted.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+
+from keras_retina import coco_categories
+from keras_retina.backbone import FoldedConvBatchNorm
+from keras_retina.errors import DataError
+from keras_retina.pytorch_resnet import BLOCKS, LAYOUTS
+
+SOURCES = ("torchvision", "detectron2")
+_BOX_ORDER = [1, 0, 3, 2]  # (dx, dy, dw, dh) -> (dy, dx, dh, dw)
+_BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+_IGNORED = re.compile(r"(^|\.)num_batches_tracked$")
+_D2_BUFFERS = re.compile(r"^(pixel_mean|pixel_std|anchor_generator\.cell_anchors\.\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One published checkpoint kind: `source`, `name` (for people), `depth` (50/101), `settings`
+    (ModelConfig fields), `class_rows` (the source logit of each of our classes)."""
+
+    source: str
+    name: str
+    depth: int
+    settings: dict
+    class_rows: tuple
+
+
+def _torchvision_key(key):
+    """A torchvision key in today's names (module docstring)."""
+    key = key[len("module."):] if key.startswith("module.") else key
+    key = re.sub(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d)\.(weight|bias)$", r"\1.0.\2", key)
+    return re.sub(r"^(head\.(?:classification|regression)_head\.conv)\.(\d)\.(weight|bias)$",
+                  lambda m: f"{m.group(1)}.{int(m.group(2)) // 2}.0.{m.group(3)}", key)
+
+
+def normalise_keys(source, state, path):
+    """The state dict with today's key names and without the tensors no model reads (module
+    docstring); DataError for a detectron2 file that normalises its input otherwise."""
+    if source == "torchvision":
+        return {_torchvision_key(k): v for k, v in state.items() if not _IGNORED.search(k)}
+    _, _, mean, std, _ = LAYOUTS["detectron2"]
+    for key, expected in (("pixel_mean", mean), ("pixel_std", std)):
+        if key in state and not np.allclose(np.ravel(state[key]), expected, atol=1e-3):
+            raise DataError(f"{path}: its {key} is {np.ravel(state[key]).tolist()}; detectron2 RetinaNets here "
+                            f"normalise with {list(expected)} (BGR), so its weights would see other inputs.")
+    return {k: v for k, v in state.items() if not _IGNORED.search(k) and not _D2_BUFFERS.match(k)}
+
+
+def recognise(source, state, path):
+    """The `Variant` of a state dict (keys as `normalise_keys` gives them); DataError when it is
+    not a RetinaNet checkpoint of `source`."""
+    if source not in SOURCES:
+        raise DataError(f"--source={source!r}: choose one of {', '.join(SOURCES)}.")
+    if source == "torchvision":
+        cls_key, body, p6_key = "head.classification_head.cls_logits.weight", "backbone.body.layer3", \
+            "backbone.fpn.extra_blocks.p6.weight"
+    else:
+        cls_key, body, p6_key = "head.cls_score.weight", "backbone.bottom_up.res4", "backbone.top_block.p6.weight"
+    if cls_key not in state or p6_key not in state:
+        prefixes = sorted({".".join(k.split(".")[:2]) for k in state})[:8]
+        raise DataError(f"{path}: not a {source} RetinaNet checkpoint (no {cls_key} or {p6_key}); its tensors "
+                        f"start with {', '.join(prefixes)}" + (" (a two-stage detector such as Faster R-CNN?)"
+                                                             if any("roi_heads" in p or "rpn" in p for p in prefixes)
+                                                             else "") + ".")
+    blocks = len({k.split(".")[len(body.split("."))] for k in state if k.startswith(body + ".")})
+    depth = next((d for d, counts in BLOCKS.items() if counts[2] == blocks), None)
+    if depth is None:
+        raise DataError(f"{path}: its ResNet has {blocks} blocks in {body}; ResNet-50 has 6, ResNet-101 23.")
+    logits, anchors = state[cls_key].shape[0], 9
+    p6_input = "C5" if state[p6_key].shape[1] == 2048 else "P5"
+    settings = dict(image_size=800, max_image_size=1333, resize="shorter_side", freeze_backbone_at=2,
+                    fpn_extra_padding="symmetric", p6_input=p6_input, aspect_ratios=(2.0, 1.0, 0.5),
+                    score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.5)
+    if source == "torchvision":
+        expected = coco_categories.TORCHVISION_LOGITS
+        v2 = "head.classification_head.conv.0.1.weight" in state
+        settings.update(backbone=f"torchvision_resnet{depth}", anchor_geometry="torchvision",
+                        head_norm="group_norm" if v2 else "none", max_detections=300)
+        name = f"torchvision retinanet_resnet{depth}_fpn{'_v2' if v2 else ''} (COCO)"
+        rows = coco_categories.CATEGORY_IDS
+    else:
+        expected = len(coco_categories.LABEL_MAP)
+        settings.update(backbone=f"detectron2_resnet{depth}", anchor_geometry="detectron2", head_norm="none",
+                        max_detections=100)
+        name = f"detectron2 RetinaNet R{depth}-FPN (COCO)"
+        rows = tuple(range(expected))
+    if logits != anchors * expected:
+        raise DataError(f"{path}: {cls_key} has {logits} output channels; a COCO {source} RetinaNet has "
+                        f"{anchors} anchors x {expected} classes = {anchors * expected}. Only COCO checkpoints "
+                        f"convert (their 80 category names are known).")
+    return Variant(source, name, depth, settings, tuple(rows))
+
+
+def _conv_and_bn(backbone, name):
+    layer = backbone.get_layer(f"{name}_conv")
+    if isinstance(layer, FoldedConvBatchNorm):
+        return layer.conv, layer.bn
+    return layer, backbone.get_layer(f"{name}_bn")
+
+
+def _backbone_targets(variant, backbone):
+    """source key -> (variable, kind) for the ResNet."""
+    targets = {}
+
+    def conv_bn(source_conv, source_bn, name):
+        conv, bn = _conv_and_bn(backbone, name)
+        targets[f"{source_conv}.weight"] = (conv.kernel, "kernel")
+        for theirs, ours in _BN.items():
+            targets[f"{source_bn}.{theirs}"] = (getattr(bn, ours), "vector")
+
+    tv = variant.source == "torchvision"
+    conv_bn(*(("backbone.body.conv1", "backbone.body.bn1") if tv else
+              ("backbone.bottom_up.stem.conv1", "backbone.bottom_up.stem.conv1.norm")), "conv1")
+    for stage, blocks in enumerate(BLOCKS[variant.depth], start=2):
+        for block in range(blocks):
+            ours = f"conv{stage}_block{block + 1}"
+            theirs = f"backbone.body.layer{stage - 1}.{block}" if tv else f"backbone.bottom_up.res{stage}.{block}"
+            for i in (1, 2, 3):
+                conv_bn(f"{theirs}.conv{i}", f"{theirs}.bn{i}" if tv else f"{theirs}.conv{i}.norm", f"{ours}_{i}")
+            if block == 0:
+                conv_bn(*((f"{theirs}.downsample.0", f"{theirs}.downsample.1") if tv else
+                          (f"{theirs}.shortcut", f"{theirs}.shortcut.norm")), f"{ours}_0")
+    return targets
+
+
+def _conv(targets, key, conv, kind="kernel"):
+    targets[f"{key}.weight"] = (conv.kernel, kind)
+    if conv.use_bias:
+        targets[f"{key}.bias"] = (conv.bias, "vector" if kind == "kernel" else f"{kind}_bias")
+
+
+def _pyramid_and_head_targets(variant, model):
+    targets = {}
+    fpn = model.fpn
+    for i, level in enumerate((3, 4, 5)):
+        lateral, output = fpn.lateral[f"C{level}"], fpn.output_convs[f"P{level}"]
+        if variant.source == "torchvision":
+            _conv(targets, f"backbone.fpn.inner_blocks.{i}.0", lateral)
+            _conv(targets, f"backbone.fpn.layer_blocks.{i}.0", output)
+        else:
+            _conv(targets, f"backbone.fpn_lateral{level}", lateral)
+            _conv(targets, f"backbone.fpn_output{level}", output)
+    for level in (6, 7):
+        prefix = "backbone.fpn.extra_blocks" if variant.source == "torchvision" else "backbone.top_block"
+        _conv(targets, f"{prefix}.p{level}", fpn.extra[f"P{level}"])
+    for head, kind in ((model.classification_head, "classes"), (model.box_head, "boxes")):
+        if variant.source == "torchvision":
+            prefix = "head.classification_head" if kind == "classes" else "head.regression_head"
+            for i, (conv, norm) in enumerate(zip(head.hidden, head.norms)):
+                _conv(targets, f"{prefix}.conv.{i}.0", conv)
+                if norm is not None:
+                    targets[f"{prefix}.conv.{i}.1.weight"] = (norm.gamma, "vector")
+                    targets[f"{prefix}.conv.{i}.1.bias"] = (norm.beta, "vector")
+            _conv(targets, f"{prefix}.{'cls_logits' if kind == 'classes' else 'bbox_reg'}", head.output_conv, kind)
+        else:
+            prefix = "head.cls_subnet" if kind == "classes" else "head.bbox_subnet"
+            for i, conv in enumerate(head.hidden):
+                _conv(targets, f"{prefix}.{2 * i}", conv)
+            _conv(targets, "head.cls_score" if kind == "classes" else "head.bbox_pred", head.output_conv, kind)
+    return targets
+
+
+def _transform(value, kind, variant, anchors):
+    """A source tensor as our variable holds it (module docstring)."""
+    if kind in ("classes", "classes_bias", "boxes", "boxes_bias"):
+        per_anchor = value.reshape((anchors, -1) + value.shape[1:])
+        if kind.startswith("classes"):
+            per_anchor = per_anchor[:, list(variant.class_rows)]
+        else:
+            per_anchor = per_anchor[:, _BOX_ORDER]
+        value = per_anchor.reshape((-1,) + value.shape[1:])
+    if value.ndim == 4:  # [out, in, kh, kw] -> [kh, kw, in, out]
+        value = value.transpose(2, 3, 1, 0)
+    return np.ascontiguousarray(value, dtype=np.float32)
+
+
+def load(variant, state, model, path):
+    """Assigns every tensor of `state` (normalised keys) to `model` (built with
+    `variant.settings` and 80 classes); DataError naming every missing, extra or misshapen
+    tensor before anything is assigned. Returns the number of tensors assigned."""
+    targets = {**_backbone_targets(variant, model.backbone), **_pyramid_and_head_targets(variant, model)}
+    missing = sorted(set(targets) - set(state))
+    extra = sorted(set(state) - set(targets))
+    converted, misshapen = {}, []
+    for key in sorted(set(targets) & set(state)):
+        variable, kind = targets[key]
+        value = state[key]
+        if value.dtype.kind != "f":
+            misshapen.append(f"{key} is {value.dtype}, not floating point")
+            continue
+        try:
+            converted[key] = _transform(value, kind, variant, model.anchor_generator.anchors_per_location)
+        except ValueError:
+            converted[key] = value
+        if converted[key].shape != tuple(variable.shape):
+            misshapen.append(f"{key} {list(value.shape)} (ours {variable.path} needs {list(variable.shape)})")
+        elif not np.all(np.isfinite(converted[key])):
+            misshapen.append(f"{key} holds NaN or Inf")
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", extra), ("unusable", misshapen)):
+        if keys:
+            problems.append(f"{len(keys)} {label}: " + "; ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
+    if problems:
+        raise DataError(f"{path} is not a complete {variant.name} checkpoint ({' | '.join(problems)}); nothing "
+                        f"was converted.")
+    for key, value in converted.items():
+        targets[key][0].assign(value)
+    return len(converted)
