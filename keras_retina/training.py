@@ -17,7 +17,7 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_retina import callbacks as cb, evaluation
+from keras_retina import callbacks as cb, evaluation, fine_tuning
 from keras_retina.data import cleaning, pipeline
 from keras_retina.config_fields import from_dict
 from keras_retina.data.data_config import DataConfig
@@ -104,6 +104,8 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
     model_dir = run.path
     label_map = sources.label_map
     model_config = dataclasses.replace(model_config, num_classes=len(label_map))
+    if train_config.init_from:
+        model_config = fine_tuning.settings_from(model_config, train_config.init_from)
     previous = run.read_config()["model"] if run.has_config() else None
     model_config = resolve_model_settings(model_config, previous, model_dir)
     if previous is not None and RunDir(run.path).latest_checkpoint() and not allow_other_data:
@@ -123,6 +125,7 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
     manager = run.checkpoint_manager(checkpoint)
     run.remove_partial_checkpoints()  # of a run that died while saving (this one holds the lock)
     step = 0
+    init_report = None
     # Every worker resumes from the chief's latest checkpoint (a worker's own temporary ones may be
     # lost or a step behind), so all replicas start at the same step with the same weights.
     latest = RunDir(run.path).latest_checkpoint()
@@ -131,6 +134,9 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
         step = int(model.optimizer.iterations.numpy())
         print(f"Resuming from {latest} at step {step} "
               f"(learning rate {float(model.optimizer.learning_rate):.5g}).", flush=True)
+    elif train_config.init_from:
+        init_report = fine_tuning.initialise(model, train_config.init_from, label_map)
+        print(fine_tuning.format_report(init_report), flush=True)
 
     per_epoch = max(1, min(train_config.checkpoint_every_steps, train_steps))
     policy = model.resize_policy
@@ -179,6 +185,8 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
     summary = {"steps": final_step, "batch_size": train_config.batch_size,
                "seconds_this_run": round(time.time() - start, 1),
                "model_dir": run.path, "checkpoint": manager.latest_checkpoint}
+    if init_report is not None:
+        summary["init_from"] = init_report
     reports = sources.reports()
     if reports:  # what the readers fixed, skipped or dropped (cleaning.DataReport)
         summary["data"] = {split: report.as_dict() for split, report in reports.items()}
