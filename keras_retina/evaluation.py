@@ -32,7 +32,8 @@ def collect_detections(model, dataset, label_map):
     images, annotations, results = [], [], []
     detect = tf.function(model.detect, reduce_retracing=True)
     for batch_images, meta in dataset:
-        out = {k: v.numpy() for k, v in detect(batch_images).items()}
+        pictures = input_mapping.resized_sizes(meta["original_size"], meta["scale"])
+        out = {k: v.numpy() for k, v in detect(batch_images, pictures).items()}
         meta = {k: v.numpy() for k, v in meta.items()}
         for i, image_id in enumerate(meta["image_id"]):
             if image_id < 0:

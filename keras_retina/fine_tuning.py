@@ -2,7 +2,7 @@
 COCO model converted from torchvision or detectron2 (`convert`), or any trained run.
 
 - Architecture: the settings that decide what the weights are (`ARCHITECTURE`: backbone,
-  anchor geometry, pyramid and head layout, box coder) are DIR's; the run's other settings
+  anchor geometry, pyramid and head layout, box coder, the padding colour they saw) are DIR's; the run's other settings
   (image size, loss, matching, inference thresholds) are its own (`settings_from`). An unset
   `freeze_backbone_at` becomes 2 for ResNets: the stem and conv2 stay frozen, as Detectron,
   detectron2 and torchvision fine-tune from pretrained weights.
@@ -26,7 +26,8 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.run_dir import RunDir
 
 ARCHITECTURE = ("backbone", "anchor_geometry", "num_scales", "aspect_ratios", "anchor_size", "fpn_filters",
-                "p6_input", "fpn_extra_padding", "head_filters", "head_convs", "head_norm", "box_coder_weights")
+                "p6_input", "fpn_extra_padding", "head_filters", "head_convs", "head_norm", "box_coder_weights",
+                "pad_color")
 
 
 def settings_from(model_config, init_dir):

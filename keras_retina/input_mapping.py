@@ -4,13 +4,13 @@ One pair of functions, used by the training and evaluation pipelines, the export
 graph, `predict` and the TensorBoard pictures, with the model's `resize_policy.ResizePolicy`:
 
 - `to_model_input(image, policy)`: the picture scaled by `policy.scale` (aspect kept),
-  zero-padded at the bottom and right to its canvas (`policy.canvas`: sides multiples of 32);
+  padded (`policy.pad_color`) at the bottom and right to its canvas (`policy.canvas`: sides multiples of 32);
   returns the padded float32 `[h, w, 3]` (0-255) and `scale` (input pixels per picture pixel).
 - `to_original(boxes, scale, original_hw, normalised=False)`: detections `[..., 4]` yxyx in
   input pixels -> yxyx in pixels of the picture (or normalised to it, 0..1), clipped to it.
 
 `resize(image, boxes, scale, window=None, offset=None)` is the resize underneath, with boxes
-and an optional crop (training's scale jitter); `pad_to(image, canvas)` the padding. All run
+and an optional crop (training's scale jitter); `pad_to(image, canvas, color)` the padding. All run
 in TensorFlow (eagerly, inside `tf.data` and inside the SavedModel); `to_original` also
 takes numpy arrays.
 """
@@ -23,8 +23,14 @@ from keras_retina import boxes as box_lib
 
 def resized_size(height, width, scale):
     """int32 [2]: the picture's size after scaling (each side rounded, at least 1)."""
-    size = tf.cast(tf.stack([height, width]), tf.float32) * scale
-    return tf.maximum(tf.cast(tf.round(size), tf.int32), 1)
+    return resized_sizes(tf.stack([height, width]), scale)
+
+
+def resized_sizes(sizes, scales):
+    """int32 `[..., 2]`: (height, width) `[..., 2]` after scaling by `scales` `[...]` (a batch's
+    pictures inside their inputs, from the evaluation pipeline's meta)."""
+    scaled = tf.cast(sizes, tf.float32) * tf.cast(scales, tf.float32)[..., None]
+    return tf.maximum(tf.cast(tf.round(scaled), tf.int32), 1)
 
 
 def resize(image, boxes, scale, window=None, offset=None):
@@ -41,9 +47,14 @@ def resize(image, boxes, scale, window=None, offset=None):
     return tf.clip_by_value(image, 0.0, 255.0), boxes
 
 
-def pad_to(image, canvas):
-    """Zero-pads `[h, w, C]` at the bottom and right to `canvas` (height, width)."""
-    return tf.image.pad_to_bounding_box(image, 0, 0, canvas[0], canvas[1])
+def pad_to(image, canvas, color=None):
+    """Pads `[h, w, C]` (or a batch `[B, h, w, C]`) at the bottom and right to `canvas` (height,
+    width) with `color` (C values; None: zeros). The picture's own pixels are untouched."""
+    padded = tf.image.pad_to_bounding_box(image, 0, 0, canvas[0], canvas[1])
+    if color is None or not any(color):
+        return padded
+    outside = 1.0 - tf.image.pad_to_bounding_box(tf.ones_like(image[..., :1]), 0, 0, canvas[0], canvas[1])
+    return padded + outside * tf.constant(color, padded.dtype)
 
 
 def to_model_input(image, policy):
@@ -51,7 +62,7 @@ def to_model_input(image, policy):
     scale = policy.scale(tf.shape(image)[0], tf.shape(image)[1])
     resized, _ = resize(image, tf.zeros([0, 4]), scale)
     shape = tf.shape(resized)
-    return pad_to(resized, policy.canvas(shape[0], shape[1])), scale
+    return pad_to(resized, policy.canvas(shape[0], shape[1]), policy.pad_color), scale
 
 
 def to_original(boxes, scale, original_hw, normalised=False):

@@ -196,9 +196,12 @@ class RetinaNet(keras.Model):
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ---------------------------------------------------------------- inference
-    def detect(self, images):
-        """Images `[B, H, W, 3]` RGB 0-255 -> final detections (see module docstring)."""
-        return self.decoder(self(images, training=False), image_size=_image_size(images))
+    def detect(self, images, picture_sizes=None):
+        """Images `[B, H, W, 3]` RGB 0-255 -> final detections (see module docstring);
+        `picture_sizes` `[B, 2]`: each picture's (height, width) inside its padded input, boxes are
+        clipped to it (default: to the whole input)."""
+        return self.decoder(self(images, training=False), image_size=_image_size(images),
+                            picture_sizes=picture_sizes)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

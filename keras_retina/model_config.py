@@ -35,6 +35,11 @@ class ModelConfig:
     max_image_size: int = setting(
         None, "L: the longer side is capped at this (Detectron: 1000 at S=600, 1333 at S=800). Default: "
         "round(5/3 S). Not used with --resize=square.", _POSITIVE)
+    pad_color: tuple = setting(
+        (0.0, 0.0, 0.0), "RGB 0-255 colour pictures are padded with to their canvas: black, or the mean colour "
+        "torchvision and detectron2 pad with (they pad after normalising; converted models: "
+        "123.675,116.28,103.53).", (lambda v: len(v) == 3 and all(0 <= c <= 255 for c in v),
+                                    "must be three numbers in 0..255 (R, G, B)."))
     resize: str = setting(
         "shorter_side", "How pictures become inputs: shorter_side (the paper's: shorter side S, longer side at "
         "most L, aspect kept, batches grouped by aspect ratio) or square (longer side fitted into an S x S "

@@ -3,7 +3,8 @@
 Per pyramid level: keep the `pre_nms_top_k` (1000) highest-scoring
 (anchor, class) pairs, drop those with score <= `score_threshold` (0.05), and
 decode only those boxes. Candidates of all levels are merged, clipped to the
-image, and greedy NMS at IoU `nms_iou_threshold` (0.5) runs per class; the
+picture (`picture_sizes`: the part of the input the picture fills, top left; default the
+whole input), and greedy NMS at IoU `nms_iou_threshold` (0.5) runs per class; the
 `max_detections` (100, COCO practice) best survivors are returned.
 
 Class-wise NMS runs as one NMS per image on boxes shifted by
@@ -14,8 +15,10 @@ NonMaxSuppressionV5 kernel, a core op that TF Serving runs.
 This is a Keras layer so that the exported SavedModel contains it.
 
 Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]`
-deltas, in anchor order, and the input's (height, width) (static ints or a tensor: the
-anchors are made for it).
+deltas, in anchor order, the input's (height, width) (static ints or a tensor: the anchors
+are made for it) and optionally `picture_sizes` int `[B, 2]` (height, width) of each picture
+inside its padded input. Clipping to the picture before NMS, not to the padded canvas, is
+torchvision's order (`GeneralizedRCNNTransform`'s image sizes), so converted models keep it.
 Output: dict
   - `boxes`: `[B, max_detections, 4]` float32, yxyx pixels of the model input,
   - `scores`: `[B, max_detections]` float32, descending,
@@ -80,7 +83,7 @@ class DetectionDecoder(keras.layers.Layer):
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
 
-    def call(self, outputs, image_size=None):
+    def call(self, outputs, image_size=None, picture_sizes=None):
         if image_size is None:
             image_size = self.image_size
         if image_size is None:
@@ -111,7 +114,11 @@ class DetectionDecoder(keras.layers.Layer):
             level_classes.append(top_index % num_classes)
             start += count
 
-        boxes = box_lib.clip_to_image(tf.concat(level_boxes, 1), height, width)  # [B, C, 4]
+        if picture_sizes is None:
+            boxes = box_lib.clip_to_image(tf.concat(level_boxes, 1), height, width)  # [B, C, 4]
+        else:
+            sizes = tf.cast(picture_sizes, tf.float32)
+            boxes = box_lib.clip_to_image(tf.concat(level_boxes, 1), sizes[:, :1], sizes[:, 1:])
         scores = tf.concat(level_scores, 1)  # [B, C]
         classes = tf.concat(level_classes, 1)  # [B, C]
         scores = tf.where(scores > self.score_threshold, scores, 0.0)

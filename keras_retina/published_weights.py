@@ -18,7 +18,8 @@ Sources and variants (`recognise`):
   applies (`pytorch_resnet.LAYOUTS`), else the file is refused.
 
 The settings (`Variant.settings`, ModelConfig fields) carry each library's conventions: its
-backbone layout (`pytorch_resnet`), anchor geometry (`torchvision_anchors`, or detectron2's
+backbone layout (`pytorch_resnet`) and padding colour (the mean colour: both pad after
+normalising), anchor geometry (`torchvision_anchors`, or detectron2's
 corner offset with our ratios reversed: its aspect ratios are height / width), PyTorch's
 padding of the P6/P7 convs, the heads' norm, the shorter side 800 capped at 1333 (both
 libraries' test scale), and its inference settings: score 0.05, 1000 candidates per level,
@@ -43,7 +44,7 @@ import numpy as np
 from keras_retina import coco_categories
 from keras_retina.backbone import FoldedConvBatchNorm
 from keras_retina.errors import DataError
-from keras_retina.pytorch_resnet import BLOCKS, LAYOUTS
+from keras_retina.pytorch_resnet import BLOCKS, LAYOUTS, mean_color
 
 SOURCES = ("torchvision", "detectron2")
 _BOX_ORDER = [1, 0, 3, 2]  # (dx, dy, dw, dh) -> (dy, dx, dh, dw)
@@ -108,6 +109,7 @@ def recognise(source, state, path):
     logits, anchors = state[cls_key].shape[0], 9
     p6_input = "C5" if state[p6_key].shape[1] == 2048 else "P5"
     settings = dict(image_size=800, max_image_size=1333, resize="shorter_side", freeze_backbone_at=2,
+                    pad_color=mean_color(source),
                     fpn_extra_padding="symmetric", p6_input=p6_input, aspect_ratios=(2.0, 1.0, 0.5),
                     score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.5)
     if source == "torchvision":

@@ -17,9 +17,9 @@ Where they differ from keras.applications' ResNets (`backbone.RESNETS`), each is
   (0.485, 0.456, 0.406), over its std (0.229, 0.224, 0.225); detectron2 BGR 0-255 minus its
   pixel mean (103.53, 116.28, 123.675), std 1 (its MODEL.PIXEL_MEAN / PIXEL_STD for MSRA weights).
 
-Both libraries pad a batch after normalising, so their padding is the mean colour; ours is
-black pixels (0), normalised like the rest. Outputs near the bottom and right edges of a
-padded picture therefore differ a little from theirs (measured in tests/test_convert.py).
+Both libraries pad a batch after normalising, so their padding is the mean colour
+(`mean_color`: 123.675, 116.28, 103.53 RGB for both); converted models pad with it
+(ModelConfig.pad_color), so pictures that need padding see what those libraries show them.
 
 Layer names follow keras.applications (conv1_conv, conv2_block1_1_conv, conv2_block1_0_conv
 for the shortcut, conv5_block3_out), so freezing stages (`freeze_at`) and BN folding work as
@@ -61,6 +61,14 @@ class InputNormalization(keras.layers.Layer):
         config = super().get_config()
         config.update(scale=self.scale, mean=list(self.mean), std=list(self.std), bgr=self.bgr)
         return config
+
+
+def mean_color(layout):
+    """The RGB 0-255 colour the layout's normalisation maps to 0: the padding both libraries'
+    batches effectively have (they pad after normalising)."""
+    _, scale, mean, _, bgr = LAYOUTS[layout]
+    rgb = mean[::-1] if bgr else mean
+    return tuple(round(m / scale, 6) for m in rgb)
 
 
 def _conv_bn(x, filters, kernel, stride, name):

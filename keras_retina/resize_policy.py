@@ -9,7 +9,8 @@ Policies (`ModelConfig.resize`):
 - "square": scale = min(H / height, W / width), the longer side fitted into an H x W square
   (`image_size` int or (H, W)); every input has the same static shape (TPUs, XLA).
 
-The resized picture sits at the top left of a zero canvas; its sides are multiples of 32
+The resized picture sits at the top left of a canvas filled with `pad_color` (black unless
+the model says otherwise); its sides are multiples of 32
 (`SIZE_MULTIPLE`, the stride of C5, so the FPN's x2 upsampling lines up). Canvases come from
 a small fixed set, the buckets, so a compiled step and TensorFlow's per-shape kernels see few
 shapes:
@@ -53,12 +54,15 @@ class ResizePolicy:
       image_size: S (an int) for "shorter_side"; the square's side or (H, W) for "square".
       max_image_size: L for "shorter_side" (None: `default_max_size(S)`); unused by "square".
       policy: "shorter_side" or "square".
+      pad_color: RGB 0-255 of the padding (black; converted torchvision / detectron2 models pad
+        with the mean colour, which their normalisation maps to 0).
     """
 
-    def __init__(self, image_size, max_image_size=None, policy="shorter_side"):
+    def __init__(self, image_size, max_image_size=None, policy="shorter_side", pad_color=(0.0, 0.0, 0.0)):
         if policy not in POLICIES:
             raise ValueError(f"resize={policy!r}: choose one of {', '.join(POLICIES)}.")
         self.policy = policy
+        self.pad_color = tuple(float(c) for c in pad_color)
         if policy == "square":
             height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
             if min(height, width) <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
@@ -133,5 +137,7 @@ class ResizePolicy:
 
 
 def from_config(config):
-    """The policy of a ModelConfig (or any object with image_size, max_image_size, resize)."""
-    return ResizePolicy(config.image_size, config.max_image_size, config.resize)
+    """The policy of a ModelConfig (or any object with image_size, max_image_size, resize and
+    optionally pad_color)."""
+    return ResizePolicy(config.image_size, config.max_image_size, config.resize,
+                        getattr(config, "pad_color", (0.0, 0.0, 0.0)))

@@ -155,8 +155,8 @@ def test_torchvision_anchors_equal_torchvision(size):
     assert anchor_generator(ModelConfig(anchor_geometry="torchvision", aspect_ratios=(2.0, 1.0, 0.5))
                             ).get_config() == generator.get_config()
     np.testing.assert_array_equal(generator.anchors(size)[:, _TO_OURS], theirs)
-    in_graph = tf.function(generator.anchors, autograph=False, input_signature=[tf.TensorSpec([2], tf.int32)])(
-        tf.constant(size))
+    in_graph = tf.function(lambda s: generator.anchors(s), autograph=False,
+                           input_signature=[tf.TensorSpec([2], tf.int32)])(tf.constant(size))
     np.testing.assert_array_equal(in_graph.numpy()[:, _TO_OURS], theirs)
 
 
@@ -188,6 +188,29 @@ def test_torchvision_detections_equal(torchvision_pair):
     ours = model.detect(image.astype(np.float32))
     count = int(ours["num_detections"][0])
     assert count == len(theirs["scores"]) == 300  # torchvision keeps 300, and so does the converted model
+    ids = np.asarray(coco_categories.CATEGORY_IDS)[ours["classes"][0, :count].numpy()]
+    _assert_same_detections((ours["boxes"][0, :count].numpy(), ours["scores"][0, :count].numpy(), ids),
+                            (theirs["boxes"].numpy()[:, _TO_OURS], theirs["scores"].numpy(), theirs["labels"].numpy()))
+
+
+def test_torchvision_detections_equal_on_a_padded_picture(torchvision_pair):
+    """A 400 x 500 picture needs padding to 416 x 512. torchvision pads after normalising (zeros:
+    the mean colour); the converted model pads its canvas with the mean colour
+    (`ModelConfig.pad_color`), so the network sees the same input; both clip boxes to the picture
+    (not the padded input) before NMS, as serving and evaluation do."""
+    from keras_retina.input_mapping import to_model_input
+    from keras_retina.resize_policy import ResizePolicy
+
+    tv, model, variant, _ = torchvision_pair
+    image = _astronaut(400, 500)
+    tv.transform.min_size, tv.transform.max_size = (400,), 500
+    with torch.no_grad():
+        theirs = tv([torch.from_numpy(image[0]).permute(2, 0, 1).float() / 255.0])[0]
+    policy = ResizePolicy(400, 500, pad_color=model.resize_policy.pad_color)
+    padded, scale = to_model_input(tf.constant(image[0]), policy)
+    assert padded.shape == (416, 512, 3) and float(scale) == 1.0
+    ours = model.detect(padded[None], picture_sizes=[[400, 500]])  # clipped to the picture, as torchvision
+    count = int(ours["num_detections"][0])
     ids = np.asarray(coco_categories.CATEGORY_IDS)[ours["classes"][0, :count].numpy()]
     _assert_same_detections((ours["boxes"][0, :count].numpy(), ours["scores"][0, :count].numpy(), ids),
                             (theirs["boxes"].numpy()[:, _TO_OURS], theirs["scores"].numpy(), theirs["labels"].numpy()))

@@ -44,3 +44,18 @@ def test_to_original_on_a_batch_of_pictures_of_different_sizes():
     assert_close(back, [[[0, 0, 100, 200]], [[0, 0, 300, 60]]], atol=1e-3)
     assert_close(input_mapping.to_original(boxes, scales, sizes, normalised=True), [[[0, 0, 1, 1]], [[0, 0, 1, 1]]],
                  atol=1e-6)
+
+
+def test_padding_colour_leaves_the_picture_untouched():
+    """Converted torchvision / detectron2 models pad with the mean colour (what those libraries'
+    zero padding after normalising is in pixels); the picture's own pixels stay exact."""
+    colour = (123.675, 116.28, 103.53)
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (100, 200, 3)).astype(np.float32))
+    padded = input_mapping.pad_to(image, (128, 224), colour).numpy()
+    np.testing.assert_array_equal(padded[:100, :200], image.numpy())
+    np.testing.assert_allclose(padded[100:], np.broadcast_to(np.float32(colour), (28, 224, 3)))
+    np.testing.assert_allclose(padded[:, 200:], np.broadcast_to(np.float32(colour), (128, 24, 3)))
+    batch = input_mapping.pad_to(image[None], (128, 224), colour).numpy()
+    np.testing.assert_array_equal(batch[0], padded)
+    model_input, _ = input_mapping.to_model_input(tf.cast(image, tf.uint8), ResizePolicy(100, 200, pad_color=colour))
+    assert model_input.shape == (128, 224, 3) and np.allclose(model_input[120, 220], colour)

@@ -66,6 +66,22 @@ def test_boxes_are_clipped_to_the_image():
     assert box.min() >= 0 and box.max() <= 128 and box[2] > box[0] and box[3] > box[1]
 
 
+def test_boxes_are_clipped_to_each_picture_inside_its_input():
+    """With `picture_sizes` (each picture's extent in its padded input) boxes are clipped to the
+    picture before NMS, not to the canvas."""
+    decoder = DetectionDecoder(128)
+    anchors = _anchors(decoder)
+    logits, deltas = _empty(decoder, batch=2)
+    # P3 location (4, 4), centre 36 px: its 1:1 anchor of scale 2^(2/3) spans 10.6..61.4 px.
+    a = 9 * (4 * 16 + 4) + 7
+    assert np.allclose(anchors[a], [10.6, 10.6, 61.4, 61.4], atol=0.1)
+    logits[:, a, 0] = _logit(0.9)
+    deltas[:, a] = [0.0, 0.0, 0.0, np.log(3.0)]  # as tall, three times as wide: x -40.2 .. 112.2
+    out = decoder({"classification": logits, "box": deltas}, picture_sizes=np.array([[40, 50], [128, 128]]))
+    assert_close(out["boxes"][0, 0], [10.6, 0.0, 40.0, 50.0], atol=0.1)  # clipped to the 40 x 50 picture
+    assert_close(out["boxes"][1, 0], [10.6, 0.0, 61.4, 112.2], atol=0.1)  # to the whole 128 x 128 input
+
+
 def test_top_k_per_level_and_max_detections():
     rng = np.random.default_rng(0)
     decoder = DetectionDecoder(128, pre_nms_top_k=2, nms_iou_threshold=1.0)

@@ -86,15 +86,26 @@ def preprocess_for_training(example, policy, flip=True, scale_range=(1.0, 1.0), 
 
 
 def _to_canvas(policy, images):
-    """A batch padded to the canvas of its largest picture: static for a one-bucket policy."""
+    """A batch padded to the canvas of its largest picture (static for a one-bucket policy),
+    padding in `policy.pad_color`: `_bucketed` batched the pictures shifted by -pad_color with
+    zero padding; the shift is undone here."""
     if len(policy.buckets) == 1:
-        return pad_to(images, policy.buckets[0])
-    shape = tf.shape(images)
-    return pad_to(images, policy.canvas(shape[1], shape[2]))
+        canvas = policy.buckets[0]
+    else:
+        shape = tf.shape(images)
+        canvas = policy.canvas(shape[1], shape[2])
+    images = pad_to(images, canvas)
+    return images + tf.constant(policy.pad_color, images.dtype) if any(policy.pad_color) else images
 
 
 def _bucketed(ds, policy, batch_size, padded_shapes, padding_values, grouped, drop_remainder):
-    """Padded batches of one bucket each (`grouped`, several buckets) or in stream order."""
+    """Padded batches of one bucket each (`grouped`, several buckets) or in stream order; the
+    pictures (first element) shifted by -pad_color (`_to_canvas` shifts them back)."""
+    if any(policy.pad_color):
+        color = tf.constant(policy.pad_color, tf.float32)
+        ds = ds.map(lambda image, *rest: (image - color, *rest), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+
     def batch(elements):
         return elements.padded_batch(batch_size, padded_shapes, padding_values, drop_remainder=drop_remainder)
 
