@@ -44,7 +44,7 @@ def train(configs, options):
         print(report.format(skipping=data.skip_bad_examples), flush=True)
     model = configs["model"]
     if configs["train"].init_from:  # the anchors of the model it starts from
-        model = fine_tuning.settings_from(model, configs["train"].init_from)
+        model = fine_tuning.settings_from(model, configs["train"].init_from, options["model_dir"])
     try:
         report = coverage.anchor_coverage(sources.train, resize_policy.from_config(model), anchor_generator(model),
                                           max_images=min(options["max_images"], 500))

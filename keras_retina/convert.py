@@ -13,13 +13,14 @@ every tensor after checking all of them, and writes:
     model_dir/summary.json      what was converted, from which file
     model_dir/model.keras       the model for keras.saving.load_model
 
-An existing model_dir is never overwritten (UsageError), and nothing is written until every
-tensor has been checked.
+An existing model_dir is never overwritten (UsageError), nothing is written until every
+tensor has been checked, and a conversion that fails while writing removes the folder it made.
 """
 
 import dataclasses
 import hashlib
 import os
+import shutil
 import time
 
 import tensorflow as tf
@@ -54,7 +55,17 @@ def convert(source, weights, model_dir):
     if run.has_config() or run.latest_checkpoint():
         raise UsageError(f"--model_dir={model_dir} already holds a model; give a new folder to convert into.")
     model, variant, count = build_converted(source, weights)
+    created = not os.path.exists(model_dir)
     os.makedirs(model_dir, exist_ok=True)
+    try:
+        return _write(run, model, variant, count, source, weights, start)
+    except BaseException:  # a full disk, an interrupt: leave no half-written model_dir behind
+        if created:
+            shutil.rmtree(model_dir, ignore_errors=True)
+        raise
+
+
+def _write(run, model, variant, count, source, weights, start):
     with exclusive(run.write_path, "keras_retina convert"):
         run.write_label_map(coco_categories.LABEL_MAP)
         run.write_config({"model": model.config.to_json(), "train": TrainConfig().to_json(),

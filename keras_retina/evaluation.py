@@ -32,8 +32,7 @@ def collect_detections(model, dataset, label_map):
     images, annotations, results = [], [], []
     detect = tf.function(model.detect, reduce_retracing=True)
     for batch_images, meta in dataset:
-        pictures = input_mapping.resized_sizes(meta["original_size"], meta["scale"])
-        out = {k: v.numpy() for k, v in detect(batch_images, pictures).items()}
+        out = {k: v.numpy() for k, v in detect(batch_images, meta["picture_size"]).items()}
         meta = {k: v.numpy() for k, v in meta.items()}
         for i, image_id in enumerate(meta["image_id"]):
             if image_id < 0:
@@ -48,7 +47,8 @@ def collect_detections(model, dataset, label_map):
                     "category_id": label_map[cls]["id"], "bbox": bbox,
                     "area": float(area), "iscrowd": int(crowd)})
             n = int(out["num_detections"][i])
-            boxes = input_mapping.to_original(out["boxes"][i, :n], meta["scale"][i], meta["original_size"][i])
+            boxes = input_mapping.to_original(out["boxes"][i, :n], meta["scale"][i], meta["original_size"][i],
+                                              resized_hw=meta["picture_size"][i])
             for bbox, score, cls in zip(coco_bboxes(boxes), out["scores"][i, :n], out["classes"][i, :n]):
                 results.append({"image_id": int(image_id), "category_id": label_map[cls]["id"],
                                 "bbox": bbox, "score": float(score)})

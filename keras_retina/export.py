@@ -87,12 +87,13 @@ class DetectionServer(tf.Module):
         axis), from the network run on it alone, resized and padded as in training and evaluation
         (`input_mapping.to_model_input`)."""
         padded, scale = input_mapping.to_model_input(image, self.policy)
-        picture = input_mapping.resized_size(tf.shape(image)[0], tf.shape(image)[1], scale)
+        picture = input_mapping.resized_size(tf.shape(image)[0], tf.shape(image)[1], scale, self.policy.rounding)
         out = self.decoder(self.model(padded[None], training=False), image_size=tf.shape(padded)[:2],
                            picture_sizes=picture[None])
         out = {name: value[0] for name, value in out.items()}
         valid = tf.range(tf.shape(out["classes"])[0]) < out["num_detections"]
-        boxes = input_mapping.to_original(out["boxes"], scale, tf.shape(image)[:2], normalised=True)
+        boxes = input_mapping.to_original(out["boxes"], scale, tf.shape(image)[:2], normalised=True,
+                                          rounding=self.policy.rounding)
         classes = tf.maximum(out["classes"], 0)
         return {
             "detection_boxes": tf.where(valid[:, None], boxes, 0.0),

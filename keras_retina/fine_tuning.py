@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from keras_retina import coco_categories
+from keras_retina.backbone import FREEZABLE, FREEZE_AT_PRETRAINED
 from keras_retina.errors import DataError, UsageError
 from keras_retina.run_dir import RunDir
 
@@ -30,16 +31,20 @@ ARCHITECTURE = ("backbone", "anchor_geometry", "num_scales", "aspect_ratios", "a
                 "pad_color")
 
 
-def settings_from(model_config, init_dir):
-    """`model_config` with DIR's architecture (module docstring)."""
-    run = RunDir(init_dir)
+def settings_from(model_config, init_dir, model_dir=None):
+    """`model_config` with DIR's architecture (module docstring); a run that has already started
+    in `model_dir` keeps the architecture it wrote (DIR may be gone by then). Backbone weights
+    are not loaded (DIR's weights replace them)."""
+    run = RunDir(model_dir) if model_dir and RunDir(model_dir).has_config() else RunDir(init_dir)
     if not run.has_config():
         raise DataError(f"--init_from={init_dir}: no config.json there; give a model_dir written by keras_retina "
                         f"train or convert.")
     source = run.model_config()
-    config = dataclasses.replace(model_config, **{name: getattr(source, name) for name in ARCHITECTURE})
+    config = dataclasses.replace(model_config, backbone_weights=None,
+                                 **{name: getattr(source, name) for name in ARCHITECTURE})
     if config.freeze_backbone_at is None:
-        config = dataclasses.replace(config, freeze_backbone_at=2 if config.backbone != "tiny" else 0)
+        config = dataclasses.replace(
+            config, freeze_backbone_at=FREEZE_AT_PRETRAINED if config.backbone in FREEZABLE else 0)
     return config
 
 

@@ -22,7 +22,8 @@ import keras
 
 PRIOR_PROBABILITY = 0.01
 NORMS = ("none", "group_norm")
-GROUP_NORM_GROUPS = 32  # torchvision's v2 heads: nn.GroupNorm(32, 256), eps 1e-5
+GROUP_NORM_GROUPS = 32  # torchvision's v2 heads: nn.GroupNorm(32, 256) with its default eps
+GROUP_NORM_EPSILON = 1e-5
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")
@@ -59,8 +60,8 @@ class PredictionHead(keras.layers.Layer):
                 filters, 3, padding="same", activation="relu" if norm == "none" else None,
                 use_bias=norm == "none", kernel_initializer=init, name=f"conv{i}"))
             if norm == "group_norm":
-                setattr(self, f"norm{i}", keras.layers.GroupNormalization(GROUP_NORM_GROUPS, epsilon=1e-5,
-                                                                          name=f"norm{i}"))
+                setattr(self, f"norm{i}", keras.layers.GroupNormalization(
+                    GROUP_NORM_GROUPS, epsilon=GROUP_NORM_EPSILON, name=f"norm{i}"))
         if prior_probability is None:
             bias = "zeros"
         else:

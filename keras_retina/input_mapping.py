@@ -21,25 +21,34 @@ from keras import ops
 from keras_retina import boxes as box_lib
 
 
-def resized_size(height, width, scale):
-    """int32 [2]: the picture's size after scaling (each side rounded, at least 1)."""
-    return resized_sizes(tf.stack([height, width]), scale)
+def resized_size(height, width, scale, rounding="round"):
+    """int32 [2]: the picture's size after scaling (each side rounded or floored, at least 1)."""
+    return resized_sizes(tf.stack([height, width]), scale, rounding)
 
 
-def resized_sizes(sizes, scales):
+def resized_sizes(sizes, scales, rounding="round"):
     """int32 `[..., 2]`: (height, width) `[..., 2]` after scaling by `scales` `[...]` (a batch's
-    pictures inside their inputs, from the evaluation pipeline's meta)."""
-    scaled = tf.cast(sizes, tf.float32) * tf.cast(scales, tf.float32)[..., None]
-    return tf.maximum(tf.cast(tf.round(scaled), tf.int32), 1)
+    pictures inside their inputs, from the evaluation pipeline's meta). "floor" is torchvision's
+    (`F.interpolate(scale_factor=..., recompute_scale_factor=True)`), "round" ours and detectron2's."""
+    scaled = tf.cast(sizes, tf.float64) * tf.cast(scales, tf.float64)[..., None]
+    return tf.maximum(tf.cast(tf.floor(scaled) if rounding == "floor" else tf.round(scaled), tf.int32), 1)
 
 
-def resize(image, boxes, scale, window=None, offset=None):
-    """Scales `[H, W, C]` (uint8 or float) by `scale`; with `window` (h, w) and `offset` (y, x)
-    keeps only that window. Boxes `[N, 4]` yxyx pixels follow (not clipped). -> float32 image
-    (0-255), boxes."""
-    new_hw = resized_size(tf.shape(image)[0], tf.shape(image)[1], scale)
+def _ratios(original_hw, resized_hw):
+    """float32 `[..., 4]` (y, x, y, x) input pixels per picture pixel of each axis: the resize's own
+    ratio (bilinear resizing maps input to output by resized / original per axis)."""
+    ratio = tf.cast(resized_hw, tf.float32) / tf.cast(original_hw, tf.float32)
+    return tf.concat([ratio, ratio], axis=-1)
+
+
+def resize(image, boxes, scale, window=None, offset=None, rounding="round"):
+    """Scales `[H, W, C]` (uint8 or float) by `scale` (sides rounded as `rounding` says); with
+    `window` (h, w) and `offset` (y, x) keeps only that window. Boxes `[N, 4]` yxyx pixels follow
+    (not clipped). -> float32 image (0-255), boxes."""
+    old_hw = tf.shape(image)[:2]
+    new_hw = resized_size(old_hw[0], old_hw[1], scale, rounding)
     image = tf.image.resize(image, new_hw, method="bilinear")  # uint8 in, float32 out: no full-size float copy
-    boxes = boxes * scale
+    boxes = boxes * _ratios(old_hw, new_hw)
     if window is not None:
         image = image[offset[0]:offset[0] + window[0], offset[1]:offset[1] + window[1]]
         shift = tf.cast(tf.stack([offset[0], offset[1], offset[0], offset[1]]), tf.float32)
@@ -60,12 +69,12 @@ def pad_to(image, canvas, color=None):
 def to_model_input(image, policy):
     """uint8/float `[H, W, 3]` -> (float32 `[canvas..., 3]` resized and padded, scale)."""
     scale = policy.scale(tf.shape(image)[0], tf.shape(image)[1])
-    resized, _ = resize(image, tf.zeros([0, 4]), scale)
+    resized, _ = resize(image, tf.zeros([0, 4]), scale, rounding=policy.rounding)
     shape = tf.shape(resized)
     return pad_to(resized, policy.canvas(shape[0], shape[1]), policy.pad_color), scale
 
 
-def to_original(boxes, scale, original_hw, normalised=False):
+def to_original(boxes, scale, original_hw, normalised=False, rounding="round", resized_hw=None):
     """Detections in input pixels -> the original picture's pixels (or 0..1), clipped to it.
 
     Args:
@@ -73,8 +82,13 @@ def to_original(boxes, scale, original_hw, normalised=False):
       scale: `[...]` input pixels per original pixel (from `to_model_input`).
       original_hw: `[..., 2]` the original picture's height and width.
       normalised: return boxes normalised to the picture instead of pixels.
+      rounding: the policy's (`ResizePolicy.rounding`): boxes are divided by each axis' own ratio,
+        resized side / original side, as torchvision's `resize_boxes` does.
+      resized_hw: `[..., 2]` the picture's size in the input when known (else from scale).
     """
-    boxes = ops.cast(boxes, "float32") / ops.cast(scale, "float32")[..., None, None]
+    if resized_hw is None:
+        resized_hw = resized_sizes(original_hw, scale, rounding)
+    boxes = ops.cast(boxes, "float32") / _ratios(original_hw, resized_hw)[..., None, :]
     original_hw = ops.cast(original_hw, "float32")
     height, width = original_hw[..., 0:1], original_hw[..., 1:2]  # [..., 1]: broadcast over D
     boxes = box_lib.clip_to_image(boxes, height, width)

@@ -40,6 +40,13 @@ class ModelConfig:
         "torchvision and detectron2 pad with (they pad after normalising; converted models: "
         "123.675,116.28,103.53).", (lambda v: len(v) == 3 and all(0 <= c <= 255 for c in v),
                                     "must be three numbers in 0..255 (R, G, B)."))
+    resize_rounding: str = setting(
+        "round", "Resized sides rounded (round: ours, detectron2's) or floored (floor: torchvision's).",
+        choices=resize_policy.ROUNDINGS)
+    canvas: str = setting(
+        "buckets", "What pictures are padded to: buckets (a few fixed shapes per aspect ratio) or tight (each "
+        "side up to a multiple of 32, as torchvision and detectron2 pad; more input shapes).",
+        choices=resize_policy.CANVASES)
     resize: str = setting(
         "shorter_side", "How pictures become inputs: shorter_side (the paper's: shorter side S, longer side at "
         "most L, aspect kept, batches grouped by aspect ratio) or square (longer side fitted into an S x S "

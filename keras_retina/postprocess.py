@@ -18,7 +18,7 @@ Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]
 deltas, in anchor order, the input's (height, width) (static ints or a tensor: the anchors
 are made for it) and optionally `picture_sizes` int `[B, 2]` (height, width) of each picture
 inside its padded input. Clipping to the picture before NMS, not to the padded canvas, is
-torchvision's order (`GeneralizedRCNNTransform`'s image sizes), so converted models keep it.
+torchvision's order (`GeneralizedRCNNTransform`'s image sizes); detectron2 clips after NMS.
 Output: dict
   - `boxes`: `[B, max_detections, 4]` float32, yxyx pixels of the model input,
   - `scores`: `[B, max_detections]` float32, descending,

@@ -22,9 +22,11 @@ backbone layout (`pytorch_resnet`) and padding colour (the mean colour: both pad
 normalising), anchor geometry (`torchvision_anchors`, or detectron2's
 corner offset with our ratios reversed: its aspect ratios are height / width), PyTorch's
 padding of the P6/P7 convs, the heads' norm, the shorter side 800 capped at 1333 (both
-libraries' test scale), and its inference settings: score 0.05, 1000 candidates per level,
+libraries' test scale), its resizing (torchvision floors the resized sides, detectron2 rounds;
+both pad a picture only to the next multiple of 32: canvas "tight"), and its inference settings: score 0.05, 1000 candidates per level,
 NMS 0.5, and the detections it keeps (torchvision 300, detectron2 100; COCO's evaluation reads
-the best 100 of either).
+the best 100 of either). Boxes are clipped to the picture before NMS, as torchvision does;
+detectron2 clips them after NMS (a difference we keep: one decoder for every model).
 
 Tensor layouts (`_transform`): PyTorch kernels [out, in, kh, kw] become Keras' [kh, kw, in,
 out]. The output convs hold A blocks of D channels per location in both libraries, as ours do;
@@ -42,7 +44,8 @@ import re
 import numpy as np
 
 from keras_retina import coco_categories
-from keras_retina.backbone import FoldedConvBatchNorm
+from keras_retina.anchors import NUM_SCALES
+from keras_retina.backbone import FREEZE_AT_PRETRAINED, FoldedConvBatchNorm
 from keras_retina.errors import DataError
 from keras_retina.pytorch_resnet import BLOCKS, LAYOUTS, mean_color
 
@@ -106,10 +109,11 @@ def recognise(source, state, path):
     depth = next((d for d, counts in BLOCKS.items() if counts[2] == blocks), None)
     if depth is None:
         raise DataError(f"{path}: its ResNet has {blocks} blocks in {body}; ResNet-50 has 6, ResNet-101 23.")
-    logits, anchors = state[cls_key].shape[0], 9
+    logits = state[cls_key].shape[0]
     p6_input = "C5" if state[p6_key].shape[1] == 2048 else "P5"
-    settings = dict(image_size=800, max_image_size=1333, resize="shorter_side", freeze_backbone_at=2,
-                    pad_color=mean_color(source),
+    settings = dict(image_size=800, max_image_size=1333, resize="shorter_side", canvas="tight",
+                    resize_rounding="floor" if source == "torchvision" else "round",
+                    freeze_backbone_at=FREEZE_AT_PRETRAINED, pad_color=mean_color(source),
                     fpn_extra_padding="symmetric", p6_input=p6_input, aspect_ratios=(2.0, 1.0, 0.5),
                     score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.5)
     if source == "torchvision":
@@ -125,6 +129,7 @@ def recognise(source, state, path):
                         max_detections=100)
         name = f"detectron2 RetinaNet R{depth}-FPN (COCO)"
         rows = tuple(range(expected))
+    anchors = NUM_SCALES * len(settings["aspect_ratios"])  # 9, in both libraries
     if logits != anchors * expected:
         raise DataError(f"{path}: {cls_key} has {logits} output channels; a COCO {source} RetinaNet has "
                         f"{anchors} anchors x {expected} classes = {anchors * expected}. Only COCO checkpoints "
@@ -231,7 +236,7 @@ def load(variant, state, model, path):
             continue
         try:
             converted[key] = _transform(value, kind, variant, model.anchor_generator.anchors_per_location)
-        except ValueError:
+        except (ValueError, IndexError):  # a tensor of the wrong size: reported as misshapen below
             converted[key] = value
         if converted[key].shape != tuple(variable.shape):
             misshapen.append(f"{key} {list(value.shape)} (ours {variable.path} needs {list(variable.shape)})")

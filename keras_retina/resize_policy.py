@@ -33,6 +33,8 @@ import tensorflow as tf
 
 from keras_retina.anchors import SIZE_MULTIPLE
 POLICIES = ("shorter_side", "square")
+CANVASES = ("buckets", "tight")
+ROUNDINGS = ("round", "floor")
 BUCKET_RATIOS = (1.0, 4.0 / 3.0, 3.0 / 2.0)  # COCO's photos are mostly 4:3 and 3:2
 MAX_SIZE_RATIO = 5.0 / 3.0  # Detectron: 600 -> 1000, 800 -> 1333
 
@@ -56,12 +58,23 @@ class ResizePolicy:
       policy: "shorter_side" or "square".
       pad_color: RGB 0-255 of the padding (black; converted torchvision / detectron2 models pad
         with the mean colour, which their normalisation maps to 0).
+      rounding: resized sides rounded ("round": ours, detectron2's) or floored ("floor":
+        torchvision's).
+      canvas: "buckets" (the bucket canvases above) or "tight" (shorter_side only: each side
+        rounded up to 32, as torchvision and detectron2 pad; a batch to its largest picture).
+        Batches are grouped by bucket either way.
     """
 
-    def __init__(self, image_size, max_image_size=None, policy="shorter_side", pad_color=(0.0, 0.0, 0.0)):
+    def __init__(self, image_size, max_image_size=None, policy="shorter_side", pad_color=(0.0, 0.0, 0.0),
+                 rounding="round", canvas="buckets"):
         if policy not in POLICIES:
             raise ValueError(f"resize={policy!r}: choose one of {', '.join(POLICIES)}.")
+        if rounding not in ROUNDINGS or canvas not in CANVASES:
+            raise ValueError(f"rounding={rounding!r}, canvas={canvas!r}: choose round or floor, and one of "
+                             f"{', '.join(CANVASES)}.")
         self.policy = policy
+        self.rounding = rounding
+        self.tight = canvas == "tight" and policy == "shorter_side"
         self.pad_color = tuple(float(c) for c in pad_color)
         if policy == "square":
             height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -98,10 +111,12 @@ class ResizePolicy:
         return self.size[1] if self.policy == "shorter_side" else max(self.size)
 
     def scale(self, height, width, jitter=1.0):
-        """Input pixels per picture pixel (float32 tensor) for a picture of height x width.
-        `jitter` multiplies S (shorter_side; L stays the cap, Detectron's multi-scale training)
-        or the whole scale (square)."""
-        height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+        """Input pixels per picture pixel (float64 tensor: torchvision's arithmetic, whose floored
+        sizes a float32 scale would miss by a pixel, e.g. 370 x 500 -> 800 x 1081) for a picture
+        of height x width. `jitter` multiplies S (shorter_side; L stays the cap, Detectron's
+        multi-scale training) or the whole scale (square)."""
+        height, width = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+        jitter = tf.cast(jitter, tf.float64)
         if self.policy == "square":
             return tf.minimum(self.size[0] / height, self.size[1] / width) * jitter
         return tf.minimum(self.size[0] * jitter / tf.minimum(height, width),
@@ -124,7 +139,10 @@ class ResizePolicy:
         return tf.reduce_min(tf.where(fits, index, len(self.buckets)))
 
     def canvas(self, height, width):
-        """int32 [2]: the canvas for content of height x width (`bucket_index`'s bucket)."""
+        """int32 [2]: the canvas for content of height x width (`bucket_index`'s bucket, or each side
+        rounded up to 32 with canvas="tight")."""
+        if self.tight:
+            return round_up(tf.cast(tf.stack([height, width]), tf.int32))
         buckets = tf.constant(self.buckets + (self.mixed_canvas,), tf.int32)
         return buckets[self.bucket_index(height, width)]
 
@@ -138,6 +156,7 @@ class ResizePolicy:
 
 def from_config(config):
     """The policy of a ModelConfig (or any object with image_size, max_image_size, resize and
-    optionally pad_color)."""
+    optionally pad_color, resize_rounding, canvas)."""
     return ResizePolicy(config.image_size, config.max_image_size, config.resize,
-                        getattr(config, "pad_color", (0.0, 0.0, 0.0)))
+                        getattr(config, "pad_color", (0.0, 0.0, 0.0)), getattr(config, "resize_rounding", "round"),
+                        getattr(config, "canvas", "buckets"))

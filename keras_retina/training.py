@@ -105,7 +105,7 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
     label_map = sources.label_map
     model_config = dataclasses.replace(model_config, num_classes=len(label_map))
     if train_config.init_from:
-        model_config = fine_tuning.settings_from(model_config, train_config.init_from)
+        model_config = fine_tuning.settings_from(model_config, train_config.init_from, run.path)
     previous = run.read_config()["model"] if run.has_config() else None
     model_config = resolve_model_settings(model_config, previous, model_dir)
     if previous is not None and RunDir(run.path).latest_checkpoint() and not allow_other_data:

@@ -216,6 +216,29 @@ def test_torchvision_detections_equal_on_a_padded_picture(torchvision_pair):
                             (theirs["boxes"].numpy()[:, _TO_OURS], theirs["scores"].numpy(), theirs["labels"].numpy()))
 
 
+def test_torchvision_inference_on_a_photo_equals_our_serving(torchvision_pair):
+    """End to end from pixels, at the published test scale: torchvision's own inference (resize
+    to shorter side 800 with floored sides, pad to the next multiple of 32, network, decoding,
+    boxes back to the photo) against our SavedModel's serving function in process
+    (`DetectionServer`: the converted model's policy floors and pads tight, in the mean colour).
+    A 500 x 370 crop becomes 1081 x 800 on a 1088 x 800 canvas in both."""
+    from keras_retina.export import DetectionServer
+
+    tv, model, variant, _ = torchvision_pair
+    photo = _astronaut(500, 370)
+    tv.transform.min_size, tv.transform.max_size = (800,), 1333
+    with torch.no_grad():
+        theirs = tv([torch.from_numpy(photo[0]).permute(2, 0, 1).float() / 255.0])[0]
+    server = DetectionServer(model, coco_categories.LABEL_MAP)  # its tf.function holds it weakly
+    ours = server.serve_image_tensor(tf.constant(photo))
+    count = int(ours["num_detections"][0])
+    boxes = ours["detection_boxes"][0, :count].numpy() * [500, 370, 500, 370]
+    _assert_same_detections((boxes, ours["detection_scores"][0, :count].numpy(),
+                             ours["detection_classes"][0, :count].numpy().astype(int)),
+                            (theirs["boxes"].numpy()[:, _TO_OURS], theirs["scores"].numpy(), theirs["labels"].numpy()),
+                            box_tolerance=0.05, score_tolerance=1e-3)
+
+
 # --------------------------------------------------------------------------- detectron2 stand-in
 _D2_MEAN_BGR = np.array([103.53, 116.28, 123.675], np.float32)
 
@@ -349,7 +372,7 @@ def test_detectron2_raw_outputs_and_detections_equal(detectron2_pair):
 
     # detectron2's inference (RetinaNet.inference_single_image): per level sigmoid, > 0.05, top 1000,
     # decode; all levels: class-wise NMS 0.5, best 100. Boxes clipped to the image before NMS, as
-    # we and torchvision do (detectron2 clips after: the module docstring of published_weights).
+    # we and torchvision do (detectron2 clips after NMS: published_weights' docstring says so).
     anchors = _detectron2_anchors(384, 512)
     scores_all = 1 / (1 + np.exp(-theirs_cls.astype(np.float64)))
     counts = [-(-384 // 2**lv) * -(-512 // 2**lv) * 9 for lv in range(3, 8)]
@@ -395,6 +418,8 @@ def test_bad_checkpoints_are_refused_naming_the_tensors(detectron2_pair, tmp_pat
         "misshapen": ({**state, key: state[key][:, :64]}, ["1 unusable", key, "[128, 64, 3, 3]"]),
         "nan": ({**state, key: np.full_like(state[key], np.nan)}, ["NaN", key]),
         "rgb_mean": ({**state, "pixel_mean": _D2_MEAN_BGR[::-1].copy()}, ["pixel_mean is [123.675", "(BGR)"]),
+        "misshapen_bias": ({**state, "head.cls_score.bias": state["head.cls_score.bias"][:450]},
+                           ["1 unusable", "head.cls_score.bias [450]"]),
         "other_classes": ({**state, "head.cls_score.weight": state["head.cls_score.weight"][:9 * 20],
                            "head.cls_score.bias": state["head.cls_score.bias"][:9 * 20]}, ["180 output channels"]),
         "faster_rcnn": ({"backbone.body.conv1.weight": state["backbone.bottom_up.stem.conv1.weight"],

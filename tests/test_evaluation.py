@@ -63,7 +63,7 @@ def test_agrees_with_pycocotools_called_directly(tmp_path):
 class _PixelDetector:
     """A 'perfect' detector for images with one bright box: reads the box off the pixels."""
 
-    def detect(self, images):
+    def detect(self, images, picture_sizes=None):
         bright = tf.reduce_mean(images, -1) > 127.0  # [B, H, W]
         rows = tf.reduce_any(bright, 2)
         cols = tf.reduce_any(bright, 1)

@@ -54,12 +54,15 @@ def exported(tmp_path_factory):
 
 
 def _expected(model, array):
-    """model.predict on the model's resize/pad, mapped back and normalised as the export does."""
+    """model.detect on the model's resize/pad (boxes clipped to the picture), mapped back and normalised as
+    the export does."""
     image, scale = input_mapping.to_model_input(tf.constant(array), model.resize_policy)
-    out = model.predict(image[None].numpy(), verbose=0)
-    n = int(out["num_detections"][0])
     h, w = array.shape[:2]
-    boxes = np.clip(out["boxes"][0, :n] / float(scale) / [h, w, h, w], 0, 1)
+    picture = input_mapping.resized_size(h, w, scale)  # boxes clipped to the picture, not its canvas
+    out = {k: v.numpy() for k, v in model.detect(image[None], picture_sizes=picture[None]).items()}
+    n = int(out["num_detections"][0])
+    ratio = np.tile(picture.numpy() / [h, w], 2)  # the resize's own ratio per axis
+    boxes = np.clip(out["boxes"][0, :n] / ratio / [h, w, h, w], 0, 1)
     ids = np.array([e["id"] for e in LABEL_MAP], np.float32)[out["classes"][0, :n]]
     return n, boxes, out["scores"][0, :n], ids
 

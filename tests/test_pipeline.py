@@ -94,6 +94,7 @@ def test_eval_dataset_meta():
     images, meta = next(iter(pipeline.eval_dataset(examples, SQUARE, 2)))
     assert images.shape == (2, 128, 128, 3)
     assert_close(meta["scale"], [0.64, 128 / 60], atol=1e-6)
+    assert meta["picture_size"].numpy().tolist() == [[64, 128], [128, 64]]  # each picture inside its input
     assert meta["original_size"].numpy().tolist() == [[100, 200], [60, 30]]
     assert meta["classes"].numpy().tolist() == [[2, 1], [-1, -1]]  # padded ground truth
     assert_close(meta["boxes"][0], _example()["boxes"])  # original pixels, not resized
@@ -215,8 +216,9 @@ def test_deterministic_batches_are_a_function_of_the_step(tmp_path):
 
 
 def test_batches_are_padded_with_the_policy_colour():
-    """Training and evaluation batches of a policy with a pad colour: the padding has that colour
-    and the pictures equal those of the black-padded batches (to float rounding)."""
+    """Training batches of a policy with a pad colour (evaluation batches are padded by the same
+    two functions): the padding has that colour and the pictures equal those of the
+    black-padded batches (to float rounding)."""
     colour = (123.675, 116.28, 103.53)
     coloured = ResizePolicy(128, 256, pad_color=colour)
     encoder = LabelEncoder()

@@ -69,3 +69,26 @@ def test_jitter_draws_the_shorter_side_and_keeps_the_cap():
 def test_bad_settings_are_explained(args, message):
     with pytest.raises(ValueError, match=message):
         ResizePolicy(*args)
+
+
+def test_torchvision_resizing_floors_and_pads_tight():
+    """Converted torchvision models: sides floored (F.interpolate with recompute_scale_factor) and
+    each side padded only up to a multiple of 32; batches are still grouped by bucket."""
+    import tensorflow as tf
+
+    from keras_retina.input_mapping import resized_size, to_model_input, to_original
+
+    tight = ResizePolicy(800, 1333, rounding="floor", canvas="tight")
+    for (h, w), resized, canvas in [((480, 640), (800, 1066), (800, 1088)), ((453, 640), (800, 1130), (800, 1152)),
+                                    ((360, 640), (749, 1333), (768, 1344))]:
+        scale = tight.scale(h, w)
+        assert tuple(resized_size(h, w, scale, "floor").numpy()) == resized
+        assert tuple(tight.canvas(*resized).numpy()) == canvas
+        padded, _ = to_model_input(tf.zeros((h, w, 3), tf.uint8), tight)
+        assert tuple(padded.shape[:2]) == canvas
+        # a box over the whole resized picture maps back onto the whole photo (per-axis ratios)
+        back = to_original([[0.0, 0.0, float(resized[0]), float(resized[1])]], scale, [h, w], rounding="floor")
+        np.testing.assert_allclose(back, [[0, 0, h, w]], atol=1e-3)
+    assert tuple(ResizePolicy(800, 1333).canvas(800, 1130).numpy()) == (800, 1216)  # the bucket
+    assert ResizePolicy(800, 1333, canvas="tight").bucket_index(800, 1130) == \
+        ResizePolicy(800, 1333).bucket_index(800, 1130)

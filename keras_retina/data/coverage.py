@@ -31,7 +31,7 @@ def anchor_coverage(source, policy, anchor_generator=None, foreground_iou=FOREGR
     for example in as_source(source).examples().take(max_images):
         height, width = example["image"].shape[:2]
         scale = float(policy.scale(height, width))
-        resized = resized_size(height, width, scale)
+        resized = resized_size(height, width, scale, policy.rounding)
         anchors = generator.anchors(tuple(int(s) for s in policy.canvas(resized[0], resized[1])))
         keep = (example["classes"].numpy() >= 0) & ~example["is_crowd"].numpy()
         boxes = (example["boxes"].numpy()[keep] * scale).astype(np.float32)

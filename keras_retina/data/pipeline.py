@@ -78,9 +78,9 @@ def preprocess_for_training(example, policy, flip=True, scale_range=(1.0, 1.0), 
     else:
         scale = policy.scale(height, width, jitter=uniform([], low, high, which=1))
         window = policy.largest_canvas(height, width)
-        room = tf.maximum(resized_size(height, width, scale) - window, 0)
+        room = tf.maximum(resized_size(height, width, scale, policy.rounding) - window, 0)
         offset = tf.cast(tf.cast(room, tf.float32) * uniform([2], which=2), tf.int32)
-        image, boxes = resize(image, boxes, scale, window, offset)
+        image, boxes = resize(image, boxes, scale, window, offset, policy.rounding)
     boxes, classes = _clip_and_keep(boxes, classes, tf.shape(image)[:2])
     return image, boxes, classes
 
@@ -183,10 +183,11 @@ def deterministic_train_dataset(source, label_encoder, policy, batch_size, seed,
 def preprocess_for_eval(example, policy):
     """One example -> (image float32 [h, w, 3] resized, not padded; meta dict), no randomness."""
     scale = policy.scale(tf.shape(example["image"])[0], tf.shape(example["image"])[1])
-    image, _ = resize(example["image"], tf.zeros([0, 4]), scale)
+    image, _ = resize(example["image"], tf.zeros([0, 4]), scale, rounding=policy.rounding)
     meta = {
         "image_id": example["image_id"],
-        "scale": scale,
+        "scale": tf.cast(scale, tf.float32),
+        "picture_size": tf.shape(image)[:2],
         "original_size": tf.shape(example["image"])[:2],
         "boxes": example["boxes"],
         "classes": example["classes"],
@@ -201,9 +202,11 @@ def eval_dataset(source, policy, batch_size):
     be smaller), padded to its canvas; ground truth padded with class -1."""
     ds = as_source(source).examples().map(lambda e: preprocess_for_eval(e, policy),
                                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    shapes = ([None, None, 3], {"image_id": [], "scale": [], "original_size": [2], "boxes": [None, 4],
+    shapes = ([None, None, 3], {"image_id": [], "scale": [], "picture_size": [2], "original_size": [2],
+                                "boxes": [None, 4],
                                 "classes": [None], "is_crowd": [None], "area": [None]})
-    values = (0.0, {"image_id": tf.constant(-1, tf.int64), "scale": 0.0, "original_size": 0, "boxes": 0.0,
+    values = (0.0, {"image_id": tf.constant(-1, tf.int64), "scale": 0.0, "picture_size": 1, "original_size": 0,
+                    "boxes": 0.0,
                     "classes": -1, "is_crowd": False, "area": 0.0})
     ds = _bucketed(ds, policy, batch_size, shapes, values, grouped=True, drop_remainder=False)
     return ds.map(lambda images, meta: (_to_canvas(policy, images), meta),
