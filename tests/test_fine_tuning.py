@@ -110,3 +110,24 @@ def test_train_init_from_fine_tunes_and_reports(source_dir, tmp_path, capsys):
 def test_init_from_a_folder_that_is_not_a_model_dir(tmp_path):
     with pytest.raises(DataError, match=r"--init_from=.*no config.json"):
         fine_tuning.settings_from(ModelConfig(**TINY), str(tmp_path))
+
+
+def test_train_init_from_on_the_command_line(source_dir, tmp_path, tiny_coco):
+    """`keras_retina train --init_from=DIR` as a user runs it: the start-up line names the classes
+    carried over; the flags' architecture (TINY's) gives way to DIR's."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import TINY_FLAGS
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args = ["train", *TINY_FLAGS, f"--init_from={source_dir}", "--model_dir=fine", "--train_steps=2",
+            "--checkpoint_every_steps=2", f"--train_annotations={tiny_coco['train'][0]}",
+            f"--train_images={tiny_coco['train'][1]}"]
+    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("classifier rows carried over for 3 class(es): red_square, green_disc, blue_triangle; new: none"
+            in result.stdout), result.stdout[-2000:]
+    assert RunDir(str(tmp_path / "fine")).model_config().head_norm == "group_norm"
