@@ -11,8 +11,8 @@ SavedModels TensorFlow's session-based loader (TF Serving's) restores. Signature
 - `serving_image_tensor`: input `inputs`, uint8 `[B, H, W, 3]` RGB.
 
 Each image is decoded to RGB, resized by the model's resize policy (the paper's shorter side
-S, longer side at most L, aspect kept; `resize_policy`) and zero-padded to its own bucket
-canvas, then runs through the network and the postprocessing on its own: an image's
+S, longer side at most L, aspect kept; `resize_policy`) and padded (black, or the model's
+`pad_color`) to its own canvas (its bucket, or tight), then runs through the network and the postprocessing on its own: an image's
 detections are the same alone or in any batch (TF Serving's batching mixes clients' images).
 
 Outputs follow the TF Object Detection API, so its clients work unchanged:
@@ -93,7 +93,7 @@ class DetectionServer(tf.Module):
         out = {name: value[0] for name, value in out.items()}
         valid = tf.range(tf.shape(out["classes"])[0]) < out["num_detections"]
         boxes = input_mapping.to_original(out["boxes"], scale, tf.shape(image)[:2], normalised=True,
-                                          rounding=self.policy.rounding)
+                                          resized_hw=picture)
         classes = tf.maximum(out["classes"], 0)
         return {
             "detection_boxes": tf.where(valid[:, None], boxes, 0.0),

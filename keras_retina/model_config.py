@@ -45,7 +45,8 @@ class ModelConfig:
         choices=resize_policy.ROUNDINGS)
     canvas: str = setting(
         "buckets", "What pictures are padded to: buckets (a few fixed shapes per aspect ratio) or tight (each "
-        "side up to a multiple of 32, as torchvision and detectron2 pad; more input shapes).",
+        "side up to a multiple of 32, as torchvision and detectron2 pad; more input shapes). --resize=square "
+        "has one canvas either way.",
         choices=resize_policy.CANVASES)
     resize: str = setting(
         "shorter_side", "How pictures become inputs: shorter_side (the paper's: shorter side S, longer side at "

@@ -233,3 +233,19 @@ def test_batches_are_padded_with_the_policy_colour():
         np.testing.assert_allclose(tinted[~content], np.broadcast_to(np.float32(colour), tinted[~content].shape),
                                    atol=1e-4)
     assert padded > 1000  # pixels of padding were compared
+
+
+def test_floor_rounding_and_tight_canvas_in_training_evaluation_and_serving():
+    """A converted torchvision model's policy (sides floored, tight canvas) is the same in training,
+    evaluation and serving, also when S == L leaves one bucket."""
+    from keras_retina.input_mapping import to_model_input
+
+    policy = ResizePolicy(800, 800, rounding="floor", canvas="tight")
+    example = _example(370, 501)  # scale 800 / 501: 590.8 x 800, floored to 590 (rounding would give 591)
+    image, _, _ = pipeline.preprocess_for_training(example, policy, flip=False)
+    assert tuple(image.shape[:2]) == (590, 800)
+    served, _ = to_model_input(example["image"], policy)
+    assert tuple(served.shape[:2]) == (608, 800)  # each side up to a multiple of 32
+    images, meta = next(iter(pipeline.eval_dataset(tf.data.Dataset.from_tensors(example), policy, 1)))
+    assert tuple(images.shape[1:3]) == (608, 800) and meta["picture_size"].numpy().tolist() == [[590, 800]]
+    np.testing.assert_array_equal(images[0].numpy(), served.numpy())

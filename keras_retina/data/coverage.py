@@ -34,7 +34,8 @@ def anchor_coverage(source, policy, anchor_generator=None, foreground_iou=FOREGR
         resized = resized_size(height, width, scale, policy.rounding)
         anchors = generator.anchors(tuple(int(s) for s in policy.canvas(resized[0], resized[1])))
         keep = (example["classes"].numpy() >= 0) & ~example["is_crowd"].numpy()
-        boxes = (example["boxes"].numpy()[keep] * scale).astype(np.float32)
+        ratios = np.tile(np.asarray(resized, np.float64) / [height, width], 2)  # the resize's own, per axis
+        boxes = (example["boxes"].numpy()[keep] * ratios).astype(np.float32)
         images += 1
         for start in range(0, len(boxes), BOX_CHUNK):  # [chunk, A] at a time: bounded memory
             chunk = boxes[start:start + BOX_CHUNK]

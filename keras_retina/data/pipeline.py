@@ -28,7 +28,8 @@ same batches; a batch is padded to the smallest canvas holding all its pictures
 
 Evaluation (`eval_dataset`): the same resize without randomness, grouped by bucket; elements
 (images, meta) where meta carries `image_id`, `scale` (input pixels per original pixel),
-`original_size` and the padded ground truth (`boxes` in original pixels, `classes`,
+`picture_size` (the resized picture's height and width inside its input), `original_size` and
+the padded ground truth (`boxes` in original pixels, `classes`,
 `is_crowd`, `area`, padding class -1) for COCO evaluation.
 """
 
@@ -74,7 +75,7 @@ def preprocess_for_training(example, policy, flip=True, scale_range=(1.0, 1.0), 
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     low, high = scale_range
     if (low, high) == (1.0, 1.0):
-        image, boxes = resize(image, boxes, policy.scale(height, width))
+        image, boxes = resize(image, boxes, policy.scale(height, width), rounding=policy.rounding)
     else:
         scale = policy.scale(height, width, jitter=uniform([], low, high, which=1))
         window = policy.largest_canvas(height, width)
@@ -89,7 +90,7 @@ def _to_canvas(policy, images):
     """A batch padded to the canvas of its largest picture (static for a one-bucket policy),
     padding in `policy.pad_color`: `_bucketed` batched the pictures shifted by -pad_color with
     zero padding; the shift is undone here."""
-    if len(policy.buckets) == 1:
+    if len(policy.buckets) == 1 and not policy.tight:
         canvas = policy.buckets[0]
     else:
         shape = tf.shape(images)
@@ -109,7 +110,7 @@ def _bucketed(ds, policy, batch_size, padded_shapes, padding_values, grouped, dr
     def batch(elements):
         return elements.padded_batch(batch_size, padded_shapes, padding_values, drop_remainder=drop_remainder)
 
-    if not grouped or len(policy.buckets) == 1:
+    if not grouped or (len(policy.buckets) == 1 and not policy.tight):
         return batch(ds)
 
     def key(image, *_):
