@@ -92,6 +92,7 @@ def _assert_same_detections(ours, theirs, box_tolerance=1e-2, score_tolerance=1e
         unused[match[0]] = False
         box_errors.append(np.abs(boxes[match[0]] - box).max())
     print(f"{len(box_errors)} of {len(scores)} detections matched; max box difference {max(box_errors):.1e} px")
+    assert len(box_errors) >= 0.9 * len(scores)  # only the few tied at the cut-off are left out
 
 
 def _astronaut(height=512, width=512):
