@@ -69,15 +69,14 @@ def initialise(model, init_dir, label_map):
         raise UsageError(f"--init_from={init_dir}: its model has {len(theirs)} weights, this one {len(ours)}.")
     matches = class_matches(label_map, source_label_map)
     anchors = model.anchor_generator.anchors_per_location
-    copied = 0
-    for mine, other in zip(ours, theirs):
-        if mine is head_kernel or mine is head_bias:
-            continue
-        if tuple(mine.shape) != tuple(other.shape):
-            raise DataError(f"--init_from={init_dir}: weight {other.path} is {tuple(other.shape)} there, "
-                            f"{mine.path} {tuple(mine.shape)} here.")
+    pairs = [(mine, other) for mine, other in zip(ours, theirs) if mine is not head_kernel and mine is not head_bias]
+    for mine, other in pairs:  # every weight checked before any is copied
+        if mine.path != other.path or tuple(mine.shape) != tuple(other.shape):
+            raise DataError(f"--init_from={init_dir}: weight {other.path} {tuple(other.shape)} there is "
+                            f"{mine.path} {tuple(mine.shape)} here; the two models are not built alike.")
+    for mine, other in pairs:
         mine.assign(other)
-        copied += 1
+    copied = len(pairs)
     source_classes = len(source_label_map)
     for variable, source_variable in ((head_kernel, source.classification_head.output_conv.kernel),
                                       (head_bias, source.classification_head.output_conv.bias)) if matches else ():

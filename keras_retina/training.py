@@ -205,8 +205,8 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
 def _describe(policy):
     if policy.policy == "square":
         return f"{policy.size[0]}x{policy.size[1]} square inputs"
-    return (f"shorter side {policy.size[0]} px, longer at most {policy.size[1]} px, "
-            f"{len(policy.buckets)} bucket shapes")
+    canvases = "each side padded to a multiple of 32" if policy.tight else f"{len(policy.buckets)} bucket shapes"
+    return f"shorter side {policy.size[0]} px, longer at most {policy.size[1]} px, {canvases}"
 
 
 def raise_if_undecodable(sources):

@@ -131,3 +131,17 @@ def test_train_init_from_on_the_command_line(source_dir, tmp_path, tiny_coco):
     assert ("classifier rows carried over for 3 class(es): red_square, green_disc, blue_triangle; new: none"
             in result.stdout), result.stdout[-2000:]
     assert RunDir(str(tmp_path / "fine")).model_config().head_norm == "group_norm"
+
+
+def test_initialise_refuses_a_model_built_otherwise(source_dir):
+    """Weights are copied by name and shape: a model whose parts are named otherwise (built by hand,
+    not from DIR's settings) is refused, naming the weight, before anything is copied."""
+    from keras_retina.heads import PredictionHead
+
+    config = fine_tuning.settings_from(ModelConfig(**dict(TINY, num_classes=3)), source_dir)
+    head = PredictionHead(3, 4, config.head_filters, config.head_convs, 0.01, config.head_norm, name="my_head")
+    model = RetinaNet(**dataclasses.asdict(config), classification_head=head)
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(DataError, match="classification_head/conv0/kernel .* is my_head/conv0/kernel"):
+        fine_tuning.initialise(model, source_dir, [{"id": 1, "name": "red_square"}] * 3)
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights))
