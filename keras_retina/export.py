@@ -69,13 +69,9 @@ class DetectionServer(tf.Module):
         super().__init__(name="retinanet_server")
         self.model = model
         self.max_image_pixels = int(max_image_pixels)
-        config = model.decoder.get_config()
-        for key, value in (("score_threshold", score_threshold), ("pre_nms_top_k", pre_nms_top_k),
-                           ("nms_iou_threshold", nms_iou_threshold),
-                           ("max_detections", max_detections)):
-            if value is not None:
-                config[key] = value
-        self.decoder = postprocess.DetectionDecoder.from_config(config)
+        self.decoder = postprocess.with_overrides(model.decoder, score_threshold, pre_nms_top_k,
+                                                  nms_iou_threshold, max_detections)
+        config = self.decoder.get_config()
         self.postprocess_config = {k: config[k] for k in (
             "score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")}
         self.policy = model.resize_policy

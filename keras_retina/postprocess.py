@@ -40,6 +40,18 @@ NMS_IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 100
 
 
+def with_overrides(decoder, score_threshold=None, pre_nms_top_k=None, nms_iou_threshold=None,
+                   max_detections=None):
+    """A copy of `decoder` with the given inference parameters changed (None keeps its value):
+    export time's choice of threshold, top-k, NMS IoU and detections per image."""
+    config = decoder.get_config()
+    for key, value in (("score_threshold", score_threshold), ("pre_nms_top_k", pre_nms_top_k),
+                       ("nms_iou_threshold", nms_iou_threshold), ("max_detections", max_detections)):
+        if value is not None:
+            config[key] = value
+    return DetectionDecoder.from_config(config)
+
+
 @keras.saving.register_keras_serializable(package="keras_retina")
 class DetectionDecoder(keras.layers.Layer):
     """Decoding, per-level top-k, score threshold, class-wise NMS (see module docstring).
@@ -125,12 +137,16 @@ class DetectionDecoder(keras.layers.Layer):
 
         side = tf.cast(tf.maximum(height, width), tf.float32)
         offset = tf.cast(classes, tf.float32)[..., None] * (side + 1.0)
-        keep, num_detections = tf.map_fn(
-            self._nms_one_image,
-            (boxes + offset, scores),
-            fn_output_signature=(tf.TensorSpec([self.max_detections], tf.int32),
-                                 tf.TensorSpec([], tf.int32)),
-        )
+        if logits.shape[0] == 1:  # a fixed batch of one (LiteRT's input): no loop in the graph
+            keep, num_detections = self._nms_one_image((boxes[0] + offset[0], scores[0]))
+            keep, num_detections = keep[None], num_detections[None]
+        else:
+            keep, num_detections = tf.map_fn(
+                self._nms_one_image,
+                (boxes + offset, scores),
+                fn_output_signature=(tf.TensorSpec([self.max_detections], tf.int32),
+                                     tf.TensorSpec([], tf.int32)),
+            )
         valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
         return {
             "boxes": tf.where(valid[..., None], tf.gather(boxes, keep, batch_dims=1), 0.0),
@@ -141,12 +157,14 @@ class DetectionDecoder(keras.layers.Layer):
 
     def _nms_one_image(self, args):
         boxes, scores = args
-        keep, _ = tf.image.non_max_suppression_with_scores(
-            boxes, scores, self.max_detections, iou_threshold=self.nms_iou_threshold,
-            score_threshold=self.score_threshold,
+        # Padded to max_detections with the count returned beside it: the output's length is fixed,
+        # which LiteRT's and ONNX's NMS kernels need (their outputs always have that length).
+        keep, _, count = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes, scores=scores, max_output_size=self.max_detections,
+            iou_threshold=self.nms_iou_threshold, score_threshold=self.score_threshold,
+            soft_nms_sigma=0.0, pad_to_max_output_size=True,
         )
-        count = tf.shape(keep)[0]
-        return tf.pad(keep, [[0, self.max_detections - count]]), count
+        return keep, count
 
     def get_config(self):
         config = super().get_config()
