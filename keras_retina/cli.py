@@ -19,6 +19,7 @@ import errno
 import os
 import sys
 
+from keras_retina.deploy_metadata import EXPORT_FORMATS, QUANTIZE
 from keras_retina.visualize import DRAW_SCORE_THRESHOLD
 
 COMMANDS = {
@@ -28,7 +29,7 @@ COMMANDS = {
                  "keras_retina evaluate --model_dir=runs/demo"),
     "check-data": ("Every problem in the data, what training will do with it, and anchor coverage.",
                    "keras_retina check-data --train_annotations=train.json --train_images=images/"),
-    "export": ("A versioned SavedModel for TF Serving, decoding and NMS inside.",
+    "export": ("A versioned SavedModel for TF Serving, or a LiteRT / ONNX file; decoding and NMS inside.",
                "keras_retina export --model_dir=runs/demo --export_dir=serving/demo"),
     "predict": ("Detections drawn on your pictures, and detections.json (COCO results).",
                 "keras_retina predict --saved_model=serving/demo/1 photo.jpg --output_dir=out"),
@@ -43,15 +44,30 @@ OPTIONS = {
     "resume_with_other_data": ("boolean", False, "train: continue a model_dir on another label map or other "
                                "data flags than it was trained on (refused otherwise).", "run"),
     "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
-    "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval).", "run"),
+    "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval); export "
+               "--format=tflite|onnx: the file to write.", "run"),
     "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
                    "expects (train exports at the end when set).", "export"),
     "version": ("integer", None, "Version number (default: one more than the latest).", "export"),
+    "format": ("enum", (EXPORT_FORMATS[0], list(EXPORT_FORMATS)), "saved_model (TF Serving), tflite "
+               "(LiteRT flatbuffer, builtin ops only) or onnx (standard ops, any batch); the last two have a "
+               "fixed --input_size and are written to --output or into --export_dir.", "export"),
+    "input_size": ("string", None, "tflite/onnx: the fixed input, HEIGHT,WIDTH (multiples of 32) or one side for "
+                   "a square (default: a square of the model's longer side L rounded up to 32, so pictures of either "
+                   "orientation keep the model's scale: 128 for the demo, 1344 at 800/1333).", "export"),
+    "quantize": ("enum", (QUANTIZE[0], list(QUANTIZE)), "tflite: none (float32), float16 "
+                 "(weights), dynamic (int8 weights) or int8 (network int8, calibrated; postprocessing float).",
+                 "export"),
+    "calibration_images": ("string", None, "tflite int8: a folder of pictures to calibrate on (default: the "
+                           "model_dir's training data, else its validation data).", "export"),
+    "calibration_count": ("integer", 200, "tflite int8: pictures to calibrate on.", "export"),
     "nms_score_threshold": ("float", None, "Score threshold (default: the model's, 0.05).", "export"),
     "pre_nms_top_k": ("integer", None, "Candidates per level (default: the model's, 1000).", "export"),
     "nms_iou_threshold": ("float", None, "NMS IoU (default: the model's, 0.5).", "export"),
     "max_detections": ("integer", None, "Detections per image (default: the model's, 100).", "export"),
     "saved_model": ("string", None, "An exported SavedModel version folder.", "predict"),
+    "model": ("string", None, "predict, evaluate: a .tflite or .onnx file from keras_retina export (run with "
+              "ai-edge-litert / onnxruntime).", "predict"),
     "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
     "score_threshold": ("float", DRAW_SCORE_THRESHOLD, "Draw detections at or above this score.", "predict"),
     "source": ("enum", (None, ["torchvision", "detectron2"]), "Where the weights come from: torchvision "
@@ -63,6 +79,7 @@ _OPTION_CHECKS = {
     "version": (lambda v: v > 0, "must be positive."),
     "pre_nms_top_k": (lambda v: v > 0, "must be positive."),
     "max_detections": (lambda v: v > 0, "must be positive."),
+    "calibration_count": (lambda v: v > 0, "must be positive."),
     "nms_score_threshold": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
     "nms_iou_threshold": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
     "score_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
@@ -71,11 +88,12 @@ _OPTION_CHECKS = {
 COMMAND_FLAGS = {
     "train": {"run": {"model_dir", "max_images", "resume_with_other_data"}, "data": None, "model": None, "training": None,
               "export": None},
-    "evaluate": {"run": {"model_dir", "output"}, "data": None, "training": {"batch_size", "mixed_precision"}},
+    "evaluate": {"run": {"model_dir", "output"}, "predict": {"model"}, "data": None,
+                 "training": {"batch_size", "mixed_precision"}},
     "check-data": {"run": {"max_images"}, "data": None,
                    "model": {"image_size", "max_image_size", "resize", "resize_rounding", "canvas", "num_scales",
                              "aspect_ratios", "anchor_size", "anchor_geometry"}},
-    "export": {"run": {"model_dir"}, "export": None, "training": {"mixed_precision"}},
+    "export": {"run": {"model_dir", "output"}, "export": None, "training": {"mixed_precision"}},
     "convert": {"run": {"model_dir"}, "convert": None},
     "predict": {"run": {"model_dir"}, "predict": None,
                 "export": {"nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},

@@ -14,11 +14,13 @@ Each takes `configs` ({"model": ModelConfig, "train": TrainConfig, "data": DataC
 
 import dataclasses
 import os
+import sys
 
 import keras
 import tensorflow as tf
 
-from keras_retina import convert as convert_lib, evaluation, export as export_lib, fine_tuning, resize_policy, training
+from keras_retina import convert as convert_lib, deployed_model, evaluation, export as export_lib, fine_tuning, fixed_size_detector
+from keras_retina import images as image_lib, litert_export, onnx_export, resize_policy, training
 from keras_retina.builder import anchor_generator
 from keras_retina.data import cleaning, coverage, pipeline
 from keras_retina.config_fields import from_dict
@@ -60,18 +62,29 @@ def train(configs, options):
     return 0
 
 
-def evaluate(configs, options):
-    run = RunDir(options["model_dir"])
-    set_precision(configs["train"].mixed_precision)
-    net, label_map, config, checkpoint = run.load_model()
-    data = configs["data"]
-    if not data.sources_given():  # the run's own data, with this command's --skip_bad_examples
-        saved = from_dict(DataConfig, config["data"], run.config_path)
+def _validation_source(data, run):
+    """The validation source of the data flags, else of `run`'s own config (with this command's
+    --skip_bad_examples)."""
+    if not data.sources_given():
+        if run is None:
+            raise UsageError("No validation data: give --val_annotations/--val_images, --tfds_name "
+                             "(--tfds_val_split), --val_tfrecord or --demo_data, or --model_dir (its data).")
+        saved = from_dict(DataConfig, run.read_config()["data"], run.config_path)
         data = dataclasses.replace(saved, skip_bad_examples=data.skip_bad_examples)
     val = open_sources(data, need_train=False).val
     if val is None:
         raise UsageError("No validation data: give --val_annotations/--val_images, --tfds_name "
                          "(--tfds_val_split), --val_tfrecord or --demo_data.")
+    return val
+
+
+def evaluate(configs, options):
+    if options["model"]:
+        return _evaluate_file(configs, options)
+    run = RunDir(options["model_dir"])
+    set_precision(configs["train"].mixed_precision)
+    net, label_map, config, checkpoint = run.load_model()
+    val = _validation_source(configs["data"], run)
     if [e["id"] for e in val.label_map] != [e["id"] for e in label_map]:
         raise DataError(f"{val.name}: its categories differ from the model's {run.label_map_path}.")
     metrics = evaluation.evaluate_coco(
@@ -80,6 +93,22 @@ def evaluate(configs, options):
     print(f"COCO evaluation of {checkpoint} on {metrics['num_images']} images:")
     print(evaluation.format_metrics(metrics))
     path = options["output"] or run.metrics_path(checkpoint.rsplit("-", 1)[-1])
+    write_json(metrics, path)
+    print(f"Metrics written to {path}")
+    return 0
+
+
+def _evaluate_file(configs, options):
+    """evaluate --model=FILE.tflite|.onnx: the file through its runtime, pictures letterboxed."""
+    deployed = deployed_model.load(options["model"])
+    val = _validation_source(configs["data"], RunDir(options["model_dir"]) if options["model_dir"] else None)
+    metrics = evaluation.evaluate_deployed(deployed, val.examples(), val.label_map)
+    metrics["model"] = options["model"]
+    size = deployed.input_size
+    print(f"COCO evaluation of {options['model']} ({deployed.metadata['quantize']}, input {size[0]}x{size[1]}) "
+          f"on {metrics['num_images']} images of {val.name}:")
+    print(evaluation.format_metrics(metrics))
+    path = options["output"] or options["model"] + ".metrics.json"
     write_json(metrics, path)
     print(f"Metrics written to {path}")
     return 0
@@ -118,11 +147,24 @@ def postprocess_overrides(options):
 
 
 def export(configs, options):
-    if not options["model_dir"] or not options["export_dir"]:
-        raise UsageError("export needs --model_dir (the trained model) and --export_dir "
-                         "(e.g. serving/retinanet; versions go in numbered subfolders).")
-    set_precision(configs["train"].mixed_precision)
-    net, label_map, _, checkpoint = RunDir(options["model_dir"]).load_model()
+    fmt = options["format"]
+    if not options["model_dir"] or not (options["export_dir"] or (fmt != "saved_model" and options["output"])):
+        raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
+                         "SavedModel versions go in numbered subfolders; --format=tflite|onnx may give --output=FILE "
+                         "instead).")
+    if options["quantize"] != "none" and fmt != "tflite":
+        raise UsageError(f"--quantize={options['quantize']} is for --format=tflite (got --format={fmt}).")
+    if fmt == "saved_model" and options["input_size"]:
+        raise UsageError(f"--input_size={options['input_size']} is for --format=tflite|onnx; the SavedModel takes "
+                         f"pictures of any size.")
+    if fmt != "tflite" and options["calibration_images"]:
+        raise UsageError("--calibration_images is for --format=tflite --quantize=int8.")
+    # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
+    set_precision(configs["train"].mixed_precision if fmt == "saved_model" else "none")
+    run = RunDir(options["model_dir"])
+    net, label_map, config, checkpoint = run.load_model()
+    if fmt != "saved_model":
+        return _export_file(fmt, run, net, label_map, config, checkpoint, options)
     path = export_lib.export_saved_model(net, label_map, options["export_dir"], options["version"],
                                          **postprocess_overrides(options))
     base = os.path.abspath(options["export_dir"])
@@ -132,6 +174,75 @@ def export(configs, options):
           f"  serve with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
           f"--model_name={os.path.basename(base.rstrip('/'))} --model_base_path={base}")
     return 0
+
+
+def _export_file(fmt, run, net, label_map, config, checkpoint, options):
+    """--format=tflite|onnx: one file with the fixed input size (see fixed_size_detector)."""
+    size = (fixed_size_detector.parse_input_size(options["input_size"]) if options["input_size"]
+            else fixed_size_detector.default_input_size(net.resize_policy))
+    quantize = options["quantize"]
+    suffix = "" if quantize == "none" else f"_{quantize}"
+    path = options["output"] or os.path.join(options["export_dir"], f"retinanet_{size[0]}x{size[1]}{suffix}.{fmt}")
+    if os.path.exists(path):
+        raise UsageError(f"{path} exists already; remove it or give another --output / --export_dir.")
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    if fmt == "onnx":
+        summary = onnx_export.export_onnx(net, label_map, path, size, **postprocess_overrides(options))
+        runtime = 'pip install "keras-retina[onnx]" (onnxruntime)'
+    else:
+        calibration = None
+        if quantize == "int8":
+            calibration = calibration_inputs(run, config, options, size, net.resize_policy)
+        summary = litert_export.export_litert(net, label_map, path, size, quantize, calibration,
+                                              **postprocess_overrides(options))
+        runtime = 'pip install "keras-retina[litert]" (ai-edge-litert)'
+    print(f"Exported {checkpoint} to {path} ({summary['bytes'] / 2**20:.1f} MiB, {fmt}"
+          f"{', ' + quantize if fmt == 'tflite' else ''}"
+          f"{', calibrated on %d pictures' % summary['calibration_images'] if summary.get('calibration_images') else ''})"
+          f"\n  input: images uint8 [{'1' if fmt == 'tflite' else 'N'}, {size[0]}, {size[1]}, 3] RGB; pictures of "
+          f"other sizes letterboxed (scaled to fit, top left, padded)\n"
+          f"  outputs: detection_boxes (normalised to the input), detection_scores, detection_classes, "
+          f"num_detections; class names in the file's metadata\n"
+          f"  {len(summary['ops'])} op types, all {'builtin' if fmt == 'tflite' else 'standard ONNX'}: "
+          f"{', '.join(summary['ops'])}\n"
+          f"  run with: keras_retina predict --model={path} photo.jpg  (needs {runtime})")
+    return 0
+
+
+def calibration_inputs(run, config, options, input_size, policy):
+    """--calibration_count letterboxed uint8 inputs for int8 calibration: pictures of
+    --calibration_images, else of the model_dir's training data (its validation data when it has
+    no training source), in a fixed shuffled order."""
+    count = options["calibration_count"]
+    pictures = []
+    if options["calibration_images"]:
+        folder = options["calibration_images"]
+        if not os.path.isdir(folder):
+            raise DataError(f"--calibration_images={folder}: no such folder.")
+        names = sorted(n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in image_lib.EXTENSIONS)
+        skipped = 0
+        for name in names[:count * 2]:
+            if len(pictures) == count:
+                break
+            try:
+                pictures.append(image_lib.read_picture(os.path.join(folder, name)).numpy())
+            except (image_lib.BadImage, tf.errors.InvalidArgumentError) as error:
+                print(f"{os.path.join(folder, name)}: cannot read this image ({str(error).splitlines()[0][:120]}); "
+                      f"not used for calibration.", file=sys.stderr)
+                skipped += 1
+        source_name = f"{folder} ({skipped} unreadable skipped)" if skipped else folder
+    else:
+        data = from_dict(DataConfig, config["data"], run.config_path)
+        sources = open_sources(data, need_train=False, load_train=True)
+        source = sources.train or sources.val
+        for example in source.examples(shuffle=True, seed=0).take(count):
+            pictures.append(example["image"].numpy())
+        source_name = source.name
+    if not pictures:
+        raise DataError(f"no pictures to calibrate int8 on in {source_name}; give --calibration_images=FOLDER.")
+    print(f"Calibrating int8 on {len(pictures)} pictures of {source_name}", flush=True)
+    return [fixed_size_detector.letterbox(p, input_size, policy.pad_color, policy.rounding)[0] for p in pictures]
 
 
 def convert(configs, options):

@@ -21,6 +21,7 @@ from pycocotools.cocoeval import COCOeval
 
 from keras_retina import boxes as box_lib
 from keras_retina import input_mapping
+from keras_retina.errors import DataError
 from keras_retina.run_dir import write_json
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -37,15 +38,8 @@ def collect_detections(model, dataset, label_map):
         for i, image_id in enumerate(meta["image_id"]):
             if image_id < 0:
                 continue
-            height, width = (int(s) for s in meta["original_size"][i])
-            images.append({"id": int(image_id), "height": height, "width": width})
-            real = meta["classes"][i] >= 0
-            for bbox, cls, crowd, area in zip(coco_bboxes(meta["boxes"][i][real]), meta["classes"][i][real],
-                                              meta["is_crowd"][i][real], meta["area"][i][real]):
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": int(image_id),
-                    "category_id": label_map[cls]["id"], "bbox": bbox,
-                    "area": float(area), "iscrowd": int(crowd)})
+            _add_ground_truth(images, annotations, label_map, image_id, meta["original_size"][i], meta["boxes"][i],
+                              meta["classes"][i], meta["is_crowd"][i], meta["area"][i])
             n = int(out["num_detections"][i])
             boxes = input_mapping.to_original(out["boxes"][i, :n], meta["scale"][i], meta["original_size"][i],
                                               resized_hw=meta["picture_size"][i])
@@ -54,6 +48,44 @@ def collect_detections(model, dataset, label_map):
                                 "bbox": bbox, "score": float(score)})
     categories = [{"id": entry["id"], "name": entry["name"]} for entry in label_map]
     return {"images": images, "annotations": annotations, "categories": categories}, results
+
+
+def _add_ground_truth(images, annotations, label_map, image_id, original_size, boxes, classes, is_crowd, area):
+    """Appends one image and its labelled boxes (class >= 0; yxyx pixels) to COCO ground-truth lists."""
+    height, width = (int(s) for s in original_size)
+    images.append({"id": int(image_id), "height": height, "width": width})
+    real = classes >= 0
+    for bbox, cls, crowd, box_area in zip(coco_bboxes(boxes[real]), classes[real], is_crowd[real], area[real]):
+        annotations.append({"id": len(annotations) + 1, "image_id": int(image_id),
+                            "category_id": label_map[cls]["id"], "bbox": bbox,
+                            "area": float(box_area), "iscrowd": int(crowd)})
+
+
+def evaluate_deployed(deployed, examples, label_map, max_images=None):
+    """COCO metrics of a LiteRT / ONNX file (`deployed_model.DeployedModel`) on a source's
+    examples (uint8 pictures, boxes in their pixels), each picture letterboxed into the file's
+    fixed input. The file's category ids must be the label map's."""
+    ids = {entry["id"] for entry in label_map}
+    if {entry["id"] for entry in deployed.label_map} != ids:
+        raise DataError(f"{deployed.path}: its classes are not the evaluation data's label map's.")
+    images, annotations, results = [], [], []
+    for count, example in enumerate(examples):
+        if max_images is not None and count >= max_images:
+            break
+        example = {k: v.numpy() for k, v in example.items()}
+        pixels = example["image"]
+        _add_ground_truth(images, annotations, label_map, example["image_id"], pixels.shape[:2], example["boxes"],
+                          example["classes"], example["is_crowd"], example["area"])
+        boxes, scores, classes, _ = deployed.detect_picture(pixels)
+        pixel_boxes = boxes * np.array([*pixels.shape[:2], *pixels.shape[:2]], np.float32)
+        for bbox, score, category in zip(coco_bboxes(pixel_boxes), scores, classes):
+            results.append({"image_id": int(example["image_id"]), "category_id": int(category),
+                            "bbox": bbox, "score": float(score)})
+    categories = [{"id": entry["id"], "name": entry["name"]} for entry in label_map]
+    metrics = coco_metrics({"images": images, "annotations": annotations, "categories": categories}, results,
+                           label_map)
+    metrics["num_images"] = len(images)
+    return metrics
 
 
 def coco_bboxes(boxes):

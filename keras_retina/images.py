@@ -22,6 +22,7 @@ import tensorflow as tf
 
 TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads
 MAX_PIXELS = 250_000_000  # ~16k x 16k; larger files are refused (memory), not half-read
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")  # the files a folder of pictures is read for
 
 
 class BadImage(Exception):

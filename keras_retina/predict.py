@@ -1,7 +1,8 @@
 """`keras_retina predict`: detections drawn on the user's pictures, and in COCO results format.
 
 Pictures go in as viewers show them (`images.read_picture`: EXIF orientation applied), through
-the exported model's uint8 signature (or the same serving graph built from a model_dir), so
+the exported model's uint8 signature (or the same serving graph built from a model_dir), or
+through a LiteRT / ONNX file's runtime (`deployed_model`: letterboxed into its fixed input), so
 the boxes drawn and written match the picture. Each picture is written to `output_dir` with
 its boxes, names and scores; `detections.json` holds every detection in COCO results format.
 """
@@ -12,7 +13,8 @@ import time
 
 import tensorflow as tf
 
-from keras_retina import boxes as box_lib, evaluation, export as export_lib, images as image_lib, visualize
+from keras_retina import boxes as box_lib, deployed_model, evaluation, export as export_lib, images as image_lib
+from keras_retina import visualize
 from keras_retina.commands import postprocess_overrides
 from keras_retina.errors import DataError, UsageError
 from keras_retina.precision import set_precision
@@ -23,22 +25,38 @@ SAVE_EVERY_SECONDS = 5  # detections.json is rewritten at most this often (and a
 
 
 def _detector(options, mixed_precision):
-    """The serving_image_tensor function of --saved_model, or of a server around --model_dir's
-    model (returned with it: a tf.function method holds its instance only weakly)."""
+    """A function: uint8 picture `[H, W, 3]` -> (boxes `[n, 4]` yxyx normalised to the picture,
+    scores `[n]`, category ids `[n]`, class names), from --model (a LiteRT / ONNX file),
+    --saved_model's serving_image_tensor signature or a server around --model_dir's model."""
+    given = [f"--{name}={options[name]}" for name in ("model", "saved_model", "model_dir") if options[name]]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'each'} name a model; give one.")
+    if options["model"]:
+        return deployed_model.load(options["model"]).detect_picture
     if options["saved_model"]:
         try:
-            return tf.saved_model.load(options["saved_model"]).signatures["serving_image_tensor"], None
+            signature = tf.saved_model.load(options["saved_model"]).signatures["serving_image_tensor"]
         except (OSError, KeyError) as error:
             raise DataError(f"--saved_model={options['saved_model']}: not an exported keras_retina "
                             f"version folder ({type(error).__name__}: {str(error)[:200]}).") from None
+        return lambda pixels: _first_image(signature(inputs=tf.convert_to_tensor(pixels[None])))
     if options["model_dir"]:
         set_precision(mixed_precision)
         net, label_map, _, _ = RunDir(options["model_dir"]).load_model()
         # The readers' pixel limit, not the serving one: local pictures are the user's own.
         server = export_lib.DetectionServer(net, label_map, max_image_pixels=image_lib.MAX_PIXELS,
                                             **postprocess_overrides(options))
-        return server.serve_image_tensor, server
-    raise UsageError("predict needs --saved_model (an exported version folder) or --model_dir.")
+        return lambda pixels: _first_image(server.serve_image_tensor(tf.convert_to_tensor(pixels[None])))
+    raise UsageError("predict needs --model (a .tflite / .onnx file), --saved_model (an exported version "
+                     "folder) or --model_dir.")
+
+
+def _first_image(out):
+    """The serving signature's outputs for a batch of one -> the detector's tuple."""
+    out = {k: v.numpy()[0] for k, v in out.items()}
+    n = int(out["num_detections"])
+    names = [name.decode() for name in out["detection_class_names"][:n]]
+    return out["detection_boxes"][:n], out["detection_scores"][:n], out["detection_classes"][:n], names
 
 
 def output_names(paths, output_dir):
@@ -73,10 +91,7 @@ def predict(configs, options, paths):
     """Draws detections on each picture; returns 1 when some picture could not be read.
     detections.json is rewritten (atomically) after a picture when SAVE_EVERY_SECONDS have passed
     since the last write, and at the end, so a crash loses at most those last seconds."""
-    if options["saved_model"] and options["model_dir"]:
-        raise UsageError(f"--saved_model={options['saved_model']} and --model_dir={options['model_dir']} both "
-                         f"name a model; give one.")
-    detect, _server = _detector(options, configs["train"].mixed_precision)
+    detect = _detector(options, configs["train"].mixed_precision)
     os.makedirs(options["output_dir"], exist_ok=True)
     targets, ids = output_names(paths, options["output_dir"]), image_ids(paths)
     results_path = os.path.join(options["output_dir"], "detections.json")
@@ -86,22 +101,18 @@ def predict(configs, options, paths):
     for path, target, image_id in zip(paths, targets, ids):
         try:
             pixels = image_lib.read_picture(path)
-            out = {k: v.numpy()[0] for k, v in detect(inputs=pixels[None]).items()}
+            boxes, scores, classes, names = detect(pixels.numpy())
         except (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             print(f"{path}: cannot read this image ({message}); skipped.", file=sys.stderr)
             failed.append(path)
             continue
         picture = visualize.Image.fromarray(pixels.numpy())
-        n = int(out["num_detections"])
-        boxes, scores = out["detection_boxes"][:n], out["detection_scores"][:n]
-        names = [name.decode() for name in out["detection_class_names"][:n]]
-        drawn = visualize.draw_detections(picture, boxes, scores, names, options["score_threshold"],
-                                          out["detection_classes"][:n])
+        drawn = visualize.draw_detections(picture, boxes, scores, names, options["score_threshold"], classes)
         drawn.save(target, **({"quality": 95} if target.lower().endswith((".jpg", ".jpeg")) else {}))
         width, height = picture.size
         pixel_boxes = box_lib.denormalise(tf.constant(boxes, tf.float32), height, width)
-        for bbox, score, cls in zip(evaluation.coco_bboxes(pixel_boxes), scores, out["detection_classes"][:n]):
+        for bbox, score, cls in zip(evaluation.coco_bboxes(pixel_boxes), scores, classes):
             results.append({"image_id": image_id, "file_name": os.path.basename(path),
                             "category_id": int(cls), "bbox": bbox, "score": float(score)})
         shown = [f"{nm} {sc:.2f}" for nm, sc in zip(names, scores) if sc >= options["score_threshold"]]

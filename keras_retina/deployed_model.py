@@ -1,0 +1,123 @@
+"""A LiteRT (.tflite) or ONNX (.onnx) file exported by keras_retina, run with its own runtime.
+
+`load(path)` -> `DeployedModel`, chosen by the file's extension:
+- .tflite: ai-edge-litert's `Interpreter` (XNNPACK on CPU), its one signature;
+- .onnx: an onnxruntime `InferenceSession` on the CPU execution provider.
+Both runtimes are optional extras (`pip install "keras-retina[litert]"` / `"[onnx]"`); a missing one
+is named with its install line.
+
+`DeployedModel`:
+- `metadata`: the file's `deploy_metadata` document (label map, input size, pad colour...);
+- `input_size`: (H, W);
+- `run(images)`: uint8 `[B, H, W, 3]` -> {output name: numpy array} (B must be 1 for LiteRT); a
+  wrong shape or dtype is a ValueError naming both (the runtimes' own errors: see the tests);
+- `detect_picture(pixels)`: a uint8 `[h, w, 3]` picture of any size -> (boxes `[n, 4]` yxyx
+  normalised to the picture, scores `[n]`, category ids `[n]`, class names), letterboxed in
+  and mapped back as `fixed_size_detector` describes.
+"""
+
+import os
+
+import numpy as np
+
+from keras_retina import deploy_metadata, fixed_size_detector
+from keras_retina.errors import DataError, UsageError
+
+SUFFIXES = (".tflite", ".onnx")
+
+
+def load(path, num_threads=None):
+    """The DeployedModel of a .tflite or .onnx file (`num_threads`: the runtime's, None = its default)."""
+    if not os.path.isfile(path):
+        raise DataError(f"--model={path}: no such file.")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".tflite":
+        return _LiteRTModel(path, num_threads)
+    if suffix == ".onnx":
+        return _OnnxModel(path, num_threads)
+    raise UsageError(f"--model={path}: give a .tflite or .onnx file exported by keras_retina export "
+                     f"(a SavedModel goes in --saved_model).")
+
+
+class DeployedModel:
+    """The runtime-independent half (see module docstring)."""
+
+    def __init__(self, path, metadata):
+        self.path = path
+        self.metadata = deploy_metadata.parse(metadata, path)
+        size = self.metadata["input"]
+        self.input_size = (size["height"], size["width"])
+        self.label_map = self.metadata["label_map"]
+        self._names = {entry["id"]: entry["name"] for entry in self.label_map}
+
+    def run(self, images):
+        """uint8 `[B, H, W, 3]` -> outputs (B = 1 for LiteRT); another shape or dtype is a ValueError
+        naming both (LiteRT's signature runner would resize its input and fail inside its delegate)."""
+        batch = 1 if self.metadata["input"]["batch"] == 1 else None
+        expected = (batch, *self.input_size, 3)
+        shape = tuple(getattr(images, "shape", ()))
+        if getattr(images, "dtype", None) != np.uint8 or len(shape) != 4 or any(
+                e is not None and e != s for e, s in zip(expected, shape)):
+            raise ValueError(f"{self.path}: input images must be uint8 [{batch or 'N'}, {self.input_size[0]}, "
+                             f"{self.input_size[1]}, 3] (RGB, letterboxed: fixed_size_detector.letterbox); got "
+                             f"{getattr(images, 'dtype', type(images).__name__)} {list(shape)}.")
+        return self._run(images)
+
+    def _run(self, images):
+        raise NotImplementedError
+
+    def detect_picture(self, pixels):
+        size = self.metadata["input"]
+        image, scale = fixed_size_detector.letterbox(pixels, self.input_size, size["pad_color"],
+                                                     size["resize_rounding"])
+        out = self.run(image[None])
+        n = int(out["num_detections"][0])
+        boxes = fixed_size_detector.to_picture(out["detection_boxes"][0, :n], scale, self.input_size,
+                                               pixels.shape[:2], size["resize_rounding"])
+        classes = out["detection_classes"][0, :n].astype(np.int64)
+        return boxes, out["detection_scores"][0, :n], classes, [self._names.get(int(c), str(c)) for c in classes]
+
+
+class _LiteRTModel(DeployedModel):
+    def __init__(self, path, num_threads):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise UsageError('running a .tflite file needs LiteRT: pip install "keras-retina[litert]".') from None
+        from keras_retina.litert_export import read_metadata
+
+        super().__init__(path, read_metadata(path))
+        try:
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self._runner = self.interpreter.get_signature_runner()
+        except (ValueError, RuntimeError) as error:
+            raise DataError(f"{path}: LiteRT cannot load it ({error}).") from None
+
+    def _run(self, images):
+        return self._runner(**{fixed_size_detector.INPUT_NAME: images})
+
+
+class _OnnxModel(DeployedModel):
+    def __init__(self, path, num_threads):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UsageError('running a .onnx file needs onnxruntime: pip install "keras-retina[onnx]".') from None
+        options = onnxruntime.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
+            raise DataError(f"{path}: onnxruntime cannot load it ({type(error).__name__}: "
+                            f"{str(error)[:300]}).") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map.get(deploy_metadata.KEY)
+        if metadata is None:
+            raise DataError(f"{path}: has no {deploy_metadata.KEY} metadata; export it with "
+                            f"keras_retina export --format=onnx.")
+        super().__init__(path, metadata)
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, images):
+        values = self.session.run(self._outputs, {fixed_size_detector.INPUT_NAME: images})
+        return dict(zip(self._outputs, values))
