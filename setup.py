@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
 ]
 OFFICIAL = ["tf-models-official~=2.20.0"]
 SERVING = ["tensorflow-serving-api~=2.20.0"]  # export/client.py over gRPC
+LITERT = ["ai-edge-litert>=2.3,<3"]  # runs .tflite files (predict/evaluate --model); TensorFlow converts them
+ONNX = ["tf2onnx>=1.17,<2", "onnx>=1.17", "onnxruntime>=1.20"]  # export --format=onnx, runs .onnx files
 
 setup(
     name="keras-retina",
@@ -34,7 +36,9 @@ setup(
     extras_require={
         "official": OFFICIAL,
         "serving": SERVING,
-        "test": ["pytest>=8"] + OFFICIAL + SERVING,
+        "litert": LITERT,
+        "onnx": ONNX,
+        "test": ["pytest>=8"] + OFFICIAL + SERVING + LITERT + ONNX,
         "bench": ["keras-hub>=0.32,<0.33"] + OFFICIAL,
         # differential tests: files torch.save wrote (weight_files), torchvision RetinaNets next to converted
         # ones (test_convert, on skimage's astronaut photograph)

@@ -25,7 +25,7 @@ from keras_retina.visualize import DRAW_SCORE_THRESHOLD
 COMMANDS = {
     "train": ("Train (or resume) a detector, evaluate it and export it.",
               "keras_retina train --flagfile=configs/demo.flags"),
-    "evaluate": ("COCO metrics of a model_dir's latest checkpoint, with a per-class AP table.",
+    "evaluate": ("COCO metrics of a model_dir's latest checkpoint (or a --model file), per-class AP table.",
                  "keras_retina evaluate --model_dir=runs/demo"),
     "check-data": ("Every problem in the data, what training will do with it, and anchor coverage.",
                    "keras_retina check-data --train_annotations=train.json --train_images=images/"),
@@ -44,8 +44,8 @@ OPTIONS = {
     "resume_with_other_data": ("boolean", False, "train: continue a model_dir on another label map or other "
                                "data flags than it was trained on (refused otherwise).", "run"),
     "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
-    "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval); export "
-               "--format=tflite|onnx: the file to write.", "run"),
+    "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval, or FILE.metrics.json "
+               "for --model=FILE); export --format=tflite|onnx: the file to write.", "run"),
     "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
                    "expects (train exports at the end when set).", "export"),
     "version": ("integer", None, "Version number (default: one more than the latest).", "export"),

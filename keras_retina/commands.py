@@ -19,8 +19,8 @@ import sys
 import keras
 import tensorflow as tf
 
-from keras_retina import convert as convert_lib, deployed_model, evaluation, export as export_lib, fine_tuning, fixed_size_detector
-from keras_retina import images as image_lib, litert_export, onnx_export, resize_policy, training
+from keras_retina import convert as convert_lib, deployed_model, evaluation, export as export_lib, fine_tuning
+from keras_retina import fixed_size_detector, images as image_lib, litert_export, onnx_export, resize_policy, training
 from keras_retina.builder import anchor_generator
 from keras_retina.data import cleaning, coverage, pipeline
 from keras_retina.config_fields import from_dict
@@ -34,6 +34,8 @@ from keras_retina.run_dir import RunDir, write_json
 
 def train(configs, options):
     RunDir(options["model_dir"])  # a missing --model_dir is an error before any work
+    if options["export_dir"]:  # it exports at the end: its flags are checked now, not after training
+        check_export_options(options)
     weights = configs["model"].backbone_weights
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise DataError(f"--backbone_weights={weights!r}: no such weights file.")
@@ -146,7 +148,9 @@ def postprocess_overrides(options):
             "nms_iou_threshold": options.get("nms_iou_threshold"), "max_detections": options.get("max_detections")}
 
 
-def export(configs, options):
+def check_export_options(options):
+    """Every export flag checked before any work (train calls this before training when it will
+    export at the end); returns the file path for --format=tflite|onnx (None for a SavedModel)."""
     fmt = options["format"]
     if not options["model_dir"] or not (options["export_dir"] or (fmt != "saved_model" and options["output"])):
         raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
@@ -154,17 +158,37 @@ def export(configs, options):
                          "instead).")
     if options["quantize"] != "none" and fmt != "tflite":
         raise UsageError(f"--quantize={options['quantize']} is for --format=tflite (got --format={fmt}).")
-    if fmt == "saved_model" and options["input_size"]:
-        raise UsageError(f"--input_size={options['input_size']} is for --format=tflite|onnx; the SavedModel takes "
-                         f"pictures of any size.")
-    if fmt != "tflite" and options["calibration_images"]:
+    if options["calibration_images"] and options["quantize"] != "int8":
         raise UsageError("--calibration_images is for --format=tflite --quantize=int8.")
+    if fmt == "saved_model":
+        for name in ("input_size", "output"):
+            if options[name]:
+                raise UsageError(f"--{name}={options[name]} is for --format=tflite|onnx; a SavedModel takes pictures "
+                                 f"of any size and goes into --export_dir.")
+        return None
+    if options["version"]:
+        raise UsageError(f"--version={options['version']} numbers SavedModels; a {fmt} file is named by --output.")
+    if options["input_size"]:
+        fixed_size_detector.parse_input_size(options["input_size"])
+    if fmt == "onnx":
+        onnx_export.require_converter()
+    path = options["output"]
+    if path and os.path.splitext(path)[1].lower() != f".{fmt}":
+        raise UsageError(f"--output={path}: a --format={fmt} file ends in .{fmt}.")
+    if "://" in (path or options["export_dir"]):
+        raise UsageError(f"LiteRT and ONNX files are written to a local path; got {path or options['export_dir']}.")
+    return path
+
+
+def export(configs, options):
+    path = check_export_options(options)
+    fmt = options["format"]
     # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
     set_precision(configs["train"].mixed_precision if fmt == "saved_model" else "none")
     run = RunDir(options["model_dir"])
     net, label_map, config, checkpoint = run.load_model()
     if fmt != "saved_model":
-        return _export_file(fmt, run, net, label_map, config, checkpoint, options)
+        return _export_file(fmt, path, run, net, label_map, config, checkpoint, options)
     path = export_lib.export_saved_model(net, label_map, options["export_dir"], options["version"],
                                          **postprocess_overrides(options))
     base = os.path.abspath(options["export_dir"])
@@ -176,13 +200,13 @@ def export(configs, options):
     return 0
 
 
-def _export_file(fmt, run, net, label_map, config, checkpoint, options):
+def _export_file(fmt, path, run, net, label_map, config, checkpoint, options):
     """--format=tflite|onnx: one file with the fixed input size (see fixed_size_detector)."""
     size = (fixed_size_detector.parse_input_size(options["input_size"]) if options["input_size"]
             else fixed_size_detector.default_input_size(net.resize_policy))
     quantize = options["quantize"]
     suffix = "" if quantize == "none" else f"_{quantize}"
-    path = options["output"] or os.path.join(options["export_dir"], f"retinanet_{size[0]}x{size[1]}{suffix}.{fmt}")
+    path = path or os.path.join(options["export_dir"], f"retinanet_{size[0]}x{size[1]}{suffix}.{fmt}")
     if os.path.exists(path):
         raise UsageError(f"{path} exists already; remove it or give another --output / --export_dir.")
     if os.path.dirname(path):
@@ -197,9 +221,10 @@ def _export_file(fmt, run, net, label_map, config, checkpoint, options):
         summary = litert_export.export_litert(net, label_map, path, size, quantize, calibration,
                                               **postprocess_overrides(options))
         runtime = 'pip install "keras-retina[litert]" (ai-edge-litert)'
+    calibrated = summary.get("calibration_images")
     print(f"Exported {checkpoint} to {path} ({summary['bytes'] / 2**20:.1f} MiB, {fmt}"
           f"{', ' + quantize if fmt == 'tflite' else ''}"
-          f"{', calibrated on %d pictures' % summary['calibration_images'] if summary.get('calibration_images') else ''})"
+          f"{f', calibrated on {calibrated} pictures' if calibrated else ''})"
           f"\n  input: images uint8 [{'1' if fmt == 'tflite' else 'N'}, {size[0]}, {size[1]}, 3] RGB; pictures of "
           f"other sizes letterboxed (scaled to fit, top left, padded)\n"
           f"  outputs: detection_boxes (normalised to the input), detection_scores, detection_classes, "
@@ -234,7 +259,11 @@ def calibration_inputs(run, config, options, input_size, policy):
         source_name = f"{folder} ({skipped} unreadable skipped)" if skipped else folder
     else:
         data = from_dict(DataConfig, config["data"], run.config_path)
-        sources = open_sources(data, need_train=False, load_train=True)
+        try:  # no dirty-data pass over the whole split: a few hundred pictures are read
+            sources = open_sources(data, need_train=False, load_train=True, verify_images=False)
+        except UsageError as error:
+            raise UsageError(f"{error} (int8 calibration reads the model_dir's data; give --calibration_images=FOLDER "
+                             f"for a model without any)") from None
         source = sources.train or sources.val
         for example in source.examples(shuffle=True, seed=0).take(count):
             pictures.append(example["image"].numpy())
@@ -242,7 +271,7 @@ def calibration_inputs(run, config, options, input_size, policy):
     if not pictures:
         raise DataError(f"no pictures to calibrate int8 on in {source_name}; give --calibration_images=FOLDER.")
     print(f"Calibrating int8 on {len(pictures)} pictures of {source_name}", flush=True)
-    return [fixed_size_detector.letterbox(p, input_size, policy.pad_color, policy.rounding)[0] for p in pictures]
+    return [fixed_size_detector.letterbox(p, input_size, policy)[0] for p in pictures]
 
 
 def convert(configs, options):

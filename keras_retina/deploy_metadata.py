@@ -5,20 +5,26 @@ ONNX: the model's `metadata_props` entry KEY (onnxruntime: `session.get_modelmet
 
     {"format": FORMAT, "version": keras_retina version,
      "input": {"name": "images", "height": H, "width": W, "dtype": "uint8", "channels": "RGB",
-               "batch": 1 or null, "pad_color": [r, g, b] (0-255), "resize_rounding": "round"|"floor"},
+               "batch": 1 or null (any), "pad_color": [r, g, b] (0-255),
+               "resize_rounding": "round"|"floor",
+               "resize": {"resize": "shorter_side"|"square", "image_size": S or [H, W],
+                          "max_image_size": L}},
      "outputs": {name: meaning},
      "label_map": [{"id": category id, "name": str}, ...] (index = the model's class),
      "postprocess": {"score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},
      "quantize": "none"|"float16"|"dynamic"|"int8"}
 
+`fixed_size_detector` says how a picture goes in with these numbers (`resize_policy(document)`).
 The document of a file someone hands us is untrusted: `parse` only reads JSON and checks the
 fields it uses, naming the file when one is missing or malformed.
 """
 
 import json
 
-from keras_retina import __version__
+from keras_retina import __version__, postprocess
 from keras_retina.errors import DataError
+from keras_retina.fixed_size_detector import INPUT_NAME, MAX_SIDE
+from keras_retina.resize_policy import ResizePolicy
 
 KEY = "keras_retina"
 FORMAT = "keras_retina.detector/1"
@@ -37,15 +43,23 @@ def describe(label_map, input_size, batch, policy, decoder, quantize):
     config = decoder.get_config()
     return {
         "format": FORMAT, "version": __version__,
-        "input": {"name": "images", "height": int(input_size[0]), "width": int(input_size[1]), "dtype": "uint8",
+        "input": {"name": INPUT_NAME, "height": int(input_size[0]), "width": int(input_size[1]), "dtype": "uint8",
                   "channels": "RGB", "batch": batch, "pad_color": [float(c) for c in policy.pad_color],
-                  "resize_rounding": policy.rounding},
+                  "resize_rounding": policy.rounding, "resize": policy.to_json()},
         "outputs": dict(OUTPUTS),
         "label_map": [{"id": int(e["id"]), "name": str(e["name"])} for e in label_map],
-        "postprocess": {k: config[k] for k in ("score_threshold", "pre_nms_top_k", "nms_iou_threshold",
-                                               "max_detections")},
+        "postprocess": {key: config[key] for key in postprocess.SETTINGS},
         "quantize": quantize,
     }
+
+
+def resize_policy(document):
+    """The model's ResizePolicy from a (parsed) document."""
+    size = document["input"]
+    resize = size["resize"]
+    image_size = resize["image_size"] if isinstance(resize["image_size"], int) else tuple(resize["image_size"])
+    return ResizePolicy(image_size, resize["max_image_size"], resize["resize"], size["pad_color"],
+                        size["resize_rounding"])
 
 
 def dumps(document):
@@ -59,10 +73,14 @@ def parse(text, path):
         if document.get("format") != FORMAT:
             raise ValueError(f"format {document.get('format')!r}, expected {FORMAT!r}")
         size = document["input"]
-        if not all(isinstance(size[k], int) and size[k] > 0 for k in ("height", "width")):
-            raise ValueError("input height and width must be positive integers")
-        if len(size["pad_color"]) != 3 or size["resize_rounding"] not in ("round", "floor"):
-            raise ValueError("input pad_color needs 3 values and resize_rounding round or floor")
+        if not all(isinstance(size[k], int) and 0 < size[k] <= MAX_SIDE for k in ("height", "width")):
+            raise ValueError(f"input height and width must be integers in 1..{MAX_SIDE}")
+        if size["batch"] not in (1, None):
+            raise ValueError("input batch must be 1 or null")
+        if len(size["pad_color"]) != 3 or not all(isinstance(c, (int, float)) and 0 <= c <= 255
+                                                  for c in size["pad_color"]):
+            raise ValueError("input pad_color needs 3 numbers in 0..255")
+        resize_policy(document)  # S, L, policy and rounding: ResizePolicy's own checks
         if document["quantize"] not in QUANTIZE:
             raise ValueError(f"quantize {document['quantize']!r} is none of {QUANTIZE}")
         for entry in document["label_map"]:

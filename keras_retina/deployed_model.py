@@ -23,11 +23,11 @@ import numpy as np
 from keras_retina import deploy_metadata, fixed_size_detector
 from keras_retina.errors import DataError, UsageError
 
-SUFFIXES = (".tflite", ".onnx")
-
-
 def load(path, num_threads=None):
     """The DeployedModel of a .tflite or .onnx file (`num_threads`: the runtime's, None = its default)."""
+    if os.path.isdir(path):
+        raise UsageError(f"--model={path} is a folder; give a .tflite or .onnx file (an exported SavedModel "
+                         f"version folder goes in --saved_model).")
     if not os.path.isfile(path):
         raise DataError(f"--model={path}: no such file.")
     suffix = os.path.splitext(path)[1].lower()
@@ -47,13 +47,25 @@ class DeployedModel:
         self.metadata = deploy_metadata.parse(metadata, path)
         size = self.metadata["input"]
         self.input_size = (size["height"], size["width"])
+        self.policy = deploy_metadata.resize_policy(self.metadata)
         self.label_map = self.metadata["label_map"]
         self._names = {entry["id"]: entry["name"] for entry in self.label_map}
+
+    def _check_graph(self, name, shape, dtype, outputs):
+        """DataError naming the file when its graph's input or outputs are not what its metadata says."""
+        batch = self.metadata["input"]["batch"]
+        expected = [batch, *self.input_size, 3]
+        shape = [s if isinstance(s, int) and s > 0 else None for s in shape]
+        if (name, shape, dtype) != (fixed_size_detector.INPUT_NAME, expected, "uint8") or set(outputs) != set(
+                deploy_metadata.OUTPUTS):
+            raise DataError(f"{self.path}: its graph ({name} {dtype} {shape} -> {sorted(outputs)}) is not what its "
+                            f"metadata says ({fixed_size_detector.INPUT_NAME} uint8 {expected} -> "
+                            f"{sorted(deploy_metadata.OUTPUTS)}).")
 
     def run(self, images):
         """uint8 `[B, H, W, 3]` -> outputs (B = 1 for LiteRT); another shape or dtype is a ValueError
         naming both (LiteRT's signature runner would resize its input and fail inside its delegate)."""
-        batch = 1 if self.metadata["input"]["batch"] == 1 else None
+        batch = self.metadata["input"]["batch"]
         expected = (batch, *self.input_size, 3)
         shape = tuple(getattr(images, "shape", ()))
         if getattr(images, "dtype", None) != np.uint8 or len(shape) != 4 or any(
@@ -67,13 +79,11 @@ class DeployedModel:
         raise NotImplementedError
 
     def detect_picture(self, pixels):
-        size = self.metadata["input"]
-        image, scale = fixed_size_detector.letterbox(pixels, self.input_size, size["pad_color"],
-                                                     size["resize_rounding"])
+        image, scale = fixed_size_detector.letterbox(pixels, self.input_size, self.policy)
         out = self.run(image[None])
         n = int(out["num_detections"][0])
         boxes = fixed_size_detector.to_picture(out["detection_boxes"][0, :n], scale, self.input_size,
-                                               pixels.shape[:2], size["resize_rounding"])
+                                               pixels.shape[:2], self.policy.rounding)
         classes = out["detection_classes"][0, :n].astype(np.int64)
         return boxes, out["detection_scores"][0, :n], classes, [self._names.get(int(c), str(c)) for c in classes]
 
@@ -92,6 +102,10 @@ class _LiteRTModel(DeployedModel):
             self._runner = self.interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as error:
             raise DataError(f"{path}: LiteRT cannot load it ({error}).") from None
+        inputs, outputs = self._runner.get_input_details(), self._runner.get_output_details()
+        (name, detail), = inputs.items() if len(inputs) == 1 else ((None, {"shape": [], "dtype": None}),)
+        self._check_graph(name, [int(s) for s in detail["shape"]], getattr(detail["dtype"], "__name__", None),
+                          outputs)
 
     def _run(self, images):
         return self._runner(**{fixed_size_detector.INPUT_NAME: images})
@@ -117,6 +131,9 @@ class _OnnxModel(DeployedModel):
                             f"keras_retina export --format=onnx.")
         super().__init__(path, metadata)
         self._outputs = [o.name for o in self.session.get_outputs()]
+        inputs = self.session.get_inputs()
+        name, shape, kind = (inputs[0].name, inputs[0].shape, inputs[0].type) if len(inputs) == 1 else (None, [], None)
+        self._check_graph(name, shape, "uint8" if kind == "tensor(uint8)" else kind, self._outputs)
 
     def _run(self, images):
         values = self.session.run(self._outputs, {fixed_size_detector.INPUT_NAME: images})

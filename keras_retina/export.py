@@ -72,8 +72,7 @@ class DetectionServer(tf.Module):
         self.decoder = postprocess.with_overrides(model.decoder, score_threshold, pre_nms_top_k,
                                                   nms_iou_threshold, max_detections)
         config = self.decoder.get_config()
-        self.postprocess_config = {k: config[k] for k in (
-            "score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")}
+        self.postprocess_config = {key: config[key] for key in postprocess.SETTINGS}
         self.policy = model.resize_policy
         self.label_ids = tf.constant([float(e["id"]) for e in label_map], tf.float32)
         self.label_names = tf.constant([str(e["name"]) for e in label_map], tf.string)

@@ -19,12 +19,16 @@ POSTPROCESS_SCOPE, so quantisation can tell the network (quantised) from the pos
 (kept in float: anchors and decoded boxes need more than 8 bits).
 
 How a picture of any size goes in (`letterbox`, what `predict --model=FILE` and the evaluation
-do, and what a mobile app should do): scale it by min(H / h, W / w) (aspect kept, sides rounded
-as the model's resize policy rounds them), bilinear, put it at the top left and fill the rest
-with the model's pad colour (black unless the model says otherwise; rounded to uint8).
-`to_picture` maps the outputs back: normalised to the input -> normalised to the picture,
-clipped to it. A frame whose aspect is H : W needs no padding; a stretched frame (the TFLite
-Task Library's habit) works too but deforms objects the model learnt with their aspect kept.
+do, and what a mobile app should do): scale it as the model's resize policy does (the paper's
+shorter side S, longer side at most L; `resize_policy`), or less when that does not fit the
+input: scale = min(S / shorter side, L / longer side, H / h, W / w) (sides rounded as the policy
+rounds them), bilinear; put it at the top left and fill the rest with the model's pad colour
+(black unless the model says otherwise; rounded to uint8). The file's metadata holds S, L, the
+rounding and the pad colour. `to_picture` maps the outputs back: normalised to the input ->
+normalised to the picture, clipped to it. Boxes are clipped to the whole input before NMS and
+to the picture after it (the SavedModel, which knows the picture's size, clips before NMS; the
+two differ only for boxes reaching into the padding). A frame stretched to H x W (the TFLite
+Task Library's habit) also runs, but deforms objects the model learnt with their aspect kept.
 """
 
 import numpy as np
@@ -33,37 +37,33 @@ import tensorflow as tf
 from keras_retina import input_mapping, postprocess
 from keras_retina.anchors import SIZE_MULTIPLE
 from keras_retina.errors import UsageError
-from keras_retina.resize_policy import round_up
 
 POSTPROCESS_SCOPE = "postprocess"
 INPUT_NAME = "images"
-OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+MAX_SIDE = 8192  # sides of the fixed input (and the most a file we are handed may claim)
 
 
 def parse_input_size(text, flag="--input_size"):
-    """"H,W" or "S" (a square) -> (H, W), each a positive multiple of 32."""
+    """"H,W" or "S" (a square) -> (H, W), each a positive multiple of 32, at most MAX_SIDE."""
     try:
         sides = tuple(int(v) for v in str(text).replace("x", ",").split(","))
     except ValueError:
         sides = ()
     if len(sides) == 1:
         sides = sides * 2
-    if len(sides) != 2 or any(s <= 0 or s % SIZE_MULTIPLE for s in sides):
+    if len(sides) != 2 or any(s <= 0 or s % SIZE_MULTIPLE or s > MAX_SIDE for s in sides):
         raise UsageError(f"{flag}={text}: give HEIGHT,WIDTH (or one side for a square), each a positive "
-                         f"multiple of {SIZE_MULTIPLE}, e.g. 480,640.")
+                         f"multiple of {SIZE_MULTIPLE} up to {MAX_SIDE}, e.g. 480,640.")
     return sides
 
 
 def default_input_size(policy):
-    """A square whose side is the model's longest canvas side: up32(L) x up32(L) for the paper's
-    shorter-side policy (1344 x 1344 at 800/1333, 128 x 128 for the demo), the square's canvas for
-    "square". Letterboxed into it, a picture of either orientation (and any aspect up to L / S)
-    gets the scale the model was trained at. A smaller --input_size trades accuracy for speed; a
-    camera's own aspect (480,640) wastes no pixels on padding."""
-    if policy.policy == "square":
-        return tuple(int(s) for s in policy.canvas(policy.image_size[0], policy.image_size[1]))
-    side = round_up(int(policy.max_image_size))
-    return side, side
+    """The policy's canvas for every resized picture, `mixed_canvas`: up32(L) x up32(L) for the
+    paper's shorter-side policy (1344 x 1344 at 800/1333, 128 x 128 for the demo), the square's
+    canvas for "square". Every picture then goes in at the model's own scale, whatever its
+    orientation. A smaller --input_size trades accuracy for speed; a camera's own aspect
+    (480,640) wastes no pixels on padding."""
+    return tuple(int(side) for side in policy.mixed_canvas)
 
 
 def detection_function(model, label_map, input_size, batch=1, **postprocess_overrides):
@@ -89,19 +89,19 @@ def detection_function(model, label_map, input_size, batch=1, **postprocess_over
                                                               name=INPUT_NAME)])
 
 
-def letterbox(pixels, input_size, pad_color=(0.0, 0.0, 0.0), rounding="round"):
-    """uint8 `[h, w, 3]` picture -> (uint8 `[H, W, 3]` input, scale): see the module docstring."""
+def letterbox(pixels, input_size, policy):
+    """uint8 `[h, w, 3]` picture -> (uint8 `[H, W, 3]` input, scale), with the model's
+    `resize_policy.ResizePolicy`: see the module docstring."""
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
-    scale = min(input_size[0] / height, input_size[1] / width)
-    resized, _ = input_mapping.resize(tf.convert_to_tensor(pixels), tf.zeros([0, 4]), scale, rounding=rounding)
-    padded = input_mapping.pad_to(resized, input_size, pad_color)
+    scale = min(float(policy.scale(height, width)), input_size[0] / height, input_size[1] / width)
+    resized, _ = input_mapping.resize(tf.convert_to_tensor(pixels), tf.zeros([0, 4]), scale,
+                                      rounding=policy.rounding)
+    padded = input_mapping.pad_to(resized, input_size, policy.pad_color)
     return tf.cast(tf.round(tf.clip_by_value(padded, 0.0, 255.0)), tf.uint8).numpy(), scale
 
 
 def to_picture(boxes, scale, input_size, picture_hw, rounding="round"):
     """`[D, 4]` boxes normalised to the input -> normalised to the picture of `picture_hw`
-    (clipped to it); `scale` is `letterbox`'s."""
+    (clipped to it); `scale` is `letterbox`'s, `rounding` the policy's."""
     pixels = np.asarray(boxes, np.float32) * np.array([*input_size, *input_size], np.float32)
-    resized = input_mapping.resized_size(int(picture_hw[0]), int(picture_hw[1]), scale, rounding)
-    return np.asarray(input_mapping.to_original(pixels, scale, tuple(picture_hw), normalised=True,
-                                                resized_hw=resized))
+    return np.asarray(input_mapping.to_original(pixels, scale, tuple(picture_hw), normalised=True, rounding=rounding))

@@ -34,11 +34,9 @@ from keras_retina import deploy_metadata, fixed_size_detector, postprocess
 from keras_retina.errors import DataError, UsageError
 
 QUANTIZE = deploy_metadata.QUANTIZE
-CALIBRATION_IMAGES = 200
-# Op types only the postprocessing uses: kept float by type as well as by name, because the
-# quantiser fuses and renames some of them (the names then differ from the float conversion's).
-POSTPROCESS_OPS = ("TOPK_V2", "GATHER", "GATHER_ND", "UNPACK", "PACK", "LOGISTIC", "EXP", "STRIDED_SLICE",
-                   "SELECT_V2", "TILE", "MINIMUM", "MAXIMUM", "DIV")  # representative inputs for int8 (the converter's guidance: ~100-500)
+# Op types of the postprocessing that the network does not use: never quantised (see _convert).
+POSTPROCESS_OPS = ("TOPK_V2", "GATHER", "GATHER_ND", "LOGISTIC", "STRIDED_SLICE", "SELECT_V2", "EXP", "UNPACK", "PACK",
+                   "MINIMUM", "MAXIMUM", "DIV", "FLOOR_DIV", "FLOOR_MOD", "NON_MAX_SUPPRESSION_V5")
 
 
 def export_litert(model, label_map, path, input_size, quantize="none", calibration=None, **postprocess_overrides):

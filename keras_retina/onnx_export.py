@@ -20,11 +20,10 @@ OPSET = 17  # onnxruntime >= 1.13, TensorRT >= 8.6
 def export_onnx(model, label_map, path, input_size, **postprocess_overrides):
     """Writes the .onnx file at `path` (refused when it exists); returns a summary dict
     (path, bytes, ops, opset, input_size)."""
-    try:
-        import onnx
-        import tf2onnx
-    except ImportError:
-        raise UsageError('ONNX export needs tf2onnx and onnx: pip install "keras-retina[onnx]".') from None
+    require_converter()
+    import onnx
+    import tf2onnx
+
     if os.path.exists(path):
         raise UsageError(f"{path} exists already; remove it or export elsewhere.")
     detect = fixed_size_detector.detection_function(model, label_map, input_size, batch=None,
@@ -44,6 +43,15 @@ def export_onnx(model, label_map, path, input_size, **postprocess_overrides):
     os.replace(partial, path)
     return {"path": path, "bytes": os.path.getsize(path), "ops": sorted(op for _, op in ops), "opset": OPSET,
             "input_size": list(input_size)}
+
+
+def require_converter():
+    """UsageError with the install line when tf2onnx or onnx is missing."""
+    try:
+        import onnx  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise UsageError('ONNX export needs tf2onnx and onnx: pip install "keras-retina[onnx]".') from None
 
 
 def op_types(graph):

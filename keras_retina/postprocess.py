@@ -38,6 +38,7 @@ SCORE_THRESHOLD = 0.05
 PRE_NMS_TOP_K = 1000
 NMS_IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 100
+SETTINGS = ("score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")  # set at export time
 
 
 def with_overrides(decoder, score_threshold=None, pre_nms_top_k=None, nms_iou_threshold=None,
@@ -45,8 +46,7 @@ def with_overrides(decoder, score_threshold=None, pre_nms_top_k=None, nms_iou_th
     """A copy of `decoder` with the given inference parameters changed (None keeps its value):
     export time's choice of threshold, top-k, NMS IoU and detections per image."""
     config = decoder.get_config()
-    for key, value in (("score_threshold", score_threshold), ("pre_nms_top_k", pre_nms_top_k),
-                       ("nms_iou_threshold", nms_iou_threshold), ("max_detections", max_detections)):
+    for key, value in zip(SETTINGS, (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections)):
         if value is not None:
             config[key] = value
     return DetectionDecoder.from_config(config)
