@@ -5,8 +5,10 @@
     python benchmarks/deploy_latency.py --model_dir=runs/demo           # a trained model (the demo)
     python benchmarks/deploy_latency.py --input_size=480,640 --repeats=30
 
-Every runtime gets the same uint8 picture already at the fixed input size, so the SavedModel's
-resize is the identity and each row times the whole detector (network, decoding, top-k, NMS):
+Every runtime gets the same uint8 picture already at the fixed input size, which the SavedModel's
+resize policy keeps at scale 1 (640 x 640 for the random ResNet-50 built with S = 640; a
+model_dir's landscape canvas, 96 x 128 for the demo), so each row times the whole detector
+(network, decoding, top-k, NMS) on the same input:
   - SavedModel: `keras_retina export`'s `serving_image_tensor`, loaded with tf.saved_model.load
     (what TF Serving runs), float32;
   - LiteRT float32 / float16 / dynamic / int8: `export --format=tflite --quantize=...` in
@@ -34,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 from keras_retina import RetinaNet, deployed_model, export, fixed_size_detector  # noqa: E402
 from keras_retina import litert_export, onnx_export  # noqa: E402
 from keras_retina.precision import cpu_info  # noqa: E402
+from keras_retina.resize_policy import round_up  # noqa: E402
 from keras_retina.run_dir import RunDir  # noqa: E402
 
 COCO_CLASSES = 80
@@ -63,7 +66,8 @@ def _calibration(args, net, config, size):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_dir", help="a trained model (default: a random ResNet-50 RetinaNet)")
-    parser.add_argument("--input_size", default=None, help="HEIGHT,WIDTH (default 640,640; a model_dir: its canvas)")
+    parser.add_argument("--input_size", default=None,
+                        help="HEIGHT,WIDTH (default 640,640; a model_dir: its landscape canvas up32(S) x up32(L))")
     parser.add_argument("--quantize", default="none,int8", help="LiteRT modes to time, comma-separated")
     parser.add_argument("--calibration", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=3)
@@ -84,7 +88,8 @@ def main(argv=None):
     print(f"CPU: {cpu or platform.processor()}; flags: {' '.join(isa) or 'unknown'}")
 
     net, label_map, name, config = _model(args)
-    size = args.input_size or fixed_size_detector.default_input_size(net.resize_policy)
+    policy = net.resize_policy  # default: its landscape canvas, which a picture of that size fills at scale 1
+    size = args.input_size or (round_up(policy.size[0]), round_up(policy.size[1]))
     print(f"model: {name}; input {size[0]}x{size[1]}, batch 1", flush=True)
     runners, sizes = {}, {}
     with tempfile.TemporaryDirectory() as root:

@@ -54,7 +54,8 @@ OPTIONS = {
                "fixed --input_size and are written to --output or into --export_dir.", "export"),
     "input_size": ("string", None, "tflite/onnx: the fixed input, HEIGHT,WIDTH (multiples of 32) or one side for "
                    "a square (default: a square of the model's longer side L rounded up to 32, so pictures of either "
-                   "orientation keep the model's scale: 128 for the demo, 1344 at 800/1333).", "export"),
+                   "orientation keep the model's scale: 128 for the demo, 1344 at 800/1333; resize=square "
+                   "models: their square).", "export"),
     "quantize": ("enum", (QUANTIZE[0], list(QUANTIZE)), "tflite: none (float32), float16 "
                  "(weights), dynamic (int8 weights) or int8 (network int8, calibrated; postprocessing float).",
                  "export"),

@@ -49,6 +49,8 @@ def train(configs, options):
     model = configs["model"]
     if configs["train"].init_from:  # the anchors of the model it starts from
         model = fine_tuning.settings_from(model, configs["train"].init_from, options["model_dir"])
+    if options["export_dir"] and options["format"] != "saved_model":
+        export_file_path(options, resize_policy.from_config(model))  # not written over after training
     try:
         report = coverage.anchor_coverage(sources.train, resize_policy.from_config(model), anchor_generator(model),
                                           max_images=min(options["max_images"], 500))
@@ -150,7 +152,7 @@ def postprocess_overrides(options):
 
 def check_export_options(options):
     """Every export flag checked before any work (train calls this before training when it will
-    export at the end); returns the file path for --format=tflite|onnx (None for a SavedModel)."""
+    export at the end)."""
     fmt = options["format"]
     if not options["model_dir"] or not (options["export_dir"] or (fmt != "saved_model" and options["output"])):
         raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
@@ -160,6 +162,8 @@ def check_export_options(options):
         raise UsageError(f"--quantize={options['quantize']} is for --format=tflite (got --format={fmt}).")
     if options["calibration_images"] and options["quantize"] != "int8":
         raise UsageError("--calibration_images is for --format=tflite --quantize=int8.")
+    if options["calibration_images"] and not os.path.isdir(options["calibration_images"]):
+        raise DataError(f"--calibration_images={options['calibration_images']}: no such folder.")
     if fmt == "saved_model":
         for name in ("input_size", "output"):
             if options[name]:
@@ -177,18 +181,30 @@ def check_export_options(options):
         raise UsageError(f"--output={path}: a --format={fmt} file ends in .{fmt}.")
     if "://" in (path or options["export_dir"]):
         raise UsageError(f"LiteRT and ONNX files are written to a local path; got {path or options['export_dir']}.")
-    return path
+
+
+def export_file_path(options, policy):
+    """Where --format=tflite|onnx writes: --output, else export_dir/retinanet_HxW[_quantize].FORMAT
+    (the input size: --input_size or the policy's default); refused when it exists."""
+    fmt, quantize = options["format"], options["quantize"]
+    size = (fixed_size_detector.parse_input_size(options["input_size"]) if options["input_size"]
+            else fixed_size_detector.default_input_size(policy))
+    suffix = "" if quantize == "none" else f"_{quantize}"
+    path = options["output"] or os.path.join(options["export_dir"], f"retinanet_{size[0]}x{size[1]}{suffix}.{fmt}")
+    if os.path.exists(path):
+        raise UsageError(f"{path} exists already; remove it or give another --output / --export_dir.")
+    return path, size
 
 
 def export(configs, options):
-    path = check_export_options(options)
+    check_export_options(options)
     fmt = options["format"]
     # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
     set_precision(configs["train"].mixed_precision if fmt == "saved_model" else "none")
     run = RunDir(options["model_dir"])
     net, label_map, config, checkpoint = run.load_model()
     if fmt != "saved_model":
-        return _export_file(fmt, path, run, net, label_map, config, checkpoint, options)
+        return _export_file(fmt, run, net, label_map, config, checkpoint, options)
     path = export_lib.export_saved_model(net, label_map, options["export_dir"], options["version"],
                                          **postprocess_overrides(options))
     base = os.path.abspath(options["export_dir"])
@@ -200,17 +216,18 @@ def export(configs, options):
     return 0
 
 
-def _export_file(fmt, path, run, net, label_map, config, checkpoint, options):
+def _export_file(fmt, run, net, label_map, config, checkpoint, options):
     """--format=tflite|onnx: one file with the fixed input size (see fixed_size_detector)."""
-    size = (fixed_size_detector.parse_input_size(options["input_size"]) if options["input_size"]
-            else fixed_size_detector.default_input_size(net.resize_policy))
+    path, size = export_file_path(options, net.resize_policy)
     quantize = options["quantize"]
-    suffix = "" if quantize == "none" else f"_{quantize}"
-    path = path or os.path.join(options["export_dir"], f"retinanet_{size[0]}x{size[1]}{suffix}.{fmt}")
-    if os.path.exists(path):
-        raise UsageError(f"{path} exists already; remove it or give another --output / --export_dir.")
-    if os.path.dirname(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot make {folder} for {path} ({error.strerror or error}); check --output / "
+                        f"--export_dir.") from None
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"cannot write {path}: {folder} is not writable; check --output / --export_dir.")
     if fmt == "onnx":
         summary = onnx_export.export_onnx(net, label_map, path, size, **postprocess_overrides(options))
         runtime = 'pip install "keras-retina[onnx]" (onnxruntime)'
@@ -236,16 +253,17 @@ def _export_file(fmt, path, run, net, label_map, config, checkpoint, options):
 
 
 def calibration_inputs(run, config, options, input_size, policy):
-    """--calibration_count letterboxed uint8 inputs for int8 calibration: pictures of
-    --calibration_images, else of the model_dir's training data (its validation data when it has
-    no training source), in a fixed shuffled order."""
+    """--calibration_count letterboxed uint8 inputs for int8 calibration: the first pictures (by
+    name) of --calibration_images, else pictures of the model_dir's training data (its validation
+    data when it has no training source) in a fixed shuffled order."""
     count = options["calibration_count"]
     pictures = []
     if options["calibration_images"]:
         folder = options["calibration_images"]
-        if not os.path.isdir(folder):
-            raise DataError(f"--calibration_images={folder}: no such folder.")
-        names = sorted(n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in image_lib.EXTENSIONS)
+        try:
+            names = sorted(n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in image_lib.EXTENSIONS)
+        except OSError as error:
+            raise DataError(f"--calibration_images={folder}: cannot list it ({error.strerror or error}).") from None
         skipped = 0
         for name in names[:count * 2]:
             if len(pictures) == count:

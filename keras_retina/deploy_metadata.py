@@ -86,7 +86,7 @@ def parse(text, path):
         for entry in document["label_map"]:
             if not isinstance(entry["id"], int) or not isinstance(entry["name"], str):
                 raise ValueError(f"label_map entry {entry!r} needs an integer id and a name")
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as error:
         raise DataError(f"{path}: its {KEY} metadata is not a keras_retina detector's "
                         f"({type(error).__name__}: {error}).") from None
     return document

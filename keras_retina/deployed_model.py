@@ -51,10 +51,13 @@ class DeployedModel:
         self.label_map = self.metadata["label_map"]
         self._names = {entry["id"]: entry["name"] for entry in self.label_map}
 
+    def _expected_shape(self):
+        """[B, H, W, 3] of the input (B None: any batch)."""
+        return [self.metadata["input"]["batch"], *self.input_size, 3]
+
     def _check_graph(self, name, shape, dtype, outputs):
         """DataError naming the file when its graph's input or outputs are not what its metadata says."""
-        batch = self.metadata["input"]["batch"]
-        expected = [batch, *self.input_size, 3]
+        expected = self._expected_shape()
         shape = [s if isinstance(s, int) and s > 0 else None for s in shape]
         if (name, shape, dtype) != (fixed_size_detector.INPUT_NAME, expected, "uint8") or set(outputs) != set(
                 deploy_metadata.OUTPUTS):
@@ -65,12 +68,11 @@ class DeployedModel:
     def run(self, images):
         """uint8 `[B, H, W, 3]` -> outputs (B = 1 for LiteRT); another shape or dtype is a ValueError
         naming both (LiteRT's signature runner would resize its input and fail inside its delegate)."""
-        batch = self.metadata["input"]["batch"]
-        expected = (batch, *self.input_size, 3)
+        expected = self._expected_shape()
         shape = tuple(getattr(images, "shape", ()))
         if getattr(images, "dtype", None) != np.uint8 or len(shape) != 4 or any(
                 e is not None and e != s for e, s in zip(expected, shape)):
-            raise ValueError(f"{self.path}: input images must be uint8 [{batch or 'N'}, {self.input_size[0]}, "
+            raise ValueError(f"{self.path}: input images must be uint8 [{expected[0] or 'N'}, {self.input_size[0]}, "
                              f"{self.input_size[1]}, 3] (RGB, letterboxed: fixed_size_detector.letterbox); got "
                              f"{getattr(images, 'dtype', type(images).__name__)} {list(shape)}.")
         return self._run(images)
@@ -103,7 +105,7 @@ class _LiteRTModel(DeployedModel):
         except (ValueError, RuntimeError) as error:
             raise DataError(f"{path}: LiteRT cannot load it ({error}).") from None
         inputs, outputs = self._runner.get_input_details(), self._runner.get_output_details()
-        (name, detail), = inputs.items() if len(inputs) == 1 else ((None, {"shape": [], "dtype": None}),)
+        name, detail = next(iter(inputs.items())) if len(inputs) == 1 else (None, {"shape": [], "dtype": None})
         self._check_graph(name, [int(s) for s in detail["shape"]], getattr(detail["dtype"], "__name__", None),
                           outputs)
 

@@ -32,6 +32,11 @@ def _detector(options, mixed_precision):
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'each'} name a model; give one.")
     if options["model"]:
+        settings = [f"--{name}" for name in ("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold",
+                                             "max_detections") if options.get(name) is not None]
+        if settings:
+            raise UsageError(f"{', '.join(settings)}: a LiteRT / ONNX file's postprocessing was fixed when it was "
+                             f"exported; export it again with them.")
         return deployed_model.load(options["model"]).detect_picture
     if options["saved_model"]:
         try:
