@@ -243,7 +243,7 @@ def _export_file(fmt, run, net, label_map, config, checkpoint, options):
           f"{', ' + quantize if fmt == 'tflite' else ''}"
           f"{f', calibrated on {calibrated} pictures' if calibrated else ''})"
           f"\n  input: images uint8 [{'1' if fmt == 'tflite' else 'N'}, {size[0]}, {size[1]}, 3] RGB; pictures of "
-          f"other sizes letterboxed (scaled to fit, top left, padded)\n"
+          f"other sizes letterboxed (the model's scale, or less to fit; top left, padded)\n"
           f"  outputs: detection_boxes (normalised to the input), detection_scores, detection_classes, "
           f"num_detections; class names in the file's metadata\n"
           f"  {len(summary['ops'])} op types, all {'builtin' if fmt == 'tflite' else 'standard ONNX'}: "
