@@ -66,19 +66,21 @@ def train(configs, options):
     return 0
 
 
+_NO_VALIDATION_DATA = ("No validation data: give --val_annotations/--val_images, --tfds_name (--tfds_val_split), "
+                       "--val_tfrecord or --demo_data")
+
+
 def _validation_source(data, run):
     """The validation source of the data flags, else of `run`'s own config (with this command's
     --skip_bad_examples)."""
     if not data.sources_given():
         if run is None:
-            raise UsageError("No validation data: give --val_annotations/--val_images, --tfds_name "
-                             "(--tfds_val_split), --val_tfrecord or --demo_data, or --model_dir (its data).")
+            raise UsageError(f"{_NO_VALIDATION_DATA}, or --model_dir (its data).")
         saved = from_dict(DataConfig, run.read_config()["data"], run.config_path)
         data = dataclasses.replace(saved, skip_bad_examples=data.skip_bad_examples)
     val = open_sources(data, need_train=False).val
     if val is None:
-        raise UsageError("No validation data: give --val_annotations/--val_images, --tfds_name "
-                         "(--tfds_val_split), --val_tfrecord or --demo_data.")
+        raise UsageError(f"{_NO_VALIDATION_DATA}.")
     return val
 
 
