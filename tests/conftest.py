@@ -31,6 +31,33 @@ def assert_close(actual, expected, atol=1e-5, rtol=1e-5):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=atol, rtol=rtol)
 
 
+def assert_same_detections(ours, theirs, box_tolerance, score_tolerance, label=""):
+    """Two detectors' detections of one image, each (boxes [D, 4], scores [D], classes [D]) with
+    its padding rows cut: the same count, the same sorted scores, and each of theirs has its own
+    of ours with the same class, box and score. Near-equal scores may come out in either order;
+    at the cut-off (the lowest kept score, where the detection cap or threshold falls) either side
+    may have kept a different one of a tie: those, and only those, may stay unmatched on both
+    sides. Returns the largest box difference of the matches."""
+    (boxes, scores, classes), (their_boxes, their_scores, their_classes) = ours, theirs
+    assert len(scores) == len(their_scores), f"{label}: {len(scores)} detections, expected {len(their_scores)}"
+    assert len(scores) > 0, f"{label}: nothing detected; the comparison would be empty"
+    np.testing.assert_allclose(np.sort(scores), np.sort(their_scores), atol=score_tolerance, rtol=0, err_msg=label)
+    cut_off = their_scores.min() + score_tolerance
+    unused, box_errors = np.ones(len(scores), bool), [0.0]
+    for box, score, category in zip(their_boxes, their_scores, their_classes):
+        match = np.flatnonzero(unused & (classes == category) & (np.abs(scores - score) <= score_tolerance)
+                               & (np.abs(boxes - box).max(axis=1) <= box_tolerance))
+        if not len(match) and score <= cut_off:
+            continue
+        near = np.flatnonzero(classes == category)
+        assert len(match), (f"{label}: no detection matches class {category}, score {score}, box {box}; those of "
+                            f"that class: {list(zip(scores[near], boxes[near].round(3).tolist()))[:8]}")
+        unused[match[0]] = False
+        box_errors.append(float(np.abs(boxes[match[0]] - box).max()))
+    assert (scores[unused] <= cut_off + score_tolerance).all(), f"{label}: unmatched {scores[unused]} above the cut-off"
+    return max(box_errors)
+
+
 def checkpoint_values(run_dir, checkpoint=None):
     """Every model and optimizer value of a run's latest (or named) checkpoint, by name."""
     reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / checkpoint) if checkpoint

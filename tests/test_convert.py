@@ -36,6 +36,7 @@ skimage_data = pytest.importorskip("skimage.data")
 
 from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2  # noqa: E402
 
+from conftest import assert_same_detections  # noqa: E402
 from keras_retina import coco_categories  # noqa: E402
 from keras_retina.builder import anchor_generator  # noqa: E402
 from keras_retina.convert import build_converted, convert  # noqa: E402
@@ -74,25 +75,9 @@ def _randomise(model, seed=1, placeholder_rows=None):
 
 
 def _assert_same_detections(ours, theirs, box_tolerance=1e-2, score_tolerance=1e-4):
-    """(boxes yxyx, scores, labels) of both sides: the same count, the same sorted scores, and each
-    of their detections (but those tied with the last kept score) has one of ours with the same
-    label, box and score. Near-equal scores may come out in either order on either side."""
-    (boxes, scores, labels), (their_boxes, their_scores, their_labels) = ours, theirs
-    assert len(scores) == len(their_scores)
-    np.testing.assert_allclose(np.sort(scores), np.sort(their_scores), atol=score_tolerance)
-    unused, box_errors = np.ones(len(scores), bool), []
-    for box, score, label in zip(their_boxes, their_scores, their_labels):
-        if score <= their_scores.min() + score_tolerance:
-            continue  # at the cut-off: the other side may have kept its tie instead
-        match = np.nonzero(unused & (labels == label) & (np.abs(scores - score) <= score_tolerance)
-                           & (np.abs(boxes - box).max(axis=1) <= box_tolerance))[0]
-        near = np.nonzero(labels == label)[0]
-        assert len(match), (f"no detection of ours matches theirs: {label} {score} {box}; ours of that class: "
-                            f"{list(zip(scores[near], boxes[near].round(2).tolist()))[:8]}")
-        unused[match[0]] = False
-        box_errors.append(np.abs(boxes[match[0]] - box).max())
-    print(f"{len(box_errors)} of {len(scores)} detections matched; max box difference {max(box_errors):.1e} px")
-    assert len(box_errors) >= 0.9 * len(scores)  # only the few tied at the cut-off are left out
+    """(boxes yxyx in pixels, scores, labels) of both sides: `conftest.assert_same_detections`."""
+    largest = assert_same_detections(ours, theirs, box_tolerance, score_tolerance)
+    print(f"{len(ours[1])} detections matched; max box difference {largest:.1e} px")
 
 
 def _astronaut(height=512, width=512):
