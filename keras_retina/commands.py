@@ -20,7 +20,8 @@ import keras
 import tensorflow as tf
 
 from keras_retina import convert as convert_lib, deployed_model, evaluation, export as export_lib, fine_tuning
-from keras_retina import fixed_size_detector, images as image_lib, litert_export, onnx_export, resize_policy, training
+from keras_retina import fixed_size_detector, images as image_lib, litert_export, onnx_export, postprocess
+from keras_retina import resize_policy, training
 from keras_retina.builder import anchor_generator
 from keras_retina.data import cleaning, coverage, pipeline
 from keras_retina.config_fields import from_dict
@@ -49,10 +50,11 @@ def train(configs, options):
     model = configs["model"]
     if configs["train"].init_from:  # the anchors of the model it starts from
         model = fine_tuning.settings_from(model, configs["train"].init_from, options["model_dir"])
+    policy = resize_policy.from_config(model)
     if options["export_dir"] and options["format"] != "saved_model":
-        export_file_path(options, resize_policy.from_config(model))  # not written over after training
+        export_file_path(options, policy)  # not written over after training
     try:
-        report = coverage.anchor_coverage(sources.train, resize_policy.from_config(model), anchor_generator(model),
+        report = coverage.anchor_coverage(sources.train, policy, anchor_generator(model),
                                           max_images=min(options["max_images"], 500))
     except tf.errors.InvalidArgumentError:
         training.raise_if_undecodable(sources)
@@ -147,9 +149,13 @@ def check_data(configs, options):
     return 0
 
 
+# The command-line flag of each postprocessing setting (postprocess.SETTINGS).
+POSTPROCESS_FLAGS = dict(zip(("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"),
+                             postprocess.SETTINGS))
+
+
 def postprocess_overrides(options):
-    return {"score_threshold": options.get("nms_score_threshold"), "pre_nms_top_k": options.get("pre_nms_top_k"),
-            "nms_iou_threshold": options.get("nms_iou_threshold"), "max_detections": options.get("max_detections")}
+    return {setting: options.get(flag) for flag, setting in POSTPROCESS_FLAGS.items()}
 
 
 def check_export_options(options):

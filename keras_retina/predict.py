@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_retina import boxes as box_lib, deployed_model, evaluation, export as export_lib, images as image_lib
 from keras_retina import visualize
-from keras_retina.commands import postprocess_overrides
+from keras_retina.commands import POSTPROCESS_FLAGS, postprocess_overrides
 from keras_retina.errors import DataError, UsageError
 from keras_retina.precision import set_precision
 from keras_retina.run_dir import RunDir, write_json
@@ -32,8 +32,7 @@ def _detector(options, mixed_precision):
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'each'} name a model; give one.")
     if options["model"]:
-        settings = [f"--{name}" for name in ("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold",
-                                             "max_detections") if options.get(name) is not None]
+        settings = [f"--{flag}" for flag in POSTPROCESS_FLAGS if options.get(flag) is not None]
         if settings:
             raise UsageError(f"{', '.join(settings)}: a LiteRT / ONNX file's postprocessing was fixed when it was "
                              f"exported; export it again with them.")

@@ -414,3 +414,14 @@ def test_cli_names_a_file_that_only_fails_when_decoded(tiny_coco, tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert "cannot be decoded" in result.stderr and os.path.basename(victim) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_postprocessing_flags_reach_their_settings():
+    from keras_retina import postprocess
+    from keras_retina.commands import postprocess_overrides
+
+    flags = {"nms_score_threshold": 0.3, "pre_nms_top_k": 500, "nms_iou_threshold": 0.6, "max_detections": 20}
+    assert postprocess_overrides(flags) == {"score_threshold": 0.3, "pre_nms_top_k": 500, "nms_iou_threshold": 0.6,
+                                            "max_detections": 20}
+    assert set(postprocess_overrides(flags)) == set(postprocess.SETTINGS)
+    assert postprocess_overrides({}) == dict.fromkeys(postprocess.SETTINGS)

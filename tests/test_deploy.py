@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import TINY, assert_same_detections
+from conftest import TINY, TINY_FLAGS, assert_same_detections
 from tensorflow.lite.python import schema_py_generated as schema
 
 from keras_retina import (RetinaNet, deploy_metadata, deployed_model, evaluation, export, fixed_size_detector,
@@ -430,6 +430,27 @@ def test_train_checks_its_export_flags_before_training(tmp_path):
     result = _cli("train", "--flagfile=configs/demo.flags", "--format=onnx", "--quantize=int8", cwd=str(tmp_path))
     assert result.returncode == 2 and "--quantize=int8 is for --format=tflite" in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_train_refuses_to_write_over_an_existing_file_before_training(tiny_coco, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "retinanet_128x128.onnx").write_bytes(b"a user's file")  # TINY: S 64, L round(5/3 S) = 107, up to 32: 128
+    result = _cli("train", *TINY_FLAGS, "--train_steps=2", f"--train_annotations={tiny_coco['train'][0]}",
+                  f"--train_images={tiny_coco['train'][1]}", "--model_dir=run", "--export_dir=out", "--format=onnx",
+                  cwd=str(tmp_path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "retinanet_128x128.onnx exists already" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before training
+    assert (tmp_path / "out" / "retinanet_128x128.onnx").read_bytes() == b"a user's file"
+
+
+def test_a_file_cannot_be_written_where_a_folder_is_needed(demo, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = _cli("export", f"--model_dir={demo['root']}/runs/demo", "--format=onnx",
+                  f"--output={tmp_path}/taken/model.onnx", cwd=str(tmp_path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"cannot make {tmp_path}/taken for {tmp_path}/taken/model.onnx" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_predict_with_a_file_refuses_postprocessing_flags(demo_files, tmp_path):
