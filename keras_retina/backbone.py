@@ -167,7 +167,7 @@ def default_freeze_at(name, weights):
     return FREEZE_AT_PRETRAINED if name in FREEZABLE and weights is not None else 0
 
 
-def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freeze_at=0):
+def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freeze_at=0, bn_epsilon=None):
     """Builds a backbone.
 
     Args:
@@ -176,6 +176,8 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
       weights: None, "imagenet", or a weights file path (see module docstring).
       freeze_batchnorm: freeze BN layers (ResNets only; `tiny` trains from scratch).
       freeze_at: freeze the stem and stages up to conv{freeze_at} (ResNets only; 0..5).
+      bn_epsilon: the BatchNorm epsilon of a torchvision_/detectron2_ ResNet (None: 1e-5,
+        `pytorch_resnet.BN_EPSILON`); other backbones keep their own (None only).
 
     Returns:
       A `keras.Model` mapping `[B, H, W, 3]` RGB 0-255 to dict C3..C5.
@@ -190,6 +192,9 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
     if not 0 <= int(freeze_at) <= MAX_FREEZE_AT:
         raise ValueError(f"freeze_backbone_at={freeze_at}: choose 0 (train everything) to {MAX_FREEZE_AT} "
                          f"(the stem and conv2..conv{MAX_FREEZE_AT} frozen).")
+    if bn_epsilon is not None and name not in PYTORCH_RESNETS:
+        raise ValueError(f"backbone_bn_epsilon={bn_epsilon}: only the torchvision_/detectron2_ ResNets take one; "
+                         f"backbone={name!r} keeps its own.")
     if name in RESNETS:
         return _resnet(name, input_shape, weights, freeze_batchnorm, int(freeze_at))
     if weights == "imagenet":
@@ -198,7 +203,8 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
     if name == "tiny":
         model = _tiny(input_shape)
     else:
-        model = pytorch_resnet.build(*PYTORCH_RESNETS[name], input_shape=input_shape, name=name)
+        model = pytorch_resnet.build(*PYTORCH_RESNETS[name], input_shape=input_shape, name=name,
+                                     bn_epsilon=pytorch_resnet.BN_EPSILON if bn_epsilon is None else bn_epsilon)
         model = _freeze(model, freeze_batchnorm, int(freeze_at))
     if weights is not None:
         try:

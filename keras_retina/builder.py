@@ -52,7 +52,8 @@ def build_parts(config, **given):
     generator = parts["anchor_generator"]
     if "backbone" not in parts:
         parts["backbone"] = build_backbone(config.backbone, (None, None, 3), config.backbone_weights,
-                                           config.freeze_backbone_batchnorm, config.freeze_backbone_at)
+                                           config.freeze_backbone_batchnorm, config.freeze_backbone_at,
+                                           config.backbone_bn_epsilon)
     if "feature_pyramid" not in parts:
         parts["feature_pyramid"] = FeaturePyramid(config.fpn_filters, generator.max_level, config.p6_input,
                                                   config.fpn_extra_padding, name="fpn")
@@ -70,7 +71,8 @@ def build_parts(config, **given):
     if "decoder" not in parts:
         parts["decoder"] = DetectionDecoder(
             None, generator, config.box_coder_weights, config.score_threshold,
-            config.pre_nms_top_k, config.nms_iou_threshold, config.max_detections, name="detection_decoder")
+            config.pre_nms_top_k, config.nms_iou_threshold, config.max_detections, config.clip_boxes,
+            config.drop_empty_boxes, name="detection_decoder")
     for name in ("classification_loss", "box_loss"):
         if name in parts and getattr(parts[name], "reduction", "sum") != "sum":
             raise UsageError(f"{name}={parts[name].name}: give a loss with reduction='sum'; RetinaNet divides the "

@@ -6,12 +6,13 @@ ONNX: the model's `metadata_props` entry KEY (onnxruntime: `session.get_modelmet
     {"format": FORMAT, "version": keras_retina version,
      "input": {"name": "images", "height": H, "width": W, "dtype": "uint8", "channels": "RGB",
                "batch": 1 or null (any), "pad_color": [r, g, b] (0-255),
-               "resize_rounding": "round"|"floor",
+               "resize_rounding": "round"|"floor", "resize_method": "bilinear"|"pil_bilinear",
                "resize": {"resize": "shorter_side"|"square", "image_size": S or [H, W],
                           "max_image_size": L}},
      "outputs": {name: meaning},
      "label_map": [{"id": category id, "name": str}, ...] (index = the model's class),
-     "postprocess": {"score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},
+     "postprocess": {"score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections",
+                     "clip_boxes", "drop_empty_boxes"},
      "quantize": "none"|"float16"|"dynamic"|"int8"}
 
 `fixed_size_detector` says how a picture goes in with these numbers (`resize_policy(document)`).
@@ -45,10 +46,10 @@ def describe(label_map, input_size, batch, policy, decoder, quantize):
         "format": FORMAT, "version": __version__,
         "input": {"name": INPUT_NAME, "height": int(input_size[0]), "width": int(input_size[1]), "dtype": "uint8",
                   "channels": "RGB", "batch": batch, "pad_color": [float(c) for c in policy.pad_color],
-                  "resize_rounding": policy.rounding, "resize": policy.to_json()},
+                  "resize_rounding": policy.rounding, "resize_method": policy.method, "resize": policy.to_json()},
         "outputs": dict(OUTPUTS),
         "label_map": [{"id": int(e["id"]), "name": str(e["name"])} for e in label_map],
-        "postprocess": {key: config[key] for key in postprocess.SETTINGS},
+        "postprocess": {key: config[key] for key in postprocess.SETTINGS + postprocess.CONVENTIONS},
         "quantize": quantize,
     }
 
@@ -59,7 +60,7 @@ def resize_policy(document):
     resize = size["resize"]
     image_size = resize["image_size"] if isinstance(resize["image_size"], int) else tuple(resize["image_size"])
     return ResizePolicy(image_size, resize["max_image_size"], resize["resize"], size["pad_color"],
-                        size["resize_rounding"])
+                        size["resize_rounding"], method=size.get("resize_method", "bilinear"))
 
 
 def dumps(document):
@@ -81,6 +82,8 @@ def parse(text, path):
                                                   for c in size["pad_color"]):
             raise ValueError("input pad_color needs 3 numbers in 0..255")
         resize_policy(document)  # S, L, policy and rounding: ResizePolicy's own checks
+        if not isinstance(document["postprocess"].get("drop_empty_boxes", True), bool):
+            raise ValueError("postprocess drop_empty_boxes must be true or false")
         if document["quantize"] not in QUANTIZE:
             raise ValueError(f"quantize {document['quantize']!r} is none of {QUANTIZE}")
         for entry in document["label_map"]:

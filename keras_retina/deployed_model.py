@@ -13,7 +13,8 @@ is named with its install line.
   wrong shape or dtype is a ValueError naming both (the runtimes' own errors: see the tests);
 - `detect_picture(pixels)`: a uint8 `[h, w, 3]` picture of any size -> (boxes `[n, 4]` yxyx
   normalised to the picture, scores `[n]`, category ids `[n]`, class names), letterboxed in
-  and mapped back as `fixed_size_detector` describes.
+  and mapped back as `fixed_size_detector` describes (boxes left with no area in the picture
+  dropped when the model drops empty boxes).
 """
 
 import os
@@ -49,6 +50,7 @@ class DeployedModel:
         self.input_size = (size["height"], size["width"])
         self.policy = deploy_metadata.resize_policy(self.metadata)
         self.label_map = self.metadata["label_map"]
+        self.drop_empty_boxes = self.metadata["postprocess"].get("drop_empty_boxes", True)
         self._names = {entry["id"]: entry["name"] for entry in self.label_map}
 
     def _expected_shape(self):
@@ -86,8 +88,11 @@ class DeployedModel:
         n = int(out["num_detections"][0])
         boxes = fixed_size_detector.to_picture(out["detection_boxes"][0, :n], scale, self.input_size,
                                                pixels.shape[:2], self.policy.rounding)
-        classes = out["detection_classes"][0, :n].astype(np.int64)
-        return boxes, out["detection_scores"][0, :n], classes, [self._names.get(int(c), str(c)) for c in classes]
+        scores, classes = out["detection_scores"][0, :n], out["detection_classes"][0, :n].astype(np.int64)
+        if self.drop_empty_boxes:  # the file clipped to its input; a box in the padding is empty in the picture
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        return boxes, scores, classes, [self._names.get(int(c), str(c)) for c in classes]
 
 
 class _LiteRTModel(DeployedModel):

@@ -1,8 +1,8 @@
 """Starting a new training run from another model_dir's weights (`train --init_from=DIR`): a
 COCO model converted from torchvision or detectron2 (`convert`), or any trained run.
 
-- Architecture: the settings that decide what the weights are (`ARCHITECTURE`: backbone,
-  anchor geometry, pyramid and head layout, box coder, the padding colour they saw) are DIR's; the run's other settings
+- Architecture: the settings that decide what the weights are (`ARCHITECTURE`: backbone and
+  its BatchNorm epsilon, anchor geometry, pyramid and head layout, box coder, the padding colour they saw) are DIR's; the run's other settings
   (image size, loss, matching, inference thresholds) are its own (`settings_from`). An unset
   `freeze_backbone_at` becomes 2 for ResNets: the stem and conv2 stay frozen, as Detectron,
   detectron2 and torchvision fine-tune from pretrained weights.
@@ -26,9 +26,9 @@ from keras_retina.backbone import FREEZABLE, FREEZE_AT_PRETRAINED
 from keras_retina.errors import DataError, UsageError
 from keras_retina.run_dir import RunDir
 
-ARCHITECTURE = ("backbone", "anchor_geometry", "num_scales", "aspect_ratios", "anchor_size", "fpn_filters",
-                "p6_input", "fpn_extra_padding", "head_filters", "head_convs", "head_norm", "box_coder_weights",
-                "pad_color")
+ARCHITECTURE = ("backbone", "backbone_bn_epsilon", "anchor_geometry", "num_scales", "aspect_ratios", "anchor_size",
+                "fpn_filters", "p6_input", "fpn_extra_padding", "head_filters", "head_convs", "head_norm",
+                "box_coder_weights", "pad_color")
 
 
 def settings_from(model_config, init_dir, model_dir=None):

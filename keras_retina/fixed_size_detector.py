@@ -95,7 +95,7 @@ def letterbox(pixels, input_size, policy):
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
     scale = min(float(policy.scale(height, width)), input_size[0] / height, input_size[1] / width)
     resized, _ = input_mapping.resize(tf.convert_to_tensor(pixels), tf.zeros([0, 4]), scale,
-                                      rounding=policy.rounding)
+                                      rounding=policy.rounding, method=policy.method)
     padded = input_mapping.pad_to(resized, input_size, policy.pad_color)
     return tf.cast(tf.round(tf.clip_by_value(padded, 0.0, 255.0)), tf.uint8).numpy(), scale
 

@@ -29,9 +29,10 @@ def resized_size(height, width, scale, rounding="round"):
 def resized_sizes(sizes, scales, rounding="round"):
     """int32 `[..., 2]`: (height, width) `[..., 2]` after scaling by `scales` `[...]` (a batch's
     pictures inside their inputs, from the evaluation pipeline's meta). "floor" is torchvision's
-    (`F.interpolate(scale_factor=..., recompute_scale_factor=True)`), "round" ours and detectron2's."""
+    (`F.interpolate(scale_factor=..., recompute_scale_factor=True)`), "round" (half up) ours and
+    detectron2's (`ResizeShortestEdge`: `int(x + 0.5)`)."""
     scaled = tf.cast(sizes, tf.float64) * tf.cast(scales, tf.float64)[..., None]
-    return tf.maximum(tf.cast(tf.floor(scaled) if rounding == "floor" else tf.round(scaled), tf.int32), 1)
+    return tf.maximum(tf.cast(tf.floor(scaled if rounding == "floor" else scaled + 0.5), tf.int32), 1)
 
 
 def _ratios(original_hw, resized_hw):
@@ -41,13 +42,20 @@ def _ratios(original_hw, resized_hw):
     return tf.concat([ratio, ratio], axis=-1)
 
 
-def resize(image, boxes, scale, window=None, offset=None, rounding="round"):
-    """Scales `[H, W, C]` (uint8 or float) by `scale` (sides rounded as `rounding` says); with
-    `window` (h, w) and `offset` (y, x) keeps only that window. Boxes `[N, 4]` yxyx pixels follow
-    (not clipped). -> float32 image (0-255), boxes."""
+def resize(image, boxes, scale, window=None, offset=None, rounding="round", method="bilinear"):
+    """Scales `[H, W, C]` (uint8 or float) by `scale` (sides rounded as `rounding` says, pixels
+    interpolated as `method` says: `resize_policy.METHODS`); with `window` (h, w) and `offset`
+    (y, x) keeps only that window. Boxes `[N, 4]` yxyx pixels follow (not clipped). -> float32
+    image (0-255), boxes."""
     old_hw = tf.shape(image)[:2]
     new_hw = resized_size(old_hw[0], old_hw[1], scale, rounding)
-    image = tf.image.resize(image, new_hw, method="bilinear")  # uint8 in, float32 out: no full-size float copy
+    # uint8 in, float32 out: no full-size float copy. PIL's bilinear widens its triangle filter by
+    # the shrink factor (an antialiasing filter; the same as plain bilinear when enlarging) and
+    # gives uint8 pixels; TensorFlow's antialiased bilinear is that filter.
+    antialias = method == "pil_bilinear"
+    image = tf.image.resize(image, new_hw, method="bilinear", antialias=antialias)
+    if antialias:
+        image = tf.round(image)
     boxes = boxes * _ratios(old_hw, new_hw)
     if window is not None:
         image = image[offset[0]:offset[0] + window[0], offset[1]:offset[1] + window[1]]
@@ -69,7 +77,7 @@ def pad_to(image, canvas, color=None):
 def to_model_input(image, policy):
     """uint8/float `[H, W, 3]` -> (float32 `[canvas..., 3]` resized and padded, scale)."""
     scale = policy.scale(tf.shape(image)[0], tf.shape(image)[1])
-    resized, _ = resize(image, tf.zeros([0, 4]), scale, rounding=policy.rounding)
+    resized, _ = resize(image, tf.zeros([0, 4]), scale, rounding=policy.rounding, method=policy.method)
     shape = tf.shape(resized)
     return pad_to(resized, policy.canvas(shape[0], shape[1]), policy.pad_color), scale
 

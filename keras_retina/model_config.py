@@ -10,9 +10,10 @@ import dataclasses
 
 from keras_retina import anchors as anchor_lib
 from keras_retina import box_coder, losses as loss_lib, postprocess, resize_policy
-from keras_retina.backbone import BACKBONES, DEFAULT_BACKBONE, FREEZABLE, MAX_FREEZE_AT, RESNETS, default_freeze_at
+from keras_retina.backbone import (BACKBONES, DEFAULT_BACKBONE, FREEZABLE, MAX_FREEZE_AT, PYTORCH_RESNETS, RESNETS,
+                                   default_freeze_at)
 from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, UNIT, as_tuples, check_fields, setting
-from keras_retina.errors import UsageError
+from keras_retina.errors import DataError, UsageError
 from keras_retina.fpn import EXTRA_PADDINGS, P6_INPUTS
 from keras_retina.heads import NORMS, PRIOR_PROBABILITY
 from keras_retina.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU
@@ -41,8 +42,12 @@ class ModelConfig:
         "123.675,116.28,103.53).", (lambda v: len(v) == 3 and all(0 <= c <= 255 for c in v),
                                     "must be three numbers in 0..255 (R, G, B)."))
     resize_rounding: str = setting(
-        "round", "Resized sides rounded (round: ours, detectron2's) or floored (floor: torchvision's).",
-        choices=resize_policy.ROUNDINGS)
+        "round", "Resized sides rounded half up (round: ours, detectron2's int(x + 0.5)) or floored (floor: "
+        "torchvision's).", choices=resize_policy.ROUNDINGS)
+    resize_method: str = setting(
+        "bilinear", "How pictures are resized: bilinear (TensorFlow's and torchvision's: no antialiasing, float "
+        "result) or pil_bilinear (PIL's bilinear, as detectron2 resizes: antialiased when shrinking, rounded to "
+        "uint8).", choices=resize_policy.METHODS)
     canvas: str = setting(
         "buckets", "What pictures are padded to: buckets (a few fixed shapes per aspect ratio) or tight (each "
         "side up to a multiple of 32, as torchvision and detectron2 pad; more input shapes). --resize=square "
@@ -53,6 +58,10 @@ class ModelConfig:
         "most L, aspect kept, batches grouped by aspect ratio) or square (longer side fitted into an S x S "
         "square: one static shape, for TPUs and XLA).", choices=resize_policy.POLICIES)
     backbone_weights: str = setting(None, "'imagenet', a weights file path, or empty for random init.")
+    backbone_bn_epsilon: float = setting(
+        None, "BatchNorm epsilon of the torchvision_/detectron2_ ResNets (default 1e-5, FrozenBatchNorm2d's; "
+        "converted torchvision v1 models: 0, as torchvision evaluates its published v1 file).", _NOT_NEGATIVE,
+        flag=False)
     freeze_backbone_batchnorm: bool = setting(True, "Keep ResNet BatchNorm statistics frozen (paper, Detectron).",
                                               flag=False)
     freeze_backbone_at: int = setting(
@@ -104,6 +113,11 @@ class ModelConfig:
                                        (lambda v: 0 < v <= 1, "must be in (0, 1]."), flag=False)
     max_detections: int = setting(postprocess.MAX_DETECTIONS, "Detections per image (COCO: 100).", _POSITIVE,
                                   flag=False)
+    clip_boxes: str = setting(
+        "before_nms", "Boxes clipped to the picture before NMS (ours, torchvision's) or after it (detectron2's).",
+        choices=postprocess.CLIPPING, flag=False)
+    drop_empty_boxes: bool = setting(
+        True, "Drop boxes with no area once clipped (ours, detectron2's); torchvision keeps them.", flag=False)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):  # lists from JSON or callers -> tuples
@@ -122,6 +136,9 @@ class ModelConfig:
         if self.backbone_weights == "imagenet" and self.backbone not in RESNETS:
             raise UsageError(f"backbone={self.backbone!r} has no ImageNet weights; use resnet50/resnet101 or a "
                              f"weights file.")
+        if self.backbone_bn_epsilon is not None and self.backbone not in PYTORCH_RESNETS:
+            raise UsageError(f"backbone_bn_epsilon={self.backbone_bn_epsilon}: only the torchvision_/detectron2_ "
+                             f"ResNets take one; backbone={self.backbone!r} keeps its own.")
         if self.freeze_backbone_at and self.backbone not in FREEZABLE:
             raise UsageError(f"freeze_backbone_at={self.freeze_backbone_at}: only ResNet backbones have frozen "
                              f"stages; backbone={self.backbone!r} trains from scratch, use 0.")
@@ -137,9 +154,24 @@ class ModelConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def upgrade_settings(values):
-    """Model settings saved before the resize policy existed (no "resize" key) had square inputs:
-    read them as resize="square", so older model_dirs and .keras files load as they were."""
-    if isinstance(values, dict) and "image_size" in values and "resize" not in values:
-        return dict(values, resize="square")
+def upgrade_settings(values, converted_from=None):
+    """Model settings saved by earlier versions, read so that their models load as they were:
+    no "resize" key (before the resize policy) -> resize="square"; no "drop_empty_boxes" (before
+    the setting) -> the empty boxes were kept by torchvision_ backbones' models, as torchvision
+    keeps them. `converted_from`: the weight file a `convert`ed model_dir names; a torchvision v1
+    conversion from before `backbone_bn_epsilon` computed its BatchNorm with 1e-5 instead of
+    torchvision's 0 and is refused (DataError) with the command that converts it again."""
+    if not isinstance(values, dict) or "image_size" not in values:
+        return values
+    values = dict(values)
+    if "resize" not in values:
+        values["resize"] = "square"
+    if "drop_empty_boxes" not in values:
+        values["drop_empty_boxes"] = not str(values.get("backbone", "")).startswith("torchvision_")
+    if (converted_from and "backbone_bn_epsilon" not in values and values.get("p6_input") == "P5"
+            and str(values.get("backbone", "")).startswith("torchvision_")):
+        raise DataError(f"this model_dir was converted from torchvision's v1 RetinaNet ({converted_from}) by an "
+                        f"earlier keras_retina, with BatchNorm epsilon 1e-5 where torchvision uses 0: its detections "
+                        f"are not torchvision's. Convert it again: keras_retina convert --source=torchvision "
+                        f"--weights={converted_from} --model_dir=NEW_FOLDER")
     return values

@@ -2,14 +2,21 @@
 
 Per pyramid level: keep the `pre_nms_top_k` (1000) highest-scoring
 (anchor, class) pairs, drop those with score <= `score_threshold` (0.05), and
-decode only those boxes. Candidates of all levels are merged, clipped to the
-picture (`picture_sizes`: the part of the input the picture fills, top left; default the
-whole input), and greedy NMS at IoU `nms_iou_threshold` (0.5) runs per class; the
-`max_detections` (100, COCO practice) best survivors are returned.
+decode only those boxes. Candidates of all levels are merged, and greedy NMS at IoU
+`nms_iou_threshold` (0.5) runs per class; the `max_detections` (100, COCO practice) best
+survivors are returned. Boxes are clipped to the picture (`picture_sizes`: the part of the
+input the picture fills, top left; default the whole input) as `clip_boxes` says:
 
-Class-wise NMS runs as one NMS per image on boxes shifted by
-`class_id * (image side + 1)`, so boxes of different classes can never overlap
-(the same trick as torchvision's batched_nms); it uses TensorFlow's
+- "before_nms" (ours, torchvision's `postprocess_detections`): candidates are clipped, then NMS;
+- "after_nms" (detectron2's: NMS on the decoded boxes, `detector_postprocess` clips the kept ones).
+
+With `drop_empty_boxes` (ours, detectron2's `nonempty()`), a box with no area once clipped (one
+lying wholly in the padding) is never a detection: dropped before NMS when clipping comes first,
+after the `max_detections` cut otherwise, as detectron2 does. torchvision keeps such boxes.
+
+Class-wise NMS runs as one NMS per image on boxes shifted by `class_id * (extent + 1)`
+(extent: the image side, or the span of the unclipped boxes), so boxes of different classes
+can never overlap (the same trick as torchvision's batched_nms); it uses TensorFlow's
 NonMaxSuppressionV5 kernel, a core op that TF Serving runs.
 
 This is a Keras layer so that the exported SavedModel contains it.
@@ -17,8 +24,7 @@ This is a Keras layer so that the exported SavedModel contains it.
 Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]`
 deltas, in anchor order, the input's (height, width) (static ints or a tensor: the anchors
 are made for it) and optionally `picture_sizes` int `[B, 2]` (height, width) of each picture
-inside its padded input. Clipping to the picture before NMS, not to the padded canvas, is
-torchvision's order (`GeneralizedRCNNTransform`'s image sizes); detectron2 clips after NMS.
+inside its padded input (torchvision and detectron2 clip to the picture, not the padded canvas).
 Output: dict
   - `boxes`: `[B, max_detections, 4]` float32, yxyx pixels of the model input,
   - `scores`: `[B, max_detections]` float32, descending,
@@ -39,6 +45,8 @@ PRE_NMS_TOP_K = 1000
 NMS_IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 100
 SETTINGS = ("score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")  # set at export time
+CLIPPING = ("before_nms", "after_nms")
+CONVENTIONS = ("clip_boxes", "drop_empty_boxes")  # a library's order of clipping and NMS: the model's
 
 
 def with_overrides(decoder, score_threshold=None, pre_nms_top_k=None, nms_iou_threshold=None,
@@ -64,6 +72,7 @@ class DetectionDecoder(keras.layers.Layer):
       box_coder_weights: as used by the label encoder.
       score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections:
         the paper's inference parameters.
+      clip_boxes: "before_nms" or "after_nms"; drop_empty_boxes: bool (module docstring).
     """
 
     def __init__(
@@ -75,6 +84,8 @@ class DetectionDecoder(keras.layers.Layer):
         pre_nms_top_k=PRE_NMS_TOP_K,
         nms_iou_threshold=NMS_IOU_THRESHOLD,
         max_detections=MAX_DETECTIONS,
+        clip_boxes="before_nms",
+        drop_empty_boxes=True,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -87,6 +98,10 @@ class DetectionDecoder(keras.layers.Layer):
         if pre_nms_top_k < 1 or max_detections < 1:
             raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got "
                              f"{pre_nms_top_k} and {max_detections}.")
+        if clip_boxes not in CLIPPING:
+            raise ValueError(f"clip_boxes={clip_boxes!r}: choose one of {', '.join(CLIPPING)}.")
+        self.clip_boxes = clip_boxes
+        self.drop_empty_boxes = bool(drop_empty_boxes)
         self.image_size = None if image_size is None else anchor_lib.config_image_size(image_size)
         self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
         self.box_coder_weights = tuple(box_coder_weights)
@@ -127,29 +142,49 @@ class DetectionDecoder(keras.layers.Layer):
             start += count
 
         if picture_sizes is None:
-            boxes = box_lib.clip_to_image(tf.concat(level_boxes, 1), height, width)  # [B, C, 4]
+            limits = (tf.cast(height, tf.float32), tf.cast(width, tf.float32))
         else:
             sizes = tf.cast(picture_sizes, tf.float32)
-            boxes = box_lib.clip_to_image(tf.concat(level_boxes, 1), sizes[:, :1], sizes[:, 1:])
+            limits = (sizes[:, :1], sizes[:, 1:])  # [B, 1]: broadcast over candidates
+        boxes = tf.concat(level_boxes, 1)  # [B, C, 4]
         scores = tf.concat(level_scores, 1)  # [B, C]
         classes = tf.concat(level_classes, 1)  # [B, C]
         scores = tf.where(scores > self.score_threshold, scores, 0.0)
-
-        side = tf.cast(tf.maximum(height, width), tf.float32)
-        offset = tf.cast(classes, tf.float32)[..., None] * (side + 1.0)
+        if self.clip_boxes == "before_nms":
+            boxes = _clip(boxes, limits)
+            if self.drop_empty_boxes:
+                scores = tf.where(_has_area(boxes), scores, 0.0)
+            low, extent = 0.0, tf.cast(tf.maximum(height, width), tf.float32)
+        else:  # NMS on the decoded boxes as they are: shift the class offsets past their whole span
+            low = tf.reduce_min(boxes, axis=[1, 2], keepdims=True)
+            extent = tf.reduce_max(boxes, axis=[1, 2], keepdims=True) - low
+        offset = tf.cast(classes, tf.float32)[..., None] * (extent + 1.0)
+        shifted = boxes - low + offset
         if logits.shape[0] == 1:  # a fixed batch of one (LiteRT's input): no loop in the graph
-            keep, num_detections = self._nms_one_image((boxes[0] + offset[0], scores[0]))
+            keep, num_detections = self._nms_one_image((shifted[0], scores[0]))
             keep, num_detections = keep[None], num_detections[None]
         else:
             keep, num_detections = tf.map_fn(
                 self._nms_one_image,
-                (boxes + offset, scores),
+                (shifted, scores),
                 fn_output_signature=(tf.TensorSpec([self.max_detections], tf.int32),
                                      tf.TensorSpec([], tf.int32)),
             )
         valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
+        kept_boxes = tf.gather(boxes, keep, batch_dims=1)
+        if self.clip_boxes == "after_nms":
+            kept_boxes = _clip(kept_boxes, limits)
+            if self.drop_empty_boxes:
+                valid = valid & _has_area(kept_boxes)
+                # valid rows first, in their order: keys unique, so top_k's order is exact
+                rank = tf.range(self.max_detections)[None, :]
+                _, order = tf.math.top_k(-tf.where(valid, rank, rank + self.max_detections), self.max_detections)
+                keep = tf.gather(keep, order, batch_dims=1)
+                kept_boxes = tf.gather(kept_boxes, order, batch_dims=1)
+                num_detections = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+                valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
         return {
-            "boxes": tf.where(valid[..., None], tf.gather(boxes, keep, batch_dims=1), 0.0),
+            "boxes": tf.where(valid[..., None], kept_boxes, 0.0),
             "scores": tf.where(valid, tf.gather(scores, keep, batch_dims=1), 0.0),
             "classes": tf.where(valid, tf.gather(classes, keep, batch_dims=1), -1),
             "num_detections": num_detections,
@@ -176,5 +211,18 @@ class DetectionDecoder(keras.layers.Layer):
             pre_nms_top_k=self.pre_nms_top_k,
             nms_iou_threshold=self.nms_iou_threshold,
             max_detections=self.max_detections,
+            clip_boxes=self.clip_boxes,
+            drop_empty_boxes=self.drop_empty_boxes,
         )
         return config
+
+
+def _clip(boxes, limits):
+    """yxyx boxes `[B, D, 4]` clipped to (height, width) `limits` (scalars or `[B, 1]`)."""
+    height, width = limits
+    return box_lib.clip_to_image(boxes, height, width)
+
+
+def _has_area(boxes):
+    """bool `[B, D]`: the box has positive height and width."""
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])

@@ -4,29 +4,41 @@ reproduce it, and which of our variables each of its tensors becomes.
 Sources and variants (`recognise`):
 
 - torchvision `retinanet_resnet50_fpn` (v1): torchvision ResNet-50, P6 from P5, heads of
-  conv + bias + ReLU. The published file predates torchvision's renaming of the FPN and head
-  keys (`inner_blocks.0.weight` then, `inner_blocks.0.0.weight` now; head `conv.2.weight`
-  then, `conv.1.0.weight` now); torchvision renames them when loading, and so do we
-  (`_torchvision_key`). `num_batches_tracked` (written by BatchNorm2d, not by the frozen BN)
-  is ignored.
+  conv + bias + ReLU, frozen BatchNorm epsilon 0 (torchvision's builder calls
+  `overwrite_eps(model, 0.0)` after loading the published COCO_V1 file). The published file
+  predates torchvision's renaming of the FPN and head keys (`inner_blocks.0.weight` then,
+  `inner_blocks.0.0.weight` now; head `conv.2.weight` then, `conv.1.0.weight` now);
+  torchvision renames them when loading (`_load_from_state_dict`), and so do we
+  (`_torchvision_key`). `num_batches_tracked` (written by BatchNorm2d, dropped by
+  FrozenBatchNorm2d's loading) is ignored.
 - torchvision `retinanet_resnet50_fpn_v2`: P6 from C5, heads of conv (no bias) + GroupNorm +
-  ReLU. (A ResNet-101 body is recognised too, from the number of blocks.)
-- detectron2 model zoo RetinaNet R50/R101 (`.pkl`): ResNet with the stride in the 1x1 conv,
-  P6 from C5, heads of conv + bias + ReLU, 80 logits. Buffers older detectron2 versions saved
-  with the weights are not weights: `anchor_generator.cell_anchors.*` is ignored, and
-  `pixel_mean` / `pixel_std`, when present, must be the normalisation our detectron2 backbone
-  applies (`pytorch_resnet.LAYOUTS`), else the file is refused.
+  ReLU, epsilon 1e-5 (no overwrite). (A ResNet-101 body is recognised too, from the number of
+  blocks.)
+- detectron2 model zoo RetinaNet R50/R101 (`.pkl`, `{"model": arrays, "__author__": ...}`, read
+  without the name-matching heuristics, whose names already match): ResNet with the stride in
+  the 1x1 conv, P6 from C5, heads of conv + bias + ReLU, 80 logits, epsilon 1e-5. As
+  detectron2's FrozenBatchNorm2d loads a file without version metadata, a norm without
+  `running_mean` / `running_var` gets zeros / ones. Buffers older detectron2 versions saved with
+  the weights are not weights: `anchor_generator.cell_anchors.*` is ignored; `pixel_mean` /
+  `pixel_std` are not read by detectron2 (non-persistent buffers: its config's values apply), so
+  a file carrying other values than our detectron2 backbone's normalisation
+  (`pytorch_resnet.LAYOUTS`) was trained with another config and is refused.
+
+A variance for which variance + epsilon <= 0 is refused by name: the library computes Inf or
+NaN there (with epsilon 0, any zero variance).
 
 The settings (`Variant.settings`, ModelConfig fields) carry each library's conventions: its
-backbone layout (`pytorch_resnet`) and padding colour (the mean colour: both pad after
-normalising), anchor geometry (`torchvision_anchors`, or detectron2's
-corner offset with our ratios reversed: its aspect ratios are height / width), PyTorch's
-padding of the P6/P7 convs, the heads' norm, the shorter side 800 capped at 1333 (both
-libraries' test scale), its resizing (torchvision floors the resized sides, detectron2 rounds;
-both pad a picture only to the next multiple of 32: canvas "tight"), and its inference settings: score 0.05, 1000 candidates per level,
-NMS 0.5, and the detections it keeps (torchvision 300, detectron2 100; COCO's evaluation reads
-the best 100 of either). Boxes are clipped to the picture before NMS, as torchvision does;
-detectron2 clips them after NMS (a difference we keep: one decoder for every model).
+backbone layout (`pytorch_resnet`), BatchNorm epsilon and padding colour (the mean colour: both
+pad after normalising), anchor geometry (`torchvision_anchors`, or detectron2's corner offset
+with our ratios reversed: its aspect ratios are height / width), PyTorch's padding of the P6/P7
+convs, the heads' norm, the shorter side 800 capped at 1333 (both libraries' test scale), its
+resizing (torchvision interpolates the float picture bilinearly without antialiasing and floors
+the resized sides; detectron2 resizes the uint8 picture with PIL's bilinear, which antialiases
+when it shrinks, and rounds the sides half up; both pad a picture only to the next multiple of
+32: canvas "tight"), and its inference settings: score 0.05, 1000 candidates per level, NMS 0.5,
+the detections it keeps (torchvision 300, detectron2 100; COCO's evaluation reads the best 100
+of either), and where boxes are clipped (torchvision before NMS, keeping boxes left empty;
+detectron2 after NMS and the cut, dropping the empty ones: `postprocess`).
 
 Tensor layouts (`_transform`): PyTorch kernels [out, in, kh, kw] become Keras' [kh, kw, in,
 out]. The output convs hold A blocks of D channels per location in both libraries, as ours do;
@@ -47,13 +59,17 @@ from keras_retina import coco_categories
 from keras_retina.anchors import NUM_SCALES
 from keras_retina.backbone import FREEZE_AT_PRETRAINED, FoldedConvBatchNorm
 from keras_retina.errors import DataError
-from keras_retina.pytorch_resnet import BLOCKS, LAYOUTS, mean_color
+from keras_retina.pytorch_resnet import BLOCKS, BN_EPSILON, LAYOUTS, mean_color
 
 SOURCES = ("torchvision", "detectron2")
 _BOX_ORDER = [1, 0, 3, 2]  # (dx, dy, dw, dh) -> (dy, dx, dh, dw)
 _BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 _IGNORED = re.compile(r"(^|\.)num_batches_tracked$")
 _D2_BUFFERS = re.compile(r"^(pixel_mean|pixel_std|anchor_generator\.cell_anchors\.\d+)$")
+_D2_NORM = re.compile(r"^(backbone\.bottom_up\..*\.norm)\.weight$")
+# torchvision's retinanet_resnet50_fpn builder calls overwrite_eps(model, 0.0) after loading the
+# COCO_V1 file: that model is evaluated with FrozenBatchNorm2d's epsilon 0.
+V1_BN_EPSILON = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +102,34 @@ def normalise_keys(source, state, path):
         if key in state and not np.allclose(np.ravel(state[key]), expected, atol=1e-3):
             raise DataError(f"{path}: its {key} is {np.ravel(state[key]).tolist()}; detectron2 RetinaNets here "
                             f"normalise with {list(expected)} (BGR), so its weights would see other inputs.")
-    return {k: v for k, v in state.items() if not _IGNORED.search(k) and not _D2_BUFFERS.match(k)}
+    state = {k: v for k, v in state.items() if not _IGNORED.search(k) and not _D2_BUFFERS.match(k)}
+    for key in [k for k in state if _D2_NORM.match(k)]:  # FrozenBatchNorm2d._load_from_state_dict's defaults
+        prefix, channels = key[:-len("weight")], np.shape(state[key])
+        state.setdefault(prefix + "running_mean", np.zeros(channels, np.float32))
+        state.setdefault(prefix + "running_var", np.ones(channels, np.float32))
+    return state
+
+
+def variant_settings(source, depth, v2=False, p6_input=None):
+    """The ModelConfig settings that reproduce a published model of `source` with a ResNet-`depth`
+    (torchvision: v1, or v2 when `v2`); `p6_input` defaults to the variant's (v1: P5, else C5)."""
+    torchvision = source == "torchvision"
+    settings = dict(image_size=800, max_image_size=1333, resize="shorter_side", canvas="tight",
+                    resize_rounding="floor" if torchvision else "round",
+                    resize_method="bilinear" if torchvision else "pil_bilinear",
+                    clip_boxes="before_nms" if torchvision else "after_nms", drop_empty_boxes=not torchvision,
+                    freeze_backbone_at=FREEZE_AT_PRETRAINED, pad_color=mean_color(source),
+                    fpn_extra_padding="symmetric", aspect_ratios=(2.0, 1.0, 0.5),
+                    p6_input=p6_input or ("C5" if v2 or not torchvision else "P5"),
+                    score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.5)
+    if torchvision:
+        settings.update(backbone=f"torchvision_resnet{depth}", anchor_geometry="torchvision",
+                        head_norm="group_norm" if v2 else "none", max_detections=300,
+                        backbone_bn_epsilon=BN_EPSILON if v2 else V1_BN_EPSILON)
+    else:
+        settings.update(backbone=f"detectron2_resnet{depth}", anchor_geometry="detectron2", head_norm="none",
+                        max_detections=100, backbone_bn_epsilon=BN_EPSILON)
+    return settings
 
 
 def recognise(source, state, path):
@@ -110,23 +153,14 @@ def recognise(source, state, path):
     if depth is None:
         raise DataError(f"{path}: its ResNet has {blocks} blocks in {body}; ResNet-50 has 6, ResNet-101 23.")
     logits = state[cls_key].shape[0]
-    p6_input = "C5" if state[p6_key].shape[1] == 2048 else "P5"
-    settings = dict(image_size=800, max_image_size=1333, resize="shorter_side", canvas="tight",
-                    resize_rounding="floor" if source == "torchvision" else "round",
-                    freeze_backbone_at=FREEZE_AT_PRETRAINED, pad_color=mean_color(source),
-                    fpn_extra_padding="symmetric", p6_input=p6_input, aspect_ratios=(2.0, 1.0, 0.5),
-                    score_threshold=0.05, pre_nms_top_k=1000, nms_iou_threshold=0.5)
+    v2 = source == "torchvision" and "head.classification_head.conv.0.1.weight" in state
+    settings = variant_settings(source, depth, v2, p6_input="C5" if state[p6_key].shape[1] == 2048 else "P5")
     if source == "torchvision":
         expected = coco_categories.TORCHVISION_LOGITS
-        v2 = "head.classification_head.conv.0.1.weight" in state
-        settings.update(backbone=f"torchvision_resnet{depth}", anchor_geometry="torchvision",
-                        head_norm="group_norm" if v2 else "none", max_detections=300)
         name = f"torchvision retinanet_resnet{depth}_fpn{'_v2' if v2 else ''} (COCO)"
         rows = coco_categories.CATEGORY_IDS
     else:
         expected = len(coco_categories.LABEL_MAP)
-        settings.update(backbone=f"detectron2_resnet{depth}", anchor_geometry="detectron2", head_norm="none",
-                        max_detections=100)
         name = f"detectron2 RetinaNet R{depth}-FPN (COCO)"
         rows = tuple(range(expected))
     anchors = NUM_SCALES * len(settings["aspect_ratios"])  # 9, in both libraries
@@ -225,6 +259,7 @@ def load(variant, state, model, path):
     `variant.settings` and 80 classes); DataError naming every missing, extra or misshapen
     tensor before anything is assigned. Returns the number of tensors assigned."""
     targets = {**_backbone_targets(variant, model.backbone), **_pyramid_and_head_targets(variant, model)}
+    epsilon = variant.settings["backbone_bn_epsilon"]
     missing = sorted(set(targets) - set(state))
     extra = sorted(set(state) - set(targets))
     converted, misshapen = {}, []
@@ -242,6 +277,10 @@ def load(variant, state, model, path):
             misshapen.append(f"{key} {list(value.shape)} (ours {variable.path} needs {list(variable.shape)})")
         elif not np.all(np.isfinite(converted[key])):
             misshapen.append(f"{key} holds NaN or Inf")
+        elif key.endswith("running_var") and not np.all(converted[key] + epsilon > 0):
+            misshapen.append(f"{key} has {int(np.sum(converted[key] + epsilon <= 0))} variance(s) with variance + "
+                             f"epsilon {epsilon:g} <= 0: its frozen BatchNorm divides by zero ({variant.source} "
+                             f"computes Inf/NaN there)")
     problems = []
     for label, keys in (("missing", missing), ("unexpected", extra), ("unusable", misshapen)):
         if keys:

@@ -7,8 +7,11 @@ Where they differ from keras.applications' ResNets (`backbone.RESNETS`), each is
   ("ResNet v1.5"); detectron2's model-zoo RetinaNets, initialised from MSRA's ImageNet
   ResNets, in the first 1x1 conv (its RESNETS.STRIDE_IN_1X1 = True), as the original ResNet
   and keras.applications do.
-- Convolutions have no bias; each is followed by a frozen BatchNorm with epsilon 1e-5
-  (`FrozenBatchNorm2d` of both libraries), folded into the conv (`backbone.FoldedConvBatchNorm`).
+- Convolutions have no bias; each is followed by a frozen BatchNorm, folded into the conv
+  (`backbone.FoldedConvBatchNorm`). Its epsilon is `bn_epsilon`: 1e-5, `FrozenBatchNorm2d`'s
+  default in both libraries, except for torchvision's published v1 RetinaNet, which torchvision
+  evaluates with epsilon 0 (its builder calls `overwrite_eps(model, 0.0)` after loading the
+  COCO_V1 file: the weights were trained before torchvision's FrozenBatchNorm2d had an epsilon).
 - PyTorch's padding: a stride-2 3x3 conv pads one pixel on every side (TensorFlow's "same"
   pads only after, on even sides), the stem's 7x7 conv pads 3, the max pool 1 (zeros there
   equal PyTorch's -inf: the pool follows a ReLU).
@@ -31,7 +34,7 @@ import keras
 from keras import ops
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-BN_EPSILON = 1e-5  # FrozenBatchNorm2d's, torchvision and detectron2
+BN_EPSILON = 1e-5  # FrozenBatchNorm2d's default, torchvision and detectron2
 
 LAYOUTS = {
     # layout: (stride in the first 1x1 conv, input scale, mean, std, BGR), mean/std in units after scaling
@@ -71,8 +74,8 @@ def mean_color(layout):
     return tuple(round(m / scale, 6) for m in rgb)
 
 
-def _conv_bn(x, filters, kernel, stride, name):
-    """conv (PyTorch padding: kernel // 2 on every side, no bias) -> BatchNorm (eps 1e-5)."""
+def _conv_bn(x, filters, kernel, stride, name, bn_epsilon):
+    """conv (PyTorch padding: kernel // 2 on every side, no bias) -> BatchNorm."""
     pad = kernel // 2
     if pad and stride > 1:
         x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
@@ -81,39 +84,41 @@ def _conv_bn(x, filters, kernel, stride, name):
         padding = "same"  # stride 1: 'same' pads kernel // 2 on every side, as PyTorch does
     x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
                             name=f"{name}_conv")(x)
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    return keras.layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_bn")(x)
 
 
-def _bottleneck(x, filters, stride, name, stride_in_1x1):
+def _bottleneck(x, filters, stride, name, stride_in_1x1, bn_epsilon):
     stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
     if stride != 1 or x.shape[-1] != 4 * filters:
-        shortcut = _conv_bn(x, 4 * filters, 1, stride, f"{name}_0")
+        shortcut = _conv_bn(x, 4 * filters, 1, stride, f"{name}_0", bn_epsilon)
     else:
         shortcut = x
-    y = keras.layers.ReLU(name=f"{name}_1_relu")(_conv_bn(x, filters, 1, stride_1x1, f"{name}_1"))
-    y = keras.layers.ReLU(name=f"{name}_2_relu")(_conv_bn(y, filters, 3, stride_3x3, f"{name}_2"))
-    y = _conv_bn(y, 4 * filters, 1, 1, f"{name}_3")
+    y = keras.layers.ReLU(name=f"{name}_1_relu")(_conv_bn(x, filters, 1, stride_1x1, f"{name}_1", bn_epsilon))
+    y = keras.layers.ReLU(name=f"{name}_2_relu")(_conv_bn(y, filters, 3, stride_3x3, f"{name}_2", bn_epsilon))
+    y = _conv_bn(y, 4 * filters, 1, 1, f"{name}_3", bn_epsilon)
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def build(depth, layout, input_shape=(None, None, 3), name=None):
+def build(depth, layout, input_shape=(None, None, 3), name=None, bn_epsilon=BN_EPSILON):
     """The ResNet-`depth` (50 or 101) of `layout` ("torchvision" or "detectron2"): a
-    `keras.Model` from `[B, H, W, 3]` RGB 0-255 to {"C3", "C4", "C5"}, BatchNorm not yet frozen
-    (`backbone.build_backbone` freezes and folds it)."""
+    `keras.Model` from `[B, H, W, 3]` RGB 0-255 to {"C3", "C4", "C5"}, BatchNorm (epsilon
+    `bn_epsilon`, >= 0) not yet frozen (`backbone.build_backbone` freezes and folds it)."""
     if depth not in BLOCKS or layout not in LAYOUTS:
         raise ValueError(f"ResNet-{depth} in the {layout!r} layout: choose depth {sorted(BLOCKS)} and layout "
                          f"{sorted(LAYOUTS)}.")
+    if not bn_epsilon >= 0:
+        raise ValueError(f"bn_epsilon={bn_epsilon}: must be >= 0.")
     stride_in_1x1, scale, mean, std, bgr = LAYOUTS[layout]
     inputs = keras.Input(input_shape, name="images")
     x = InputNormalization(scale, mean, std, bgr, name="input_normalization")(inputs)
-    x = keras.layers.ReLU(name="conv1_relu")(_conv_bn(x, 64, 7, 2, "conv1"))
+    x = keras.layers.ReLU(name="conv1_relu")(_conv_bn(x, 64, 7, 2, "conv1", bn_epsilon))
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     outputs = {}
     for stage, (blocks, filters) in enumerate(zip(BLOCKS[depth], (64, 128, 256, 512)), start=2):
         for block in range(1, blocks + 1):
             stride = 2 if block == 1 and stage > 2 else 1
-            x = _bottleneck(x, filters, stride, f"conv{stage}_block{block}", stride_in_1x1)
+            x = _bottleneck(x, filters, stride, f"conv{stage}_block{block}", stride_in_1x1, bn_epsilon)
         if stage >= 3:
             outputs[f"C{stage}"] = x
     return keras.Model(inputs, outputs, name=name or f"{layout}_resnet{depth}")

@@ -35,6 +35,7 @@ from keras_retina.anchors import SIZE_MULTIPLE
 POLICIES = ("shorter_side", "square")
 CANVASES = ("buckets", "tight")
 ROUNDINGS = ("round", "floor")
+METHODS = ("bilinear", "pil_bilinear")
 BUCKET_RATIOS = (1.0, 4.0 / 3.0, 3.0 / 2.0)  # COCO's photos are mostly 4:3 and 3:2
 MAX_SIZE_RATIO = 5.0 / 3.0  # Detectron: 600 -> 1000, 800 -> 1333
 
@@ -58,17 +59,23 @@ class ResizePolicy:
       policy: "shorter_side" or "square".
       pad_color: RGB 0-255 of the padding (black; converted torchvision / detectron2 models pad
         with the mean colour, which their normalisation maps to 0).
-      rounding: resized sides rounded ("round": ours, detectron2's) or floored ("floor":
-        torchvision's).
+      rounding: resized sides rounded half up ("round": ours, detectron2's `int(x + 0.5)`) or
+        floored ("floor": torchvision's).
+      method: "bilinear" (TensorFlow's and torchvision's interpolation, float result) or
+        "pil_bilinear" (PIL's, as detectron2 resizes uint8 pictures: antialiased when shrinking,
+        rounded to uint8); `input_mapping.resize` applies it.
       canvas: "buckets" (the bucket canvases above) or "tight" (shorter_side only: each side
         rounded up to 32, as torchvision and detectron2 pad; a batch to its largest picture).
         Batches are grouped by bucket either way.
     """
 
     def __init__(self, image_size, max_image_size=None, policy="shorter_side", pad_color=(0.0, 0.0, 0.0),
-                 rounding="round", canvas="buckets"):
+                 rounding="round", canvas="buckets", method="bilinear"):
         if policy not in POLICIES:
             raise ValueError(f"resize={policy!r}: choose one of {', '.join(POLICIES)}.")
+        if method not in METHODS:
+            raise ValueError(f"resize_method={method!r}: choose one of {', '.join(METHODS)}.")
+        self.method = method
         if rounding not in ROUNDINGS or canvas not in CANVASES:
             raise ValueError(f"rounding={rounding!r}, canvas={canvas!r}: choose round or floor, and one of "
                              f"{', '.join(CANVASES)}.")
@@ -156,7 +163,7 @@ class ResizePolicy:
 
 def from_config(config):
     """The policy of a ModelConfig (or any object with image_size, max_image_size, resize and
-    optionally pad_color, resize_rounding, canvas)."""
+    optionally pad_color, resize_rounding, canvas, resize_method)."""
     return ResizePolicy(config.image_size, config.max_image_size, config.resize,
                         getattr(config, "pad_color", (0.0, 0.0, 0.0)), getattr(config, "resize_rounding", "round"),
-                        getattr(config, "canvas", "buckets"))
+                        getattr(config, "canvas", "buckets"), getattr(config, "resize_method", "bilinear"))

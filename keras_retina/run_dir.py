@@ -68,10 +68,21 @@ class RunDir:
         return config
 
     def model_config(self):
-        """The ModelConfig of config.json."""
+        """The ModelConfig of config.json (settings of earlier versions upgraded, or refused with the
+        way out: `model_config.upgrade_settings`)."""
         from keras_retina.model_config import ModelConfig, upgrade_settings
 
-        return from_dict(ModelConfig, upgrade_settings(self.read_config()["model"]), self.config_path)
+        converted_from = None
+        if tf.io.gfile.exists(self.summary_path):
+            try:
+                converted_from = read_json(self.summary_path).get("converted_from")
+            except (ValueError, AttributeError):
+                converted_from = None
+        try:
+            values = upgrade_settings(self.read_config()["model"], converted_from)
+        except DataError as error:
+            raise DataError(f"--model_dir={self.path}: {error}") from None
+        return from_dict(ModelConfig, values, self.config_path)
 
     def write_config(self, config):
         write_json(config, self.config_path)

@@ -19,6 +19,7 @@ Needs the optional `torch` extra (torch, torchvision, scikit-image); CI installs
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -48,18 +49,35 @@ TOLERANCE = 1e-3  # raw outputs, float32 (the issue's bound; measured values are
 _TO_OURS = [1, 0, 3, 2]  # (dx, dy, dw, dh) -> (dy, dx, dh, dw)
 
 
+def _frozen_batchnorm(model, eps):
+    """`model` with every BatchNorm2d replaced by torchvision's FrozenBatchNorm2d of epsilon `eps`,
+    what the published detectors hold (a model built with `weights=None` has trainable BatchNorm)."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                frozen = torchvision.ops.FrozenBatchNorm2d(child.num_features, eps=eps)
+                setattr(module, name, frozen)
+    return model
+
+
 def _randomise(model, seed=1, placeholder_rows=None):
-    """BatchNorm statistics and affines, GroupNorm affines and every conv bias random; head convs
-    scaled up so the logits depend on the picture; the classification bias around -3 (so some
-    anchors pass 0.05 and there are detections to compare), -20 on `placeholder_rows`
+    """BatchNorm statistics like an ImageNet-trained ResNet's: most variances of order 1, one channel
+    in 16 nearly dead (variance 1e-4 to 1e-3), scales in proportion, where the epsilon and the
+    order of rsqrt and epsilon change the output; GroupNorm affines and every conv bias random;
+    head convs scaled up so the logits depend on the picture; the classification bias around -3
+    (so some anchors pass 0.05 and there are detections to compare), -20 on `placeholder_rows`
     (torchvision's background and unused COCO ids, which trained weights never fire)."""
     g = torch.Generator().manual_seed(seed)
     uniform = lambda t, low, high: t.copy_(torch.rand(t.shape, generator=g) * (high - low) + low)  # noqa: E731
     with torch.no_grad():
         for name, m in model.named_modules():
             if isinstance(m, (torch.nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)):
-                uniform(m.running_mean, -0.1, 0.1), uniform(m.running_var, 0.75, 1.25)
-                uniform(m.weight, 0.5, 1.0), uniform(m.bias, -0.1, 0.1)
+                variance = torch.exp(uniform(torch.empty(m.running_var.shape), np.log(0.2), np.log(5.0)))
+                dead = torch.rand(variance.shape, generator=g) < 1 / 16
+                variance[dead] = uniform(torch.empty(int(dead.sum())), 1e-4, 1e-3)
+                m.running_var.copy_(variance)
+                uniform(m.running_mean, -0.1, 0.1), uniform(m.weight, 0.5, 1.0), uniform(m.bias, -0.1, 0.1)
+                m.weight.mul_(variance.sqrt())  # the scale in proportion: activations keep their size
             elif isinstance(m, torch.nn.GroupNorm):
                 uniform(m.weight, 0.75, 1.25), uniform(m.bias, -0.1, 0.1)
             elif isinstance(m, torch.nn.Conv2d):
@@ -102,15 +120,21 @@ PLACEHOLDERS = [i for i in range(coco_categories.TORCHVISION_LOGITS) if i not in
 
 @pytest.fixture(scope="module", params=["v1_published_names", "v2"])
 def torchvision_pair(request, tmp_path_factory):
-    """(torchvision model, our converted model, variant) for v1 (saved with the old key names and
-    num_batches_tracked) and v2."""
+    """(torchvision model, our converted model, variant, weight file) for v1 (saved with the old key
+    names and num_batches_tracked) and v2, each run as torchvision's builder runs the published
+    file: frozen BatchNorm, and for v1 `overwrite_eps(model, 0.0)` after loading."""
+    from torchvision.models.detection._utils import overwrite_eps
+
     torch.manual_seed(0)
     v2 = request.param == "v2"
-    tv = _randomise((retinanet_resnet50_fpn_v2 if v2 else retinanet_resnet50_fpn)(
-        weights=None, weights_backbone=None), placeholder_rows=PLACEHOLDERS)
+    tv = (retinanet_resnet50_fpn_v2 if v2 else retinanet_resnet50_fpn)(weights=None, weights_backbone=None)
+    saved_state = tv.state_dict()  # BatchNorm2d's, with num_batches_tracked as a training run saves them
+    tv = _randomise(_frozen_batchnorm(tv, 1e-5), placeholder_rows=PLACEHOLDERS)
+    if not v2:
+        overwrite_eps(tv, 0.0)
     state = tv.state_dict()
     if not v2:
-        assert any(k.endswith("num_batches_tracked") for k in state)
+        state.update({k: v for k, v in saved_state.items() if k.endswith("num_batches_tracked")})
         state = _to_old_torchvision_names(state)
         assert "backbone.fpn.inner_blocks.0.weight" in state and "head.classification_head.conv.2.weight" in state
     path = tmp_path_factory.mktemp("tv") / f"retinanet_{request.param}.pth"
@@ -161,6 +185,87 @@ def test_torchvision_raw_outputs_equal(torchvision_pair):
           f"max |delta diff| {box_error:.2e} (deltas up to {np.abs(theirs_box).max():.2f})")
     assert np.abs(theirs_cls).max() > 1.0 and theirs_cls.std() > 0.1  # not a constant: the picture matters
     assert cls_error <= TOLERANCE and box_error <= TOLERANCE
+
+
+def test_the_epsilon_is_each_sources(torchvision_pair):
+    """v1 runs its frozen BatchNorm with epsilon 0, v2 with 1e-5 (the conversion records it). The
+    statistics here make the epsilon matter: the same v1 weights with 1e-5 (what conversions did
+    before) or with the epsilon added outside the square root are far from torchvision."""
+    from keras_retina import published_weights
+    from keras_retina.model import RetinaNet
+    from keras_retina.weight_files import read_weights
+
+    tv, model, variant, path = torchvision_pair
+    v1 = variant.settings["head_norm"] == "none"
+    assert model.config.backbone_bn_epsilon == (0.0 if v1 else 1e-5)
+    assert {layer.epsilon for layer in _batchnorms(model)} == {model.config.backbone_bn_epsilon}
+    if not v1:
+        return
+    image = _astronaut(512, 384)
+    x = torch.from_numpy(image).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        theirs = tv.head(list(tv.backbone(tv.transform.normalize(x[0])[None]).values()))["cls_logits"][0].numpy()
+    theirs = theirs[:, list(variant.class_rows)]
+    state = published_weights.normalise_keys("torchvision", read_weights(str(path)), str(path))
+    wrong = RetinaNet(num_classes=80, **{**variant.settings, "backbone_bn_epsilon": 1e-5})
+    published_weights.load(variant, state, wrong, str(path))
+    error = np.abs(wrong(image.astype(np.float32), training=False)["classification"][0].numpy() - theirs).max()
+    print(f"v1 converted with epsilon 1e-5: max |logit diff| {error:.2e} (bound {TOLERANCE})")
+    assert error > 20 * TOLERANCE
+
+
+def _batchnorms(model):
+    import keras
+
+    from keras_retina.backbone import FoldedConvBatchNorm
+
+    layers = [layer.bn if isinstance(layer, FoldedConvBatchNorm) else layer for layer in model.backbone.layers]
+    found = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(found) == 53  # ResNet-50: conv1, 16 blocks x 3, 4 shortcuts
+    return found
+
+
+def test_zero_variances_with_epsilon_zero_are_refused(torchvision_pair, tmp_path):
+    """torchvision would divide by zero there (Inf/NaN): the v1 file is refused, naming the tensor;
+    v2's epsilon 1e-5 takes a zero variance, not a negative one."""
+    from keras_retina.weight_files import read_weights
+
+    _, _, variant, path = torchvision_pair
+    v1 = variant.settings["head_norm"] == "none"
+    state = {k: torch.from_numpy(np.array(v)) for k, v in read_weights(str(path)).items()}
+    key = "backbone.body.layer2.0.bn2.running_var"
+    state[key][3] = 0.0
+    torch.save(state, tmp_path / "zero.pth")
+    if v1:
+        _expect_refused(tmp_path / "zero.pth", key, "1 variance(s)", "divides by zero", source="torchvision",
+                        tmp_path=tmp_path)
+    else:
+        build_converted("torchvision", str(tmp_path / "zero.pth"))
+        state[key][3] = -1e-3
+        torch.save(state, tmp_path / "negative.pth")
+        _expect_refused(tmp_path / "negative.pth", key, "divides by zero", source="torchvision", tmp_path=tmp_path)
+
+
+def test_a_v1_model_dir_converted_with_the_old_epsilon_is_refused(torchvision_pair, tmp_path):
+    """Model dirs converted from v1 before the epsilon was a setting computed 1e-5: refused with the
+    command that converts the file again; a v2 one loads as it was."""
+    import json
+
+    from keras_retina.run_dir import RunDir
+
+    _, _, variant, path = torchvision_pair
+    convert("torchvision", str(path), str(tmp_path / "old"))
+    config_path = tmp_path / "old" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["model"]["backbone_bn_epsilon"]
+    config_path.write_text(json.dumps(config))
+    if variant.settings["head_norm"] == "none":
+        with pytest.raises(DataError, match=re.escape(f"Convert it again: keras_retina convert --source=torchvision "
+                                                      f"--weights={path}")):
+            RunDir(str(tmp_path / "old")).load_model()
+    else:
+        model = RunDir(str(tmp_path / "old")).load_model()[0]
+        assert model.config.backbone_bn_epsilon is None and model.config.drop_empty_boxes is False
 
 
 def test_torchvision_detections_equal(torchvision_pair):
@@ -237,7 +342,7 @@ def _detectron2_stand_in(seed=0):
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     torch.manual_seed(seed)
-    body = torchvision.models.resnet50(weights=None)
+    body = _frozen_batchnorm(torchvision.models.resnet50(weights=None), 1e-5)  # detectron2's FrozenBatchNorm2d
     for stage in (body.layer2, body.layer3, body.layer4):
         stage[0].conv1.stride, stage[0].conv2.stride = (2, 2), (1, 1)  # STRIDE_IN_1X1
     backbone = _resnet_fpn_extractor(body, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(2048, 256))
@@ -357,8 +462,10 @@ def test_detectron2_raw_outputs_and_detections_equal(detectron2_pair):
     assert theirs_cls.std() > 0.1 and cls_error <= TOLERANCE and box_error <= TOLERANCE
 
     # detectron2's inference (RetinaNet.inference_single_image): per level sigmoid, > 0.05, top 1000,
-    # decode; all levels: class-wise NMS 0.5, best 100. Boxes clipped to the image before NMS, as
-    # we and torchvision do (detectron2 clips after NMS: published_weights' docstring says so).
+    # decode; all levels: class-wise NMS 0.5 on the decoded boxes, best 100; then detector_postprocess
+    # clips them to the picture and drops the empty ones. The picture here is 200 x 300 in its
+    # 384 x 512 input: boxes reaching into the padding are clipped, those wholly in it dropped.
+    picture = (200, 300)
     anchors = _detectron2_anchors(384, 512)
     scores_all = 1 / (1 + np.exp(-theirs_cls.astype(np.float64)))
     counts = [-(-384 // 2**lv) * -(-512 // 2**lv) * 9 for lv in range(3, 8)]
@@ -371,16 +478,39 @@ def test_detectron2_raw_outputs_and_detections_equal(detectron2_pair):
         boxes.append(_detectron2_apply_deltas(theirs_box[index], anchors[index]))
         scores.append(flat[keep]), labels.append(keep % 80)
         start += count
-    boxes = np.clip(np.concatenate(boxes), 0, [512, 384, 512, 384])
-    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    boxes, scores, labels = np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels)
     kept = torchvision.ops.batched_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(),
                                        torch.from_numpy(labels), 0.5)[:100].numpy()
-    detections = model.detect(image.astype(np.float32))
+    clipped = np.clip(boxes[kept], 0, [picture[1], picture[0], picture[1], picture[0]])
+    nonempty = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    assert len(kept) == 100 and nonempty.sum() < 100  # some lie wholly in the padding: dropped
+    unclipped_order = np.clip(boxes, 0, [512, 384, 512, 384])
+    assert not np.array_equal(torchvision.ops.batched_nms(  # clipping first would keep other boxes
+        torch.from_numpy(unclipped_order).float(), torch.from_numpy(scores).float(), torch.from_numpy(labels),
+        0.5)[:100].numpy(), kept)
+    detections = model.detect(image.astype(np.float32), picture_sizes=[picture])
     count = int(detections["num_detections"][0])
-    assert count == len(kept) == 100
+    assert count == nonempty.sum()
     _assert_same_detections((detections["boxes"][0, :count].numpy(), detections["scores"][0, :count].numpy(),
                              detections["classes"][0, :count].numpy()),
-                            (boxes[kept][:, _TO_OURS], scores[kept], labels[kept]))
+                            (clipped[nonempty][:, _TO_OURS], scores[kept][nonempty], labels[kept][nonempty]))
+
+
+def test_detectron2_conventions_and_missing_batchnorm_statistics(detectron2_pair, tmp_path):
+    """The conversion takes detectron2's resizing (PIL bilinear, half-up rounding), clipping after
+    NMS and epsilon 1e-5; a norm saved without running_mean / running_var gets zeros / ones, as
+    detectron2's FrozenBatchNorm2d loads a file without version metadata."""
+    _, model, variant, _, state = detectron2_pair
+    policy = model.resize_policy
+    assert (policy.method, policy.rounding, model.decoder.clip_boxes, model.decoder.drop_empty_boxes) == (
+        "pil_bilinear", "round", "after_nms", True)
+    assert model.config.backbone_bn_epsilon == 1e-5
+    prefix = "backbone.bottom_up.res3.0.conv2.norm."
+    partial = {k: v for k, v in state.items() if k not in (prefix + "running_mean", prefix + "running_var")}
+    converted, _, _ = build_converted("detectron2", _write_detectron2_pkl(partial, tmp_path / "partial.pkl"))
+    bn = next(layer.bn for layer in converted.backbone.layers if layer.name == "conv3_block1_2_conv")
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), 0.0)
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), 1.0)
 
 
 # --------------------------------------------------------------------------- bad files

@@ -59,3 +59,48 @@ def test_padding_colour_leaves_the_picture_untouched():
     np.testing.assert_array_equal(batch[0], padded)
     model_input, _ = input_mapping.to_model_input(tf.cast(image, tf.uint8), ResizePolicy(100, 200, pad_color=colour))
     assert model_input.shape == (128, 224, 3) and np.allclose(model_input[120, 220], colour)
+
+
+def _detailed_picture(height, width, seed=0):
+    """uint8 RGB with detail at every scale (noise over stripes): shrinking it aliases visibly."""
+    rng = np.random.default_rng(seed)
+    stripes = (np.sin(np.arange(width) * 1.3)[None, :, None] * 80 + 128).repeat(height, 0).repeat(3, 2)
+    return np.clip(stripes + rng.normal(0, 40, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def test_pil_bilinear_resizes_as_detectron2_does():
+    """detectron2 resizes uint8 pictures with PIL's bilinear (ResizeTransform), which antialiases
+    when it shrinks and gives uint8: resize_method="pil_bilinear" gives PIL's pixels up to its
+    fixed-point rounding; plain bilinear (ours, torchvision's) aliases far from them."""
+    from PIL import Image
+
+    picture = _detailed_picture(600, 800)
+    for scale, new_hw in ((0.37, (222, 296)), (1.6, (960, 1280))):  # shrink (a phone photo to 800), enlarge
+        pil = np.asarray(Image.fromarray(picture).resize(new_hw[::-1], Image.BILINEAR), np.float32)
+        ours, _ = input_mapping.resize(picture, tf.zeros([0, 4]), scale, method="pil_bilinear")
+        plain, _ = input_mapping.resize(picture, tf.zeros([0, 4]), scale, method="bilinear")
+        assert ours.shape[:2] == plain.shape[:2] == new_hw
+        ours, plain = ours.numpy(), plain.numpy()
+        assert np.array_equal(ours, np.round(ours))  # whole pixel values, as PIL's uint8
+        error = np.abs(ours - pil)
+        print(f"scale {scale}: pil_bilinear vs PIL max {error.max():.0f}, mean {error.mean():.3f}; "
+              f"bilinear vs PIL mean {np.abs(plain - pil).mean():.2f}")
+        assert error.max() <= 2 and error.mean() < 0.3
+        if scale < 1:
+            assert np.abs(plain - pil).mean() > 10  # aliased: the difference the setting removes
+    policy = ResizePolicy(222, 400, method="pil_bilinear")
+    padded, scale = input_mapping.to_model_input(tf.constant(picture), policy)
+    assert padded.shape == (224, 320, 3)  # the policy passes its method on
+    np.testing.assert_array_equal(padded[:222, :296], input_mapping.resize(picture, tf.zeros([0, 4]), scale,
+                                                                           method="pil_bilinear")[0])
+
+
+def test_sides_round_half_up_as_detectron2():
+    """detectron2's ResizeShortestEdge rounds with int(x + 0.5): a 600 x 1200 picture at 800/1333
+    is 666.5 rows before rounding, 667 after (round half to even would give 666)."""
+    scale = ResizePolicy(800, 1333).scale(600, 1200)  # float64, as every caller passes it
+    assert list(input_mapping.resized_size(600, 1200, scale).numpy()) == [667, 1333]
+    assert list(input_mapping.resized_size(100, 273, 0.5).numpy()) == [50, 137]
+    assert list(input_mapping.resized_size(600, 1200, scale, rounding="floor").numpy()) == [666, 1333]
+    padded, _ = input_mapping.to_model_input(tf.zeros((600, 1200, 3), tf.uint8), ResizePolicy(800, 1333, canvas="tight"))
+    assert padded.shape == (672, 1344, 3)

@@ -82,6 +82,57 @@ def test_boxes_are_clipped_to_each_picture_inside_its_input():
     assert_close(out["boxes"][1, 0], [10.6, 0.0, 61.4, 112.2], atol=0.1)  # to the whole 128 x 128 input
 
 
+def _boxes_at(decoder, logits, deltas, anchor, box, score, cls=0, image=0):
+    """Makes `anchor` decode to `box` (yxyx pixels) with `score` for class `cls`."""
+    logits[image, anchor, cls] = _logit(score)
+    deltas[image, anchor] = np.asarray(box_coder.encode(np.float32([box]), _anchors(decoder)[[anchor]]))[0]
+
+
+def test_no_box_without_area_unless_the_library_keeps_them():
+    """A box lying wholly in the padding is empty once clipped to the picture: never one of our
+    detections (nor detectron2's); torchvision keeps it (drop_empty_boxes=False)."""
+    logits, deltas = _empty(DetectionDecoder(128))
+    decoder = DetectionDecoder(128)
+    _boxes_at(decoder, logits, deltas, 9 * (2 * 16 + 2) + 1, [10, 10, 30, 30], 0.9)
+    _boxes_at(decoder, logits, deltas, 9 * (10 * 16 + 2) + 1, [70, 10, 100, 30], 0.8)  # below the 40-row picture
+    outputs, picture = {"classification": logits, "box": deltas}, np.array([[40, 128]])
+    ours = decoder(outputs, picture_sizes=picture)
+    assert int(ours["num_detections"][0]) == 1
+    assert_close(ours["boxes"][0, 0], [10, 10, 30, 30], atol=1e-3)
+    kept = DetectionDecoder(128, drop_empty_boxes=False)(outputs, picture_sizes=picture)
+    assert int(kept["num_detections"][0]) == 2
+    assert_close(kept["boxes"][0, 1], [40, 10, 40, 30], atol=1e-3)  # no height: torchvision returns it
+
+
+def test_clipping_after_nms_follows_detectron2():
+    """detectron2 runs NMS on the decoded boxes, keeps the best `max_detections`, then clips them
+    to the picture and drops the empty ones. Two boxes that overlap by IoU 0.46 as decoded but are
+    the same box once clipped: NMS after clipping (ours) keeps one, before clipping both."""
+    decoder = DetectionDecoder(128, clip_boxes="after_nms", max_detections=3)
+    logits, deltas = _empty(decoder, batch=2)
+    for image in (0, 1):
+        _boxes_at(decoder, logits, deltas, 9 * (1 * 16 + 3) + 1, [-70, 10, 60, 50], 0.9, image=image)
+        _boxes_at(decoder, logits, deltas, 9 * (3 * 16 + 3) + 1, [0, 10, 60, 50], 0.8, image=image)
+        _boxes_at(decoder, logits, deltas, 9 * (12 * 16 + 3) + 1, [100, 10, 120, 50], 0.7, image=image)
+        _boxes_at(decoder, logits, deltas, 9 * (5 * 16 + 12) + 1, [30, 90, 60, 120], 0.6, image=image)
+    outputs = {"classification": logits, "box": deltas}
+    after = decoder(outputs, picture_sizes=np.array([[128, 128], [90, 128]]))
+    # image 0: the best 3 of 4 (IoU 0.46 < 0.5 as decoded), the first clipped to the picture
+    assert list(np.asarray(after["num_detections"])) == [3, 2]
+    assert_close(after["scores"][0, :3], [0.9, 0.8, 0.7], atol=1e-5)
+    assert_close(after["boxes"][0, :3], [[0, 10, 60, 50], [0, 10, 60, 50], [100, 10, 120, 50]], atol=1e-3)
+    # image 1 (90 rows): the third box is empty after the cut and dropped; the fourth was cut already
+    assert_close(after["scores"][1, :2], [0.9, 0.8], atol=1e-5)
+    assert np.all(np.asarray(after["classes"][1, 2:]) == -1) and np.all(np.asarray(after["boxes"][1, 2:]) == 0)
+    before = DetectionDecoder(128, max_detections=3)(outputs, picture_sizes=np.array([[128, 128], [90, 128]]))
+    assert list(np.asarray(before["num_detections"])) == [3, 2]  # the 0.8 box suppressed by the clipped 0.9
+    assert_close(before["scores"][0, :3], [0.9, 0.7, 0.6], atol=1e-5)
+    assert_close(before["scores"][1, :2], [0.9, 0.6], atol=1e-5)
+    single = decoder({k: v[1:] for k, v in outputs.items()}, picture_sizes=np.array([[90, 128]]))
+    assert int(single["num_detections"][0]) == 2  # a batch of one (LiteRT's graph, no loop) alike
+    assert_close(single["boxes"][0], after["boxes"][1], atol=1e-4)
+
+
 def test_top_k_per_level_and_max_detections():
     rng = np.random.default_rng(0)
     decoder = DetectionDecoder(128, pre_nms_top_k=2, nms_iou_threshold=1.0)
@@ -109,6 +160,8 @@ def test_bad_arguments():
         DetectionDecoder(128, score_threshold=1.5)
     with pytest.raises(ValueError, match="max_detections"):
         DetectionDecoder(128, max_detections=0)
+    with pytest.raises(ValueError, match="clip_boxes"):
+        DetectionDecoder(128, clip_boxes="never")
 
 
 def test_round_trip(tmp_path):
@@ -116,7 +169,7 @@ def test_round_trip(tmp_path):
     decoder = DetectionDecoder(128, generator,
                                box_coder_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.1,
                                pre_nms_top_k=50, nms_iou_threshold=0.6, max_detections=20,
-                               name="decoder_x")
+                               clip_boxes="after_nms", drop_empty_boxes=False, name="decoder_x")
     rng = np.random.default_rng(1)
     count = decoder_anchor_count(decoder)
     layer_round_trip(decoder, {"classification": rng.normal(0, 2, (1, count, K)).astype(np.float32),

@@ -75,13 +75,14 @@ def preprocess_for_training(example, policy, flip=True, scale_range=(1.0, 1.0), 
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     low, high = scale_range
     if (low, high) == (1.0, 1.0):
-        image, boxes = resize(image, boxes, policy.scale(height, width), rounding=policy.rounding)
+        image, boxes = resize(image, boxes, policy.scale(height, width), rounding=policy.rounding,
+                              method=policy.method)
     else:
         scale = policy.scale(height, width, jitter=uniform([], low, high, which=1))
         window = policy.largest_canvas(height, width)
         room = tf.maximum(resized_size(height, width, scale, policy.rounding) - window, 0)
         offset = tf.cast(tf.cast(room, tf.float32) * uniform([2], which=2), tf.int32)
-        image, boxes = resize(image, boxes, scale, window, offset, policy.rounding)
+        image, boxes = resize(image, boxes, scale, window, offset, policy.rounding, policy.method)
     boxes, classes = _clip_and_keep(boxes, classes, tf.shape(image)[:2])
     return image, boxes, classes
 
@@ -184,7 +185,7 @@ def deterministic_train_dataset(source, label_encoder, policy, batch_size, seed,
 def preprocess_for_eval(example, policy):
     """One example -> (image float32 [h, w, 3] resized, not padded; meta dict), no randomness."""
     scale = policy.scale(tf.shape(example["image"])[0], tf.shape(example["image"])[1])
-    image, _ = resize(example["image"], tf.zeros([0, 4]), scale, rounding=policy.rounding)
+    image, _ = resize(example["image"], tf.zeros([0, 4]), scale, rounding=policy.rounding, method=policy.method)
     meta = {
         "image_id": example["image_id"],
         "scale": tf.cast(scale, tf.float32),
