@@ -21,7 +21,6 @@ import tensorflow as tf  # noqa: E402
 
 import keras_retina  # noqa: E402
 
-
 OURS, OURS_BF16, HUB, GARDEN = "keras-retina", "keras-retina bf16", "keras-hub", "model-garden"
 NUM_CLASSES = 80
 # Our training step as run from ImageNet weights (stem and conv2_x frozen, Detectron's FREEZE_AT=2,
@@ -45,7 +44,8 @@ def inputs(batch, size, rng):
     """(images [batch, H, W, 3], two boxes each, classes); `size` an int (square) or (H, W)."""
     height, width = (size, size) if isinstance(size, int) else size
     images = rng.uniform(0, 255, (batch, height, width, 3)).astype(np.float32)
-    boxes = np.array([[[0.1, 0.1, 0.5, 0.4], [0.4, 0.5, 0.9, 0.9]]] * batch, np.float32) * np.float32([height, width] * 2)
+    boxes = (np.array([[[0.1, 0.1, 0.5, 0.4], [0.4, 0.5, 0.9, 0.9]]] * batch, np.float32)
+             * np.float32([height, width] * 2))
     classes = np.array([[3, 17]] * batch, np.int32)
     return images, boxes, classes
 
@@ -108,7 +108,7 @@ class Ours:
         return train_step(self, self.frozen_model, images, self.fit_targets(boxes, classes))
 
     def export(self, root):
-        from keras_retina import export
+        from keras_retina.deploy import saved_model as export
 
         label_map = [{"id": k + 1, "name": f"class{k + 1}"} for k in range(NUM_CLASSES)]
         return export.export_saved_model(self.model, label_map, os.path.join(root, self.name.replace(" ", "_")))
@@ -217,6 +217,15 @@ def run_step_probe(spec, args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def speed_ratio(rows, metric, ours, peer):
+    """Our speed over the peer's on a timing row (> 1: we are faster), None when either is missing
+    or the row is no timing. A row in PEER_ROW is compared with the peer's value on that row."""
+    values, peers = rows.get(metric, {}), rows.get(PEER_ROW.get(metric, metric), {})
+    if not ("(ms" in metric or "img/s" in metric) or ours not in values or peer not in peers:
+        return None
+    return values[ours] / peers[peer] if "img/s" in metric else peers[peer] / values[ours]
+
+
 def print_table(rows, systems, size):
     """`size`: the square side, or a description of the inputs."""
     ours = [s for s in (OURS, OURS_BF16) if s in systems]
@@ -228,13 +237,31 @@ def print_table(rows, systems, size):
     print(header)
     for metric, values in rows.items():
         line = f"{metric:30}" + "".join(f"{values[s]:>19.1f}" if s in values else f"{'-':>19}" for s in systems)
-        speed = "(ms" in metric or "img/s" in metric
         for o in ours:
             for p in peers:
-                peer = rows.get(PEER_ROW.get(metric, metric), {})
-                if speed and o in values and p in peer:
-                    ratio = values[o] / peer[p] if "img/s" in metric else peer[p] / values[o]
-                    line += f"{ratio:>25.2f}x"
-                else:
-                    line += f"{'':>26}"
+                ratio = speed_ratio(rows, metric, o, p)
+                line += f"{ratio:>25.2f}x" if ratio is not None else f"{'':>26}"
         print(line)
+
+
+# ------------------------------------------------------------------------ results documents
+# How the results files (benchmarks/results/*.json, `results.py`) name the systems and ratios.
+DISPLAY = {OURS: "keras-retina", OURS_BF16: "keras-retina bfloat16", HUB: "keras-hub", GARDEN: "Model Garden"}
+RATIO_NAME = {OURS: "ours", OURS_BF16: "bf16"}
+
+
+def display_number(metric, value):
+    """A figure as the results tables show it: milliseconds and GFLOP whole, rates to 0.1."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if "img/s" in metric else f"{value:.0f}"
+
+
+def ratio_columns(ours, peers):
+    """[(our system, peer)] in the order of the ratio columns, and their headings."""
+    pairs = [(o, p) for o in ours for p in peers]
+    return pairs, [f"{RATIO_NAME[o]} / {DISPLAY[p]}" for o, p in pairs]
+
+
+def display_ratio(ratio):
+    return "" if ratio is None else f"{ratio:.2f}x"

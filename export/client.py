@@ -140,7 +140,8 @@ def main(argv=None):
             with open(path, "rb") as f:
                 images.append(f.read())
         if args.grpc:
-            got = parse_grpc_response(send_grpc(args.server, build_grpc_request(images, args.model, version=args.version)))
+            request = build_grpc_request(images, args.model, version=args.version)
+            got = parse_grpc_response(send_grpc(args.server, request))
         else:
             got = parse_rest_response(send_rest(args.server, args.model, build_rest_request(images), args.version))
         if len(got) != len(images):
@@ -149,7 +150,7 @@ def main(argv=None):
 
     from PIL import Image
 
-    from keras_retina.visualize import DRAW_SCORE_THRESHOLD, draw_detections
+    from keras_retina.ops.drawing import DRAW_SCORE_THRESHOLD, draw_detections
 
     threshold = DRAW_SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
 

@@ -1,26 +1,76 @@
 """keras-retina: RetinaNet ("Focal Loss for Dense Object Detection", Lin et al.) in Keras 3.
 
-Importing the package registers every layer, loss and schedule it defines with Keras, so
-`keras.saving.load_model("model.keras")` works after `import keras_retina`.
+Everything a user calls is importable from here, so code does not depend on module paths
+(docs/python-api.md). Importing the package registers every layer, loss and schedule with Keras,
+so `keras.saving.load_model("model.keras")` works after `import keras_retina`; the data, training,
+deployment and conversion functions are imported when first used.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from keras_retina.anchors import AnchorGenerator, generate_anchors, num_anchors
-from keras_retina.backbone import BACKBONES, build_backbone
-from keras_retina.builder import build_parts
+import importlib
+
 from keras_retina.errors import DataError, UsageError
-from keras_retina.fpn import FeaturePyramid
-from keras_retina.heads import PredictionHead
-from keras_retina.label_encoder import BACKGROUND, IGNORE, LabelEncoder
-from keras_retina.losses import FocalLoss, FocalStarLoss, SmoothL1Loss
-from keras_retina.model import RetinaNet
-from keras_retina.model_config import ModelConfig
-from keras_retina.optimization import WarmupPiecewiseSchedule
-from keras_retina.postprocess import DetectionDecoder
+from keras_retina.modeling.anchors import AnchorGenerator, generate_anchors, num_anchors
+from keras_retina.modeling.backbone import BACKBONES, build_backbone
+from keras_retina.modeling.builder import build_parts
+from keras_retina.modeling.detection_decoder import DetectionDecoder
+from keras_retina.modeling.fpn import FeaturePyramid
+from keras_retina.modeling.heads import PredictionHead
+from keras_retina.modeling.label_encoder import BACKGROUND, IGNORE, LabelEncoder
+from keras_retina.modeling.losses import FocalLoss, FocalStarLoss, SmoothL1Loss
+from keras_retina.modeling.model_config import ModelConfig
+from keras_retina.modeling.retinanet import RetinaNet
+from keras_retina.modeling.transform import ResizePolicy, letterbox, to_model_input, to_original, to_picture
+from keras_retina.training.optimizer import WarmupPiecewiseSchedule
 
-__all__ = [
+# name -> "module:attribute", imported on first use (`__getattr__`)
+_LAZY = {
+    "DataConfig": "keras_retina.data.data_config:DataConfig",
+    "TrainConfig": "keras_retina.training.train_config:TrainConfig",
+    "ModelDir": "keras_retina.model_dir:ModelDir",
+    "open_sources": "keras_retina.data.splits:open_sources",
+    "read_coco_json": "keras_retina.data.readers.coco_json:read_coco_json",
+    "tfrecord_source": "keras_retina.data.readers.tfrecord:tfrecord_source",
+    "tfds_source": "keras_retina.data.readers.tfds_coco:tfds_source",
+    "DatasetSource": "keras_retina.data.source:DatasetSource",
+    "train_dataset": "keras_retina.data.pipeline:train_dataset",
+    "eval_dataset": "keras_retina.data.pipeline:eval_dataset",
+    "check_data": "keras_retina.data.check:check_data",
+    "train": "keras_retina.training.trainer:train",
+    "evaluate_coco": "keras_retina.evaluation.coco_metrics:evaluate_coco",
+    "evaluate_model_dir": "keras_retina.evaluation.evaluate:evaluate_model_dir",
+    "evaluate_file": "keras_retina.evaluation.evaluate:evaluate_file",
+    "export": "keras_retina.deploy.export:export",
+    "export_saved_model": "keras_retina.deploy.saved_model:export_saved_model",
+    "load_deployed": "keras_retina.deploy.runtime:load",
+    "convert": "keras_retina.pretrained.convert:convert",
+    "build_converted": "keras_retina.pretrained.convert:build_converted",
+    "picture_detector": "keras_retina.inference.detector:picture_detector",
+    "predict_pictures": "keras_retina.inference.pictures:predict_pictures",
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'keras_retina' has no attribute {name!r}")
+    module, attribute = _LAZY[name].split(":")
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [  # noqa: RUF022 - grouped: the eagerly imported names, then the lazy ones
     "AnchorGenerator", "BACKBONES", "BACKGROUND", "DataError", "DetectionDecoder", "FeaturePyramid", "FocalLoss",
-    "FocalStarLoss", "IGNORE", "LabelEncoder", "ModelConfig", "PredictionHead", "RetinaNet", "SmoothL1Loss",
-    "UsageError", "WarmupPiecewiseSchedule", "build_backbone", "build_parts", "generate_anchors", "num_anchors",
+    "FocalStarLoss", "IGNORE", "LabelEncoder", "ModelConfig", "PredictionHead", "ResizePolicy", "RetinaNet",
+    "SmoothL1Loss", "UsageError", "WarmupPiecewiseSchedule", "build_backbone", "build_parts", "generate_anchors",
+    "letterbox", "num_anchors", "to_model_input", "to_original", "to_picture",
+    "DataConfig", "TrainConfig", "ModelDir", "open_sources", "read_coco_json", "tfrecord_source", "tfds_source",
+    "DatasetSource", "train_dataset", "eval_dataset", "check_data", "train", "evaluate_coco", "evaluate_model_dir",
+    "evaluate_file", "export", "export_saved_model", "load_deployed", "convert", "build_converted",
+    "picture_detector", "predict_pictures",
 ]

@@ -16,6 +16,8 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout's root
+
 # The one tiny model every test shares (RetinaNet settings; TINY_FLAGS gives it to the command
 # line): 64 px, tiny backbone, narrow heads. Tests on 128 px pictures set image_size=128.
 TINY = dict(backbone="tiny", image_size=64, fpn_filters=16, head_filters=16, head_convs=1)

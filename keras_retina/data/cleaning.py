@@ -1,44 +1,17 @@
-"""Dirty data: what happens to each kind of bad image or annotation, counted.
+"""Dirty data: one defined outcome for each kind of bad image or annotation, counted.
 
-Real datasets hold odd images and broken annotations. Every case below has one
-defined outcome; none is a silent drop, a crash inside TensorFlow or a NaN loss.
+`KINDS`: kind -> (severity, outcome). "fixed" kinds (colour mode converted, EXIF rotation,
+box clipped or empty, image without annotations, crowd, tiny image) are handled and reported;
+"bad_image" / "bad_annotation" kinds are a DataError unless --skip_bad_examples, which skips
+the image / drops the annotation and counts it.
 
-    case                                   outcome
-    grayscale, RGBA, palette, CMYK, 16-bit converted to 8-bit RGB (alpha dropped)
-    EXIF-rotated JPEG                      rotated as a viewer shows it when the
-                                           JSON's width/height are the rotated
-                                           ones (what labelling tools annotate),
-                                           and when they cannot tell (flips, 180
-                                           degrees, square images)
-    1x1 or very large image                used (resized like every image; PIL's
-                                           decompression-bomb limit is lifted up to
-                                           MAX_PIXELS)
-    box partly outside the image           clipped to the image
-    box with zero width or height          dropped and counted (nothing to learn;
-                                           COCO 2017 train has two)
-    image without annotations              used as a negative
-    crowd annotation                       kept for evaluation, never a positive
-    missing / empty / corrupt / truncated  error naming the file; with
-      image, image larger than MAX_PIXELS,   --skip_bad_examples the image is
-      JSON size differs from the file,       skipped and counted
-      format TensorFlow cannot decode
-    box with negative size, NaN or inf     error naming the annotation; with
-      coordinate, fully outside the         --skip_bad_examples the annotation
-      image, unknown category id,           is dropped (the image is kept) and
-      unknown image id, duplicate           counted
-      annotation id
-    duplicate image id                     error; skip: every entry with that id
-                                           skipped (its annotations are ambiguous)
-
-`DataReport` holds the counts and the first few offenders of each kind; the
-training start-up summary, `keras_retina check-data` and the end-of-training
-summary print it. Which boxes are bad, empty, outside or clipped is decided by
-`boxes.check_boxes`; which files are bad by `images.image_header` and
-`images.verify_image` (the COCO JSON reader runs them on each file: the header
-always, the full decode under --skip_bad_examples and in check-data).
-`scan_records` is the pass for TFRecord and TFDS sources: their annotations
-always (without decoding images), every image's decode under
---skip_bad_examples and in check-data.
+- `DataReport`: thread-safe counts and the first SHOW offenders of each kind; `format`,
+  `as_dict`, `raise_if_bad(skipping)` (one DataError naming every problem unless skipping).
+- `report_boxes(...)`: one image's annotations (`[N, 4]` yxyx normalised) judged by
+  `ops.boxes.check_boxes`, the rule every reader and the pipeline apply.
+- `scan_records(records, report, num_classes, decode)` -> (number of records, names of the
+  records to leave out): the pass over TFRecord and TFDS sources.
+- `count_examples(examples)`: reads (so decodes) every example of a dataset; returns the count.
 """
 
 import collections
@@ -46,9 +19,9 @@ import threading
 
 import numpy as np
 
-from keras_retina import boxes as box_lib
 from keras_retina.errors import DataError
-from keras_retina.images import MAX_PIXELS, decode_image
+from keras_retina.ops import boxes as box_lib
+from keras_retina.ops.images import MAX_PIXELS, decode_image
 
 SHOW = 5  # offenders listed per kind
 
@@ -141,7 +114,7 @@ def count_examples(examples, progress_every=1000):
 
 def report_boxes(where, boxes, classes, is_crowd, num_classes, report, category_ids=None):
     """Counts what the training pipeline will do with one image's annotations
-    (`boxes.check_boxes`, the rule every reader and the pipeline apply).
+    (`ops.boxes.check_boxes`, the rule every reader and the pipeline apply).
 
     `boxes`: [N, 4] yxyx normalised to the image (0..1 inside it); `classes`: 0..K-1, anything
     else = not in the label map; `category_ids`: the dataset's own ids, shown for unknown ones;
@@ -161,7 +134,7 @@ def report_boxes(where, boxes, classes, is_crowd, num_classes, report, category_
 
 
 def _name(where):
-    """A record's name tensor -> str that encodes back to the same bytes (`records.kept_records`)."""
+    """A record's name tensor -> str that encodes back to the same bytes (`record_source.kept_records`)."""
     return where.numpy().decode("utf-8", "surrogateescape")
 
 
@@ -183,7 +156,7 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
     normalised), "classes" (int, 0..K-1 or -1 = not in the label map), "category_ids" (the
     dataset's ids), "is_crowd" (bool [N]) and "encoded" (the image file's bytes). Every
     annotation is checked (`report_boxes`); an image whose header says it has more than
-    `images.MAX_PIXELS` pixels (a GIF's frames counted) is "too_large" and never decoded;
+    `ops.images.MAX_PIXELS` pixels (a GIF's frames counted) is "too_large" and never decoded;
     records sharing an image id are all counted as "duplicate_image_id" (whose boxes would
     evaluation match?); with `decode`, every other image is decoded too (in parallel, in
     TensorFlow, as training decodes it) and each record that fails is counted as
@@ -191,7 +164,7 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
     """
     import tensorflow as tf
 
-    from keras_retina import images as image_lib
+    from keras_retina.ops import images as image_lib
 
     limit = image_lib.MAX_PIXELS
     # Pixels from each image's header; a header TensorFlow cannot read gives none (decoding fails too).

@@ -11,11 +11,11 @@ COCO's size buckets measured in model-input pixels (small < 32^2 <= medium <
 
 import numpy as np
 
-from keras_retina import anchors as anchor_lib
-from keras_retina import boxes as box_lib
 from keras_retina.data.source import as_source
-from keras_retina.input_mapping import resized_size
-from keras_retina.label_encoder import BOX_CHUNK, FOREGROUND_IOU
+from keras_retina.modeling import anchors as anchor_lib
+from keras_retina.modeling.label_encoder import BOX_CHUNK, FOREGROUND_IOU
+from keras_retina.modeling.transform import resized_size
+from keras_retina.ops import boxes as box_lib
 
 BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 WARN_BELOW = 0.9
@@ -24,7 +24,7 @@ WARN_BELOW = 0.9
 def anchor_coverage(source, policy, anchor_generator=None, foreground_iou=FOREGROUND_IOU, max_images=1000):
     """Scans up to `max_images` examples of a source (`data.source`) against the anchors of
     `anchor_generator` (default: the paper's), each image scaled by the resize policy
-    (`resize_policy.ResizePolicy`) and matched with the anchors of its canvas, as in training;
+    (`transform.ResizePolicy`) and matched with the anchors of its canvas, as in training;
     returns {bucket: {"boxes", "covered", "mean_best_iou"}}."""
     generator = anchor_lib.deserialize_generator(anchor_generator)
     best, areas, images = [], [], 0

@@ -3,7 +3,7 @@
 Exactly one training source: COCO JSON (`train_annotations` + `train_images`), a TFDS dataset
 (`tfds_name`), TFRecords (`train_tfrecord`) or the synthetic demo data (`demo_data`). The
 command line's data flags and `config.json["data"]` (which `evaluate` reads to find the
-validation data again) derive from these fields; `data.sources.open_sources` reads them.
+validation data again) derive from these fields; `data.splits.open_sources` reads them.
 """
 
 import dataclasses

@@ -46,7 +46,8 @@ def check_label_map(label_map, where):
     """DataError unless every id is a distinct integer in 0..MAX_CATEGORY_ID - 1."""
     ids = [e["id"] for e in label_map]
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise DataError(f"{where}: label map ids must be integers, got {[i for i in ids if not isinstance(i, int)][:5]}.")
+        wrong = [i for i in ids if not isinstance(i, int)][:5]
+        raise DataError(f"{where}: label map ids must be integers, got {wrong}.")
     repeated = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
     if repeated:
         raise DataError(f"{where}: label map ids {repeated} appear more than once.")

@@ -1,43 +1,24 @@
-"""Sources -> batches for training and evaluation: augment, resize, bucket, label encoding.
+"""Sources -> batches for training and evaluation: augment, resize, bucket, encode labels.
 
-Every function takes a source (`data.source`: COCO JSON, TFRecord, TFDS, or a user's
-`tf.data.Dataset` of examples, wrapped) and reads its examples:
+Inputs: a source (`data.source`, whose examples hold image uint8 [H, W, 3] RGB, boxes float32
+[N, 4] yxyx pixels of the original image, classes int32 [N] 0..K-1, is_crowd, area, image_id)
+and the model's resize policy (`modeling.transform.ResizePolicy`).
 
-    image_id  int64 []          image     uint8 [H, W, 3] RGB
-    boxes     float32 [N, 4]    yxyx pixels of the original image
-    classes   int32 [N]         0..K-1    is_crowd bool [N]    area float32 [N]
-
-and the model's resize policy (`resize_policy.ResizePolicy`: the paper's shorter side S with
-the longer side capped at L, or the square letterbox).
-
-Training (`train_dataset`): crowd boxes dropped (never positives), random horizontal flip
-(the paper's only augmentation), optional scale jitter (S drawn from [scale_min, scale_max] x
-S, paper section 5.2; a picture beyond the largest canvas of its orientation is randomly
-cropped to it), the resize of `input_mapping` (aspect kept), boxes checked by
-`boxes.check_boxes` (only boxes it lets train stay; the rest get class -1). Pictures are then
-grouped by aspect-ratio bucket (`tf.data`'s group_by_window keyed by `policy.bucket_index`,
-as detectron2 groups by orientation) into batches of one bucket, padded to its canvas, and
-the model's `LabelEncoder` labels each image's anchors for that canvas. Elements:
-(images float32 [B, H_b, W_b, 3] 0-255, {"cls_targets" [B, A_b], "box_targets" [B, A_b, 4]})
-with (H_b, W_b) one of `policy.buckets`; one traced training step serves all of them.
-
-`deterministic_train_dataset` (--deterministic) batches the seeded stream in order, B
-pictures per step, so batch k is a pure function of (seed, k) and a resumed run sees the
-same batches; a batch is padded to the smallest canvas holding all its pictures
-(`policy.mixed_canvas` when it mixes orientations: slower, the price of exact resume).
-
-Evaluation (`eval_dataset`): the same resize without randomness, grouped by bucket; elements
-(images, meta) where meta carries `image_id`, `scale` (input pixels per original pixel),
-`picture_size` (the resized picture's height and width inside its input), `original_size` and
-the padded ground truth (`boxes` in original pixels, `classes`,
-`is_crowd`, `area`, padding class -1) for COCO evaluation.
+- `train_dataset(source, label_encoder, policy, batch_size, ...)`: crowd boxes dropped, random
+  horizontal flip, optional scale jitter (paper 5.2), resize, boxes checked by
+  `ops.boxes.check_boxes` (the rest get class -1), batches of one aspect-ratio bucket padded to
+  its canvas: (images float32 [B, H_b, W_b, 3] 0-255, {"cls_targets" [B, A_b], "box_targets"
+  [B, A_b, 4]}), (H_b, W_b) one of `policy.buckets`.
+- `deterministic_train_dataset(...)` (--deterministic): batch k is a pure function of (seed, k).
+- `eval_dataset(source, policy, batch_size)`: (images, meta) batches of one bucket, no randomness;
+  meta: image_id, scale, picture_size, original_size, ground truth in original pixels (class -1 pads).
 """
 
 import tensorflow as tf
 
-from keras_retina import boxes as box_lib
 from keras_retina.data.source import as_source
-from keras_retina.input_mapping import pad_to, resize, resized_size
+from keras_retina.modeling.transform import pad_to, resize, resized_size
+from keras_retina.ops import boxes as box_lib
 
 
 def _flip(image, boxes):
@@ -47,7 +28,7 @@ def _flip(image, boxes):
 
 
 def _clip_and_keep(boxes, classes, size):
-    """Boxes clipped to the resized picture; those `boxes.check_boxes` does not let train (no
+    """Boxes clipped to the resized picture; those `ops.boxes.check_boxes` does not let train (no
     area inside, NaN/inf: zeroed, so nothing downstream sees them) get class -1 (padding)."""
     boxes, verdict = box_lib.check_boxes(boxes, size[0], size[1])
     return boxes, tf.where(box_lib.trainable(verdict), classes, -1)
@@ -117,6 +98,7 @@ def _bucketed(ds, policy, batch_size, padded_shapes, padding_values, grouped, dr
     def key(image, *_):
         return tf.cast(policy.bucket_index(tf.shape(image)[0], tf.shape(image)[1]), tf.int64)
 
+    # One bucket per batch, as detectron2 groups by orientation; one traced training step serves every bucket.
     return ds.group_by_window(key, lambda _, window: batch(window), window_size=batch_size)
 
 

@@ -1,35 +1,17 @@
-"""What a data source is: the interface the input pipeline, training and evaluation use.
+"""The data source interface that the input pipeline, training and evaluation use.
 
-Every reader returns a source (`coco_json.CocoJsonSource`, `records.RecordSource` for TFRecord
-files and TFDS splits; `DatasetSource` wraps a user's own `tf.data.Dataset` of examples).
-A source has:
+Sources: `readers.coco_json.CocoJsonSource`, `readers.record_source.RecordSource` (TFRecord files,
+TFDS splits) and `DatasetSource` (a user's `tf.data.Dataset` of examples, wrapped by `as_source`).
+Each has `name` (str, for messages), `label_map` ([{"id", "name"}], index = contiguous class),
+`report` (`data.cleaning.DataReport`), `num_examples` (int or None), `decoded` (True when the
+dirty-data pass decoded every image already), `examples(shuffle=False, seed=None)` (a
+tf.data.Dataset of examples, file order or reshuffled each pass), `ordered_examples(seed, start)`
+(endless (i, example) from i = start, element i a pure function of (seed, i): --deterministic)
+and `find_undecodable()` (strings naming the examples whose image does not decode).
 
-    name              str, for messages ("train.json", "coco/2017 train", a file pattern)
-    label_map         [{"id": dataset category id, "name": str}], index = contiguous class
-    report            data.cleaning.DataReport of what the dirty-data pass fixed, skipped or dropped
-    num_examples      int (None when the source cannot count them)
-    decoded           True when the dirty-data pass decoded every image already
-    examples(shuffle=False, seed=None)
-                      tf.data.Dataset of examples (below), in file order or reshuffled each pass
-                      (COCO JSON: over the whole set; records: through a buffer of
-                      SHUFFLE_BUFFER still-encoded records), images decoded after shuffling
-    ordered_examples(seed, start)
-                      endless tf.data.Dataset of (i, example) for i = start, start + 1, ...:
-                      element i is a pure function of (seed, i), epochs of num_examples each in
-                      their own seeded order (what --deterministic resumes on)
-    find_undecodable()
-                      strings naming the examples whose image does not decode (and why, where
-                      known); training calls it to name the files when TensorFlow stops on input
-
-Examples (one per image):
-
-    image_id  int64 []          image     uint8 [H, W, 3] RGB (`images.decode_image`)
-    boxes     float32 [N, 4]    yxyx pixels of the original image
-    classes   int32 [N]         0..K-1 (-1: not in the label map; never trained on)
-    is_crowd  bool [N]          area float32 [N]   (COCO evaluation uses both)
-
-Sources are not changed after they are made: the dirty-data pass of a record source returns a
-new, filtered one (`RecordSource.checked`).
+Examples (one per image): image_id int64 [], image uint8 [H, W, 3] RGB, boxes float32 [N, 4] yxyx
+pixels of the original image, classes int32 [N] 0..K-1 (-1: not in the label map), is_crowd bool [N],
+area float32 [N]. A source never changes once made: `RecordSource.checked` returns a new one.
 """
 
 import tensorflow as tf

@@ -21,7 +21,7 @@ import shutil
 
 import numpy as np
 
-from keras_retina import boxes as box_lib
+from keras_retina.ops import boxes as box_lib
 
 # class id -> (shape, RGB colour)
 CLASSES = (

@@ -1,0 +1,14 @@
+"""`keras_retina evaluate`: COCO metrics of --model_dir's latest checkpoint, or of a --model file."""
+
+from keras_retina.evaluation.evaluate import evaluate_file, evaluate_model_dir
+
+
+def run(configs, options, args):
+    if options["model"]:
+        from keras_retina.deploy import runtime
+
+        evaluate_file(runtime.load(options["model"]), options["model_dir"], configs["data"], options["output"])
+    else:
+        evaluate_model_dir(options["model_dir"], configs["data"], configs["train"].batch_size, options["output"],
+                           configs["train"].mixed_precision)
+    return 0

@@ -1,0 +1,10 @@
+"""`keras_retina export`: a SavedModel version for TF Serving, or a LiteRT / ONNX file."""
+
+from keras_retina.cli.flags import EXPORT_OPTIONS, postprocess_overrides
+from keras_retina.deploy import export
+
+
+def run(configs, options, args):
+    export.export(options["model_dir"], mixed_precision=configs["train"].mixed_precision,
+                  **{name: options[name] for name in EXPORT_OPTIONS}, **postprocess_overrides(options))
+    return 0

@@ -1,0 +1,213 @@
+"""The command line's flags: the only place flag names are known (besides each command's module).
+
+The data, model and training flags are the fields of `DataConfig`, `ModelConfig` and
+`TrainConfig` (their defaults, help texts and checks: `config_fields`); the commands' own flags
+are OPTIONS below. `COMMAND_FLAGS` says which flags each command reads (its --help shows
+those); `build_configs` turns flag values into the three configs.
+"""
+
+import dataclasses
+
+from keras_retina.deploy.metadata import EXPORT_FORMATS, QUANTIZE
+from keras_retina.modeling.detection_decoder import SETTINGS as POSTPROCESS_SETTINGS
+from keras_retina.ops.drawing import DRAW_SCORE_THRESHOLD
+
+COMMANDS = {
+    "train": ("Train (or resume) a detector, evaluate it and export it.",
+              "keras_retina train --flagfile=configs/demo.flags"),
+    "evaluate": ("COCO metrics of a model_dir's latest checkpoint (or a --model file), per-class AP table.",
+                 "keras_retina evaluate --model_dir=runs/demo"),
+    "check-data": ("Every problem in the data, what training will do with it, and anchor coverage.",
+                   "keras_retina check-data --train_annotations=train.json --train_images=images/"),
+    "export": ("A versioned SavedModel for TF Serving, or a LiteRT / ONNX file; decoding and NMS inside.",
+               "keras_retina export --model_dir=runs/demo --export_dir=serving/demo"),
+    "predict": ("Detections drawn on your pictures, and detections.json (COCO results).",
+                "keras_retina predict --saved_model=serving/demo/1 photo.jpg --output_dir=out"),
+    "convert": ("A COCO RetinaNet from torchvision (.pth) or detectron2 (.pkl) weights -> a model_dir.",
+                "keras_retina convert --source=torchvision --weights=retinanet_resnet50_fpn_v2_coco-5905b1c5.pth "
+                "--model_dir=runs/coco_v2"),
+}
+
+# The commands' own flags: name -> (kind, default, help, group).
+OPTIONS = {
+    "model_dir": ("string", None, "The run folder: checkpoints, logs, metrics, the model.", "run"),
+    "resume_with_other_data": ("boolean", False, "train: continue a model_dir on another label map or other "
+                               "data flags than it was trained on (refused otherwise).", "run"),
+    "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
+    "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval, or FILE.metrics.json "
+               "for --model=FILE); export --format=tflite|onnx: the file to write.", "run"),
+    "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
+                   "expects (train exports at the end when set).", "export"),
+    "version": ("integer", None, "Version number (default: one more than the latest).", "export"),
+    "format": ("enum", (EXPORT_FORMATS[0], list(EXPORT_FORMATS)), "saved_model (TF Serving), tflite "
+               "(LiteRT flatbuffer, builtin ops only) or onnx (standard ops, any batch); the last two have a "
+               "fixed --input_size and are written to --output or into --export_dir.", "export"),
+    "input_size": ("string", None, "tflite/onnx: the fixed input, HEIGHT,WIDTH (multiples of 32) or one side for "
+                   "a square (default: a square of the model's longer side L rounded up to 32, so pictures of either "
+                   "orientation keep the model's scale: 128 for the demo, 1344 at 800/1333; resize=square "
+                   "models: their square).", "export"),
+    "quantize": ("enum", (QUANTIZE[0], list(QUANTIZE)), "tflite: none (float32), float16 "
+                 "(weights), dynamic (int8 weights) or int8 (network int8, calibrated; postprocessing float).",
+                 "export"),
+    "calibration_images": ("string", None, "tflite int8: a folder of pictures to calibrate on (default: the "
+                           "model_dir's training data, else its validation data).", "export"),
+    "calibration_count": ("integer", 200, "tflite int8: pictures to calibrate on.", "export"),
+    "nms_score_threshold": ("float", None, "Score threshold (default: the model's, 0.05).", "export"),
+    "pre_nms_top_k": ("integer", None, "Candidates per level (default: the model's, 1000).", "export"),
+    "nms_iou_threshold": ("float", None, "NMS IoU (default: the model's, 0.5).", "export"),
+    "max_detections": ("integer", None, "Detections per image (default: the model's, 100).", "export"),
+    "saved_model": ("string", None, "An exported SavedModel version folder.", "predict"),
+    "model": ("string", None, "predict, evaluate: a .tflite or .onnx file from keras_retina export (run with "
+              "ai-edge-litert / onnxruntime).", "predict"),
+    "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
+    "score_threshold": ("float", DRAW_SCORE_THRESHOLD, "Draw detections at or above this score.", "predict"),
+    "source": ("enum", (None, ["torchvision", "detectron2"]), "Where the weights come from: torchvision "
+               "(retinanet_resnet50_fpn[_v2] .pth) or detectron2 (model zoo RetinaNet .pkl).", "convert"),
+    "weights": ("string", None, "The downloaded weight file (never executed: only tensors are read).", "convert"),
+}
+_OPTION_CHECKS = {
+    "max_images": (lambda v: v > 0, "must be positive."),
+    "version": (lambda v: v > 0, "must be positive."),
+    "pre_nms_top_k": (lambda v: v > 0, "must be positive."),
+    "max_detections": (lambda v: v > 0, "must be positive."),
+    "calibration_count": (lambda v: v > 0, "must be positive."),
+    "nms_score_threshold": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
+    "nms_iou_threshold": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "score_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
+}
+# The flags each command reads, by group (None: the whole group); its --help shows these.
+COMMAND_FLAGS = {
+    "train": {"run": {"model_dir", "max_images", "resume_with_other_data"}, "data": None, "model": None,
+              "training": None,
+              "export": None},
+    "evaluate": {"run": {"model_dir", "output"}, "predict": {"model"}, "data": None,
+                 "training": {"batch_size", "mixed_precision"}},
+    "check-data": {"run": {"max_images"}, "data": None,
+                   "model": {"image_size", "max_image_size", "resize", "resize_rounding", "canvas", "num_scales",
+                             "aspect_ratios", "anchor_size", "anchor_geometry"}},
+    "export": {"run": {"model_dir", "output"}, "export": None, "training": {"mixed_precision"}},
+    "convert": {"run": {"model_dir"}, "convert": None},
+    "predict": {"run": {"model_dir"}, "predict": None,
+                "export": {"nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},
+                "training": {"mixed_precision"}},
+}
+
+
+def configs():
+    from keras_retina.data.data_config import DataConfig
+    from keras_retina.modeling.model_config import ModelConfig
+    from keras_retina.training.train_config import TrainConfig
+
+    return {"data": DataConfig, "model": ModelConfig, "training": TrainConfig}
+
+
+def define_flags():
+    """Every flag: the configs' fields with `flag=True`, then OPTIONS. Returns {name: group}."""
+    from absl import flags
+
+    groups = {}
+    for group, cls in configs().items():
+        for field in dataclasses.fields(cls):
+            meta = field.metadata
+            if not meta.get("flag"):
+                continue
+            name, default, text = field.name, field.default, meta["help"]
+            if meta.get("choices"):
+                flags.DEFINE_enum(name, default, [str(c) for c in meta["choices"]], text)
+            elif isinstance(default, bool):
+                flags.DEFINE_boolean(name, default, text)
+            elif isinstance(default, tuple):
+                flags.DEFINE_list(name, [str(v) for v in default], text)
+            elif field.type is int or name == "image_size":
+                flags.DEFINE_integer(name, default, text)
+            elif field.type is float:
+                flags.DEFINE_float(name, default, text)
+            else:
+                flags.DEFINE_string(name, default, text)
+            if meta.get("check"):
+                _validate(name, lambda v, f=field: _convert(f, v), meta["check"])
+            groups[name] = group
+    for name, (kind, default, text, group) in OPTIONS.items():
+        if kind == "enum":
+            flags.DEFINE_enum(name, default[0], default[1], text)
+        else:
+            getattr(flags, f"DEFINE_{kind}")(name, default, text)
+        if name in _OPTION_CHECKS:
+            _validate(name, lambda v: v, _OPTION_CHECKS[name])
+        groups[name] = group
+    return groups
+
+
+def _validate(name, convert, check):
+    from absl import flags
+
+    def valid(value):
+        try:
+            value = convert(value)
+        except (TypeError, ValueError):
+            return False
+        return value is None or check[0](value)
+
+    flags.register_validator(name, valid, f"--{name} {check[1]}")
+
+
+def _convert(field, value):
+    """A flag's value as its config field wants it ("" -> None; lists -> tuples of numbers)."""
+    if value == "":
+        return None
+    if isinstance(field.default, tuple):
+        cast = int if all(isinstance(v, int) for v in field.default) else float
+        return tuple(cast(v) for v in value)
+    return value
+
+
+def build_configs(values):
+    """Flag values -> {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}."""
+    out = {}
+    for group, cls in configs().items():
+        kwargs = {f.name: _convert(f, values[f.name]) for f in dataclasses.fields(cls) if f.metadata.get("flag")}
+        out["train" if group == "training" else group] = cls(**kwargs)
+    return out
+
+
+def print_commands():
+    lines = ["keras-retina: RetinaNet (\"Focal Loss for Dense Object Detection\") on Keras 3 / TensorFlow.", "",
+             "usage: keras_retina COMMAND [--flagfile=FILE] [--flag=value ...]", "", "commands:"]
+    for name, (text, _) in COMMANDS.items():
+        lines.append(f"  {name:<11} {text}")
+    lines += ["", "examples:"] + [f"  {example}" for _, example in COMMANDS.values()]
+    lines += ["", "keras_retina COMMAND --help lists the flags a command uses; --helpfull lists every flag."]
+    print("\n".join(lines))
+
+
+def print_command_help(command, groups):
+    from absl import flags
+
+    titles = {"run": "run folder and reports", "data": "data (exactly one training source)",
+              "model": "model (the paper's defaults)", "training": "training (the paper's recipe by default)",
+              "export": "export and postprocessing", "predict": "predict", "convert": "convert"}
+    text, example = COMMANDS[command]
+    lines = [f"keras_retina {command}: {text}", f"  e.g. {example}"]
+    for group, wanted in COMMAND_FLAGS[command].items():
+        lines += ["", f"{titles[group]}:"]
+        for name in (n for n, g in groups.items() if g == group and (wanted is None or n in wanted)):
+            flag = flags.FLAGS[name]
+            default = ",".join(flag.default) if isinstance(flag.default, list) else flag.default
+            lines.append(f"  --{name}={'' if default is None else default}")
+            lines.append(f"      {flag.help}")
+    print("\n".join(lines))
+
+
+
+# The options `export` (and `train --export_dir`) hands to `deploy.export.export` as they are.
+EXPORT_OPTIONS = ("export_dir", "format", "output", "version", "input_size", "quantize", "calibration_images",
+                  "calibration_count")
+
+# The command-line flag of each postprocessing setting (detection_decoder.SETTINGS).
+POSTPROCESS_FLAGS = dict(zip(("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"),
+                             POSTPROCESS_SETTINGS))
+
+
+def postprocess_overrides(options):
+    """{setting: value or None} from the commands' options."""
+    return {setting: options.get(flag) for flag, setting in POSTPROCESS_FLAGS.items()}

@@ -1,0 +1,125 @@
+"""`keras_retina` command line: flagfiles, flags -> configs, the command, and what users see of errors.
+
+    keras_retina --help                      the commands, one line each
+    keras_retina train --help                the flags `train` uses, grouped, with defaults
+    keras_retina train --flagfile=configs/demo.flags
+
+Flagfiles may include others (`--flagfile=configs/r50.flags` inside a file); a flagfile named
+relative to the current folder that does not exist there is looked up in the installed configs.
+Bad flag values are rejected, naming the flag, before any work starts. A data or usage problem
+is one line on stderr and exit status 2; a NaN loss exit status 3; a full disk one line and
+status 2; anything else is a bug and keeps its traceback. Each command is a module of this
+package with `run(configs, options, args)`; `bin/keras_retina` hides TensorFlow's start-up
+lines unless --verbose=3.
+"""
+
+import errno
+import os
+import sys
+
+from keras_retina.cli.flags import COMMANDS, OPTIONS, build_configs, define_flags, print_command_help, print_commands
+
+
+def _command(name):
+    from keras_retina.cli import check_data, convert, evaluate, export, predict, train
+
+    return {"train": train, "evaluate": evaluate, "check-data": check_data, "export": export,
+            "predict": predict, "convert": convert}[name]
+
+
+def main(argv):
+    from absl import app, flags, logging
+
+    command = argv[1] if len(argv) > 1 else None
+    if command not in COMMANDS or (len(argv) > 2) != (command == "predict"):
+        raise app.UsageError(f"usage: keras_retina {{{','.join(COMMANDS)}}} [--flagfile=FILE] [--flag=value ...]"
+                             " (predict also takes IMAGE ...)"
+                             + (f"; unexpected arguments {argv[1:]}" if len(argv) > 1 else ""))
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would drown the progress
+    from keras_retina.errors import DataError, UsageError
+
+    values = {name: flags.FLAGS[name].value for name in _GROUPS}
+    try:
+        configs = build_configs(values)
+        options = {name: values[name] for name in OPTIONS}
+        return _command(command).run(configs, options, argv[2:])
+    except (DataError, UsageError) as error:
+        if os.environ.get("KERAS_RETINA_TRACEBACK"):  # for bug reports
+            raise
+        print(f"keras_retina {command}: error: {error}", file=sys.stderr)
+        return 2
+    except FloatingPointError as error:  # NaN/Inf loss: message names the step and the cause
+        print(f"keras_retina {command}: error: {error}", file=sys.stderr)
+        return 3
+    except Exception as error:  # noqa: BLE001 - only a full disk is handled here; the rest re-raised
+        if not _disk_full(error):
+            raise
+        where = getattr(error, "filename", None) or str(error).strip().splitlines()[0][:300]
+        print(f"keras_retina {command}: error: the disk is full ({where}); files written so far are whole "
+              f"(written under temporary names); free space and run the same command again.", file=sys.stderr)
+        return 2
+
+
+def _disk_full(error):
+    """An OSError with ENOSPC/EDQUOT, or TensorFlow's report of one (its file writers raise
+    OpErrors that carry the operating system's text, not its number)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return type(error).__module__.startswith("tensorflow") and "No space left on device" in str(error)
+
+
+def _find_flagfile(path):
+    """A flagfile as given, else relative to the installed configs (`configs/demo.flags`)."""
+    from absl import app
+
+    if os.path.exists(path):
+        return path
+    roots = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+             os.path.join(sys.prefix, "share", "keras_retina")]
+    for root in roots:
+        if os.path.isfile(os.path.join(root, path)):
+            return os.path.join(root, path)
+    raise app.UsageError(f"--flagfile={path}: no such file here or in the installed configs.")
+
+
+def _resolve_flagfiles(argv, depth=0):
+    """Replaces every --flagfile=F (nested ones too) by F's flags, in place and in order, so
+    later flags still override earlier ones and includes work from any folder."""
+    from absl import app
+
+    if depth > 10:
+        raise app.UsageError("--flagfile includes nest more than 10 deep (a cycle?).")
+    resolved = []
+    for arg in argv:
+        if not arg.startswith("--flagfile="):
+            resolved.append(arg)
+            continue
+        with open(_find_flagfile(arg.split("=", 1)[1])) as f:
+            lines = [line.strip() for line in f]
+        resolved += _resolve_flagfiles([line for line in lines if line and not line.startswith("#")], depth + 1)
+    return resolved
+
+
+_GROUPS = {}
+
+
+def run():
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help", "help"):
+        print_commands()
+        sys.exit(0)
+    from absl import app
+
+    try:
+        argv = _resolve_flagfiles(sys.argv)
+    except (app.UsageError, OSError) as error:
+        sys.exit(f"keras_retina: error: {error}")
+    _GROUPS.update(define_flags())
+    if any(a in ("-h", "--help") for a in argv[2:]) and argv[1] in COMMANDS:
+        print_command_help(argv[1], _GROUPS)
+        sys.exit(0)
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,38 @@
+"""`keras_retina check-data` as a function: every problem in the data, and how well anchors cover it.
+
+`check_data(data_config, model_config, max_images)` reads every example of the training and
+validation sources (every image decoded), prints each split's classes, its dirty-data report
+(what training does with each problem, with and without --skip_bad_examples) and the anchor
+coverage of its boxes at the model's scale (`coverage`); returns the number of problems.
+"""
+
+import dataclasses
+
+from keras_retina.data import cleaning, coverage
+from keras_retina.data.splits import open_sources
+from keras_retina.modeling.builder import anchor_generator
+from keras_retina.modeling.transform import policy_from_config
+
+
+def check_data(data_config, model_config, max_images=1000):
+    # Count everything rather than stop at the first bad image; say at the end what training does.
+    sources = open_sources(dataclasses.replace(data_config, skip_bad_examples=True), need_train=False,
+                           load_train=True, verify_images=True)
+    label_map = sources.label_map
+    problems = 0
+    for split, source in (("train", sources.train), ("val", sources.val)):
+        if source is None:
+            continue
+        print(f"[{split}] {len(label_map)} classes: {', '.join(e['name'] for e in label_map[:20])}"
+              + (" ..." if len(label_map) > 20 else ""))
+        count = source.num_examples if source.decoded else cleaning.count_examples(source.examples())
+        print(f"[{split}] read and decoded {count} images")
+        print(source.report.format(skipping=data_config.skip_bad_examples))
+        problems += len(source.report.problems())
+        report = coverage.anchor_coverage(source, policy_from_config(model_config), anchor_generator(model_config),
+                                          max_images=max_images)
+        print(coverage.format_coverage(report))
+    if problems and not data_config.skip_bad_examples:
+        print("Training on this data stops with an error listing the problems above; fix them or "
+              "pass --skip_bad_examples.")
+    return problems

@@ -1,0 +1,87 @@
+"""Data flags (`DataConfig`) -> the training and validation sources and their label map.
+
+`open_sources(config)` reads each named source and runs its dirty-data pass (COCO JSON: while
+parsing; TFRecord, TFDS: `RecordSource.checked`, one pass without decoding images, every image
+decoded too under --skip_bad_examples or `verify_images`). Problems are a DataError listing them
+unless --skip_bad_examples, then skipped or dropped and counted in each source's `report`.
+"""
+
+import dataclasses
+
+from keras_retina.data import synthetic
+from keras_retina.data.label_map import read_label_map
+from keras_retina.data.readers import coco_json, tfds_coco, tfrecord
+from keras_retina.errors import DataError, UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    train: object  # a source (`data.source`) or None
+    val: object
+    label_map: list
+
+    def reports(self):
+        """{"train"/"val": DataReport} of the sources read."""
+        return {split: source.report for split, source in (("train", self.train), ("val", self.val))
+                if source is not None and source.report is not None}
+
+
+def open_sources(config, need_train=True, load_train=None, verify_images=None):
+    """`need_train`: exactly one training source is required. `load_train` (default:
+    need_train): read the TFDS/TFRecord training split too. `verify_images` (default:
+    --skip_bad_examples): decode every TFRecord/TFDS image in the pass."""
+    load_train = need_train if load_train is None else load_train
+    skip = config.skip_bad_examples
+    decode = skip if verify_images is None else verify_images
+    _refuse_mixed_kinds(config)
+    if config.demo_data:
+        paths = synthetic.write_coco_dataset(config.demo_data)
+        config = dataclasses.replace(config, train_annotations=paths["train"][0], train_images=paths["train"][1],
+                                     val_annotations=paths["val"][0], val_images=paths["val"][1])
+    if need_train and not any(getattr(config, name) for name in ("train_annotations", "tfds_name", "train_tfrecord")):
+        raise UsageError("Give exactly one training source: --train_annotations/--train_images "
+                         "(COCO JSON), --tfds_name, --train_tfrecord, or --demo_data; got none.")
+    found = {}
+    if config.train_annotations or config.val_annotations:
+        for split in ("train", "val"):
+            annotations, images = getattr(config, f"{split}_annotations"), getattr(config, f"{split}_images")
+            if annotations:
+                if not images:
+                    raise UsageError(f"--{split}_annotations={annotations} needs --{split}_images (the image folder).")
+                found[split] = coco_json.read_coco_json(annotations, images, skip_bad_examples=skip)
+        if len(found) == 2 and found["train"].label_map != found["val"].label_map:
+            raise DataError(f"--val_annotations={config.val_annotations} has other categories "
+                            f"than --train_annotations={config.train_annotations}.")
+    elif config.tfds_name:
+        splits = {"train": config.tfds_train_split if load_train else None, "val": config.tfds_val_split}
+        for split, tfds_split in splits.items():
+            if tfds_split:
+                found[split] = tfds_coco.tfds_source(config.tfds_name, tfds_split, config.tfds_data_dir).checked(
+                    skip, decode)
+    elif config.train_tfrecord or config.val_tfrecord:
+        pattern = config.train_tfrecord or config.val_tfrecord
+        label_map = read_label_map(config.label_map) if config.label_map else tfrecord.scan_label_map(pattern)
+        for split in ("train", "val"):
+            pattern = getattr(config, f"{split}_tfrecord")
+            if pattern and (split == "val" or load_train):
+                found[split] = tfrecord.tfrecord_source(pattern, label_map).checked(skip, decode)
+    if not found:
+        raise UsageError("No data: give a training or validation source.")
+    label_map = next(iter(found.values())).label_map
+    return Sources(found.get("train"), found.get("val"), label_map)
+
+
+_KINDS = {"--demo_data": ("demo_data",), "COCO JSON": ("train_annotations", "val_annotations"),
+          "TFDS": ("tfds_name",), "TFRecord": ("train_tfrecord", "val_tfrecord")}
+
+
+def _refuse_mixed_kinds(config):
+    """Two kinds of source (a flagfile's --demo_data and a user's --train_annotations, say) are a
+    UsageError naming the flags of both: never train on one of them silently."""
+    given = {kind: [f"--{name}={getattr(config, name)}" for name in names if getattr(config, name)]
+             for kind, names in _KINDS.items()}
+    given = {kind: flags for kind, flags in given.items() if flags}
+    if len(given) > 1:
+        named = " and ".join(", ".join(flags) for flags in given.values())
+        raise UsageError(f"{named} name different data sources; give one kind (clear a flagfile's flag with an "
+                         f"empty value, e.g. --demo_data= or --tfds_name=).")

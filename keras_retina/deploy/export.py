@@ -1,0 +1,134 @@
+"""`keras_retina export` as a function: a model_dir's model as a SavedModel, a LiteRT or an ONNX file.
+
+`export(model_dir, export_dir, format="saved_model" | "tflite" | "onnx", ...)` checks every
+option first (`check_options`: train calls it before training when it exports at the end),
+loads the latest checkpoint and writes
+
+- saved_model: `export_dir/<version>/` for TF Serving (`deploy.saved_model`);
+- tflite / onnx: one file of a fixed input size (`input_size`, default a square of the
+  model's longer side: `deploy.fixed_size_detector`) at `output`, else
+  `export_dir/retinanet_HxW[_quantize].tflite|onnx` (`file_path`; never written over);
+  int8 LiteRT files are calibrated on `calibration_count` pictures (`deploy.calibration`).
+
+`postprocess` (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections; None keeps
+the model's) is fixed in the exported graph. Prints what was written and how to run it; returns
+its path. Option errors are UsageErrors naming the flag; unwritable places DataErrors.
+"""
+
+import os
+
+import keras
+
+from keras_retina.deploy import fixed_size_detector, saved_model
+from keras_retina.deploy.metadata import EXPORT_FORMATS, QUANTIZE
+from keras_retina.errors import DataError, UsageError
+from keras_retina.model_dir import ModelDir
+from keras_retina.modeling.precision import set_precision
+
+RUNTIMES = {"tflite": 'pip install "keras-retina[litert]" (ai-edge-litert)',
+            "onnx": 'pip install "keras-retina[onnx]" (onnxruntime)'}
+
+
+def check_options(model_dir, export_dir=None, format="saved_model", output=None, version=None, input_size=None,
+                  quantize="none", calibration_images=None):
+    """UsageError (DataError for a missing folder) naming the first option that cannot work."""
+    if format not in EXPORT_FORMATS or quantize not in QUANTIZE:
+        raise UsageError(f"--format={format}, --quantize={quantize}: choose a format of {EXPORT_FORMATS} and a "
+                         f"quantisation of {QUANTIZE}.")
+    if not model_dir or not (export_dir or (format != "saved_model" and output)):
+        raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
+                         "SavedModel versions go in numbered subfolders; --format=tflite|onnx may give --output=FILE "
+                         "instead).")
+    if quantize != "none" and format != "tflite":
+        raise UsageError(f"--quantize={quantize} is for --format=tflite (got --format={format}).")
+    if calibration_images and quantize != "int8":
+        raise UsageError("--calibration_images is for --format=tflite --quantize=int8.")
+    if calibration_images and not os.path.isdir(calibration_images):
+        raise DataError(f"--calibration_images={calibration_images}: no such folder.")
+    if format == "saved_model":
+        for name, value in (("input_size", input_size), ("output", output)):
+            if value:
+                raise UsageError(f"--{name}={value} is for --format=tflite|onnx; a SavedModel takes pictures "
+                                 f"of any size and goes into --export_dir.")
+        return
+    if version:
+        raise UsageError(f"--version={version} numbers SavedModels; a {format} file is named by --output.")
+    if input_size:
+        fixed_size_detector.parse_input_size(input_size)
+    if format == "onnx":
+        from keras_retina.deploy.onnx import require_converter
+
+        require_converter()
+    if output and os.path.splitext(output)[1].lower() != f".{format}":
+        raise UsageError(f"--output={output}: a --format={format} file ends in .{format}.")
+    if "://" in (output or export_dir):
+        raise UsageError(f"LiteRT and ONNX files are written to a local path; got {output or export_dir}.")
+
+
+def file_path(policy, export_dir=None, format="tflite", output=None, input_size=None, quantize="none"):
+    """(path, (H, W)) of a tflite / onnx file: `output`, else export_dir/retinanet_HxW[_quantize].FORMAT
+    (the input size: `input_size` or the policy's default); UsageError when it exists."""
+    size = (fixed_size_detector.parse_input_size(input_size) if input_size
+            else fixed_size_detector.default_input_size(policy))
+    suffix = "" if quantize == "none" else f"_{quantize}"
+    path = output or os.path.join(export_dir, f"retinanet_{size[0]}x{size[1]}{suffix}.{format}")
+    if os.path.exists(path):
+        raise UsageError(f"{path} exists already; remove it or give another --output / --export_dir.")
+    return path, size
+
+
+def export(model_dir, export_dir=None, format="saved_model", output=None, version=None, input_size=None,
+           quantize="none", calibration_images=None, calibration_count=200, mixed_precision="none", **postprocess):
+    check_options(model_dir, export_dir, format, output, version, input_size, quantize, calibration_images)
+    # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
+    set_precision(mixed_precision if format == "saved_model" else "none")
+    run = ModelDir(model_dir)
+    net, label_map, config, checkpoint = run.load_model()
+    if format != "saved_model":
+        return _export_file(run, net, label_map, config, checkpoint, export_dir, format, output, input_size,
+                            quantize, calibration_images, calibration_count, postprocess)
+    path = saved_model.export_saved_model(net, label_map, export_dir, version, **postprocess)
+    base = os.path.abspath(export_dir)
+    print(f"Exported {checkpoint} ({keras.mixed_precision.global_policy().name}) to {path}\n"
+          f"  signatures: serving_default (encoded image bytes), serving_image_tensor (uint8)\n"
+          f"  serve with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
+          f"--model_name={os.path.basename(base.rstrip('/'))} --model_base_path={base}")
+    return path
+
+
+def _export_file(run, net, label_map, config, checkpoint, export_dir, format, output, input_size, quantize,
+                 calibration_images, calibration_count, postprocess):
+    path, size = file_path(net.resize_policy, export_dir, format, output, input_size, quantize)
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot make {folder} for {path} ({error.strerror or error}); check --output / "
+                        f"--export_dir.") from None
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"cannot write {path}: {folder} is not writable; check --output / --export_dir.")
+    if format == "onnx":
+        from keras_retina.deploy.onnx import export_onnx
+
+        summary = export_onnx(net, label_map, path, size, **postprocess)
+    else:
+        from keras_retina.deploy.calibration import calibration_inputs
+        from keras_retina.deploy.litert import export_litert
+
+        calibration = None
+        if quantize == "int8":
+            calibration = calibration_inputs(run, config, size, net.resize_policy, calibration_images,
+                                             calibration_count)
+        summary = export_litert(net, label_map, path, size, quantize, calibration, **postprocess)
+    calibrated = summary.get("calibration_images")
+    print(f"Exported {checkpoint} to {path} ({summary['bytes'] / 2**20:.1f} MiB, {format}"
+          f"{', ' + quantize if format == 'tflite' else ''}"
+          f"{f', calibrated on {calibrated} pictures' if calibrated else ''})"
+          f"\n  input: images uint8 [{'1' if format == 'tflite' else 'N'}, {size[0]}, {size[1]}, 3] RGB; pictures "
+          f"of other sizes letterboxed (the model's scale, or less to fit; top left, padded)\n"
+          f"  outputs: detection_boxes (normalised to the input), detection_scores, detection_classes, "
+          f"num_detections; class names in the file's metadata\n"
+          f"  {len(summary['ops'])} op types, all {'builtin' if format == 'tflite' else 'standard ONNX'}: "
+          f"{', '.join(summary['ops'])}\n"
+          f"  run with: keras_retina predict --model={path} photo.jpg  (needs {RUNTIMES[format]})")
+    return path

@@ -1,0 +1,157 @@
+"""COCO detection metrics through pycocotools, per-class AP, and a Keras callback.
+
+`evaluate_coco(model, dataset, label_map)` runs `model.detect` over an
+`eval_dataset` (see `data.pipeline`), maps boxes back to each original image
+(`transform.to_original`, then yxyx -> COCO xywh) and classes back to the
+dataset's own category ids, builds the ground truth from the same stream (crowd
+flags and areas included, so one path serves COCO JSON, TFDS and TFRecords) and
+runs pycocotools' COCOeval. Returns the 12 standard numbers under the names
+below, plus `per_class_AP` {class name: AP at IoU .50:.95}.
+"""
+
+import contextlib
+import io
+
+import numpy as np
+import tensorflow as tf
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from keras_retina.errors import DataError
+from keras_retina.modeling import transform
+from keras_retina.ops import boxes as box_lib
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def collect_detections(model, dataset, label_map):
+    """Runs the model; returns (COCO ground-truth dict, list of COCO result dicts)."""
+    images, annotations, results = [], [], []
+    detect = tf.function(model.detect, reduce_retracing=True)
+    for batch_images, meta in dataset:
+        out = {k: v.numpy() for k, v in detect(batch_images, meta["picture_size"]).items()}
+        meta = {k: v.numpy() for k, v in meta.items()}
+        for i, image_id in enumerate(meta["image_id"]):
+            if image_id < 0:
+                continue
+            _add_ground_truth(images, annotations, label_map, image_id, meta["original_size"][i], meta["boxes"][i],
+                              meta["classes"][i], meta["is_crowd"][i], meta["area"][i])
+            n = int(out["num_detections"][i])
+            boxes = transform.to_original(out["boxes"][i, :n], meta["scale"][i], meta["original_size"][i],
+                                              resized_hw=meta["picture_size"][i])
+            for bbox, score, cls in zip(box_lib.coco_bboxes(boxes), out["scores"][i, :n], out["classes"][i, :n]):
+                results.append({"image_id": int(image_id), "category_id": label_map[cls]["id"],
+                                "bbox": bbox, "score": float(score)})
+    categories = [{"id": entry["id"], "name": entry["name"]} for entry in label_map]
+    return {"images": images, "annotations": annotations, "categories": categories}, results
+
+
+def _add_ground_truth(images, annotations, label_map, image_id, original_size, boxes, classes, is_crowd, area):
+    """Appends one image and its labelled boxes (class >= 0; yxyx pixels) to COCO ground-truth lists."""
+    height, width = (int(s) for s in original_size)
+    images.append({"id": int(image_id), "height": height, "width": width})
+    real = classes >= 0
+    for bbox, cls, crowd, box_area in zip(box_lib.coco_bboxes(boxes[real]), classes[real], is_crowd[real], area[real]):
+        annotations.append({"id": len(annotations) + 1, "image_id": int(image_id),
+                            "category_id": label_map[cls]["id"], "bbox": bbox,
+                            "area": float(box_area), "iscrowd": int(crowd)})
+
+
+def evaluate_deployed(deployed, examples, label_map, max_images=None):
+    """COCO metrics of a LiteRT / ONNX file (`runtime.DeployedModel`) on a source's
+    examples (uint8 pictures, boxes in their pixels), each picture letterboxed into the file's
+    fixed input. The file's category ids must be the label map's."""
+    ids = {entry["id"] for entry in label_map}
+    if {entry["id"] for entry in deployed.label_map} != ids:
+        raise DataError(f"{deployed.path}: its classes are not the evaluation data's label map's.")
+    images, annotations, results = [], [], []
+    for count, example in enumerate(examples):
+        if max_images is not None and count >= max_images:
+            break
+        example = {k: v.numpy() for k, v in example.items()}
+        pixels = example["image"]
+        _add_ground_truth(images, annotations, label_map, example["image_id"], pixels.shape[:2], example["boxes"],
+                          example["classes"], example["is_crowd"], example["area"])
+        boxes, scores, classes, _ = deployed.detect_picture(pixels)
+        pixel_boxes = boxes * np.array([*pixels.shape[:2], *pixels.shape[:2]], np.float32)
+        for bbox, score, category in zip(box_lib.coco_bboxes(pixel_boxes), scores, classes):
+            results.append({"image_id": int(example["image_id"]), "category_id": int(category),
+                            "bbox": bbox, "score": float(score)})
+    categories = [{"id": entry["id"], "name": entry["name"]} for entry in label_map]
+    metrics = coco_metrics({"images": images, "annotations": annotations, "categories": categories}, results,
+                           label_map)
+    metrics["num_images"] = len(images)
+    return metrics
+
+
+def coco_metrics(ground_truth, results, label_map):
+    """pycocotools COCOeval (bbox) -> dict of METRIC_NAMES plus `per_class_AP`."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = ground_truth
+        coco_gt.createIndex()
+        if not results:
+            empty = dict.fromkeys(METRIC_NAMES, 0.0)
+            return {**empty, "per_class_AP": {e["name"]: 0.0 for e in label_map}}
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+    # precision: [IoU thresholds, recall points, classes, area ranges, max dets]
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for k, category_id in enumerate(evaluator.params.catIds):
+        values = precision[:, :, k]
+        values = values[values > -1]
+        name = next(e["name"] for e in label_map if e["id"] == category_id)
+        per_class[name] = float(values.mean()) if values.size else float("nan")
+    metrics["per_class_AP"] = per_class
+    return metrics
+
+
+def evaluate_coco(model, dataset, label_map):
+    ground_truth, results = collect_detections(model, dataset, label_map)
+    metrics = coco_metrics(ground_truth, results, label_map)
+    metrics["num_images"] = len(ground_truth["images"])
+    return metrics
+
+
+def format_metrics(metrics):
+    """A readable block: the 12 numbers on two lines, then the per-class AP table."""
+    lines = ["  ".join(f"{n} {metrics[n]:.3f}" for n in METRIC_NAMES[:6]),
+             "  ".join(f"{n} {metrics[n]:.3f}" for n in METRIC_NAMES[6:])]
+    width = max([len(name) for name in metrics["per_class_AP"]] + [5])
+    lines.append(f"{'class':<{width}}  AP")
+    lines += [f"{name:<{width}}  {ap:.3f}" for name, ap in metrics["per_class_AP"].items()]
+    return "\n".join(lines)
+
+
+def unmatched_detections(reference, candidate, score_threshold=0.5, min_iou=0.9):
+    """Detections of `reference` scoring >= `score_threshold` that `candidate` lacks.
+
+    Both are `detect` outputs for the same images ({"boxes", "scores", "classes",
+    "num_detections"}, numpy). A reference detection counts as present when the
+    candidate has one of the same class with IoU >= `min_iou` and a score that is
+    itself >= `score_threshold` - 0.05. This checks that a lower precision
+    (bfloat16) finds the same objects as float32. Returns (number checked,
+    [(image index, class, box)] missing).
+    """
+    checked, missing = 0, []
+    for i in range(len(reference["num_detections"])):
+        n_ref, n_cand = int(reference["num_detections"][i]), int(candidate["num_detections"][i])
+        keep = reference["scores"][i, :n_ref] >= score_threshold
+        boxes = np.asarray(reference["boxes"][i, :n_ref][keep], np.float32)
+        classes = reference["classes"][i, :n_ref][keep]
+        candidates = np.asarray(candidate["boxes"][i, :n_cand], np.float32)
+        good = candidate["scores"][i, :n_cand] >= score_threshold - 0.05
+        for box, cls in zip(boxes, classes):
+            checked += 1
+            if n_cand:
+                iou = np.asarray(box_lib.pairwise_iou(box[None], candidates))[0]
+                if np.any((iou >= min_iou) & (candidate["classes"][i, :n_cand] == cls) & good):
+                    continue
+            missing.append((i, int(cls), box.round(1).tolist()))
+    return checked, missing

@@ -1,0 +1,73 @@
+"""`keras_retina evaluate` as functions: COCO metrics of a model_dir's model or of a LiteRT / ONNX file.
+
+- `evaluate_model_dir(model_dir, data_config=None, batch_size=16)`: the latest checkpoint on the
+  validation data the data flags name, else the data the model_dir was trained on.
+- `evaluate_file(deployed, model_dir=None, data_config=None)`: a LiteRT / ONNX file loaded by
+  `deploy.runtime.load`, run by its runtime, each picture letterboxed into its fixed input.
+
+Both print the 12 COCO numbers and the per-class AP table, write them as JSON (`output`, by
+default beside the model: `model_dir/eval/metrics-<step>.json`, `FILE.metrics.json`) and
+return the metrics dict. Raise UsageError when there is no validation data, DataError when its
+categories are not the model's.
+"""
+
+import dataclasses
+
+from keras_retina.config_fields import from_dict
+from keras_retina.data import pipeline
+from keras_retina.data.data_config import DataConfig
+from keras_retina.data.splits import open_sources
+from keras_retina.errors import DataError, UsageError
+from keras_retina.evaluation.coco_metrics import evaluate_coco, evaluate_deployed, format_metrics
+from keras_retina.files import write_json
+from keras_retina.model_dir import ModelDir
+from keras_retina.modeling.precision import set_precision
+
+NO_VALIDATION_DATA = ("No validation data: give --val_annotations/--val_images, --tfds_name (--tfds_val_split), "
+                      "--val_tfrecord or --demo_data")
+
+
+def validation_source(data_config, run=None):
+    """The validation source the data flags name, else the one `run` (a ModelDir) was trained on
+    (read with this config's --skip_bad_examples)."""
+    data_config = data_config or DataConfig()
+    if not data_config.sources_given():
+        if run is None:
+            raise UsageError(f"{NO_VALIDATION_DATA}, or --model_dir (its data).")
+        saved = from_dict(DataConfig, run.read_config()["data"], run.config_path)
+        data_config = dataclasses.replace(saved, skip_bad_examples=data_config.skip_bad_examples)
+    val = open_sources(data_config, need_train=False).val
+    if val is None:
+        raise UsageError(f"{NO_VALIDATION_DATA}.")
+    return val
+
+
+def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, mixed_precision="none"):
+    run = ModelDir(model_dir)
+    set_precision(mixed_precision)
+    net, label_map, _, checkpoint = run.load_model()
+    val = validation_source(data_config, run)
+    if [e["id"] for e in val.label_map] != [e["id"] for e in label_map]:
+        raise DataError(f"{val.name}: its categories differ from the model's {run.label_map_path}.")
+    metrics = evaluate_coco(net, pipeline.eval_dataset(val, net.resize_policy, batch_size), label_map)
+    metrics["checkpoint"] = checkpoint
+    print(f"COCO evaluation of {checkpoint} on {metrics['num_images']} images:")
+    return _report(metrics, output or run.metrics_path(checkpoint.rsplit("-", 1)[-1]))
+
+
+def evaluate_file(deployed, model_dir=None, data_config=None, output=None):
+    path = deployed.path
+    val = validation_source(data_config, ModelDir(model_dir) if model_dir else None)
+    metrics = evaluate_deployed(deployed, val.examples(), val.label_map)
+    metrics["model"] = path
+    size = deployed.input_size
+    print(f"COCO evaluation of {path} ({deployed.metadata['quantize']}, input {size[0]}x{size[1]}) "
+          f"on {metrics['num_images']} images of {val.name}:")
+    return _report(metrics, output or path + ".metrics.json")
+
+
+def _report(metrics, path):
+    print(format_metrics(metrics))
+    write_json(metrics, path)
+    print(f"Metrics written to {path}")
+    return metrics

@@ -1,0 +1,212 @@
+"""Raw head outputs -> final detections (paper section 4.1, "Inference"): the `DetectionDecoder` layer.
+
+Per pyramid level the `pre_nms_top_k` (1000) highest-scoring (anchor, class) pairs with score above
+`score_threshold` (0.05) are decoded; the candidates of all levels go through class-wise greedy NMS
+at IoU `nms_iou_threshold` (0.5), and the `max_detections` (100) best are kept. Boxes are clipped to
+the picture (`picture_sizes`, default the whole input) "before_nms" (ours, torchvision's) or
+"after_nms" (detectron2's), as `clip_boxes` says; with `drop_empty_boxes` a box with no area once
+clipped is never a detection. Settings out of range raise ValueError.
+
+Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]` deltas in anchor
+order; `image_size`: the input's (height, width), ints or a tensor; optional `picture_sizes` int
+`[B, 2]`. Output: dict `boxes` `[B, D, 4]` float32 yxyx pixels of the model input, `scores` `[B, D]`
+float32 descending, `classes` `[B, D]` int32 0..K-1, `num_detections` `[B]` int32 (D = max_detections);
+padding rows have boxes 0, scores 0, classes -1. `with_overrides` copies a decoder with new SETTINGS.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_retina.modeling import anchors as anchor_lib
+from keras_retina.ops import box_coder
+from keras_retina.ops import boxes as box_lib
+
+SCORE_THRESHOLD = 0.05
+PRE_NMS_TOP_K = 1000
+NMS_IOU_THRESHOLD = 0.5
+MAX_DETECTIONS = 100
+SETTINGS = ("score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")  # set at export time
+CLIPPING = ("before_nms", "after_nms")
+CONVENTIONS = ("clip_boxes", "drop_empty_boxes")  # a library's order of clipping and NMS: the model's
+
+
+def with_overrides(decoder, score_threshold=None, pre_nms_top_k=None, nms_iou_threshold=None,
+                   max_detections=None):
+    """A copy of `decoder` with the given inference parameters changed (None keeps its value):
+    export time's choice of threshold, top-k, NMS IoU and detections per image."""
+    config = decoder.get_config()
+    for key, value in zip(SETTINGS, (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections)):
+        if value is not None:
+            config[key] = value
+    return DetectionDecoder.from_config(config)
+
+
+@keras.saving.register_keras_serializable(package="keras_retina")
+class DetectionDecoder(keras.layers.Layer):
+    """Decoding, per-level top-k, score threshold, class-wise NMS (see module docstring).
+
+    Args:
+      image_size: int or (height, width) of the model input when it is fixed, or None: each
+        call gives the input's size.
+      anchor_generator: the `anchors.AnchorGenerator` the model was built with
+        (default: the paper's geometry).
+      box_coder_weights: as used by the label encoder.
+      score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections:
+        the paper's inference parameters.
+      clip_boxes: "before_nms" or "after_nms"; drop_empty_boxes: bool (module docstring).
+    """
+
+    def __init__(
+        self,
+        image_size=None,
+        anchor_generator=None,
+        box_coder_weights=box_coder.DEFAULT_WEIGHTS,
+        score_threshold=SCORE_THRESHOLD,
+        pre_nms_top_k=PRE_NMS_TOP_K,
+        nms_iou_threshold=NMS_IOU_THRESHOLD,
+        max_detections=MAX_DETECTIONS,
+        clip_boxes="before_nms",
+        drop_empty_boxes=True,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not 0.0 <= score_threshold < 1.0 or not 0.0 < nms_iou_threshold <= 1.0:
+            raise ValueError(
+                f"Need 0 <= score_threshold < 1 and 0 < nms_iou_threshold <= 1, got "
+                f"{score_threshold} and {nms_iou_threshold}."
+            )
+        if pre_nms_top_k < 1 or max_detections < 1:
+            raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got "
+                             f"{pre_nms_top_k} and {max_detections}.")
+        if clip_boxes not in CLIPPING:
+            raise ValueError(f"clip_boxes={clip_boxes!r}: choose one of {', '.join(CLIPPING)}.")
+        self.clip_boxes = clip_boxes
+        self.drop_empty_boxes = bool(drop_empty_boxes)
+        self.image_size = None if image_size is None else anchor_lib.config_image_size(image_size)
+        self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
+        self.box_coder_weights = tuple(box_coder_weights)
+        self.score_threshold = score_threshold
+        self.pre_nms_top_k = pre_nms_top_k
+        self.nms_iou_threshold = nms_iou_threshold
+        self.max_detections = max_detections
+
+    def call(self, outputs, image_size=None, picture_sizes=None):
+        if image_size is None:
+            image_size = self.image_size
+        if image_size is None:
+            raise ValueError("DetectionDecoder needs the input's image_size (height, width): give it to the call "
+                             "or to the layer.")
+        logits = tf.cast(outputs["classification"], tf.float32)
+        deltas = tf.cast(outputs["box"], tf.float32)
+        num_classes = logits.shape[-1]
+        batch = tf.shape(logits)[0]
+        static = anchor_lib.static_hw(image_size)
+        height, width = static if static else (image_size[0], image_size[1])
+        anchors_by_level = self.anchor_generator.by_level(static or image_size)
+        counts = self.anchor_generator.level_counts(static or image_size)
+
+        level_boxes, level_scores, level_classes = [], [], []
+        start = 0
+        for name, count in zip(sorted(anchors_by_level, key=lambda n: int(n[1:])), counts):
+            level_anchors = anchors_by_level[name]
+            flat_logits = tf.reshape(logits[:, start:start + count], [batch, count * num_classes])
+            k = tf.minimum(self.pre_nms_top_k, count * num_classes)
+            # Sigmoid is monotonic: top-k on logits, sigmoid on the k survivors only.
+            top_logits, top_index = tf.math.top_k(flat_logits, k=k, sorted=False)
+            anchor_index = top_index // num_classes
+            selected_deltas = tf.gather(deltas[:, start:start + count], anchor_index, batch_dims=1)
+            selected_anchors = tf.gather(tf.convert_to_tensor(level_anchors, tf.float32), anchor_index)
+            level_boxes.append(box_coder.decode(selected_deltas, selected_anchors, self.box_coder_weights))
+            level_scores.append(tf.sigmoid(top_logits))
+            level_classes.append(top_index % num_classes)
+            start += count
+
+        if picture_sizes is None:
+            limits = (tf.cast(height, tf.float32), tf.cast(width, tf.float32))
+        else:
+            sizes = tf.cast(picture_sizes, tf.float32)
+            limits = (sizes[:, :1], sizes[:, 1:])  # [B, 1]: broadcast over candidates
+        boxes = tf.concat(level_boxes, 1)  # [B, C, 4]
+        scores = tf.concat(level_scores, 1)  # [B, C]
+        classes = tf.concat(level_classes, 1)  # [B, C]
+        scores = tf.where(scores > self.score_threshold, scores, 0.0)
+        if self.clip_boxes == "before_nms":
+            boxes = _clip(boxes, limits)
+            if self.drop_empty_boxes:
+                scores = tf.where(_has_area(boxes), scores, 0.0)
+            low, extent = 0.0, tf.cast(tf.maximum(height, width), tf.float32)
+        else:  # NMS on the decoded boxes as they are: shift the class offsets past their whole span
+            low = tf.reduce_min(boxes, axis=[1, 2], keepdims=True)
+            extent = tf.reduce_max(boxes, axis=[1, 2], keepdims=True) - low
+        # Class-wise NMS as one NMS per image (torchvision's batched_nms trick): each class shifted by
+        # class_id * (extent + 1), so boxes of different classes never overlap.
+        offset = tf.cast(classes, tf.float32)[..., None] * (extent + 1.0)
+        shifted = boxes - low + offset
+        if logits.shape[0] == 1:  # a fixed batch of one (LiteRT's input): no loop in the graph
+            keep, num_detections = self._nms_one_image((shifted[0], scores[0]))
+            keep, num_detections = keep[None], num_detections[None]
+        else:
+            keep, num_detections = tf.map_fn(
+                self._nms_one_image,
+                (shifted, scores),
+                fn_output_signature=(tf.TensorSpec([self.max_detections], tf.int32),
+                                     tf.TensorSpec([], tf.int32)),
+            )
+        valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
+        kept_boxes = tf.gather(boxes, keep, batch_dims=1)
+        if self.clip_boxes == "after_nms":
+            kept_boxes = _clip(kept_boxes, limits)
+            if self.drop_empty_boxes:  # after the max_detections cut, as detectron2 drops them
+                valid = valid & _has_area(kept_boxes)
+                # valid rows first, in their order: keys unique, so top_k's order is exact
+                rank = tf.range(self.max_detections)[None, :]
+                _, order = tf.math.top_k(-tf.where(valid, rank, rank + self.max_detections), self.max_detections)
+                keep = tf.gather(keep, order, batch_dims=1)
+                kept_boxes = tf.gather(kept_boxes, order, batch_dims=1)
+                num_detections = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+                valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
+        return {
+            "boxes": tf.where(valid[..., None], kept_boxes, 0.0),
+            "scores": tf.where(valid, tf.gather(scores, keep, batch_dims=1), 0.0),
+            "classes": tf.where(valid, tf.gather(classes, keep, batch_dims=1), -1),
+            "num_detections": num_detections,
+        }
+
+    def _nms_one_image(self, args):
+        boxes, scores = args
+        # Padded to max_detections with the count returned beside it: the output's length is fixed,
+        # which LiteRT's and ONNX's NMS kernels need (their outputs always have that length).
+        # NonMaxSuppressionV5: a core TensorFlow op, which TF Serving runs.
+        keep, _, count = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes, scores=scores, max_output_size=self.max_detections,
+            iou_threshold=self.nms_iou_threshold, score_threshold=self.score_threshold,
+            soft_nms_sigma=0.0, pad_to_max_output_size=True,
+        )
+        return keep, count
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_size=self.image_size,
+            anchor_generator=keras.saving.serialize_keras_object(self.anchor_generator),
+            box_coder_weights=list(self.box_coder_weights),
+            score_threshold=self.score_threshold,
+            pre_nms_top_k=self.pre_nms_top_k,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=self.max_detections,
+            clip_boxes=self.clip_boxes,
+            drop_empty_boxes=self.drop_empty_boxes,
+        )
+        return config
+
+
+def _clip(boxes, limits):
+    """yxyx boxes `[B, D, 4]` clipped to (height, width) `limits` (scalars or `[B, 1]`)."""
+    height, width = limits
+    return box_lib.clip_to_image(boxes, height, width)
+
+
+def _has_area(boxes):
+    """bool `[B, D]`: the box has positive height and width."""
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])

@@ -1,0 +1,322 @@
+"""Training a RetinaNet into a model_dir, in named steps: `keras_retina train` as a function.
+
+`train(model_dir, model_config, train_config, data_config=DataConfig(...))` (or `sources=` a
+`data.splits.Sources` of your own) trains or resumes and returns the summary dict, also written
+to model_dir/summary.json. Its steps, each a function below:
+
+    open_data        the sources and their dirty-data reports            (skipped when given)
+    model_settings   the ModelConfig: classes from the label map, --init_from's architecture,
+                     a resumed run's own settings (any other difference: UsageError)
+    coverage         how well the anchors cover the boxes (printed)
+    build_model      the RetinaNet and its optimizer in the strategy's scope
+    restore          the latest checkpoint (its step fixes the learning rate), else --init_from
+    build_datasets   training batches (and validation batches on the chief)
+    build_callbacks  NaN guard, checkpoints, learning rate, evaluation
+    fit              `model.fit` from the restored step to train_steps
+    summarise        model.keras, final metrics, summary.json
+
+The model_dir is locked while training (a second run on it is a UsageError naming the first).
+An image that fails to decode while training is a DataError naming it (`raise_if_undecodable`).
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_retina.config_fields import from_dict
+from keras_retina.data import cleaning, pipeline
+from keras_retina.data import coverage as coverage_lib
+from keras_retina.data.data_config import DataConfig
+from keras_retina.data.splits import open_sources
+from keras_retina.errors import DataError, UsageError
+from keras_retina.evaluation import coco_metrics
+from keras_retina.evaluation.callback import CocoEvaluation
+from keras_retina.files import exclusive, replace_atomically
+from keras_retina.model_dir import ModelDir
+from keras_retina.modeling.builder import anchor_generator
+from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
+from keras_retina.modeling.precision import set_precision
+from keras_retina.modeling.retinanet import RetinaNet
+from keras_retina.modeling.transform import policy_from_config
+from keras_retina.training import callbacks as cb
+from keras_retina.training import fine_tuning
+from keras_retina.training.optimizer import make_optimizer
+from keras_retina.training.strategy import is_chief, make_strategy
+
+
+def train(model_dir, model_config, train_config, sources=None, data_config=None, strategy=None,
+          allow_other_data=False, coverage_images=500):
+    """Trains (or resumes) a RetinaNet (module docstring); returns the summary dict.
+
+    Args:
+      model_dir: the run folder.
+      model_config: ModelConfig (num_classes comes from the label map).
+      train_config: TrainConfig.
+      sources: `data.splits.Sources`, or None to open `data_config`'s.
+      data_config: DataConfig, kept in config.json so `evaluate` finds the data again.
+      strategy: a tf.distribute strategy (default: train_config.strategy's; a multi-worker one
+        must exist before TensorFlow runs any op).
+      allow_other_data: resume on another label map or other data flags (`check_same_data`).
+      coverage_images: pictures the anchor-coverage report reads (0: no report).
+    """
+    data_config = data_config or DataConfig()
+    weights = model_config.backbone_weights
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise DataError(f"--backbone_weights={weights!r}: no such weights file.")
+    set_precision(train_config.mixed_precision)
+    strategy = strategy or make_strategy(train_config.strategy)
+    sources = sources or open_data(data_config)
+    chief = is_chief(strategy)
+    run = ModelDir(model_dir, None if chief else strategy.cluster_resolver.task_id)
+    with exclusive(run.write_path, "keras_retina train"):  # one writer per model_dir
+        try:
+            return _train(run, chief, model_config, train_config, sources, data_config, strategy,
+                          allow_other_data, coverage_images)
+        except tf.errors.InvalidArgumentError:
+            raise_if_undecodable(sources)
+            raise  # not a data problem: TensorFlow's error and traceback
+
+
+def _train(run, chief, model_config, train_config, sources, data_config, strategy, allow_other_data,
+           coverage_images):
+    start = time.time()
+    model_config = model_settings(run, model_config, train_config, sources.label_map)
+    if run.has_config() and ModelDir(run.path).latest_checkpoint() and not allow_other_data:
+        check_same_data(run, sources.label_map, data_config)
+    if coverage_images:
+        coverage(sources, model_config, coverage_images)
+    if chief:  # the label map first: a config.json never exists without it
+        run.write_label_map(sources.label_map)
+        run.write_config({"model": model_config.to_json(), "train": train_config.to_json(),
+                          "data": dataclasses.asdict(data_config)})
+    model = build_model(model_config, train_config, strategy)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = run.checkpoint_manager(checkpoint)
+    step, init_report = restore(run, model, checkpoint, train_config, sources.label_map)
+    train_ds, val_ds = build_datasets(model, train_config, sources, step, chief)
+    callbacks, evaluator, nan_guard = build_callbacks(run, model, manager, train_config, val_ds, sources.label_map)
+    fit(model, train_ds, callbacks, train_config, strategy, step, len(sources.label_map))
+    final_step = int(model.optimizer.iterations.numpy())
+    if nan_guard.bad_step is not None:
+        raise FloatingPointError(
+            f"Training stopped at step {nan_guard.bad_step}: the loss became NaN/Inf. The last good "
+            f"checkpoint is {manager.latest_checkpoint}. Likely causes: a learning rate too high "
+            f"for this batch size (try a lower --learning_rate or a longer --warmup_steps) or "
+            f"broken boxes in the data (run keras_retina check-data).")
+    if not (manager.latest_checkpoint or "").endswith(f"-{final_step}"):
+        manager.save(checkpoint_number=final_step)
+    return summarise(run, chief, model, manager, evaluator, train_config, sources, init_report, start)
+
+
+def open_data(data_config):
+    """The sources of `data_config`, their dirty-data reports printed."""
+    sources = open_sources(data_config)
+    for report in sources.reports().values():
+        print(report.format(skipping=data_config.skip_bad_examples), flush=True)
+    return sources
+
+
+def model_settings(run, model_config, train_config, label_map):
+    """The ModelConfig this run trains: K from the label map, --init_from's architecture
+    (`fine_tuning.settings_from`), and for a resumed run its own settings (`resolve_model_settings`)."""
+    model_config = dataclasses.replace(model_config, num_classes=len(label_map))
+    if train_config.init_from:
+        model_config = fine_tuning.settings_from(model_config, train_config.init_from, run.path)
+    previous = run.read_config()["model"] if run.has_config() else None
+    return resolve_model_settings(model_config, previous, run.path)
+
+
+def resolve_model_settings(model_config, previous, model_dir):
+    """`model_config` with an unset `freeze_backbone_at` taken from the resumed run (`previous`,
+    config.json's "model" dict, or None for a new run) or from `backbone.default_freeze_at`. Any
+    other difference from `previous` (but backbone_weights, which only initialises a new run) is
+    a UsageError."""
+    if previous is None:
+        return model_config.resolved()
+    previous = from_dict(ModelConfig, upgrade_settings(previous), f"{model_dir}/config.json")
+    if model_config.freeze_backbone_at is None:
+        model_config = dataclasses.replace(model_config, freeze_backbone_at=previous.freeze_backbone_at)
+    changed = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name != "backbone_weights"
+                     and getattr(previous, f.name) != getattr(model_config, f.name))
+    if changed:
+        differences = "; ".join(f"{name}: {getattr(previous, name)!r} there, {getattr(model_config, name)!r} asked"
+                                for name in changed)
+        raise UsageError(f"--model_dir={model_dir} holds a model with different settings ({differences}); "
+                         f"give its settings to resume it, or a new --model_dir to start over.")
+    return model_config
+
+
+def check_same_data(run, label_map, data_config):
+    """A resumed run must train on the data it started with: the same label map (same ids and
+    names) and the same data flags; otherwise a UsageError naming what changed."""
+    if not tf.io.gfile.exists(run.label_map_path):
+        raise DataError(f"--model_dir={run.path} has checkpoints but no label_map.json; use a new --model_dir.")
+    previous = run.read_label_map()
+    if previous != label_map:
+        shown = lambda entries: ", ".join(f"{e['id']}:{e['name']}" for e in entries[:6])  # noqa: E731
+        raise UsageError(f"--model_dir={run.path} was trained on other categories ({shown(previous)}) than this "
+                         f"data's ({shown(label_map)}); use a new --model_dir, or --resume_with_other_data to "
+                         f"continue this model on the new data.")
+    saved = {**dataclasses.asdict(DataConfig()), **run.read_config()["data"]}  # settings added since: defaults
+    same = lambda a, b: a == b or (isinstance(a, str) and isinstance(b, str)  # noqa: E731
+                                   and os.path.normpath(a) == os.path.normpath(b))
+    changed = sorted(k for k, v in dataclasses.asdict(data_config).items()
+                     if k != "skip_bad_examples" and not same(saved.get(k), v))
+    if changed:
+        raise UsageError(f"--model_dir={run.path} was trained on other data ({', '.join(changed)} differ from its "
+                         f"config.json); use a new --model_dir, or --resume_with_other_data to continue it on "
+                         f"this data.")
+
+
+def coverage(sources, model_config, max_images):
+    """Prints how well the anchors cover the training boxes at the model's scale."""
+    report = coverage_lib.anchor_coverage(sources.train, policy_from_config(model_config),
+                                          anchor_generator(model_config), max_images=max_images)
+    print(coverage_lib.format_coverage(report), flush=True)
+
+
+def build_model(model_config, train_config, strategy):
+    """The RetinaNet and its built optimizer, in the strategy's scope, seeded."""
+    keras.utils.set_random_seed(train_config.seed)
+    with strategy.scope():
+        model = RetinaNet(**dataclasses.asdict(model_config))
+        model.compile(optimizer=make_optimizer(train_config))
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def restore(run, model, checkpoint, train_config, label_map):
+    """(step, init_from report or None): the latest checkpoint of the chief restored, else the
+    --init_from model's weights copied. Partial checkpoints of a run that died saving are removed."""
+    run.remove_partial_checkpoints()  # this process holds the lock
+    # Every worker resumes from the chief's latest checkpoint (a worker's own temporary ones may be
+    # lost or a step behind), so all replicas start at the same step with the same weights.
+    latest = ModelDir(run.path).latest_checkpoint()
+    if latest:
+        run.restore(checkpoint, latest)
+        step = int(model.optimizer.iterations.numpy())
+        print(f"Resuming from {latest} at step {step} "
+              f"(learning rate {float(model.optimizer.learning_rate):.5g}).", flush=True)
+        return step, None
+    if train_config.init_from:
+        report = fine_tuning.initialise(model, train_config.init_from, label_map)
+        print(fine_tuning.format_report(report), flush=True)
+        return 0, report
+    return 0, None
+
+
+def build_datasets(model, train_config, sources, step, chief):
+    """(training batches from `step` on, validation batches or None). --deterministic makes the
+    batches a function of the step (a resumed run sees the uninterrupted run's)."""
+    policy = model.resize_policy
+    scale_range = (train_config.scale_min, train_config.scale_max)
+    if train_config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+        train_ds = pipeline.deterministic_train_dataset(
+            sources.train, model.label_encoder, policy, train_config.batch_size, train_config.seed,
+            start_step=step, flip=train_config.flip, scale_range=scale_range)
+    else:
+        train_ds = pipeline.train_dataset(
+            sources.train, model.label_encoder, policy, train_config.batch_size, flip=train_config.flip,
+            scale_range=scale_range, seed=train_config.seed + step)
+    val_ds = None
+    if sources.val is not None and chief:
+        val_ds = pipeline.eval_dataset(sources.val, policy, train_config.batch_size)
+    return train_ds, val_ds
+
+
+def build_callbacks(run, model, manager, train_config, val_ds, label_map):
+    """(callbacks, the evaluation callback or None, the NaN guard)."""
+    writer = tf.summary.create_file_writer(run.log_dir)
+    nan_guard = cb.NanGuard()
+    _, train_steps, _, _ = train_config.scaled()
+    callbacks = [nan_guard, cb.Checkpointer(manager, train_steps, nan_guard), cb.LearningRateLogger(writer, 10)]
+    evaluator = None
+    if val_ds is not None:
+        evaluator = CocoEvaluation(val_ds, label_map, train_config.eval_every_steps, run, writer,
+                                   cb.image_writer(writer, val_ds, label_map))
+        callbacks.append(evaluator)
+    return callbacks, evaluator, nan_guard
+
+
+def fit(model, train_ds, callbacks, train_config, strategy, step, num_classes):
+    """`model.fit` from `step` to train_steps, one Keras epoch per checkpoint interval."""
+    rate, train_steps, boundaries, warmup = train_config.scaled()
+    if step >= train_steps:
+        print(f"Already trained to step {step} (>= {train_steps} steps asked for); not training.", flush=True)
+        return
+    per_epoch = max(1, min(train_config.checkpoint_every_steps, train_steps))
+    print(f"Training RetinaNet ({model.config.backbone}, {_describe(model.resize_policy)}, {num_classes} classes) "
+          f"for {train_steps} steps at global batch {train_config.batch_size} on "
+          f"{strategy.num_replicas_in_sync} replica(s); lr {rate:.5g}, boundaries {boundaries}, "
+          f"warm-up {warmup}.", flush=True)
+    model.fit(train_ds, steps_per_epoch=per_epoch, epochs=math.ceil(train_steps / per_epoch),
+              initial_epoch=step // per_epoch, callbacks=callbacks, verbose=min(train_config.verbose, 2),
+              shuffle=False)
+
+
+def summarise(run, chief, model, manager, evaluator, train_config, sources, init_report, start):
+    """The summary dict; on the chief also model.keras, the final evaluation and summary.json."""
+    summary = {"steps": int(model.optimizer.iterations.numpy()), "batch_size": train_config.batch_size,
+               "seconds_this_run": round(time.time() - start, 1),
+               "model_dir": run.path, "checkpoint": manager.latest_checkpoint}
+    if init_report is not None:
+        summary["init_from"] = init_report
+    reports = sources.reports()
+    if reports:  # what the readers fixed, skipped or dropped (cleaning.DataReport)
+        summary["data"] = {split: report.as_dict() for split, report in reports.items()}
+    if chief:
+        replace_atomically(run.keras_path, model.save)
+        summary["keras_model"] = run.keras_path
+        if evaluator is not None:
+            evaluator.set_model(model)  # also when fit did not run (nothing left to train)
+            metrics = evaluator.run()
+            summary["metrics"] = {k: metrics[k] for k in coco_metrics.METRIC_NAMES}
+            summary["per_class_AP"] = metrics["per_class_AP"]
+        run.write_summary(summary)
+    return summary
+
+
+def _describe(policy):
+    if policy.policy == "square":
+        return f"{policy.size[0]}x{policy.size[1]} square inputs"
+    canvases = "each side padded to a multiple of 32" if policy.tight else f"{len(policy.buckets)} bucket shapes"
+    return f"shorter side {policy.size[0]} px, longer at most {policy.size[1]} px, {canvases}"
+
+
+def raise_if_undecodable(sources):
+    """After TensorFlow stopped on invalid input: a DataError naming the images of `sources` that
+    do not decode (each source checks all of its images), or nothing when every image decodes."""
+    print("[data] training stopped on invalid input; checking whether an image fails to decode ...", flush=True)
+    bad = [str(name) for source in (sources.train, sources.val) if source is not None
+           for name in source.find_undecodable()]
+    if bad:
+        shown = "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise DataError(f"training stopped: {len(bad)} image(s) cannot be decoded: {shown}. Fix or remove "
+                        f"them, or pass --skip_bad_examples to skip them.") from None
+
+
+_SKIPPED_KINDS = {kind for kind, (severity, _) in cleaning.KINDS.items() if severity != "fixed"}
+
+
+def format_summary(summary):
+    minutes, seconds = divmod(int(summary["seconds_this_run"]), 60)
+    lines = ["", "=" * 72,
+             f"Trained {summary['steps']} steps at batch {summary['batch_size']} "
+             f"({minutes}m{seconds:02d}s this run).",
+             f"Model:       {summary.get('keras_model', '-')}",
+             f"Checkpoint:  {summary['checkpoint']}",
+             f"TensorBoard: tensorboard --logdir {ModelDir(summary['model_dir']).log_dir}"]
+    for split, kinds in summary.get("data", {}).items():
+        skipped = {kind: v["count"] for kind, v in kinds.items() if kind in _SKIPPED_KINDS}
+        if skipped:
+            lines.append(f"Data ({split}): skipped or dropped " + ", ".join(
+                f"{n} x {kinds[k]['outcome']}" for k, n in skipped.items()) + " (see summary.json)")
+    if "metrics" in summary:
+        lines.append(coco_metrics.format_metrics({**summary["metrics"], "per_class_AP": summary["per_class_AP"]}))
+    lines.append("=" * 72)
+    return "\n".join(lines)
