@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "absl-py>=2.0,<3",
     "numpy>=1.26,<3",
     "pillow>=10.1",
+    "defusedxml>=0.7,<1",  # Pascal VOC XML: no entity expansion, nothing external fetched
+    "pyyaml>=6,<7",  # Ultralytics data.yaml, through its safe loader
 ]
 OFFICIAL = ["tf-models-official~=2.20.0"]
 SERVING = ["tensorflow-serving-api~=2.20.0"]  # export/client.py over gRPC

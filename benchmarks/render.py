@@ -18,7 +18,7 @@ import results  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "benchmarks.md")
 README = os.path.join(ROOT, "README.md")
-SECTIONS = ("demo", "square_640", "coco_shapes", "scaling", "profile_640", "memory", "deploy_latency",
+SECTIONS = ("demo", "square_640", "coco_shapes", "scaling", "profile_640", "memory", "reading_speed", "deploy_latency",
             "int8_accuracy", "fixed_input_anchors", "conversion_fidelity", "fine_tune_vs_scratch")
 HEADER = """# Benchmarks
 

@@ -7,6 +7,7 @@
       logs/                  TensorBoard
       eval/metrics-<step>.json
       summary.json           what the last training run did (steps, data report, metrics)
+      val_split.json         the pictures --val_fraction held out (for people; the split is a function of names)
       model.keras            the trained model for keras.saving.load_model
 
 JSON files are written atomically (`files.write_json`): a reader never sees half a file.
@@ -40,6 +41,7 @@ class ModelDir:
         self.config_path = os.path.join(self.path, "config.json")
         self.label_map_path = os.path.join(self.path, "label_map.json")
         self.summary_path = os.path.join(self.path, "summary.json")
+        self.split_path = os.path.join(self.path, "val_split.json")
         self.keras_path = os.path.join(self.path, "model.keras")
         self.eval_dir = os.path.join(self.path, "eval")
         self.checkpoint_dir = os.path.join(self.write_path, "checkpoints")

@@ -34,6 +34,8 @@ OPTIONS = {
     "resume_with_other_data": ("boolean", False, "train: continue a model_dir on another label map or other "
                                "data flags than it was trained on (refused otherwise).", "run"),
     "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
+    "write_coco": ("string", None, "check-data: also write the training annotations (any format) as this COCO JSON "
+                   "file, and the validation ones beside it (-val before the suffix).", "run"),
     "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval, or FILE.metrics.json "
                "for --model=FILE); export --format=tflite|onnx: the file to write.", "run"),
     "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
@@ -82,7 +84,7 @@ COMMAND_FLAGS = {
               "export": None},
     "evaluate": {"run": {"model_dir", "output"}, "predict": {"model"}, "data": None,
                  "training": {"batch_size", "mixed_precision"}},
-    "check-data": {"run": {"max_images"}, "data": None,
+    "check-data": {"run": {"max_images", "write_coco"}, "data": None,
                    "model": {"image_size", "max_image_size", "resize", "resize_rounding", "canvas", "num_scales",
                              "aspect_ratios", "anchor_size", "anchor_geometry"}},
     "export": {"run": {"model_dir", "output"}, "export": None, "training": {"mixed_precision"}},

@@ -1,20 +1,24 @@
 """`keras_retina check-data` as a function: every problem in the data, and how well anchors cover it.
 
-`check_data(data_config, model_config, max_images)` reads every example of the training and
-validation sources (every image decoded), prints each split's classes, its dirty-data report
-(what training does with each problem, with and without --skip_bad_examples) and the anchor
-coverage of its boxes at the model's scale (`coverage`); returns the number of problems.
+`check_data(data_config, model_config, max_images, write_coco=None)` reads every example of the
+training and validation sources (every image decoded), prints each split's classes, its
+dirty-data report (what training does with each problem, with and without --skip_bad_examples)
+and the anchor coverage of its boxes at the model's scale (`coverage`); with `write_coco`, writes
+the training split as that COCO JSON file and the validation split beside it (`-val` before the
+suffix: `data.coco_writer`). Returns the number of problems.
 """
 
 import dataclasses
+import os
 
 from keras_retina.data import cleaning, coverage
+from keras_retina.data.coco_writer import write_coco_json
 from keras_retina.data.splits import open_sources
 from keras_retina.modeling.builder import anchor_generator
 from keras_retina.modeling.transform import policy_from_config
 
 
-def check_data(data_config, model_config, max_images=1000):
+def check_data(data_config, model_config, max_images=1000, write_coco=None):
     # Count everything rather than stop at the first bad image; say at the end what training does.
     sources = open_sources(dataclasses.replace(data_config, skip_bad_examples=True), need_train=False,
                            load_train=True, verify_images=True)
@@ -32,6 +36,11 @@ def check_data(data_config, model_config, max_images=1000):
         report = coverage.anchor_coverage(source, policy_from_config(model_config), anchor_generator(model_config),
                                           max_images=max_images)
         print(coverage.format_coverage(report))
+        if write_coco:
+            stem, suffix = os.path.splitext(write_coco)
+            path = write_coco if split == "train" else f"{stem}-val{suffix or '.json'}"
+            folder = write_coco_json(source, path)
+            print(f"[{split}] written as COCO JSON to {path}; its pictures: {folder} (give it as --{split}_images)")
     if problems and not data_config.skip_bad_examples:
         print("Training on this data stops with an error listing the problems above; fix them or "
               "pass --skip_bad_examples.")

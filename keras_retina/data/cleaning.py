@@ -47,6 +47,14 @@ KINDS = {
     "unknown_category": ("bad_annotation", "category id not in 'categories' / the label map"),
     "unknown_image": ("bad_annotation", "image id not in 'images'"),
     "duplicate_annotation_id": ("bad_annotation", "duplicate annotation id"),
+    "difficult": ("fixed", "difficult object (Pascal VOC): never a positive, ignored when scoring"),
+    "no_annotation_file": ("fixed", "picture without an annotation file: used as a negative"),
+    "unreadable_annotations": ("bad_image", "annotation file that cannot be read (not XML / text, too large, or "
+                                            "holding entities or a DTD: refused)"),
+    "duplicate_annotations": ("bad_image", "two annotation files name this picture"),
+    "malformed_annotation": ("bad_annotation", "annotation that does not parse (not numbers, wrong field count)"),
+    "out_of_range": ("bad_annotation", "YOLO coordinates outside 0..1"),
+    "orphan_annotations": ("bad_annotation", "annotation file without its picture"),
 }
 
 

@@ -2,7 +2,8 @@
 
 `read_label_map(path)` reads a JSON list `[{"id", "name"}]` or a TF Object Detection API
 `.pbtxt` (`item { id: 1 name: "/m/01g317" display_name: "person" }`, parsed by protobuf's own
-text-format parser; `display_name` wins over `name`; other fields are ignored). Every label map,
+text-format parser; `display_name` wins over `name`; other fields are ignored);
+`read_class_names(path)` a classes file (`name,id` lines, or a name per line). Every label map,
 read or scanned, is checked (`check_label_map`): ids unique integers in 0..2^24-1 (the exported
 model returns them as float32, as the TF OD API does).
 """
@@ -39,6 +40,35 @@ def read_label_map(path):
         raise DataError(f"{path}: no label map entries found.")
     label_map = [{"id": e["id"], "name": str(e.get("name", e["id"]))} for e in entries]
     check_label_map(label_map, path)
+    return sorted(label_map, key=lambda e: e["id"])
+
+
+def read_class_names(path):
+    """A classes file -> label map: fizyr's `name,id` lines, or one name per line (ids 1..K);
+    DataError naming the file and line of a malformed one."""
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"--classes={path}: no such file.")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        try:
+            lines = [line.strip() for line in f.read().decode("utf-8").splitlines()]
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not UTF-8 text ({error}).") from None
+    label_map = []
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        name, _, index = line.rpartition(",") if "," in line else (line, "", str(len(label_map) + 1))
+        try:
+            label_map.append({"id": int(index), "name": name.strip()})
+        except ValueError:
+            raise DataError(f"{path} line {number}: {line[:80]!r} is not 'name,id' or a name.") from None
+    if not label_map:
+        raise DataError(f"{path}: no classes in it.")
+    check_label_map(label_map, path)
+    names = [e["name"] for e in label_map]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}: class names {repeated[:5]} appear more than once.")
     return sorted(label_map, key=lambda e: e["id"])
 
 

@@ -1,16 +1,21 @@
 """Data flags (`DataConfig`) -> the training and validation sources and their label map.
 
-`open_sources(config)` reads each named source and runs its dirty-data pass (COCO JSON: while
-parsing; TFRecord, TFDS: `RecordSource.checked`, one pass without decoding images, every image
-decoded too under --skip_bad_examples or `verify_images`). Problems are a DataError listing them
-unless --skip_bad_examples, then skipped or dropped and counted in each source's `report`.
+`open_sources(config)` reads each named source and runs its dirty-data pass (annotation files:
+while parsing; TFRecord, TFDS: `RecordSource.checked`, one pass without decoding images, every
+image decoded too under --skip_bad_examples or `verify_images`). Problems are a DataError listing
+them unless --skip_bad_examples, then skipped or dropped and counted in each source's `report`.
+With `val_fraction`, the training pictures whose file name hashes below it become the validation
+source (`held_out`: stable when pictures are added, the same on every run and in `evaluate`).
 """
 
 import dataclasses
+import hashlib
+import os
 
 from keras_retina.data import synthetic
-from keras_retina.data.label_map import read_label_map
-from keras_retina.data.readers import coco_json, tfds_coco, tfrecord
+from keras_retina.data.label_map import read_class_names, read_label_map
+from keras_retina.data.readers import tfds_coco, tfrecord
+from keras_retina.data.readers.annotation_files import read_annotations
 from keras_retina.errors import DataError, UsageError
 
 
@@ -39,16 +44,21 @@ def open_sources(config, need_train=True, load_train=None, verify_images=None):
         config = dataclasses.replace(config, train_annotations=paths["train"][0], train_images=paths["train"][1],
                                      val_annotations=paths["val"][0], val_images=paths["val"][1])
     if need_train and not any(getattr(config, name) for name in ("train_annotations", "tfds_name", "train_tfrecord")):
-        raise UsageError("Give exactly one training source: --train_annotations/--train_images "
-                         "(COCO JSON), --tfds_name, --train_tfrecord, or --demo_data; got none.")
+        raise UsageError("Give exactly one training source: --train_annotations (COCO JSON, Pascal VOC, YOLO, "
+                         "CSV), --tfds_name, --train_tfrecord, or --demo_data; got none.")
     found = {}
     if config.train_annotations or config.val_annotations:
-        for split in ("train", "val"):
-            annotations, images = getattr(config, f"{split}_annotations"), getattr(config, f"{split}_images")
+        classes = read_class_names(config.classes) if config.classes else None
+        label_map = None
+        named = {"train": config.train_annotations, "val": config.val_annotations}
+        if not named["val"] and not config.val_fraction and _is_yaml(named["train"]):
+            named["val"] = named["train"]  # an Ultralytics data.yaml names its validation split too
+        for split, annotations in named.items():
             if annotations:
-                if not images:
-                    raise UsageError(f"--{split}_annotations={annotations} needs --{split}_images (the image folder).")
-                found[split] = coco_json.read_coco_json(annotations, images, skip_bad_examples=skip)
+                found[split] = read_annotations(annotations, getattr(config, f"{split}_images"),
+                                                config.annotation_format, split, label_map, classes, skip,
+                                                flag=f"--{split}_annotations")
+                label_map = found[split].label_map  # the validation split takes the training split's classes
         if len(found) == 2 and found["train"].label_map != found["val"].label_map:
             raise DataError(f"--val_annotations={config.val_annotations} has other categories "
                             f"than --train_annotations={config.train_annotations}.")
@@ -67,11 +77,43 @@ def open_sources(config, need_train=True, load_train=None, verify_images=None):
                 found[split] = tfrecord.tfrecord_source(pattern, label_map).checked(skip, decode)
     if not found:
         raise UsageError("No data: give a training or validation source.")
+    if config.val_fraction:
+        found = _hold_out(found, config)
     label_map = next(iter(found.values())).label_map
     return Sources(found.get("train"), found.get("val"), label_map)
 
 
-_KINDS = {"--demo_data": ("demo_data",), "COCO JSON": ("train_annotations", "val_annotations"),
+def _is_yaml(path):
+    return bool(path) and os.path.isfile(path) and os.path.splitext(path)[1].lower() in (".yaml", ".yml")
+
+
+def held_out(file_name, fraction):
+    """Whether a picture goes to the validation split: its file name's SHA-1 as a number in [0, 1)
+    below `fraction` (independent of the other pictures, so adding pictures moves none)."""
+    digest = hashlib.sha1(os.path.basename(file_name).encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _hold_out(found, config):
+    """{"train", "val"} with `config.val_fraction` of the training pictures moved to "val"."""
+    if "val" in found and "train" in found:
+        given = config.val_annotations or config.val_tfrecord or config.tfds_val_split
+        raise UsageError(f"--val_fraction={config.val_fraction} holds out validation pictures from the training "
+                         f"data, but validation data is given too ({given}); give one of them.")
+    train = found.get("train") or found.get("val")
+    if not hasattr(train, "subset"):
+        raise UsageError(f"--val_fraction works with annotation files (COCO JSON, Pascal VOC, YOLO, CSV); "
+                         f"{train.name} is a TFRecord / TFDS source: give its validation split instead.")
+    val = [i for i, image in enumerate(train.images) if held_out(image["file"], config.val_fraction)]
+    if not val or len(val) == len(train.images):
+        raise UsageError(f"--val_fraction={config.val_fraction} holds out {len(val)} of {len(train.images)} "
+                         f"pictures of {train.name}; choose a fraction that leaves both splits some.")
+    chosen = set(val)
+    return {"train": train.subset([i for i in range(len(train.images)) if i not in chosen], train.name),
+            "val": train.subset(val, f"{train.name} (held out: {config.val_fraction:g})")}
+
+
+_KINDS = {"--demo_data": ("demo_data",), "annotation files": ("train_annotations", "val_annotations"),
           "TFDS": ("tfds_name",), "TFRecord": ("train_tfrecord", "val_tfrecord")}
 
 

@@ -13,6 +13,8 @@ boxes float32 `[n, 4]` yxyx pixels, classes int32 `[n]`); `size` is an int
 tool would: `root/{train,val}/*.jpg` and `root/{train,val}.json` in COCO
 format, with non-contiguous category ids (1, 3, 5, ...) and mixed image sizes,
 so the demo runs exactly the code path of a user's own COCO data.
+`write_other_formats(paths, root)` writes the same pictures and boxes as Pascal VOC, YOLO and
+CSV datasets (what `data.readers.annotation_files` reads).
 """
 
 import json
@@ -154,3 +156,69 @@ def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((
             if json.load(f) != params:
                 raise
     return paths
+
+
+def write_other_formats(paths, root):
+    """The COCO dataset of `write_coco_dataset` (`paths`) as Pascal VOC, YOLO and CSV datasets in
+    `root`: voc/<split>/*.xml beside the pictures (1-based corners, VOC's), yolo/data.yaml with
+    images/ and labels/ folders (class index = the COCO class order), csv/<split>.csv with the
+    pictures below it, and classes.csv (`name,id`, the COCO ids) for VOC and CSV. Pictures are
+    hard links (copies where links fail). Returns {format: {split: (annotations, images or None)}}."""
+    out = {"voc": {}, "yolo": {}, "csv": {}}
+    categories = None
+    for split, (json_path, images_dir) in paths.items():
+        with open(json_path, encoding="utf-8") as f:
+            coco = json.load(f)
+        categories = sorted(coco["categories"], key=lambda c: c["id"])
+        index = {c["id"]: i for i, c in enumerate(categories)}
+        names = {c["id"]: c["name"] for c in categories}
+        boxes = {image["id"]: [] for image in coco["images"]}
+        for ann in coco["annotations"]:
+            boxes[ann["image_id"]].append((ann["bbox"], ann["category_id"]))
+        folders = {kind: os.path.join(root, *parts) for kind, parts in
+                   (("voc", ("voc", split)), ("yolo_images", ("yolo", "images", split)),
+                    ("yolo_labels", ("yolo", "labels", split)), ("csv", ("csv", "images", split)))}
+        for folder in folders.values():
+            os.makedirs(folder, exist_ok=True)
+        rows = []
+        for image in coco["images"]:
+            name, height, width = image["file_name"], image["height"], image["width"]
+            for kind in ("voc", "yolo_images", "csv"):
+                _link(os.path.join(images_dir, name), os.path.join(folders[kind], name))
+            objects, lines = [], []
+            for (x, y, w, h), category in boxes[image["id"]]:
+                objects.append(f"<object><name>{names[category]}</name><difficult>0</difficult><bndbox>"
+                               f"<xmin>{x + 1:.4f}</xmin><ymin>{y + 1:.4f}</ymin><xmax>{x + w:.4f}</xmax>"
+                               f"<ymax>{y + h:.4f}</ymax></bndbox></object>")
+                lines.append(f"{index[category]} {(x + w / 2) / width:.8f} {(y + h / 2) / height:.8f} "
+                             f"{w / width:.8f} {h / height:.8f}")
+                rows.append(f"images/{split}/{name},{x:.4f},{y:.4f},{x + w:.4f},{y + h:.4f},{names[category]}")
+            if not boxes[image["id"]]:
+                rows.append(f"images/{split}/{name},,,,,")
+            with open(os.path.join(folders["voc"], os.path.splitext(name)[0] + ".xml"), "w", encoding="utf-8") as f:
+                f.write(f"<annotation><filename>{name}</filename><size><width>{width}</width><height>{height}"
+                        f"</height><depth>3</depth></size>{''.join(objects)}</annotation>\n")
+            with open(os.path.join(folders["yolo_labels"], os.path.splitext(name)[0] + ".txt"), "w",
+                      encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in lines))
+        with open(os.path.join(root, "csv", f"{split}.csv"), "w", encoding="utf-8") as f:
+            f.write("".join(row + "\n" for row in rows))
+        out["voc"][split] = (folders["voc"], None)
+        out["csv"][split] = (os.path.join(root, "csv", f"{split}.csv"), None)
+        out["yolo"][split] = (os.path.join(root, "yolo", "data.yaml"), None)
+    with open(os.path.join(root, "classes.csv"), "w", encoding="utf-8") as f:
+        f.write("".join(f"{c['name']},{c['id']}\n" for c in categories))
+    with open(os.path.join(root, "yolo", "data.yaml"), "w", encoding="utf-8") as f:
+        f.write("path: .\ntrain: images/train\nval: images/val\nnames:\n"
+                + "".join(f"  {i}: {c['name']}\n" for i, c in enumerate(categories)))
+    return out
+
+
+def _link(source, target):
+    if os.path.exists(target):
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+

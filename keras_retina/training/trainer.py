@@ -35,7 +35,7 @@ from keras_retina.data.splits import open_sources
 from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation import coco_metrics
 from keras_retina.evaluation.callback import CocoEvaluation
-from keras_retina.files import exclusive, replace_atomically
+from keras_retina.files import exclusive, replace_atomically, write_json
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.builder import anchor_generator
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
@@ -93,6 +93,9 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
         run.write_label_map(sources.label_map)
         run.write_config({"model": model_config.to_json(), "train": train_config.to_json(),
                           "data": dataclasses.asdict(data_config)})
+        if data_config.val_fraction and sources.val is not None:  # --val_fraction's pictures, for people
+            write_json({"val_fraction": data_config.val_fraction,
+                        "validation_pictures": [image["file"] for image in sources.val.images]}, run.split_path)
     model = build_model(model_config, train_config, strategy)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = run.checkpoint_manager(checkpoint)

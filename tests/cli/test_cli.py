@@ -423,3 +423,34 @@ def test_postprocessing_flags_reach_their_settings():
                                             "max_detections": 20}
     assert set(postprocess_overrides(flags)) == set(detection_decoder.SETTINGS)
     assert postprocess_overrides({}) == dict.fromkeys(detection_decoder.SETTINGS)
+
+
+def test_own_data_in_voc_yolo_and_csv_through_the_commands(tmp_path, tiny_coco):
+    """The same commands as for COCO JSON on a labelImg-style VOC folder with --val_fraction (the
+    split written to the model_dir and found again by evaluate), a Roboflow-style data.yaml (its
+    val split) and a fizyr CSV; check-data writes the VOC data as COCO JSON."""
+    from keras_retina.data import synthetic
+
+    other = synthetic.write_other_formats(tiny_coco, str(tmp_path / "formats"))
+    voc = other["voc"]["train"][0]
+    result = _cli("train", *TINY_FLAGS, "--model_dir=voc_run", "--train_steps=4", "--checkpoint_every_steps=4",
+                  f"--train_annotations={voc}", "--val_fraction=0.3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    held_out = json.loads((tmp_path / "voc_run" / "val_split.json").read_text())["validation_pictures"]
+    summary = json.loads((tmp_path / "voc_run" / "summary.json").read_text())
+    assert held_out and summary["steps"] == 4 and "AP" in summary["metrics"]
+    result = _cli("evaluate", "--model_dir=voc_run", cwd=tmp_path)  # the same held-out pictures again
+    assert result.returncode == 0 and f"on {len(held_out)} images" in result.stdout, result.stderr[-3000:]
+    result = _cli("export", "--model_dir=voc_run", "--export_dir=serving", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kind, extra in (("yolo", []), ("csv", [f"--val_annotations={other['csv']['val'][0]}"])):
+        result = _cli("train", *TINY_FLAGS, f"--model_dir={kind}_run", "--train_steps=2",
+                      f"--train_annotations={other[kind]['train'][0]}", *extra, cwd=tmp_path)
+        assert result.returncode == 0, (kind, result.stderr[-3000:])
+        assert "AP50" in result.stdout, kind
+    result = _cli("check-data", "--image_size=64", f"--train_annotations={voc}", "--write_coco=voc.json",
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "voc.json").read_text())["annotations"] and "--train_images" in result.stdout
+    result = _cli("check-data", f"--train_annotations={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2 and "none of" not in result.stderr and "folder without .xml" in result.stderr
