@@ -37,6 +37,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "official": OFFICIAL,
+    package_data={"keras_retina.pretrained": ["registry.json"]},
         "serving": SERVING,
         "litert": LITERT,
         "onnx": ONNX,

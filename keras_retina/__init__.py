@@ -24,6 +24,18 @@ from keras_retina.modeling.retinanet import RetinaNet
 from keras_retina.modeling.transform import ResizePolicy, letterbox, to_model_input, to_original, to_picture
 from keras_retina.training.optimizer import WarmupPiecewiseSchedule
 
+
+def _from_pretrained(cls, name):
+    """`RetinaNet.from_pretrained(NAME)`: a registered detector (downloaded and converted once into
+    the cache: `keras_retina models`) or a model_dir, with its label map as `model.label_map`."""
+    from keras_retina.pretrained.registry import from_pretrained
+
+    return from_pretrained(name)
+
+
+# Defined here, not in modeling/, which sits below the pretrained weights it would reach.
+RetinaNet.from_pretrained = classmethod(_from_pretrained)
+
 # name -> "module:attribute", imported on first use (`__getattr__`)
 _LAZY = {
     "DataConfig": "keras_retina.data.data_config:DataConfig",

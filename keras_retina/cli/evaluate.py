@@ -2,6 +2,7 @@
 
 from keras_retina.evaluation.evaluate import evaluate_file, evaluate_model_dir
 
+from keras_retina.pretrained import registry
 
 def run(configs, options, args):
     if options["model"]:

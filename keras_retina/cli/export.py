@@ -2,6 +2,7 @@
 
 from keras_retina.cli.flags import EXPORT_OPTIONS, postprocess_overrides
 from keras_retina.deploy import export
+from keras_retina.pretrained import registry
 
 
 def run(configs, options, args):

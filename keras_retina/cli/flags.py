@@ -59,13 +59,15 @@ OPTIONS = {
     "nms_iou_threshold": ("float", None, "NMS IoU (default: the model's, 0.5).", "export"),
     "max_detections": ("integer", None, "Detections per image (default: the model's, 100).", "export"),
     "saved_model": ("string", None, "An exported SavedModel version folder.", "predict"),
-    "model": ("string", None, "predict, evaluate: a .tflite or .onnx file from keras_retina export (run with "
+    "model": ("string", None, "predict: a registered detector's name (keras_retina models), or, for predict and "
+              "evaluate, a .tflite or .onnx file from keras_retina export (run with "
               "ai-edge-litert / onnxruntime).", "predict"),
     "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
     "score_threshold": ("float", DRAW_SCORE_THRESHOLD, "Draw detections at or above this score.", "predict"),
     "source": ("enum", (None, ["torchvision", "detectron2"]), "Where the weights come from: torchvision "
                "(retinanet_resnet50_fpn[_v2] .pth) or detectron2 (model zoo RetinaNet .pkl).", "convert"),
-    "weights": ("string", None, "The downloaded weight file (never executed: only tensors are read).", "convert"),
+    "weights": ("string", None, "The downloaded weight file, or a registered detector's name (keras_retina models); "
+                "never executed: only tensors are read.", "convert"),
 }
 _OPTION_CHECKS = {
     "max_images": (lambda v: v > 0, "must be positive."),

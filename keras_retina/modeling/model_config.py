@@ -67,7 +67,9 @@ class ModelConfig:
         "shorter_side", "How pictures become inputs: shorter_side (the paper's: shorter side S, longer side at "
         "most L, aspect kept, batches grouped by aspect ratio) or square (longer side fitted into an S x S "
         "square: one static shape, for TPUs and XLA).", choices=transform.POLICIES)
-    backbone_weights: str = setting(None, "'imagenet', a weights file path, or empty for random init.")
+    backbone_weights: str = setting(None, "'imagenet' (keras.applications' download), a weights file, a registered "
+                                    "name (keras_retina models: torchvision/resnet50_imagenet_v2 with "
+                                    "--backbone=torchvision_resnet50), or empty for random init.")
     backbone_bn_epsilon: float = setting(
         None, "BatchNorm epsilon of the torchvision_/detectron2_ ResNets (default 1e-5, FrozenBatchNorm2d's; "
         "converted torchvision v1 models: 0, as torchvision evaluates its published v1 file).", _NOT_NEGATIVE,

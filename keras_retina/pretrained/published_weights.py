@@ -226,6 +226,21 @@ def load(variant, state, model, path):
     `variant.settings` and 80 classes); DataError naming every missing, extra or misshapen
     tensor before anything is assigned. Returns the number of tensors assigned."""
     targets = {**_backbone_targets(variant, model.backbone), **_pyramid_and_head_targets(variant, model)}
+    return _assign(targets, state, variant, path, model.anchor_generator.anchors_per_location)
+
+
+def load_imagenet_resnet(backbone, state, path, depth):
+    """Assigns a torchvision ImageNet ResNet-`depth` state dict (conv1, bn1, layer1..4; the
+    classifier `fc` is not used) to a `torchvision_resnet<depth>` backbone, every tensor checked
+    first; returns the number assigned."""
+    state = {f"backbone.body.{key}": value for key, value in state.items()
+             if not key.startswith("fc.") and not _IGNORED.search(key)}
+    variant = Variant("torchvision", f"torchvision ResNet-{depth} (ImageNet)", depth,
+                      {"backbone_bn_epsilon": BN_EPSILON}, ())
+    return _assign(_backbone_targets(variant, backbone), state, variant, path, anchors=None)
+
+
+def _assign(targets, state, variant, path, anchors):
     epsilon = variant.settings["backbone_bn_epsilon"]
     missing = sorted(set(targets) - set(state))
     extra = sorted(set(state) - set(targets))
@@ -237,7 +252,7 @@ def load(variant, state, model, path):
             misshapen.append(f"{key} is {value.dtype}, not floating point")
             continue
         try:
-            converted[key] = _transform(value, kind, variant, model.anchor_generator.anchors_per_location)
+            converted[key] = _transform(value, kind, variant, anchors)
         except (ValueError, IndexError):  # a tensor of the wrong size: reported as misshapen below
             converted[key] = value
         if converted[key].shape != tuple(variable.shape):

@@ -44,8 +44,9 @@ class TrainConfig:
         "float32 on CPUs without AMX; auto picks bfloat16 only where it is native (AMX or a GPU). float16 is "
         "for GPUs.", choices=PRECISIONS)
     init_from: str = setting(
-        None, "Start a new run from this model_dir's weights (a converted COCO model or any trained one): its "
-        "architecture, every weight, and the classifier rows of classes whose names match (fine_tuning.py).")
+        None, "Start a new run from this model_dir's weights (a converted COCO model, any trained one, or a "
+        "registered detector's name: keras_retina models): its architecture, every weight, and the classifier rows of "
+        "classes whose names match (fine_tuning.py).")
     seed: int = setting(0, "Random seed.")
     deterministic: bool = setting(
         False, "Bit-exact training: deterministic ops and a data order that is a function of the step, so a "

@@ -45,6 +45,7 @@ from keras_retina.modeling.transform import policy_from_config
 from keras_retina.training import callbacks as cb
 from keras_retina.training import fine_tuning
 from keras_retina.training.optimizer import make_optimizer
+from keras_retina.pretrained import published_weights, registry
 from keras_retina.training.strategy import is_chief, make_strategy
 
 
@@ -65,8 +66,11 @@ def train(model_dir, model_config, train_config, sources=None, data_config=None,
     """
     data_config = data_config or DataConfig()
     weights = model_config.backbone_weights
-    if weights not in (None, "imagenet") and not os.path.isfile(weights):
-        raise DataError(f"--backbone_weights={weights!r}: no such weights file.")
+    if weights not in (None, "imagenet") and not os.path.isfile(weights) and not registry.is_name(weights):
+        raise DataError(f"--backbone_weights={weights!r}: no such weights file or registered weights "
+                        f"(keras_retina models lists them).")
+    if train_config.init_from:  # a registered detector: downloaded and converted once
+        train_config = dataclasses.replace(train_config, init_from=registry.resolve_model_dir(train_config.init_from))
     set_precision(train_config.mixed_precision)
     strategy = strategy or make_strategy(train_config.strategy)
     sources = sources or open_data(data_config)
@@ -96,10 +100,12 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
         if data_config.val_fraction and sources.val is not None:  # --val_fraction's pictures, for people
             write_json({"val_fraction": data_config.val_fraction,
                         "validation_pictures": [image["file"] for image in sources.val.images]}, run.split_path)
-    model = build_model(model_config, train_config, strategy)
+    build_config, backbone_state = backbone_weights(model_config)
+    model = build_model(build_config, train_config, strategy)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = run.checkpoint_manager(checkpoint)
-    step, init_report = restore(run, model, checkpoint, train_config, sources.label_map)
+    step, init_report = restore(run, model, checkpoint, train_config, sources.label_map, backbone_state,
+                                model_config.backbone_weights)
     train_ds, val_ds = build_datasets(model, train_config, sources, step, chief)
     callbacks, evaluator, nan_guard = build_callbacks(run, model, manager, train_config, val_ds, sources.label_map)
     fit(model, train_ds, callbacks, train_config, strategy, step, len(sources.label_map))
@@ -189,12 +195,23 @@ def build_model(model_config, train_config, strategy):
         model = RetinaNet(**dataclasses.asdict(model_config))
         model.compile(optimizer=make_optimizer(train_config))
         model.optimizer.build(model.trainable_variables)
+def backbone_weights(model_config):
+    """(the ModelConfig to build with, a torchvision ImageNet state dict or None): registered
+    ImageNet weights (--backbone_weights=NAME) downloaded once; keras.applications' files are
+    given to the backbone as a path, torchvision's loaded after the model is built (`restore`)."""
+    if not registry.is_name(model_config.backbone_weights):
+        return model_config, None
+    path, state = registry.backbone_weights(model_config.backbone_weights, model_config.backbone)
+    return dataclasses.replace(model_config, backbone_weights=path), state
+
+
     return model
 
 
-def restore(run, model, checkpoint, train_config, label_map):
+def restore(run, model, checkpoint, train_config, label_map, backbone_state=None, backbone_name=None):
     """(step, init_from report or None): the latest checkpoint of the chief restored, else the
-    --init_from model's weights copied. Partial checkpoints of a run that died saving are removed."""
+    --init_from model's weights copied, else registered torchvision ImageNet weights loaded into the
+    backbone. Partial checkpoints of a run that died saving are removed."""
     run.remove_partial_checkpoints()  # this process holds the lock
     # Every worker resumes from the chief's latest checkpoint (a worker's own temporary ones may be
     # lost or a step behind), so all replicas start at the same step with the same weights.
@@ -216,6 +233,10 @@ def build_datasets(model, train_config, sources, step, chief):
     """(training batches from `step` on, validation batches or None). --deterministic makes the
     batches a function of the step (a resumed run sees the uninterrupted run's)."""
     policy = model.resize_policy
+    if backbone_state is not None:
+        depth = int(model.config.backbone.rsplit("resnet", 1)[-1])
+        count = published_weights.load_imagenet_resnet(model.backbone, backbone_state, backbone_name, depth)
+        print(f"Backbone initialised from {backbone_name} ({count} tensors).", flush=True)
     scale_range = (train_config.scale_min, train_config.scale_max)
     if train_config.deterministic:
         tf.config.experimental.enable_op_determinism()
