@@ -6,9 +6,14 @@ from keras_retina.pretrained import registry
 
 def run(configs, options, args):
     if options["model"]:
+    options = {**options, "model_dir": registry.resolve_model_dir(options["model_dir"])}
+    train = configs["train"]
+    report = {"report": train.report, "report_pictures": train.report_pictures,
+              "report_score_threshold": train.report_score_threshold}
         from keras_retina.deploy import runtime
 
-        evaluate_file(runtime.load(options["model"]), options["model_dir"], configs["data"], options["output"])
+        evaluate_file(runtime.load(options["model"]), options["model_dir"], configs["data"], options["output"],
+                      **report)
     else:
         evaluate_model_dir(options["model_dir"], configs["data"], configs["train"].batch_size, options["output"],
                            configs["train"].mixed_precision)

@@ -14,6 +14,7 @@ from keras_retina.files import write_json
 
 
 class CocoEvaluation(keras.callbacks.Callback):
+from keras_retina.evaluation import summaries
     """Evaluates every `every_steps` optimizer steps (checked at epoch ends) and at the end.
 
     Prints one line per evaluation, writes `model_dir/eval/metrics-<step>.json` (`ModelDir`)
@@ -37,7 +38,7 @@ class CocoEvaluation(keras.callbacks.Callback):
         if step == self.last_step:
             return self.latest
         start = time.time()
-        metrics = evaluate_coco(self.model, self.dataset, self.label_map)
+        metrics, evaluation = evaluate_coco(self.model, self.dataset, self.label_map, keep=True)
         metrics["step"] = step
         write_json(metrics, self.run_dir.metrics_path(step))
         print(f"\n[eval] step {step}: AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  "
@@ -45,6 +46,7 @@ class CocoEvaluation(keras.callbacks.Callback):
               f"({time.time() - start:.0f}s)", flush=True)
         if self.summary_writer is not None:
             with self.summary_writer.as_default(step=step):
+        self.latest_evaluation = None
                 for name in METRIC_NAMES:
                     tf.summary.scalar(f"eval/{name}", metrics[name])
         if self.image_writer is not None:
@@ -56,3 +58,4 @@ class CocoEvaluation(keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         if self.every_steps and step % self.every_steps == 0:
             self.run()
+            summaries.write_summaries(self.summary_writer, evaluation, self.label_map, step)

@@ -6,10 +6,13 @@
 dataset's own category ids, builds the ground truth from the same stream (crowd
 flags and areas included, so one path serves COCO JSON, TFDS and TFRecords) and
 runs pycocotools' COCOeval. Returns the 12 standard numbers under the names
-below, plus `per_class_AP` {class name: AP at IoU .50:.95}.
+below, plus `per_class_AP` {class name: AP at IoU .50:.95}; with `keep=True` also the
+`Evaluation` (ground truth, detections, the COCOeval) that the report (`evaluation.report`)
+reads.
 """
 
 import contextlib
+import dataclasses
 import io
 
 import numpy as np
@@ -23,6 +26,18 @@ from keras_retina.ops import boxes as box_lib
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """One COCO evaluation: `ground_truth` (COCO dict), `results` (COCO detections, xywh pixels),
+    `evaluator` (pycocotools COCOeval after evaluate() and accumulate(); its cocoDt is None when
+    there was no detection) and `metrics` (`coco_metrics`' dict)."""
+
+    ground_truth: dict
+    results: list
+    evaluator: COCOeval
+    metrics: dict
 
 
 def collect_detections(model, dataset, label_map):
@@ -58,10 +73,11 @@ def _add_ground_truth(images, annotations, label_map, image_id, original_size, b
                             "area": float(box_area), "iscrowd": int(crowd)})
 
 
-def evaluate_deployed(deployed, examples, label_map, max_images=None):
+def evaluate_deployed(deployed, examples, label_map, max_images=None, keep=False):
     """COCO metrics of a LiteRT / ONNX file (`runtime.DeployedModel`) on a source's
     examples (uint8 pictures, boxes in their pixels), each picture letterboxed into the file's
-    fixed input. The file's category ids must be the label map's."""
+    fixed input. The file's category ids must be the label map's. With `keep`: (metrics,
+    Evaluation)."""
     ids = {entry["id"] for entry in label_map}
     if {entry["id"] for entry in deployed.label_map} != ids:
         raise DataError(f"{deployed.path}: its classes are not the evaluation data's label map's.")
@@ -79,26 +95,43 @@ def evaluate_deployed(deployed, examples, label_map, max_images=None):
             results.append({"image_id": int(example["image_id"]), "category_id": int(category),
                             "bbox": bbox, "score": float(score)})
     categories = [{"id": entry["id"], "name": entry["name"]} for entry in label_map]
-    metrics = coco_metrics({"images": images, "annotations": annotations, "categories": categories}, results,
-                           label_map)
-    metrics["num_images"] = len(images)
-    return metrics
+    return _scored({"images": images, "annotations": annotations, "categories": categories}, results, label_map,
+                   keep)
 
 
-def coco_metrics(ground_truth, results, label_map):
-    """pycocotools COCOeval (bbox) -> dict of METRIC_NAMES plus `per_class_AP`."""
+def run_cocoeval(ground_truth, results):
+    """pycocotools' COCOeval (bbox) after evaluate() and accumulate(), quietly. Without results
+    the evaluation still runs on the ground truth (every box missed; cocoDt None)."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = ground_truth
         coco_gt.createIndex()
-        if not results:
-            empty = dict.fromkeys(METRIC_NAMES, 0.0)
-            return {**empty, "per_class_AP": {e["name"]: 0.0 for e in label_map}}
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes(results) if results else None
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        if coco_dt is None:
+            evaluator.params.imgIds = sorted(coco_gt.getImgIds())
+            evaluator.params.catIds = sorted(coco_gt.getCatIds())
+            evaluator.evalImgs = []
+            evaluator.eval = {"precision": -np.ones((len(evaluator.params.iouThrs), len(evaluator.params.recThrs),
+                                                      len(evaluator.params.catIds), len(evaluator.params.areaRng),
+                                                      len(evaluator.params.maxDets)))}
+            has_gt = {a["category_id"] for a in ground_truth["annotations"] if not a.get("iscrowd")}
+            for k, category in enumerate(evaluator.params.catIds):
+                if category in has_gt:
+                    evaluator.eval["precision"][:, :, k] = 0.0
+            return evaluator
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator
+
+
+def coco_metrics(ground_truth, results, label_map, evaluator=None):
+    """pycocotools COCOeval (bbox) -> dict of METRIC_NAMES plus `per_class_AP`."""
+    evaluator = evaluator or run_cocoeval(ground_truth, results)
+    if evaluator.cocoDt is None:
+        empty = dict.fromkeys(METRIC_NAMES, 0.0)
+        return {**empty, "per_class_AP": {e["name"]: 0.0 for e in label_map}}
     metrics = {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
     # precision: [IoU thresholds, recall points, classes, area ranges, max dets]
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
@@ -112,11 +145,17 @@ def coco_metrics(ground_truth, results, label_map):
     return metrics
 
 
-def evaluate_coco(model, dataset, label_map):
-    ground_truth, results = collect_detections(model, dataset, label_map)
-    metrics = coco_metrics(ground_truth, results, label_map)
+def _scored(ground_truth, results, label_map, keep):
+    evaluator = run_cocoeval(ground_truth, results)
+    metrics = coco_metrics(ground_truth, results, label_map, evaluator)
     metrics["num_images"] = len(ground_truth["images"])
-    return metrics
+    return (metrics, Evaluation(ground_truth, results, evaluator, metrics)) if keep else metrics
+
+
+def evaluate_coco(model, dataset, label_map, keep=False):
+    """The metrics of `model` on an `eval_dataset`; with `keep`: (metrics, Evaluation)."""
+    ground_truth, results = collect_detections(model, dataset, label_map)
+    return _scored(ground_truth, results, label_map, keep)
 
 
 def format_metrics(metrics):

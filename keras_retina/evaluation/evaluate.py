@@ -6,13 +6,15 @@
   `deploy.runtime.load`, run by its runtime, each picture letterboxed into its fixed input.
 
 Both print the 12 COCO numbers and the per-class AP table, write them as JSON (`output`, by
-default beside the model: `model_dir/eval/metrics-<step>.json`, `FILE.metrics.json`) and
-return the metrics dict. Raise UsageError when there is no validation data, DataError when its
+default beside the model: `model_dir/eval/metrics-<step>.json`, `FILE.metrics.json`), with
+`report` the evaluation report beside it (`evaluation.report`: `<metrics>_report/index.html`)
+and return the metrics dict. Raise UsageError when there is no validation data, DataError when its
 categories are not the model's.
 """
 
 import dataclasses
 
+import os
 from keras_retina.config_fields import from_dict
 from keras_retina.data import pipeline
 from keras_retina.data.data_config import DataConfig
@@ -20,6 +22,7 @@ from keras_retina.data.splits import open_sources
 from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation.coco_metrics import evaluate_coco, evaluate_deployed, format_metrics
 from keras_retina.files import write_json
+from keras_retina.evaluation.report import report_folder, write_report
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.precision import set_precision
 
@@ -49,21 +52,42 @@ def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, 
     val = validation_source(data_config, run)
     if [e["id"] for e in val.label_map] != [e["id"] for e in label_map]:
         raise DataError(f"{val.name}: its categories differ from the model's {run.label_map_path}.")
-    metrics = evaluate_coco(net, pipeline.eval_dataset(val, net.resize_policy, batch_size), label_map)
+    metrics, evaluation = evaluate_coco(net, pipeline.eval_dataset(val, net.resize_policy, batch_size), label_map,
+                                        keep=True)
     metrics["checkpoint"] = checkpoint
     print(f"COCO evaluation of {checkpoint} on {metrics['num_images']} images:")
     return _report(metrics, output or run.metrics_path(checkpoint.rsplit("-", 1)[-1]))
 
 
-def evaluate_file(deployed, model_dir=None, data_config=None, output=None):
+def evaluate_file(deployed, model_dir=None, data_config=None, output=None, report=True, report_pictures=12,
+                  report_score_threshold=0.0):
     path = deployed.path
     val = validation_source(data_config, ModelDir(model_dir) if model_dir else None)
-    metrics = evaluate_deployed(deployed, val.examples(), val.label_map)
+    metrics, evaluation = evaluate_deployed(deployed, val.examples(), val.label_map, keep=True)
     metrics["model"] = path
     size = deployed.input_size
     print(f"COCO evaluation of {path} ({deployed.metadata['quantize']}, input {size[0]}x{size[1]}) "
           f"on {metrics['num_images']} images of {val.name}:")
-    return _report(metrics, output or path + ".metrics.json")
+    output = output or path + ".metrics.json"
+    _report(metrics, output)
+    if report:
+        write_evaluation_report(evaluation, val.label_map, val, output, {"model": path, "data": val.name},
+                                report_pictures, report_score_threshold)
+    return metrics
+
+
+def write_evaluation_report(evaluation, label_map, source, metrics_path, about, pictures=12, score_threshold=0.0,
+                            title=None):
+    """The report (`evaluation.report`) beside `metrics_path`; prints and returns its page's path."""
+    page = write_report(report_folder(metrics_path), evaluation, label_map, source, num_pictures=pictures,
+                        score_threshold=score_threshold or None, about=about,
+                        title=title or f"Evaluation of {_name(about.get('model', 'the model'))}")
+    print(f"Report (PR curves, thresholds, confusion matrix, errors, worst pictures): {page}", flush=True)
+    return page
+
+
+def _name(path):
+    return os.path.basename(os.path.normpath(path))
 
 
 def _report(metrics, path):

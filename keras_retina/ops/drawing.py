@@ -51,14 +51,37 @@ def draw_detections(image, boxes, scores, names, score_threshold=DRAW_SCORE_THRE
         ymin, xmin, ymax, xmax = boxes[i]
         x0, y0, x1, y1 = xmin * width, ymin * height, xmax * width, ymax * height
         colour = class_colour(name if class_ids is None else int(class_ids[i]))
-        draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
-        text = f"{name} {scores[i]:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tag_w, tag_h = right - left + 2 * line, bottom - top + 2 * line
-        tag_y = y0 - tag_h if y0 - tag_h >= 0 else y0
-        tag_x = min(max(x0, 0), max(width - tag_w, 0))
-        draw.rectangle([tag_x, tag_y, tag_x + tag_w, tag_y + tag_h], fill=colour)
-        luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        draw.text((tag_x + line - left, tag_y + line - top), text, font=font,
-                  fill=(0, 0, 0) if luminance > 140 else (255, 255, 255))
+        box_with_tag(draw, (x0, y0, x1, y1), f"{name} {scores[i]:.2f}", colour, font, line)
     return image
+
+
+def box_with_tag(draw, corners, text, colour, font, line, dashed=False):
+    """A box (`corners` x0, y0, x1, y1 in pixels) in `colour`, solid or dashed, and `text` (None:
+    no tag) on a filled tag above it (inside it at the picture's top edge)."""
+    x0, y0, x1, y1 = corners
+    if dashed:
+        _dashed_rectangle(draw, corners, colour, line)
+    else:
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
+    if text is None:
+        return
+    width = draw.im.size[0]
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    tag_w, tag_h = right - left + 2 * line, bottom - top + 2 * line
+    tag_y = y0 - tag_h if y0 - tag_h >= 0 else y0
+    tag_x = min(max(x0, 0), max(width - tag_w, 0))
+    draw.rectangle([tag_x, tag_y, tag_x + tag_w, tag_y + tag_h], fill=colour)
+    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    draw.text((tag_x + line - left, tag_y + line - top), text, font=font,
+              fill=(0, 0, 0) if luminance > 140 else (255, 255, 255))
+
+
+def _dashed_rectangle(draw, corners, colour, line, dash=8):
+    x0, y0, x1, y1 = corners
+    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(bx - ax), abs(by - ay))
+        steps = max(1, int(length // dash))
+        for n in range(0, steps, 2):
+            t0, t1 = n / steps, min(n + 1, steps) / steps
+            draw.line([(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
+                      fill=colour, width=line)

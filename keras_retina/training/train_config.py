@@ -80,4 +80,11 @@ class TrainConfig:
                 int(round(self.warmup_steps / ratio)))
 
     def to_json(self):
+    report: bool = setting(True, "With validation data, the final evaluation (and evaluate) also writes the "
+                           "evaluation report beside its metrics: an HTML page, PNG figures and report.json with PR "
+                           "curves, per-class thresholds, the confusion matrix, the errors and the worst pictures.")
+    report_pictures: int = setting(12, "The report's pictures with the most mistakes.", _NOT_NEGATIVE)
+    report_score_threshold: float = setting(0.0, "The report's confusion matrix and pictures keep detections scoring "
+                                            "at least this (0: the score with the best F1 over all classes).",
+                                            (lambda v: 0 <= v <= 1, "must be in [0, 1]."))
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -37,6 +37,7 @@ from keras_retina.evaluation import coco_metrics
 from keras_retina.evaluation.callback import CocoEvaluation
 from keras_retina.files import exclusive, replace_atomically, write_json
 from keras_retina.model_dir import ModelDir
+from keras_retina.evaluation.evaluate import write_evaluation_report
 from keras_retina.modeling.builder import anchor_generator
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
 from keras_retina.modeling.precision import set_precision

@@ -156,6 +156,11 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
     assert "AR100" in result.stdout and "ckpt-8" in result.stdout
     metrics = json.loads((tmp_path / "run" / "eval" / "metrics-8.json").read_text())
     assert metrics["AP"] == pytest.approx(summary["metrics"]["AP"], abs=1e-6)
+    page = result.stdout.split("worst pictures): ")[1].split()[0]  # the evaluation report, beside its metrics
+    assert page.endswith("_report/index.html") and os.path.isfile(page)
+    report = json.loads(open(os.path.join(os.path.dirname(page), "report.json")).read())
+    assert report["metrics"]["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
+    assert len(report["classes"]) == 3 and report["num_images"] == 8 and summary["report"].endswith("index.html")
 
     result = _cli("check-data", "--image_size=64", *_data_flags(tiny_coco), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
