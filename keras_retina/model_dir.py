@@ -3,7 +3,8 @@
     model_dir/
       config.json            {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
       label_map.json         [{"id", "name"}], index = contiguous class
-      checkpoints/           tf.train.CheckpointManager (model + optimizer), latest 3
+      checkpoints/           tf.train.CheckpointManager (model + optimizer), latest 3: what a resume continues
+      best/                  the checkpoint with the best validation metric (model), and its metrics-<step>.json
       logs/                  TensorBoard
       eval/metrics-<step>.json
       summary.json           what the last training run did (steps, data report, metrics)
@@ -11,6 +12,7 @@
       model.keras            the trained model for keras.saving.load_model
 
 JSON files are written atomically (`files.write_json`): a reader never sees half a file.
+`load_model` restores the best checkpoint when there is one (`which="latest"`: the latest);
 `restore` refuses a checkpoint that lacks some of the model's weights (a half-random network is
 never evaluated or exported). `load_model` is how evaluate, export and predict get the trained
 model. Model dirs written by keras_retina before this layout do not load.
@@ -26,6 +28,7 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.files import read_json, write_json
 
 SECTIONS = ("model", "train", "data")  # of config.json
+CHECKPOINTS = ("best", "latest")  # which checkpoint evaluate, export, predict and --init_from load
 
 
 class ModelDir:
@@ -42,6 +45,7 @@ class ModelDir:
         self.label_map_path = os.path.join(self.path, "label_map.json")
         self.summary_path = os.path.join(self.path, "summary.json")
         self.split_path = os.path.join(self.path, "val_split.json")
+        self.best_dir = os.path.join(self.path, "best")
         self.keras_path = os.path.join(self.path, "model.keras")
         self.eval_dir = os.path.join(self.path, "eval")
         self.checkpoint_dir = os.path.join(self.write_path, "checkpoints")
@@ -108,6 +112,45 @@ class ModelDir:
     def latest_checkpoint(self):
         return tf.train.latest_checkpoint(self.checkpoint_dir)
 
+    def best_checkpoint(self):
+        """The best checkpoint's path, or None (no validation data, or none evaluated yet)."""
+        return tf.train.latest_checkpoint(self.best_dir)
+
+    def best_manager(self, model):
+        """The manager of best/: one checkpoint of the model's weights."""
+        return tf.train.CheckpointManager(tf.train.Checkpoint(model=model), self.best_dir, max_to_keep=1)
+
+    def best_record(self):
+        """{"step", "metric", "value", "metrics"} of the best checkpoint, or None. Its metrics file is
+        written before the checkpoint, so the checkpoint the index names always has one."""
+        path = self.best_checkpoint()
+        if path is None:
+            return None
+        step = path.rsplit("-", 1)[-1]
+        record = os.path.join(self.best_dir, f"metrics-{step}.json")
+        return read_json(record) if tf.io.gfile.exists(record) else None
+
+    def write_best_record(self, record):
+        write_json(record, os.path.join(self.best_dir, f"metrics-{record['step']}.json"))
+
+    def remove_stale_best_records(self):
+        """Deletes best/metrics-<step>.json files of checkpoints the best manager no longer keeps."""
+        path = self.best_checkpoint()
+        keep = f"metrics-{path.rsplit('-', 1)[-1]}.json" if path else None
+        for record in tf.io.gfile.glob(os.path.join(self.best_dir, "metrics-*.json")):
+            if os.path.basename(record) != keep:
+                tf.io.gfile.remove(record)
+
+    def evaluations(self):
+        """{step: metrics} of every evaluation written to eval/."""
+        found = {}
+        for path in tf.io.gfile.glob(os.path.join(self.eval_dir, "metrics-*.json")):
+            try:
+                found[int(os.path.basename(path)[len("metrics-"):-len(".json")])] = read_json(path)
+            except (ValueError, OSError):
+                continue
+        return found
+
     def restore(self, checkpoint, path=None, for_inference=False):
         """Restores `checkpoint` (a tf.train.Checkpoint) from `path` (default: the latest); returns
         the path. DataError when there is none, or it lacks any of the objects' weights.
@@ -127,12 +170,16 @@ class ModelDir:
                 f"{str(error).split(':', 1)[0]}. Use a new --model_dir to start over.") from None
         return path
 
-    def load_model(self, checkpoint=None):
-        """(RetinaNet with the latest (or given) checkpoint restored, label map, config dict,
-        checkpoint path)."""
+    def load_model(self, checkpoint=None, which="best"):
+        """(RetinaNet with a checkpoint restored, label map, config dict, checkpoint path): the given
+        `checkpoint`, else the best one (`which="best"`, when there is one) or the latest."""
         from keras_retina.modeling.retinanet import RetinaNet
 
+        if which not in CHECKPOINTS:
+            raise UsageError(f"--checkpoint={which}: choose one of {', '.join(CHECKPOINTS)}.")
         config = self.read_config()
         model = RetinaNet(**dataclasses.asdict(dataclasses.replace(self.model_config(), backbone_weights=None)))
+        if checkpoint is None and which == "best":
+            checkpoint = self.best_checkpoint()
         path = self.restore(tf.train.Checkpoint(model=model), checkpoint, for_inference=True)
         return model, self.read_label_map(), config, path

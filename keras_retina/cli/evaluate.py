@@ -1,20 +1,21 @@
-"""`keras_retina evaluate`: COCO metrics of --model_dir's latest checkpoint, or of a --model file."""
+"""`keras_retina evaluate`: COCO metrics and the evaluation report of --model_dir's best checkpoint, or of a
+--model file."""
 
 from keras_retina.evaluation.evaluate import evaluate_file, evaluate_model_dir
-
 from keras_retina.pretrained import registry
 
+
 def run(configs, options, args):
-    if options["model"]:
     options = {**options, "model_dir": registry.resolve_model_dir(options["model_dir"])}
     train = configs["train"]
     report = {"report": train.report, "report_pictures": train.report_pictures,
               "report_score_threshold": train.report_score_threshold}
+    if options["model"]:
         from keras_retina.deploy import runtime
 
         evaluate_file(runtime.load(options["model"]), options["model_dir"], configs["data"], options["output"],
                       **report)
     else:
-        evaluate_model_dir(options["model_dir"], configs["data"], configs["train"].batch_size, options["output"],
-                           configs["train"].mixed_precision)
+        evaluate_model_dir(options["model_dir"], configs["data"], train.batch_size, options["output"],
+                           train.mixed_precision, options["checkpoint"], **report)
     return 0

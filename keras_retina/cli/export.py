@@ -6,6 +6,7 @@ from keras_retina.pretrained import registry
 
 
 def run(configs, options, args):
-    export.export(options["model_dir"], mixed_precision=configs["train"].mixed_precision,
+    export.export(registry.resolve_model_dir(options["model_dir"]), mixed_precision=configs["train"].mixed_precision,
+                  checkpoint=options["checkpoint"],
                   **{name: options[name] for name in EXPORT_OPTIONS}, **postprocess_overrides(options))
     return 0

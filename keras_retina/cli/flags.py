@@ -39,6 +39,8 @@ OPTIONS = {
     "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval, or FILE.metrics.json "
                "for --model=FILE); export --format=tflite|onnx: the file to write.", "run"),
     "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
+    "checkpoint": ("enum", ("best", ["best", "latest"]), "evaluate, export, predict: the model_dir's best "
+                   "checkpoint (its best validation metric; the latest when none was kept) or its latest.", "run"),
                    "expects (train exports at the end when set).", "export"),
     "version": ("integer", None, "Version number (default: one more than the latest).", "export"),
     "format": ("enum", (EXPORT_FORMATS[0], list(EXPORT_FORMATS)), "saved_model (TF Serving), tflite "
@@ -84,12 +86,12 @@ COMMAND_FLAGS = {
     "train": {"run": {"model_dir", "max_images", "resume_with_other_data"}, "data": None, "model": None,
               "training": None,
               "export": None},
-    "evaluate": {"run": {"model_dir", "output"}, "predict": {"model"}, "data": None,
-                 "training": {"batch_size", "mixed_precision"}},
+    "evaluate": {"run": {"model_dir", "output", "checkpoint"}, "predict": {"model"}, "data": None,
+                 "training": {"batch_size", "mixed_precision", "report", "report_pictures", "report_score_threshold"}},
     "check-data": {"run": {"max_images", "write_coco"}, "data": None,
                    "model": {"image_size", "max_image_size", "resize", "resize_rounding", "canvas", "num_scales",
                              "aspect_ratios", "anchor_size", "anchor_geometry"}},
-    "export": {"run": {"model_dir", "output"}, "export": None, "training": {"mixed_precision"}},
+    "export": {"run": {"model_dir", "output", "checkpoint"}, "export": None, "training": {"mixed_precision"}},
     "convert": {"run": {"model_dir"}, "convert": None},
     "predict": {"run": {"model_dir"}, "predict": None,
                 "export": {"nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},

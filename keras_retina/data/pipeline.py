@@ -16,6 +16,7 @@ and the model's resize policy (`modeling.transform.ResizePolicy`).
 
 import tensorflow as tf
 
+from keras_retina.data import augment
 from keras_retina.data.source import as_source
 from keras_retina.modeling.transform import pad_to, resize, resized_size
 from keras_retina.ops import boxes as box_lib
@@ -34,22 +35,31 @@ def _clip_and_keep(boxes, classes, size):
     return boxes, tf.where(box_lib.trainable(verdict), classes, -1)
 
 
-def preprocess_for_training(example, policy, flip=True, scale_range=(1.0, 1.0), seed=None):
+def preprocess_for_training(example, policy, flip=True, scale_range=(1.0, 1.0), seed=None, augmentation=None):
     """One example -> (image float32 [h, w, 3] resized, not padded; boxes [N, 4] input pixels;
     classes [N], -1 = dropped).
 
-    `seed`: None (TensorFlow's stateful random ops) or an int `[2]` seed that fixes this
-    example's flip, scale and crop (the `--deterministic` path)."""
+    `augmentation`: `data.augment` settings applied first (None: none). `seed`: None
+    (TensorFlow's stateful random ops) or an int `[2]` seed that fixes this example's
+    augmentation, flip, scale and crop (the `--deterministic` path)."""
     image, boxes = example["image"], example["boxes"]
     classes = tf.where(example["is_crowd"], -1, example["classes"])
     if seed is None:
         def uniform(shape, low=0.0, high=1.0, which=0):
             return tf.random.uniform(shape, low, high)
+
+        augment_uniform = uniform
     else:
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+        augment_seeds = tf.random.experimental.stateless_split(seeds[3], augment.STREAMS)
 
         def uniform(shape, low=0.0, high=1.0, which=0):
             return tf.random.stateless_uniform(shape, seeds[which], low, high)
+
+        def augment_uniform(shape, low=0.0, high=1.0, which=0):
+            return tf.random.stateless_uniform(shape, augment_seeds[which], low, high)
+    if augment.active(augmentation):
+        image, boxes = augment.augment(image, boxes, augmentation, augment_uniform)
     if flip:
         image, boxes = tf.cond(uniform([], which=0) < 0.5, lambda: _flip(image, boxes),
                                lambda: (image, boxes))
@@ -125,30 +135,30 @@ def _training_batches(ds, policy, label_encoder, batch_size, grouped):
                   deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _training_transform(policy, flip, scale_range, seed=None):
+def _training_transform(policy, flip, scale_range, seed=None, augmentation=None):
     def transform(i, example):
         return preprocess_for_training(example, policy, flip, scale_range,
-                                       seed=None if seed is None else tf.stack([seed, i]))
+                                       seed=None if seed is None else tf.stack([seed, i]), augmentation=augmentation)
 
     return transform
 
 
 def train_dataset(source, label_encoder, policy, batch_size, flip=True, scale_range=(1.0, 1.0),
-                  shuffle=True, seed=None, repeat=True):
+                  shuffle=True, seed=None, repeat=True, augmentation=None):
     """A source -> an (optionally endless) dataset of encoded training batches grouped by
     bucket, the source's examples reshuffled each pass (`data.source`: COCO JSON over the
     whole set before decoding; TFRecord and TFDS through a buffer of still-encoded records)."""
     ds = as_source(source).examples(shuffle=shuffle, seed=seed)
     if repeat:
         ds = ds.repeat()
-    transform = _training_transform(policy, flip, scale_range)
+    transform = _training_transform(policy, flip, scale_range, augmentation=augmentation)
     ds = ds.map(lambda example: transform(None, example), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=seed is not None)
     return _training_batches(ds, policy, label_encoder, batch_size, grouped=True)
 
 
 def deterministic_train_dataset(source, label_encoder, policy, batch_size, seed, start_step=0,
-                                flip=True, scale_range=(1.0, 1.0)):
+                                flip=True, scale_range=(1.0, 1.0), augmentation=None):
     """`--deterministic` training batches: element i of the endless stream is a pure function
     of (seed, i) (`source.ordered_examples`), augmented with the stateless seed (seed, i), and
     batch k holds elements kB .. kB + B - 1, so a run resumed at any step sees exactly the
@@ -159,8 +169,8 @@ def deterministic_train_dataset(source, label_encoder, policy, batch_size, seed,
     ds = as_source(source).ordered_examples(seed, start)
     # No ignore_errors here: a skipped element would shift every later batch and break the
     # resume guarantee, so an image that fails now (after the reader's checks) stops training.
-    ds = ds.map(_training_transform(policy, flip, scale_range, seed), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(_training_transform(policy, flip, scale_range, seed, augmentation),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return _training_batches(ds, policy, label_encoder, batch_size, grouped=False)
 
 

@@ -14,7 +14,8 @@ tool would: `root/{train,val}/*.jpg` and `root/{train,val}.json` in COCO
 format, with non-contiguous category ids (1, 3, 5, ...) and mixed image sizes,
 so the demo runs exactly the code path of a user's own COCO data.
 `write_other_formats(paths, root)` writes the same pictures and boxes as Pascal VOC, YOLO and
-CSV datasets (what `data.readers.annotation_files` reads).
+CSV datasets (what `data.readers.annotation_files` reads). `write_small_data_benchmark(root)`
+writes the harder benchmark of a few hundred pictures the small-data recipe is measured on.
 """
 
 import json
@@ -222,3 +223,102 @@ def _link(source, target):
     except OSError:
         shutil.copyfile(source, target)
 
+
+
+# ---------------------------------------------------------------- a harder benchmark: few small objects in clutter
+HARD_SHAPES = ("square", "disc", "triangle")
+
+
+def _texture(rng, height, width, kind):
+    """A cluttered background: "stripes" (diagonal bands over noise) or "blobs" (smooth patches)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    if kind == "stripes":
+        angle = rng.uniform(0, np.pi)
+        base = 110 + 35 * np.sin((yy * np.cos(angle) + xx * np.sin(angle)) / rng.uniform(4, 9))
+    else:
+        coarse = rng.normal(0, 1, (height // 32 + 2, width // 32 + 2))
+        up = np.kron(coarse, np.ones((32, 32)))[:height, :width]
+        base = 120 + 30 * up
+    rgb = base[..., None] + rng.normal(0, 18, (height, width, 3)) + rng.normal(0, 10, 3)
+    return rgb
+
+
+def _draw_turned(image, box, shape, colour, quarter_turns):
+    """A class shape; a triangle's apex points up turned by `quarter_turns` (0: up)."""
+    if shape != "triangle" or quarter_turns == 0:
+        _draw(image, box, shape, colour)
+        return
+    y0, x0, y1, x1 = box
+    yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]] + 0.5
+    inside = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
+    h, w = y1 - y0, x1 - x0
+    if quarter_turns == 1:  # apex left
+        inside &= np.abs(yy - (y0 + y1) / 2) <= (xx - x0) / w * h / 2
+    elif quarter_turns == 2:  # apex down
+        inside &= np.abs(xx - (x0 + x1) / 2) <= (y1 - yy) / h * w / 2
+    else:  # apex right
+        inside &= np.abs(yy - (y0 + y1) / 2) <= (x1 - xx) / w * h / 2
+    image[inside] = colour
+
+
+def make_hard_example(rng, size=256, num_classes=6, objects=(5, 15), sides=(10, 28), distractors=(4, 10),
+                      shifted=False):
+    """One picture of the small-data benchmark: `objects` class shapes of `sides` pixels, `distractors`
+    shapes of other colours, on a textured background. `shifted` (the validation pictures): another
+    background, other lighting, and triangles pointing any way (they point up in training), as a
+    user's new site differs from the one they labelled."""
+    height, width = (size, size) if np.isscalar(size) else size
+    image = _texture(rng, height, width, "blobs" if shifted else "stripes")
+    kinds = ["object"] * int(rng.integers(objects[0], objects[1] + 1))
+    kinds += ["distractor"] * int(rng.integers(distractors[0], distractors[1] + 1))
+    placed, boxes, classes = [], [], []
+    for kind in rng.permutation(kinds):
+        for _attempt in range(30):
+            side = rng.uniform(*sides, 2)
+            y0, x0 = rng.uniform(0, height - side[0]), rng.uniform(0, width - side[1])
+            box = np.array([y0, x0, y0 + side[0], x0 + side[1]], np.float32)
+            if not placed or np.asarray(box_lib.pairwise_iou(box[None], np.stack(placed))).max() <= 0.05:
+                break
+        else:
+            continue
+        placed.append(box)
+        if kind == "object":
+            cls = int(rng.integers(0, num_classes))
+            shape, colour = CLASSES[cls]
+            _draw_turned(image, box, shape, colour, int(rng.integers(0, 4)) if shifted else 0)
+            boxes.append(box)
+            classes.append(cls)
+        else:  # a distractor: a class shape in a colour no class has
+            colour = tuple(int(c) for c in rng.integers(60, 200, 3))
+            _draw(image, box, HARD_SHAPES[int(rng.integers(0, 3))], colour)
+    if shifted:  # other lighting: darker or brighter, less contrast
+        image = (image - 128.0) * rng.uniform(0.6, 0.8) + 128.0 + rng.uniform(-40, 40)
+    return (image.clip(0, 255).astype(np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4),
+            np.asarray(classes, np.int32))
+
+
+def write_small_data_benchmark(root, num_train=132, num_val=64, size=256, seed=0):
+    """The small-data benchmark as COCO JSON: `root/{train,val}.json` and pictures, validation
+    pictures shifted (`make_hard_example`). Written once; returns {"train": (json, dir), "val": (...)}."""
+    paths = {split: (os.path.join(root, f"{split}.json"), os.path.join(root, split)) for split in ("train", "val")}
+    if all(os.path.isfile(json_path) for json_path, _ in paths.values()):
+        return paths
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    categories = [{"id": k + 1, "name": CLASS_NAMES[k]} for k in range(len(CLASSES))]
+    for split, count in (("train", num_train), ("val", num_val)):
+        os.makedirs(paths[split][1], exist_ok=True)
+        images, annotations = [], []
+        for index in range(count):
+            image, boxes, classes = make_hard_example(rng, size, shifted=split == "val")
+            name = f"{index:06d}.jpg"
+            Image.fromarray(image).save(os.path.join(paths[split][1], name), quality=92)
+            images.append({"id": index + 1, "file_name": name, "height": size, "width": size})
+            for (y0, x0, y1, x1), cls in zip(boxes.tolist(), classes.tolist()):
+                annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": cls + 1,
+                                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                                    "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0})
+        with open(paths[split][0], "w", encoding="utf-8") as f:
+            json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return paths

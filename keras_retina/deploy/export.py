@@ -2,7 +2,7 @@
 
 `export(model_dir, export_dir, format="saved_model" | "tflite" | "onnx", ...)` checks every
 option first (`check_options`: train calls it before training when it exports at the end),
-loads the latest checkpoint and writes
+loads the best checkpoint (`checkpoint="latest"`: the latest) and writes
 
 - saved_model: `export_dir/<version>/` for TF Serving (`deploy.saved_model`);
 - tflite / onnx: one file of a fixed input size (`input_size`, default a square of the
@@ -78,12 +78,13 @@ def file_path(policy, export_dir=None, format="tflite", output=None, input_size=
 
 
 def export(model_dir, export_dir=None, format="saved_model", output=None, version=None, input_size=None,
-           quantize="none", calibration_images=None, calibration_count=200, mixed_precision="none", **postprocess):
+           quantize="none", calibration_images=None, calibration_count=200, mixed_precision="none", checkpoint="best",
+           **postprocess):
     check_options(model_dir, export_dir, format, output, version, input_size, quantize, calibration_images)
     # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
     set_precision(mixed_precision if format == "saved_model" else "none")
     run = ModelDir(model_dir)
-    net, label_map, config, checkpoint = run.load_model()
+    net, label_map, config, checkpoint = run.load_model(which=checkpoint)
     if format != "saved_model":
         return _export_file(run, net, label_map, config, checkpoint, export_dir, format, output, input_size,
                             quantize, calibration_images, calibration_count, postprocess)

@@ -1,7 +1,8 @@
 """`keras_retina evaluate` as functions: COCO metrics of a model_dir's model or of a LiteRT / ONNX file.
 
-- `evaluate_model_dir(model_dir, data_config=None, batch_size=16)`: the latest checkpoint on the
-  validation data the data flags name, else the data the model_dir was trained on.
+- `evaluate_model_dir(model_dir, data_config=None, batch_size=16, checkpoint="best")`: the best
+  (else the latest) checkpoint on the validation data the data flags name, else the data the
+  model_dir was trained on.
 - `evaluate_file(deployed, model_dir=None, data_config=None)`: a LiteRT / ONNX file loaded by
   `deploy.runtime.load`, run by its runtime, each picture letterboxed into its fixed input.
 
@@ -13,16 +14,16 @@ categories are not the model's.
 """
 
 import dataclasses
-
 import os
+
 from keras_retina.config_fields import from_dict
 from keras_retina.data import pipeline
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.splits import open_sources
 from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation.coco_metrics import evaluate_coco, evaluate_deployed, format_metrics
-from keras_retina.files import write_json
 from keras_retina.evaluation.report import report_folder, write_report
+from keras_retina.files import write_json
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.precision import set_precision
 
@@ -45,10 +46,11 @@ def validation_source(data_config, run=None):
     return val
 
 
-def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, mixed_precision="none"):
+def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, mixed_precision="none",
+                       checkpoint="best", report=True, report_pictures=12, report_score_threshold=0.0):
     run = ModelDir(model_dir)
     set_precision(mixed_precision)
-    net, label_map, _, checkpoint = run.load_model()
+    net, label_map, _, checkpoint = run.load_model(which=checkpoint)
     val = validation_source(data_config, run)
     if [e["id"] for e in val.label_map] != [e["id"] for e in label_map]:
         raise DataError(f"{val.name}: its categories differ from the model's {run.label_map_path}.")
@@ -56,7 +58,16 @@ def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, 
                                         keep=True)
     metrics["checkpoint"] = checkpoint
     print(f"COCO evaluation of {checkpoint} on {metrics['num_images']} images:")
-    return _report(metrics, output or run.metrics_path(checkpoint.rsplit("-", 1)[-1]))
+    default = run.metrics_path(checkpoint.rsplit("-", 1)[-1])
+    if checkpoint == run.best_checkpoint():
+        default = default.replace("metrics-", "metrics-best-")  # beside the training's own evaluation of that step
+    path = output or default
+    _report(metrics, path)
+    if report:
+        write_evaluation_report(evaluation, label_map, val, path, {"model": checkpoint, "data": val.name},
+                                report_pictures, report_score_threshold,
+                                title=f"Evaluation of {_name(model_dir)} ({os.path.basename(checkpoint)})")
+    return metrics
 
 
 def evaluate_file(deployed, model_dir=None, data_config=None, output=None, report=True, report_pictures=12,

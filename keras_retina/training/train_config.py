@@ -10,14 +10,15 @@ flags and `config.json["train"]` derive from these fields.
 
 import dataclasses
 
-from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, as_tuples, check_fields, setting
+from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, UNIT, as_tuples, check_fields, setting
+from keras_retina.data.augment import PRESETS
 from keras_retina.errors import UsageError
 from keras_retina.modeling.precision import PRECISIONS
 
 REFERENCE_BATCH_SIZE = 16
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 OPTIMIZERS = ("sgd", "adamw")
-_POSITIVE, _NOT_NEGATIVE = POSITIVE, NOT_NEGATIVE
+_POSITIVE, _NOT_NEGATIVE, _UNIT = POSITIVE, NOT_NEGATIVE, UNIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +59,34 @@ class TrainConfig:
                                _POSITIVE)
     scale_max: float = setting(1.0, "Scale jitter upper bound (above 1: pictures beyond the largest canvas are "
                                "randomly cropped to it).", _POSITIVE)
+    augment: str = setting(
+        "none", "Augmentations for the pictures' kind: none (the paper's flip and scale jitter), photos "
+        "(colour jitter, random crops and zoom-outs) or overhead (as photos, plus vertical flips and quarter turns: "
+        "aerial, satellite and microscopy pictures have no up or down). The flags below override a preset.",
+        choices=tuple(PRESETS))
+    vertical_flip: float = setting(None, "Probability of an upside-down flip (default: --augment's).", _UNIT)
+    rotate90: float = setting(None, "Probability of a quarter turn, 90, 180 or 270 degrees (default: --augment's).",
+                              _UNIT)
+    color_jitter: float = setting(None, "Brightness, contrast and saturation scaled within 1 -/+ this, hue "
+                                  "shifted by up to a tenth of it (default: --augment's).", _UNIT)
+    random_crop: float = setting(None, "Probability of keeping a random 50-100% window of each side; boxes are "
+                                 "clipped to it, those left without area dropped (default: --augment's).", _UNIT)
+    zoom_out: float = setting(None, "Probability of placing the picture on a canvas up to twice its sides, filled "
+                              "with its mean colour (default: --augment's).", _UNIT)
+    best_metric: str = setting("AP", "With validation data, the checkpoint with the best value of this COCO metric "
+                               "is kept in model_dir/best/ and used by export, predict, evaluate and --init_from.",
+                               choices=("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"))
+    early_stopping_evals: int = setting(0, "Stop after this many evaluations (--eval_every_steps) without a better "
+                                        "--best_metric (0: never).", _NOT_NEGATIVE)
     checkpoint_every_steps: int = setting(1000, "Save a checkpoint every N steps.", _POSITIVE)
     eval_every_steps: int = setting(0, "Evaluate every N steps (0: only at the end).", _NOT_NEGATIVE)
+    report: bool = setting(True, "With validation data, the final evaluation (and evaluate) also writes the "
+                           "evaluation report beside its metrics: an HTML page, PNG figures and report.json with PR "
+                           "curves, per-class thresholds, the confusion matrix, the errors and the worst pictures.")
+    report_pictures: int = setting(12, "The report's pictures with the most mistakes.", _NOT_NEGATIVE)
+    report_score_threshold: float = setting(0.0, "The report's confusion matrix and pictures keep detections scoring "
+                                            "at least this (0: the score with the best F1 over all classes).",
+                                            (lambda v: 0 <= v <= 1, "must be in [0, 1]."))
     verbose: int = setting(1, "0 silent, 1 progress bar, 2 one line per checkpoint interval, 3 as 2 and "
                            "TensorFlow's own start-up and log lines.", (lambda v: 0 <= v <= 3, "must be 0 to 3."))
 
@@ -68,6 +95,9 @@ class TrainConfig:
         check_fields(self)
         if self.scale_min > self.scale_max:
             raise UsageError(f"scale_min={self.scale_min} is above scale_max={self.scale_max}.")
+        if self.early_stopping_evals and not self.eval_every_steps:
+            raise UsageError(f"early_stopping_evals={self.early_stopping_evals} counts evaluations during training: "
+                             f"give eval_every_steps too.")
         if any(b >= self.train_steps for b in self.lr_boundaries):
             raise UsageError(f"lr_boundaries={list(self.lr_boundaries)}: every step must be below "
                              f"train_steps={self.train_steps}.")
@@ -79,12 +109,12 @@ class TrainConfig:
         return (self.learning_rate * ratio, steps(self.train_steps), [steps(b) for b in self.lr_boundaries],
                 int(round(self.warmup_steps / ratio)))
 
+    def augmentation(self):
+        """The augmentation settings (`data.augment`): --augment's preset, the flags given on top."""
+        from keras_retina.data import augment
+
+        return augment.settings(self.augment, rotate90=self.rotate90, vertical_flip=self.vertical_flip,
+                                color=self.color_jitter, zoom_out=self.zoom_out, crop=self.random_crop)
+
     def to_json(self):
-    report: bool = setting(True, "With validation data, the final evaluation (and evaluate) also writes the "
-                           "evaluation report beside its metrics: an HTML page, PNG figures and report.json with PR "
-                           "curves, per-class thresholds, the confusion matrix, the errors and the worst pictures.")
-    report_pictures: int = setting(12, "The report's pictures with the most mistakes.", _NOT_NEGATIVE)
-    report_score_threshold: float = setting(0.0, "The report's confusion matrix and pictures keep detections scoring "
-                                            "at least this (0: the score with the best F1 over all classes).",
-                                            (lambda v: 0 <= v <= 1, "must be in [0, 1]."))
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

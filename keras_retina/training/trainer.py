@@ -11,9 +11,11 @@ to model_dir/summary.json. Its steps, each a function below:
     build_model      the RetinaNet and its optimizer in the strategy's scope
     restore          the latest checkpoint (its step fixes the learning rate), else --init_from
     build_datasets   training batches (and validation batches on the chief)
-    build_callbacks  NaN guard, checkpoints, learning rate, evaluation
+    build_callbacks  NaN guard, checkpoints, learning rate, evaluation (keeps the best checkpoint
+                     in model_dir/best, stops early after --early_stopping_evals without one)
     fit              `model.fit` from the restored step to train_steps
-    summarise        model.keras, final metrics, summary.json
+    summarise        final metrics, the best checkpoint, model.keras (the best model), the
+                     evaluation report of that model, summary.json
 
 The model_dir is locked while training (a second run on it is a UsageError naming the first).
 An image that fails to decode while training is a DataError naming it (`raise_if_undecodable`).
@@ -35,18 +37,18 @@ from keras_retina.data.splits import open_sources
 from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation import coco_metrics
 from keras_retina.evaluation.callback import CocoEvaluation
+from keras_retina.evaluation.evaluate import write_evaluation_report
 from keras_retina.files import exclusive, replace_atomically, write_json
 from keras_retina.model_dir import ModelDir
-from keras_retina.evaluation.evaluate import write_evaluation_report
 from keras_retina.modeling.builder import anchor_generator
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
 from keras_retina.modeling.precision import set_precision
 from keras_retina.modeling.retinanet import RetinaNet
 from keras_retina.modeling.transform import policy_from_config
+from keras_retina.pretrained import published_weights, registry
 from keras_retina.training import callbacks as cb
 from keras_retina.training import fine_tuning
 from keras_retina.training.optimizer import make_optimizer
-from keras_retina.pretrained import published_weights, registry
 from keras_retina.training.strategy import is_chief, make_strategy
 
 
@@ -74,6 +76,10 @@ def train(model_dir, model_config, train_config, sources=None, data_config=None,
         train_config = dataclasses.replace(train_config, init_from=registry.resolve_model_dir(train_config.init_from))
     set_precision(train_config.mixed_precision)
     strategy = strategy or make_strategy(train_config.strategy)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if train_config.early_stopping_evals and resolver is not None and resolver.task_type:
+        raise UsageError("--early_stopping_evals works on one machine (the evaluation runs on the chief alone); "
+                         "with --strategy=multi_worker the best checkpoint is still kept in model_dir/best.")
     sources = sources or open_data(data_config)
     chief = is_chief(strategy)
     run = ModelDir(model_dir, None if chief else strategy.cluster_resolver.task_id)
@@ -189,13 +195,6 @@ def coverage(sources, model_config, max_images):
     print(coverage_lib.format_coverage(report), flush=True)
 
 
-def build_model(model_config, train_config, strategy):
-    """The RetinaNet and its built optimizer, in the strategy's scope, seeded."""
-    keras.utils.set_random_seed(train_config.seed)
-    with strategy.scope():
-        model = RetinaNet(**dataclasses.asdict(model_config))
-        model.compile(optimizer=make_optimizer(train_config))
-        model.optimizer.build(model.trainable_variables)
 def backbone_weights(model_config):
     """(the ModelConfig to build with, a torchvision ImageNet state dict or None): registered
     ImageNet weights (--backbone_weights=NAME) downloaded once; keras.applications' files are
@@ -206,6 +205,13 @@ def backbone_weights(model_config):
     return dataclasses.replace(model_config, backbone_weights=path), state
 
 
+def build_model(model_config, train_config, strategy):
+    """The RetinaNet and its built optimizer, in the strategy's scope, seeded."""
+    keras.utils.set_random_seed(train_config.seed)
+    with strategy.scope():
+        model = RetinaNet(**dataclasses.asdict(model_config))
+        model.compile(optimizer=make_optimizer(train_config))
+        model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -227,6 +233,10 @@ def restore(run, model, checkpoint, train_config, label_map, backbone_state=None
         report = fine_tuning.initialise(model, train_config.init_from, label_map)
         print(fine_tuning.format_report(report), flush=True)
         return 0, report
+    if backbone_state is not None:
+        depth = int(model.config.backbone.rsplit("resnet", 1)[-1])
+        count = published_weights.load_imagenet_resnet(model.backbone, backbone_state, backbone_name, depth)
+        print(f"Backbone initialised from {backbone_name} ({count} tensors).", flush=True)
     return 0, None
 
 
@@ -234,20 +244,17 @@ def build_datasets(model, train_config, sources, step, chief):
     """(training batches from `step` on, validation batches or None). --deterministic makes the
     batches a function of the step (a resumed run sees the uninterrupted run's)."""
     policy = model.resize_policy
-    if backbone_state is not None:
-        depth = int(model.config.backbone.rsplit("resnet", 1)[-1])
-        count = published_weights.load_imagenet_resnet(model.backbone, backbone_state, backbone_name, depth)
-        print(f"Backbone initialised from {backbone_name} ({count} tensors).", flush=True)
     scale_range = (train_config.scale_min, train_config.scale_max)
+    augmentation = train_config.augmentation()
     if train_config.deterministic:
         tf.config.experimental.enable_op_determinism()
         train_ds = pipeline.deterministic_train_dataset(
             sources.train, model.label_encoder, policy, train_config.batch_size, train_config.seed,
-            start_step=step, flip=train_config.flip, scale_range=scale_range)
+            start_step=step, flip=train_config.flip, scale_range=scale_range, augmentation=augmentation)
     else:
         train_ds = pipeline.train_dataset(
             sources.train, model.label_encoder, policy, train_config.batch_size, flip=train_config.flip,
-            scale_range=scale_range, seed=train_config.seed + step)
+            scale_range=scale_range, seed=train_config.seed + step, augmentation=augmentation)
     val_ds = None
     if sources.val is not None and chief:
         val_ds = pipeline.eval_dataset(sources.val, policy, train_config.batch_size)
@@ -263,7 +270,8 @@ def build_callbacks(run, model, manager, train_config, val_ds, label_map):
     evaluator = None
     if val_ds is not None:
         evaluator = CocoEvaluation(val_ds, label_map, train_config.eval_every_steps, run, writer,
-                                   cb.image_writer(writer, val_ds, label_map))
+                                   cb.image_writer(writer, val_ds, label_map), best_manager=run.best_manager(model),
+                                   best_metric=train_config.best_metric, patience=train_config.early_stopping_evals)
         callbacks.append(evaluator)
     return callbacks, evaluator, nan_guard
 
@@ -295,13 +303,30 @@ def summarise(run, chief, model, manager, evaluator, train_config, sources, init
     if reports:  # what the readers fixed, skipped or dropped (cleaning.DataReport)
         summary["data"] = {split: report.as_dict() for split, report in reports.items()}
     if chief:
-        replace_atomically(run.keras_path, model.save)
-        summary["keras_model"] = run.keras_path
         if evaluator is not None:
             evaluator.set_model(model)  # also when fit did not run (nothing left to train)
             metrics = evaluator.run()
             summary["metrics"] = {k: metrics[k] for k in coco_metrics.METRIC_NAMES}
             summary["per_class_AP"] = metrics["per_class_AP"]
+            if evaluator.stopped_at is not None:
+                summary["stopped_early_at"] = evaluator.stopped_at
+            best = run.best_record()
+            evaluation, evaluated = evaluator.latest_evaluation, f"step {summary['steps']}"
+            if best is not None:
+                summary["best"] = {**best, "checkpoint": run.best_checkpoint()}
+                # model.keras is the model export, predict and evaluate use: the best one
+                tf.train.Checkpoint(model=model).restore(run.best_checkpoint()).expect_partial()
+                if best["step"] != summary["steps"] and train_config.report:  # the report shows the model kept
+                    _, evaluation = coco_metrics.evaluate_coco(model, evaluator.dataset, evaluator.label_map,
+                                                               keep=True)
+                    evaluated = f"the best checkpoint, step {best['step']}"
+            if train_config.report:
+                summary["report"] = write_evaluation_report(
+                    evaluation, evaluator.label_map, sources.val, run.metrics_path(summary["steps"]),
+                    {"model": run.path, "checkpoint": evaluated, "data": sources.val.name},
+                    train_config.report_pictures, train_config.report_score_threshold)
+        replace_atomically(run.keras_path, model.save)
+        summary["keras_model"] = run.keras_path
         run.write_summary(summary)
     return summary
 
@@ -341,7 +366,15 @@ def format_summary(summary):
         if skipped:
             lines.append(f"Data ({split}): skipped or dropped " + ", ".join(
                 f"{n} x {kinds[k]['outcome']}" for k, n in skipped.items()) + " (see summary.json)")
+    if "best" in summary:
+        best = summary["best"]
+        early = f"; stopped early at step {summary['stopped_early_at']}" if "stopped_early_at" in summary else ""
+        lines.append(f"Best:        step {best['step']}, {best['metric']} {best['value']:.3f} ({best['checkpoint']}: "
+                     f"what model.keras, evaluate, export and predict use{early})")
+    if "report" in summary:
+        lines.append(f"Report:      {summary['report']} (PR curves, thresholds, confusion matrix, errors)")
     if "metrics" in summary:
+        lines.append(f"Last step's evaluation ({summary['steps']}):")
         lines.append(coco_metrics.format_metrics({**summary["metrics"], "per_class_AP": summary["per_class_AP"]}))
     lines.append("=" * 72)
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.splits import open_sources
@@ -159,3 +160,48 @@ def test_model_keras_loads_in_a_new_process_for_each_optimizer(tmp_path, optimiz
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["RetinaNet", {"sgd": "SGD", "adamw": "AdamW"}[optimizer],
                                      "WarmupPiecewiseSchedule"]
+
+
+def test_the_best_checkpoint_is_kept_and_training_stops_when_it_stops_improving(tmp_path, tiny_coco):
+    """With a learning rate of ~0 every evaluation scores the same: the first is the best, and with
+    --early_stopping_evals=2 the run stops two evaluations later. The best checkpoint is what
+    model.keras, evaluate, export and predict use; the latest is what a resumed run continues
+    from, and a resumed run counts the evaluations since the best from the model_dir's files."""
+    data = DataConfig(train_annotations=tiny_coco["train"][0], train_images=tiny_coco["train"][1],
+                      val_annotations=tiny_coco["val"][0], val_images=tiny_coco["val"][1])
+    sources = open_sources(data)
+    model_dir = tmp_path / "run"
+    config = _config(learning_rate=1e-12, train_steps=20, lr_boundaries=[], checkpoint_every_steps=2,
+                     eval_every_steps=2, early_stopping_evals=2, strategy="one_device")
+    summary = trainer.train(model_dir, ModelConfig(**TINY), config, sources, data)
+    assert summary["stopped_early_at"] == 6 and summary["steps"] == 6
+    assert summary["best"]["step"] == 2 and summary["best"]["metric"] == "AP"
+    run = ModelDir(model_dir)
+    assert run.best_checkpoint().endswith("ckpt-2") and run.latest_checkpoint().endswith("ckpt-6")
+    assert run.load_model()[3] == run.best_checkpoint() and run.load_model(which="latest")[3].endswith("ckpt-6")
+    assert sorted(os.listdir(model_dir / "best")) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index",
+                                                      "metrics-2.json"]
+    # the report shows the model kept (step 2, evaluated again), beside the final evaluation's metrics
+    assert summary["report"] == str(model_dir / "eval" / "metrics-6_report" / "index.html")
+    report = json.loads((model_dir / "eval" / "metrics-6_report" / "report.json").read_text())
+    assert report["about"]["checkpoint"] == "the best checkpoint, step 2" and report["num_images"] == 8
+    assert "Report:" in trainer.format_summary(summary)
+    accumulator = event_accumulator.EventAccumulator(str(model_dir / "logs"), size_guidance={"tensors": 0})
+    accumulator.Reload()  # TensorBoard: PR curves and the confusion matrix at every evaluation
+    tags = accumulator.Tags()["tensors"]
+    assert "eval/pr_curve/all_classes/pr_curves" in tags and "eval/confusion_matrix" in tags
+    assert [event.step for event in accumulator.Tensors("eval/confusion_matrix")] == [2, 4, 6]
+    resumed = trainer.train(model_dir, ModelConfig(**TINY), dataclasses.replace(config, train_steps=40), sources,
+                            data)
+    assert resumed["stopped_early_at"] == 8  # evaluations 4 and 6 count: the one at 8 is the third without
+    with pytest.raises(UsageError, match="give eval_every_steps too"):
+        _config(early_stopping_evals=2, eval_every_steps=0)
+
+
+def test_a_best_record_without_its_checkpoint_is_never_taken(tmp_path):
+    """The metrics file of a new best is written before its checkpoint; a kill between the two
+    leaves the index naming the previous best, whose record is the one read."""
+    run = ModelDir(tmp_path / "run")
+    assert run.best_record() is None
+    run.write_best_record({"step": 4, "metric": "AP", "value": 0.5, "metrics": {}})
+    assert run.best_record() is None  # no checkpoint names step 4
