@@ -20,6 +20,10 @@ INSTALL_REQUIRES = [
     "pillow>=10.1",
     "defusedxml>=0.7,<1",  # Pascal VOC XML: no entity expansion, nothing external fetched
     "pyyaml>=6,<7",  # Ultralytics data.yaml, through its safe loader
+    "matplotlib>=3.8",  # the evaluation report's figures
+    "av>=14",  # predict on videos: FFmpeg's decoders and encoders (PyAV's wheels bundle FFmpeg)
+    "tifffile>=2024.1",  # large pictures (tiled TIFFs) read window by window
+    "imagecodecs>=2024.1",  # the TIFF compressions orthophotos use (LZW, JPEG, ZSTD ...)
 ]
 OFFICIAL = ["tf-models-official~=2.20.0"]
 SERVING = ["tensorflow-serving-api~=2.20.0"]  # export/client.py over gRPC
@@ -33,11 +37,11 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_retina", "keras_retina.*"]),
+    package_data={"keras_retina.pretrained": ["registry.json"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "official": OFFICIAL,
-    package_data={"keras_retina.pretrained": ["registry.json"]},
         "serving": SERVING,
         "litert": LITERT,
         "onnx": ONNX,

@@ -142,6 +142,20 @@ TINY_FLAGS = [f"--{name}={value}" for name, value in TINY.items()] + [
     "--warmup_steps=2", "--lr_boundaries=", "--verbose=2"]
 
 
+def make_tiny_model_dir(path, label_map=({"id": 1, "name": "a"}, {"id": 2, "name": "b"})):
+    """An untrained tiny model_dir as training leaves it; prior 0.3 gives it many detections with
+    varied scores, so comparisons are not between empty results."""
+    from keras_retina import RetinaNet
+    from keras_retina.model_dir import ModelDir
+
+    model = RetinaNet(**{**TINY, "num_classes": len(label_map), "prior_probability": 0.3})
+    run = ModelDir(str(path))
+    run.write_config({"model": model.config.to_json(), "train": {}, "data": {}})
+    run.write_label_map(list(label_map))
+    run.checkpoint_manager(tf.train.Checkpoint(model=model)).save(checkpoint_number=1)
+    return str(path)
+
+
 @pytest.fixture
 def tiny_coco(tmp_path):
     """A small COCO JSON dataset on disk: {"train": (json, images dir), "val": (...)}, with

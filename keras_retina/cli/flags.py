@@ -21,8 +21,13 @@ COMMANDS = {
                    "keras_retina check-data --train_annotations=train.json --train_images=images/"),
     "export": ("A versioned SavedModel for TF Serving, or a LiteRT / ONNX file; decoding and NMS inside.",
                "keras_retina export --model_dir=runs/demo --export_dir=serving/demo"),
-    "predict": ("Detections drawn on your pictures, and detections.json (COCO results).",
-                "keras_retina predict --saved_model=serving/demo/1 photo.jpg --output_dir=out"),
+    "predict": ("Detections drawn on your pictures (large ones by --tile) or videos, and their detections as JSON.",
+                "keras_retina predict --saved_model=serving/demo/1 photo.jpg clip.mp4 --output_dir=out"),
+    "tile-data": ("Large annotated pictures (any format, tiled TIFFs of any size) -> tiles with their boxes, as "
+                  "COCO JSON, so train sees small objects at their real size.",
+                  "keras_retina tile-data --train_annotations=labels/ --val_fraction=0.1 --tile=800 --tiles_dir=tiles"),
+    "models": ("The registered weights: COCO detectors and ImageNet backbones, by name, and which are cached.",
+               "keras_retina models"),
     "convert": ("A COCO RetinaNet from torchvision (.pth) or detectron2 (.pkl) weights -> a model_dir.",
                 "keras_retina convert --source=torchvision --weights=retinanet_resnet50_fpn_v2_coco-5905b1c5.pth "
                 "--model_dir=runs/coco_v2"),
@@ -34,13 +39,13 @@ OPTIONS = {
     "resume_with_other_data": ("boolean", False, "train: continue a model_dir on another label map or other "
                                "data flags than it was trained on (refused otherwise).", "run"),
     "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
+    "checkpoint": ("enum", ("best", ["best", "latest"]), "evaluate, export, predict: the model_dir's best "
+                   "checkpoint (its best validation metric; the latest when none was kept) or its latest.", "run"),
     "write_coco": ("string", None, "check-data: also write the training annotations (any format) as this COCO JSON "
                    "file, and the validation ones beside it (-val before the suffix).", "run"),
     "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval, or FILE.metrics.json "
                "for --model=FILE); export --format=tflite|onnx: the file to write.", "run"),
     "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
-    "checkpoint": ("enum", ("best", ["best", "latest"]), "evaluate, export, predict: the model_dir's best "
-                   "checkpoint (its best validation metric; the latest when none was kept) or its latest.", "run"),
                    "expects (train exports at the end when set).", "export"),
     "version": ("integer", None, "Version number (default: one more than the latest).", "export"),
     "format": ("enum", (EXPORT_FORMATS[0], list(EXPORT_FORMATS)), "saved_model (TF Serving), tflite "
@@ -66,6 +71,35 @@ OPTIONS = {
               "ai-edge-litert / onnxruntime).", "predict"),
     "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
     "score_threshold": ("float", DRAW_SCORE_THRESHOLD, "Draw detections at or above this score.", "predict"),
+    "tiles_dir": ("string", None, "tile-data: the folder for the tiles (train/, val/) and their annotations "
+                  "(train.json, val.json).", "tiling"),
+    "tile_rule": ("enum", ("visible", ["visible", "centre"]), "tile-data: a box goes to a tile when at least "
+                  "--tile_min_visible of its area is inside it (visible) or its centre is (centre); it is clipped.",
+                  "tiling"),
+    "tile_min_visible": ("float", 0.6, "tile-data --tile_rule=visible: the share of a box's area a tile must hold.",
+                         "tiling"),
+    "tile_cut": ("enum", ("ignore", ["ignore", "drop"]), "tile-data: a box a tile cuts but does not take becomes a "
+                 "crowd box there (evaluation ignores detections on it) or is dropped.", "tiling"),
+    "tile_empty": ("enum", ("keep", ["keep", "drop"]), "tile-data: tiles without boxes are kept (background "
+                   "examples) or left out.", "tiling"),
+    "tile_format": ("enum", ("jpg", ["jpg", "png"]), "tile-data: the tiles' picture format.", "tiling"),
+    "tile": ("integer", 0, "predict: detect on large pictures (aerial, satellite, scans; tiled TIFFs of any size) "
+             "by overlapping tiles of this many model pixels, boxes mapped back to the picture (0: the whole picture "
+             "at the model's scale). The model's training --image_size is a good tile.", "predict"),
+    "tile_overlap": ("float", 0.2, "predict --tile, tile-data: the share of a tile its neighbours overlap.",
+                     "predict"),
+    "tile_scale": ("float", 1.0, "predict --tile: shrink the picture by this first (0.5: a tile covers twice "
+                   "its size).", "predict"),
+    "tile_merge": ("enum", ("nms", ["nms", "merge"]), "predict --tile: nms removes an object's copies from "
+                   "overlapping tiles; merge also joins the parts of an object cut by a tile's border.", "predict"),
+    "tile_merge_iou": ("float", 0.5, "predict --tile: the overlap at which boxes are one object (IoU for nms, "
+                       "of the smaller box for merge).", "predict"),
+    "tile_whole_picture": ("boolean", False, "predict --tile: also detect on the whole picture (objects larger "
+                           "than a tile).", "predict"),
+    "every_nth_frame": ("integer", 1, "predict on videos: detect on every Nth frame (the others show the latest "
+                        "detections).", "predict"),
+    "max_frames": ("integer", 0, "predict on videos: stop after this many frames (0: all).", "predict"),
+    "detect_batch_size": ("integer", 4, "predict: video frames or tiles per call of the model.", "predict"),
     "source": ("enum", (None, ["torchvision", "detectron2"]), "Where the weights come from: torchvision "
                "(retinanet_resnet50_fpn[_v2] .pth) or detectron2 (model zoo RetinaNet .pkl).", "convert"),
     "weights": ("string", None, "The downloaded weight file, or a registered detector's name (keras_retina models); "
@@ -80,6 +114,14 @@ _OPTION_CHECKS = {
     "nms_score_threshold": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
     "nms_iou_threshold": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
     "score_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
+    "tile": (lambda v: v >= 0, "must be 0 (off) or a tile size in pixels."),
+    "tile_min_visible": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "tile_overlap": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
+    "tile_scale": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "tile_merge_iou": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "every_nth_frame": (lambda v: v > 0, "must be positive."),
+    "max_frames": (lambda v: v >= 0, "must be 0 (all) or positive."),
+    "detect_batch_size": (lambda v: v > 0, "must be positive."),
 }
 # The flags each command reads, by group (None: the whole group); its --help shows these.
 COMMAND_FLAGS = {
@@ -93,7 +135,9 @@ COMMAND_FLAGS = {
                              "aspect_ratios", "anchor_size", "anchor_geometry"}},
     "export": {"run": {"model_dir", "output", "checkpoint"}, "export": None, "training": {"mixed_precision"}},
     "convert": {"run": {"model_dir"}, "convert": None},
-    "predict": {"run": {"model_dir"}, "predict": None,
+    "models": {},
+    "tile-data": {"tiling": None, "predict": {"tile", "tile_overlap"}, "data": None},
+    "predict": {"run": {"model_dir", "checkpoint"}, "predict": None,
                 "export": {"nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},
                 "training": {"mixed_precision"}},
 }
@@ -191,7 +235,8 @@ def print_command_help(command, groups):
 
     titles = {"run": "run folder and reports", "data": "data (exactly one training source)",
               "model": "model (the paper's defaults)", "training": "training (the paper's recipe by default)",
-              "export": "export and postprocessing", "predict": "predict", "convert": "convert"}
+              "export": "export and postprocessing", "predict": "predict", "convert": "convert",
+              "tiling": "tiling"}
     text, example = COMMANDS[command]
     lines = [f"keras_retina {command}: {text}", f"  e.g. {example}"]
     for group, wanted in COMMAND_FLAGS[command].items():

@@ -21,10 +21,10 @@ from keras_retina.cli.flags import COMMANDS, OPTIONS, build_configs, define_flag
 
 
 def _command(name):
-    from keras_retina.cli import check_data, convert, evaluate, export, predict, train
+    from keras_retina.cli import check_data, convert, evaluate, export, models, predict, tile_data, train
 
     return {"train": train, "evaluate": evaluate, "check-data": check_data, "export": export,
-            "predict": predict, "convert": convert}[name]
+            "predict": predict, "convert": convert, "models": models, "tile-data": tile_data}[name]
 
 
 def main(argv):

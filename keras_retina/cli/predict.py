@@ -1,18 +1,50 @@
-"""`keras_retina predict IMAGE ...`: detections drawn on pictures, and detections.json."""
+"""`keras_retina predict PICTURE_OR_VIDEO ...`: detections drawn on pictures (large ones by tiles) and videos."""
+
+import os
+import sys
 
 from keras_retina.cli.flags import POSTPROCESS_FLAGS, postprocess_overrides
 from keras_retina.errors import UsageError
-from keras_retina.inference.detector import picture_detector
-from keras_retina.inference.pictures import predict_pictures
+from keras_retina.inference import video as video_lib
+from keras_retina.inference.detector import batch_detector
+from keras_retina.inference.pictures import predict_pictures, predict_tiled_pictures
+from keras_retina.pretrained import registry
 
 
 def run(configs, options, args):
+    if registry.is_name(options["model"]):  # a registered detector: downloaded and converted once
+        options = {**options, "model": None, "model_dir": registry.resolve_model_dir(options["model"])}
     if options["model"]:
         given = [f"--{flag}" for flag in POSTPROCESS_FLAGS if options.get(flag) is not None]
         if given:
             raise UsageError(f"{', '.join(given)}: a LiteRT / ONNX file's postprocessing was fixed when it was "
                              f"exported; export it again with them.")
-    detect = picture_detector(options["model"], options["saved_model"], options["model_dir"],
-                              configs["train"].mixed_precision, **postprocess_overrides(options))
-    failed = predict_pictures(detect, args, options["output_dir"], options["score_threshold"])
+    videos = [path for path in args if video_lib.is_video(path)]
+    pictures = [path for path in args if not video_lib.is_video(path)]
+    detect_batch = batch_detector(options["model"], options["saved_model"], options["model_dir"],
+                                  configs["train"].mixed_precision, options["checkpoint"],
+                                  **postprocess_overrides(options))
+    failed = 0
+    if pictures and options["tile"]:
+        failed += predict_tiled_pictures(
+            detect_batch, pictures, options["output_dir"], options["score_threshold"], tile=options["tile"],
+            overlap=options["tile_overlap"], scale=options["tile_scale"], batch_size=options["detect_batch_size"],
+            merge=options["tile_merge"], merge_iou=options["tile_merge_iou"],
+            whole_picture=options["tile_whole_picture"])
+    elif pictures:
+        failed += predict_pictures(lambda pixels: detect_batch(pixels[None])[0], pictures, options["output_dir"],
+                                   options["score_threshold"])
+    taken = set()
+    for path in videos:
+        os.makedirs(options["output_dir"], exist_ok=True)
+        output, lines = video_lib.video_output_names(path, options["output_dir"], taken)
+        summary = video_lib.detect_video(detect_batch, path, output, lines, options["every_nth_frame"],
+                                         options["max_frames"] or None, options["detect_batch_size"],
+                                         options["score_threshold"], show_progress=True)
+        print(f"{path}: {summary.frames} frames ({summary.detected} detected) in {summary.seconds:.1f} s, "
+              f"{summary.frames / max(summary.seconds, 1e-9):.1f} frames/s -> {output}, {lines}", flush=True)
+        if summary.error:
+            print(f"{summary.error}; the {summary.frames} frames before it are written.", file=sys.stderr,
+                  flush=True)
+            failed += 1
     return 1 if failed else 0

@@ -2,9 +2,12 @@
 
 `picture_detector(model=FILE | saved_model=FOLDER | model_dir=DIR)` returns a function: uint8
 picture `[H, W, 3]` (as viewers show it) -> (boxes `[n, 4]` yxyx normalised to the picture,
-scores `[n]`, category ids `[n]`, class names). A model_dir is served by the SavedModel's own
-graph built in process (`deploy.saved_model.DetectionServer`), a SavedModel through its uint8
-signature, a file through its runtime (`deploy.runtime`: letterboxed into its fixed input), so
+scores `[n]`, category ids `[n]`, class names). `batch_detector(...)` (same arguments) returns
+one for a batch of pictures of one size (video frames, tiles): uint8 `[B, H, W, 3]` -> a list of
+B such tuples; a model_dir and a SavedModel run the batch in one call, a file picture by picture.
+A model_dir is served by the SavedModel's own graph built in process
+(`deploy.saved_model.DetectionServer`), a SavedModel through its uint8 signature, a file through
+its runtime (`deploy.runtime`: letterboxed into its fixed input), so
 every kind maps boxes back to the picture the same way. `postprocess` settings (score_threshold,
 pre_nms_top_k, nms_iou_threshold, max_detections) apply to a model_dir; exported models have
 theirs fixed (UsageError when given for a file).
@@ -20,7 +23,14 @@ from keras_retina.modeling.precision import set_precision
 from keras_retina.ops import images as image_lib
 
 
-def picture_detector(model=None, saved_model=None, model_dir=None, mixed_precision="none", **postprocess):
+def picture_detector(model=None, saved_model=None, model_dir=None, mixed_precision="none", checkpoint="best",
+                     **postprocess):
+    detect = batch_detector(model, saved_model, model_dir, mixed_precision, checkpoint, **postprocess)
+    return lambda pixels: detect(pixels[None])[0]
+
+
+def batch_detector(model=None, saved_model=None, model_dir=None, mixed_precision="none", checkpoint="best",
+                   **postprocess):
     given = [f"--{name}={value}" for name, value in (("model", model), ("saved_model", saved_model),
                                                       ("model_dir", model_dir)) if value]
     if len(given) > 1:
@@ -30,29 +40,32 @@ def picture_detector(model=None, saved_model=None, model_dir=None, mixed_precisi
         if settings:
             raise UsageError(f"{', '.join(settings)}: a LiteRT / ONNX file's postprocessing was fixed when it was "
                              f"exported; export it again with them.")
-        return runtime.load(model).detect_picture
+        detect_picture = runtime.load(model).detect_picture
+        return lambda batch: [detect_picture(pixels) for pixels in batch]
     if saved_model:
         try:
             signature = tf.saved_model.load(saved_model).signatures["serving_image_tensor"]
         except (OSError, KeyError) as error:
             raise DataError(f"--saved_model={saved_model}: not an exported keras_retina "
                             f"version folder ({type(error).__name__}: {str(error)[:200]}).") from None
-        return lambda pixels: _first_image(signature(inputs=tf.convert_to_tensor(pixels[None])))
+        return lambda batch: _per_picture(signature(inputs=tf.convert_to_tensor(batch)))
     if model_dir:
         set_precision(mixed_precision)
-        net, label_map, _, _ = ModelDir(model_dir).load_model()
+        net, label_map, _, _ = ModelDir(model_dir).load_model(which=checkpoint)
         # The readers' pixel limit, not the serving one: local pictures are the user's own.
         server = saved_model_lib.DetectionServer(net, label_map, max_image_pixels=image_lib.MAX_PIXELS, **postprocess)
-        return lambda pixels: _first_image(server.serve_image_tensor(tf.convert_to_tensor(pixels[None])))
+        return lambda batch: _per_picture(server.serve_image_tensor(tf.convert_to_tensor(batch)))
     raise UsageError("predict needs --model (a .tflite / .onnx file), --saved_model (an exported version "
                      "folder) or --model_dir.")
 
 
-def _first_image(out):
-    """The serving signature's outputs for a batch of one -> the detector's tuple."""
-    out = {k: v.numpy()[0] for k, v in out.items()}
-    n = int(out["num_detections"])
-    names = [name.decode() for name in out["detection_class_names"][:n]]
-    return out["detection_boxes"][:n], out["detection_scores"][:n], out["detection_classes"][:n], names
-
-
+def _per_picture(out):
+    """The serving signature's outputs for a batch -> the detector's tuple per picture."""
+    out = {k: v.numpy() for k, v in out.items()}
+    found = []
+    for i in range(len(out["num_detections"])):
+        n = int(out["num_detections"][i])
+        names = [name.decode() for name in out["detection_class_names"][i, :n]]
+        found.append((out["detection_boxes"][i, :n], out["detection_scores"][i, :n],
+                      out["detection_classes"][i, :n], names))
+    return found

@@ -7,19 +7,27 @@ name per picture, `output_names`: inputs are never overwritten), and its detecti
 `output_dir/detections.json` (COCO results; image ids from `image_ids`), rewritten atomically
 every few seconds and at the end. A picture that cannot be read is named on stderr and skipped;
 returns the number of such pictures.
+
+`predict_tiled_pictures(detect_batch, paths, output_dir, score_threshold, **tiling)`: the same
+for large pictures, each read window by window (`ops.large_picture`: tiled TIFFs of any size)
+and detected by tiles (`tiling.detect_tiled`); the drawing is made on the picture's preview
+(longer side at most 4096 pixels), the detections are in the picture's own pixels.
 """
 
 import os
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from keras_retina.errors import UsageError
 from keras_retina.files import write_json
+from keras_retina.inference.tiling import detect_tiled
 from keras_retina.ops import boxes as box_lib
 from keras_retina.ops import drawing
 from keras_retina.ops import images as image_lib
+from keras_retina.ops.large_picture import open_large_picture
 
 SAVE_EVERY_SECONDS = 5  # detections.json is rewritten at most this often (and at the end)
 
@@ -53,6 +61,37 @@ def image_ids(paths):
 
 
 def predict_pictures(detect, paths, output_dir, score_threshold=drawing.DRAW_SCORE_THRESHOLD):
+    def picture(path):
+        pixels = image_lib.read_picture(path).numpy()
+        boxes, scores, classes, names = detect(pixels)
+        height, width = pixels.shape[:2]
+        drawn = drawing.draw_detections(pixels, boxes, scores, names, score_threshold, classes)
+        return drawn, np.asarray(boxes) * np.array([height, width, height, width]), scores, classes, names
+
+    return _predict(picture, paths, output_dir, score_threshold)
+
+
+def predict_tiled_pictures(detect_batch, paths, output_dir, score_threshold=drawing.DRAW_SCORE_THRESHOLD,
+                           **tiling):
+    def picture(path):
+        large = open_large_picture(path)
+        try:
+            found = detect_tiled(detect_batch, large, **tiling)
+        finally:
+            large.close()
+        shown = np.array(found.preview.shape[:2] * 2, np.float64)
+        normalised = found.boxes * found.preview_scale / shown
+        drawn = drawing.draw_detections(found.preview, normalised, found.scores, found.names, score_threshold,
+                                        found.classes)
+        print(f"{path}: {large.width} x {large.height}, {found.tiles} tiles", flush=True)
+        return drawn, found.boxes, found.scores, found.classes, found.names
+
+    return _predict(picture, paths, output_dir, score_threshold)
+
+
+def _predict(picture, paths, output_dir, score_threshold):
+    """`picture(path)` -> (drawn PIL image, boxes [n, 4] yxyx pixels, scores, category ids, names)
+    for each path; the drawings, detections.json and the lines printed."""
     os.makedirs(output_dir, exist_ok=True)
     targets, ids = output_names(paths, output_dir), image_ids(paths)
     results_path = os.path.join(output_dir, "detections.json")
@@ -61,19 +100,14 @@ def predict_pictures(detect, paths, output_dir, score_threshold=drawing.DRAW_SCO
     results, failed, written = [], [], -float("inf")
     for path, target, image_id in zip(paths, targets, ids):
         try:
-            pixels = image_lib.read_picture(path)
-            boxes, scores, classes, names = detect(pixels.numpy())
+            drawn, pixel_boxes, scores, classes, names = picture(path)
         except (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             print(f"{path}: cannot read this image ({message}); skipped.", file=sys.stderr)
             failed.append(path)
             continue
-        picture = drawing.Image.fromarray(pixels.numpy())
-        drawn = drawing.draw_detections(picture, boxes, scores, names, score_threshold, classes)
         drawn.save(target, **({"quality": 95} if target.lower().endswith((".jpg", ".jpeg")) else {}))
-        width, height = picture.size
-        pixel_boxes = box_lib.denormalise(tf.constant(boxes, tf.float32), height, width)
-        for bbox, score, cls in zip(box_lib.coco_bboxes(pixel_boxes), scores, classes):
+        for bbox, score, cls in zip(box_lib.coco_bboxes(np.asarray(pixel_boxes, np.float32)), scores, classes):
             results.append({"image_id": image_id, "file_name": os.path.basename(path),
                             "category_id": int(cls), "bbox": bbox, "score": float(score)})
         shown = [f"{nm} {sc:.2f}" for nm, sc in zip(names, scores) if sc >= score_threshold]

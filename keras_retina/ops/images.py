@@ -13,8 +13,13 @@ The one owner of how a picture becomes pixels, for every reader, the training pi
   files users hand us (missing, empty, unidentifiable, larger than `MAX_PIXELS`, a format
   TensorFlow cannot decode, truncated); they raise or return `BadImage`, whose `kind` is a
   `data.cleaning.KINDS` name. PIL only reads headers and pixels: no image content is executed.
+- `read_by_windows()`: a context in which the readers also take TIFFs of any size (their header
+  read by `ops.large_picture`, see `data.readers.picture_source.check_picture`), for the tools
+  that read pictures window by window (tiling a dataset); training itself never sees them.
 """
 
+import contextlib
+import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +28,31 @@ import tensorflow as tf
 TF_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"}  # what tf.io.decode_image reads
 MAX_PIXELS = 250_000_000  # ~16k x 16k; larger files are refused (memory), not half-read
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")  # the files a folder of pictures is read for
+
+
+_WINDOWED = contextvars.ContextVar("read_by_windows", default=False)
+
+
+@contextlib.contextmanager
+def read_by_windows():
+    token = _WINDOWED.set(True)
+    try:
+        yield
+    finally:
+        _WINDOWED.reset(token)
+
+
+def windowed():
+    """Whether pictures are read window by window here (`read_by_windows`)."""
+    return _WINDOWED.get()
+
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
+
+
+def picture_extensions():
+    """The suffixes a folder of pictures is read for: EXTENSIONS, and TIFF's in `read_by_windows`."""
+    return EXTENSIONS + (TIFF_SUFFIXES if windowed() else ())
 
 
 class BadImage(Exception):

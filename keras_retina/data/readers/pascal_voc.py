@@ -146,7 +146,7 @@ def read_pascal_voc(path, images_dir=None, label_map=None, classes=None, skip_ba
             full = os.path.normpath(os.path.join(images_dir, picture))
             stem, suffix = os.path.splitext(picture)
             # a picture whose XML did not parse is not a negative: it is left out with its XML
-            if suffix.lower() in image_lib.EXTENSIONS and full not in named and stem not in unreadable:
+            if suffix.lower() in image_lib.picture_extensions() and full not in named and stem not in unreadable:
                 entry = {"file": full, "bad": None, "anns": []}
                 report.add("no_annotation_file", full)
                 picture_source.check_picture(entry, None, report)

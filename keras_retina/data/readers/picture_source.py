@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras_retina.errors import DataError
 from keras_retina.ops import boxes as box_lib
 from keras_retina.ops import images as image_lib
+from keras_retina.ops.large_picture import TiffPicture
 
 # How a reader's boxes relate to a picture's EXIF orientation: compare the declared size with the
 # stored and the rotated one ("declared": COCO JSON, Pascal VOC), boxes on the picture as viewers
@@ -123,7 +124,10 @@ def check_picture(entry, declared_hw, report, orientation="declared"):
     (height, width) the annotations give, None when they give none."""
     path = entry["file"]
     try:
-        height, width, exif, mode = image_lib.image_header(path)
+        if image_lib.windowed() and path.lower().endswith(image_lib.TIFF_SUFFIXES):
+            height, width, exif, mode = _tiff_header(path)  # read window by window: any size
+        else:
+            height, width, exif, mode = image_lib.image_header(path)
     except image_lib.BadImage as error:
         entry["bad"] = error.kind
         report.add(error.kind, error)
@@ -147,6 +151,14 @@ def check_picture(entry, declared_hw, report, orientation="declared"):
         report.add("converted_mode", f"{path} ({mode})")
     if min(entry["hw"]) < 8:
         report.add("tiny_image", f"{path} ({entry['hw'][1]}x{entry['hw'][0]})")
+
+
+def _tiff_header(path):
+    if not os.path.isfile(path):
+        raise image_lib.BadImage("missing_file", f"{path}: no such file")
+    picture = TiffPicture(path)
+    picture.close()
+    return picture.height, picture.width, 1, "RGB"
 
 
 def box_verdicts(yxyx, sizes):
@@ -190,7 +202,10 @@ def finish(name, label_map, entries, report, skip_bad_examples):
     `skip_bad_examples`, which first decodes every good file once (a truncated one becomes a
     counted skip)."""
     if skip_bad_examples:
-        unusable = image_lib.verify_images(sorted({e["file"] for e in entries if e["bad"] is None}))
+        checked = {e["file"] for e in entries if e["bad"] is None}
+        if image_lib.windowed():  # read window by window later: each window is checked as it is decoded
+            checked = {f for f in checked if not f.lower().endswith(image_lib.TIFF_SUFFIXES)}
+        unusable = image_lib.verify_images(sorted(checked))
         for entry in entries:
             if entry["bad"] is None and entry["file"] in unusable:
                 entry["bad"] = unusable[entry["file"]].kind

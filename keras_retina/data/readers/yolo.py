@@ -71,7 +71,7 @@ def _pictures(entry, root, where):
         if os.path.isdir(full):
             for folder, _, files in sorted(os.walk(full)):
                 found += [os.path.join(folder, n) for n in sorted(files)
-                          if os.path.splitext(n)[1].lower() in image_lib.EXTENSIONS]
+                          if os.path.splitext(n)[1].lower() in image_lib.picture_extensions()]
         elif os.path.isfile(full):
             with open(full, encoding="utf-8") as f:
                 lines = [line.strip() for line in f if line.strip()]
@@ -93,7 +93,7 @@ def _from_folder(path, images_dir):
     sibling = os.path.join(os.path.dirname(os.path.abspath(path)), "images")
     images_dir = images_dir or (sibling if os.path.isdir(sibling) else path)
     pictures = sorted(os.path.join(images_dir, n) for n in os.listdir(images_dir)
-                      if os.path.splitext(n)[1].lower() in image_lib.EXTENSIONS)
+                      if os.path.splitext(n)[1].lower() in image_lib.picture_extensions())
     return pictures, label_map, images_dir
 
 

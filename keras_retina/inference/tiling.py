@@ -1,0 +1,188 @@
+"""Detection on large pictures by tiles: aerial and satellite scans, drone photos, slides.
+
+A detector shrinks a picture to its own scale (800 pixels for COCO models), so the 10-60 pixel
+objects of a 5000-pixel orthophoto vanish. `detect_tiled` cuts the picture into overlapping
+tiles instead (`ops.tiles.tile_windows`), each `tile` x `tile` model pixels; `scale` < 1 first
+shrinks the picture (a tile then covers `tile / scale` of its pixels). Tiles are read from a
+`ops.large_picture` picture (only the window of each, so memory follows the batch of tiles),
+detected in batches by a `detector.batch_detector`, their boxes mapped back to the picture's
+pixels and merged:
+
+- "nms": class-wise non-maximum suppression at `merge_iou` over all tiles' detections, which
+  removes the copies of an object that lies inside two overlapping tiles;
+- "merge": then, of the boxes left scoring at least `MERGE_MIN_SCORE`, a box cut by a tile's
+  inner border (it ends within `CUT_MARGIN` pixels of an edge its tile shares with a neighbour)
+  and the boxes of its class overlapping it by `merge_iou` of the smaller box are merged into
+  the box around them (best score kept), greedily from the best score: an object cut by a
+  border comes back whole; boxes inside tiles are never merged with each other, and the many
+  low-scoring boxes a detector returns are left as they are.
+
+`whole_picture=True` also detects on the whole picture shrunk to the model (for objects larger
+than a tile) and merges those detections in the same way. While the tiles are read, a preview
+of the picture (longer side at most `preview_side`) is assembled from them for drawing.
+
+Returns `TiledDetections`: boxes `[N, 4]` yxyx in the picture's pixels, scores, category ids,
+names, the number of tiles, and the preview with its scale.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from keras_retina.ops.tiles import tile_windows
+
+MERGES = ("nms", "merge")
+CUT_MARGIN = 2.0  # pixels: a box ending this close to a tile's inner edge was cut by it
+MERGE_MIN_SCORE = 0.3  # boxes below this are not merged (as drawn: ops.drawing.DRAW_SCORE_THRESHOLD)
+
+
+@dataclasses.dataclass
+class TiledDetections:
+    boxes: np.ndarray  # [N, 4] yxyx, the picture's pixels
+    scores: np.ndarray
+    classes: np.ndarray  # category ids
+    names: list
+    tiles: int
+    preview: np.ndarray  # uint8 [h, w, 3], the picture shrunk by `preview_scale`
+    preview_scale: float
+
+
+def detect_tiled(detect_batch, picture, tile, overlap=0.2, scale=1.0, batch_size=8, merge="nms", merge_iou=0.5,
+                 whole_picture=False, preview_side=4096, progress=None):
+    """Detections of `picture` (height, width, read(window)) by tiles (module docstring).
+    `progress(done, total)` is called after each batch of tiles."""
+    if merge not in MERGES:
+        raise ValueError(f"merge={merge!r}: one of {', '.join(MERGES)}.")
+    source_tile = max(1, int(round(tile / scale)))
+    windows = tile_windows(picture.height, picture.width, source_tile, overlap)
+    preview_scale = min(1.0, preview_side / max(picture.height, picture.width))
+    preview = np.zeros((max(1, round(picture.height * preview_scale)), max(1, round(picture.width * preview_scale)), 3),
+                       np.uint8)
+    boxes, scores, classes, cut, names = [], [], [], [], {}
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start:start + batch_size]
+        pixels = [picture.read(window) for window in chunk]
+        for window, part in zip(chunk, pixels):
+            _paste(preview, part, window, preview_scale)
+        batch = np.stack([_model_tile(part, source_tile, tile) for part in pixels])
+        for window, (found_boxes, found_scores, found_classes, found_names) in zip(chunk, detect_batch(batch)):
+            y0, x0, y1, x1 = window
+            pixels_box = np.asarray(found_boxes, np.float64) * source_tile + np.array([y0, x0, y0, x0])
+            pixels_box = np.minimum(pixels_box, np.array([y1, x1, y1, x1]))  # padding beyond a short side
+            boxes.append(pixels_box)
+            cut.append(_cut_by_inner_edge(pixels_box, window, picture.height, picture.width))
+            scores.append(np.asarray(found_scores, np.float64))
+            classes.append(np.asarray(found_classes, np.int64))
+            names.update(zip(np.asarray(found_classes, np.int64).tolist(), found_names))
+        if progress is not None:
+            progress(min(start + batch_size, len(windows)), len(windows))
+    if whole_picture:
+        (found_boxes, found_scores, found_classes, found_names), = detect_batch(preview[None])
+        boxes.append(np.asarray(found_boxes, np.float64) * np.array([picture.height, picture.width] * 2))
+        cut.append(np.zeros(len(boxes[-1]), bool))
+        scores.append(np.asarray(found_scores, np.float64))
+        classes.append(np.asarray(found_classes, np.int64))
+        names.update(zip(np.asarray(found_classes, np.int64).tolist(), found_names))
+    boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    classes = np.concatenate(classes) if classes else np.zeros(0, np.int64)
+    cut = np.concatenate(cut) if cut else np.zeros(0, bool)
+    keep = _class_nms(boxes, scores, classes, merge_iou)
+    boxes, scores, classes, cut = boxes[keep], scores[keep], classes[keep], cut[keep]
+    if merge == "merge":
+        confident = scores >= MERGE_MIN_SCORE
+        merged = merge_cut_boxes(boxes[confident], scores[confident], classes[confident], cut[confident], merge_iou)
+        boxes, scores, classes = (np.concatenate([part, rest]) for part, rest in
+                                  zip(merged, (boxes[~confident], scores[~confident], classes[~confident])))
+    order = np.argsort(-scores, kind="stable")
+    return TiledDetections(boxes[order], scores[order], classes[order], [names[int(c)] for c in classes[order]],
+                           len(windows), preview, preview_scale)
+
+
+def _cut_by_inner_edge(boxes, window, height, width):
+    """[n] bool: boxes ending within CUT_MARGIN of an edge of `window` that is not the picture's."""
+    y0, x0, y1, x1 = window
+    near = lambda value, edge, inner: inner & (np.abs(value - edge) <= CUT_MARGIN)
+    return (near(boxes[:, 0], y0, y0 > 0) | near(boxes[:, 1], x0, x0 > 0) | near(boxes[:, 2], y1, y1 < height)
+            | near(boxes[:, 3], x1, x1 < width))
+
+
+def _model_tile(part, source_tile, tile):
+    """A window's pixels as the model's `tile` x `tile` input: shrunk by the scale, padded with
+    black where the picture is shorter than a tile."""
+    height, width = part.shape[:2]
+    if source_tile != tile:
+        size = (max(1, round(width * tile / source_tile)), max(1, round(height * tile / source_tile)))
+        part = np.asarray(Image.fromarray(part).resize(size, Image.BILINEAR))
+    out = np.zeros((tile, tile, 3), np.uint8)
+    out[:min(tile, part.shape[0]), :min(tile, part.shape[1])] = part[:tile, :tile]
+    return out
+
+
+def _paste(preview, part, window, scale):
+    y0, x0, y1, x1 = window
+    top, left = round(y0 * scale), round(x0 * scale)
+    bottom, right = min(preview.shape[0], round(y1 * scale)), min(preview.shape[1], round(x1 * scale))
+    if bottom <= top or right <= left:
+        return
+    if scale != 1.0:
+        part = np.asarray(Image.fromarray(part).resize((right - left, bottom - top), Image.BILINEAR))
+    preview[top:bottom, left:right] = part[:bottom - top, :right - left]
+
+
+def _class_nms(boxes, scores, classes, iou):
+    """Indices kept by class-wise NMS (TensorFlow's, fast on many boxes)."""
+    keep = []
+    for cls in np.unique(classes):
+        rows = np.flatnonzero(classes == cls)
+        chosen = tf.image.non_max_suppression(tf.constant(boxes[rows], tf.float32), tf.constant(scores[rows],
+                                              tf.float32), max_output_size=len(rows), iou_threshold=iou).numpy()
+        keep.append(rows[chosen])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
+def merge_cut_boxes(boxes, scores, classes, cut, threshold=0.5, cell=256.0):
+    """Greedy non-maximum merging of cut boxes: from the best score down, each box not taken yet
+    absorbs the boxes of its class not taken yet whose intersection covers at least `threshold`
+    of the smaller of the two, where one of the two was cut by a tile's border (`cut` [n] bool);
+    the result is the box around them, with the best score. Candidates are found through a grid
+    of `cell`-pixel cells, so many boxes stay cheap."""
+    boxes = np.asarray(boxes, np.float64)
+    cut = np.asarray(cut, bool)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    cells = {}
+    for i, (y0, x0, y1, x1) in enumerate(boxes):
+        for cy in range(int(y0 // cell), int(y1 // cell) + 1):
+            for cx in range(int(x0 // cell), int(x1 // cell) + 1):
+                cells.setdefault((cy, cx), []).append(i)
+    taken = np.zeros(len(boxes), bool)
+    out_boxes, out_scores, out_classes = [], [], []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in order:
+        if taken[i]:
+            continue
+        taken[i] = True
+        merged = boxes[i].copy()
+        y0, x0, y1, x1 = boxes[i]
+        near = {j for cy in range(int(y0 // cell), int(y1 // cell) + 1)
+                for cx in range(int(x0 // cell), int(x1 // cell) + 1) for j in cells.get((cy, cx), ())}
+        near = np.array(sorted(j for j in near if not taken[j] and classes[j] == classes[i] and (cut[i] or cut[j])),
+                        np.int64)
+        if near.size:
+            inter_h = np.minimum(y1, boxes[near, 2]) - np.maximum(y0, boxes[near, 0])
+            inter_w = np.minimum(x1, boxes[near, 3]) - np.maximum(x0, boxes[near, 1])
+            inter = inter_h.clip(0) * inter_w.clip(0)
+            smaller = np.minimum(area[i], area[near])
+            absorbed = near[inter >= threshold * np.maximum(smaller, 1e-12)]
+            if absorbed.size:
+                taken[absorbed] = True
+                merged = np.concatenate([np.minimum(merged[:2], boxes[absorbed, :2].min(0)),
+                                         np.maximum(merged[2:], boxes[absorbed, 2:].max(0))])
+        out_boxes.append(merged)
+        out_scores.append(scores[i])
+        out_classes.append(classes[i])
+    if not out_boxes:
+        return boxes[:0], np.asarray(scores)[:0], np.asarray(classes)[:0]
+    return np.array(out_boxes), np.array(out_scores), np.array(out_classes)

@@ -1,0 +1,216 @@
+"""`keras_retina predict clip.mp4`: detections on a video's frames, drawn into a copy and kept as JSON lines.
+
+`detect_video(detect_batch, path, output_path, detections_path, ...)` decodes `path` with PyAV
+(FFmpeg: any container and codec it reads) frame by frame, as uint8 RGB `[H, W, 3]`:
+
+- every `every_nth_frame`-th frame (of at most `max_frames` frames read) goes to `detect_batch`
+  (`detector.batch_detector`: the same detector as pictures, any kind of model) in batches of
+  `batch_size`;
+- `output_path` gets every frame read, each with the latest detections drawn
+  (`ops.drawing`, score >= `score_threshold`), encoded with H.264 (MPEG-4 Part 2 where FFmpeg
+  lacks libx264) at the source's frame rate and size (an odd side gains one black row or
+  column: H.264's 4:2:0 needs even sides);
+- `detections_path` gets one JSON line per detected frame: {"frame": index from 0, "time":
+  seconds, "detections": [{"bbox": [x, y, width, height] in the frame's pixels, "score",
+  "category_id", "name"}]}, every detection the model returns (as `detections.json` for
+  pictures), written and flushed batch by batch.
+
+Memory holds one batch of frames and the codecs' buffers, whatever the video's length. A frame
+that fails to decode ends the run: everything before it stays written whole (the video closed
+properly, whole lines) and `VideoSummary.error` names the frame. A file FFmpeg cannot open as a
+video is a DataError.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from fractions import Fraction
+
+import numpy as np
+
+from keras_retina.errors import DataError, UsageError
+from keras_retina.ops import drawing
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                    ".wmv", ".flv", ".3gp", ".ogv")
+
+
+def is_video(path):
+    return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+@dataclasses.dataclass
+class VideoSummary:
+    frames: int  # frames read (and written)
+    detected: int  # frames detected on
+    seconds: float
+    error: str = None  # where decoding failed, when it did
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError:
+        raise UsageError("videos need PyAV (FFmpeg's Python binding): pip install av") from None
+    return av
+
+
+def detect_video(detect_batch, path, output_path, detections_path, every_nth_frame=1, max_frames=None,
+                 batch_size=8, score_threshold=drawing.DRAW_SCORE_THRESHOLD, show_progress=False):
+    """Detections on the frames of `path` (module docstring); returns a VideoSummary. With
+    `show_progress`, a Keras progress bar of the frames, with frames per second."""
+    if every_nth_frame < 1 or batch_size < 1:
+        raise UsageError("every_nth_frame and batch_size must be positive.")
+    av = _import_av()
+    try:
+        source = av.open(path)
+        stream = source.streams.video[0]
+    except (av.FFmpegError, IndexError, OSError, ValueError) as error:
+        raise DataError(f"{path}: not a video FFmpeg can read ({error}).") from None
+    stream.thread_type = "AUTO"
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    announced = stream.frames or None
+    width, height = stream.codec_context.width, stream.codec_context.height
+    sink = _open_sink(av, output_path, rate, width + width % 2, height + height % 2)
+    total = min(announced, max_frames) if announced and max_frames else (announced or max_frames)
+    progress = _progress_bar(total) if show_progress else None
+    summary = VideoSummary(0, 0, 0.0)
+    start = time.monotonic()
+    pending, latest, last_time = [], None, None
+    lines = open(detections_path, "w", encoding="utf-8")
+    try:
+        frames = source.decode(stream)
+        while max_frames is None or summary.frames < max_frames:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except (av.FFmpegError, EOFError, OSError, ValueError) as error:
+                summary.error = f"{path}: decoding stopped at frame {summary.frames} ({error})"
+                break
+            index = summary.frames
+            pixels = frame.to_ndarray(format="rgb24")
+            moment = float(frame.time) if frame.time is not None else index / float(rate)
+            pending.append((index, moment, pixels, index % every_nth_frame == 0))
+            last_time = moment
+            summary.frames += 1
+            if sum(1 for item in pending if item[3]) == batch_size:
+                latest = _flush(pending, latest, detect_batch, sink, lines, score_threshold, summary)
+                pending = []
+                if progress is not None:
+                    progress(summary.frames, summary.frames / max(time.monotonic() - start, 1e-9))
+        if pending:
+            latest = _flush(pending, latest, detect_batch, sink, lines, score_threshold, summary)
+        if summary.error is None and max_frames is None:
+            summary.error = _ended_early(path, summary.frames, announced, _length(source, stream), last_time, rate)
+    finally:
+        lines.close()
+        _close_sink(sink)
+        source.close()
+    summary.seconds = time.monotonic() - start
+    if progress is not None:
+        progress(summary.frames, summary.frames / max(summary.seconds, 1e-9))
+    return summary
+
+
+def _length(source, stream):
+    """The video's length in seconds from its header, or None."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return source.duration / 1e6 if source.duration else None
+
+
+def _ended_early(path, frames, announced, length, last_time, rate):
+    """Why the frames stopped before the header's count or length (a truncated file), or None."""
+    if announced and frames + 1 < announced:
+        return f"{path}: the video ended at frame {frames} of the {announced} its header announces (truncated?)"
+    if length and (last_time is None or last_time + 2.0 / float(rate) < length):
+        reached = f" ({last_time:.2f} s)" if last_time is not None else ""
+        return (f"{path}: the video ended at frame {frames}{reached} of the {length:.2f} s its header announces "
+                f"(truncated?)")
+    return None
+
+
+def _flush(pending, latest, detect_batch, sink, lines, score_threshold, summary):
+    """Detects on the pending frames chosen for it, draws every pending frame, writes them."""
+    chosen = [item for item in pending if item[3]]
+    found = detect_batch(np.stack([item[2] for item in chosen])) if chosen else []
+    by_index = {item[0]: result for item, result in zip(chosen, found)}
+    for index, moment, pixels, _ in pending:
+        if index in by_index:
+            latest = by_index[index]
+            lines.write(json.dumps({"frame": index, "time": round(moment, 6),
+                                    "detections": _coco_detections(latest, pixels.shape)}) + "\n")
+            summary.detected += 1
+        drawn = pixels if latest is None else np.asarray(
+            drawing.draw_detections(pixels, latest[0], latest[1], latest[3], score_threshold, latest[2]))
+        _write_frame(sink, drawn)
+    lines.flush()
+    return latest
+
+
+def _coco_detections(found, shape):
+    boxes, scores, classes, names = found
+    height, width = shape[:2]
+    out = []
+    for (ymin, xmin, ymax, xmax), score, category, name in zip(boxes, scores, classes, names):
+        x, y = float(xmin) * width, float(ymin) * height
+        out.append({"bbox": [round(x, 2), round(y, 2), round(float(xmax) * width - x, 2),
+                             round(float(ymax) * height - y, 2)],
+                    "score": round(float(score), 5), "category_id": int(category), "name": name})
+    return out
+
+
+def _open_sink(av, output_path, rate, width, height):
+    container = av.open(output_path, mode="w")
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    if codec == "libx264":
+        stream.options = {"crf": "20", "preset": "veryfast"}
+    return container, stream
+
+
+def _write_frame(sink, pixels):
+    av = _import_av()
+    container, stream = sink
+    height, width = pixels.shape[:2]
+    if (height, width) != (stream.height, stream.width):
+        padded = np.zeros((stream.height, stream.width, 3), np.uint8)
+        padded[:height, :width] = pixels
+        pixels = padded
+    for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")):
+        container.mux(packet)
+
+
+def _close_sink(sink):
+    container, stream = sink
+    try:
+        for packet in stream.encode(None):  # the encoder's buffered frames
+            container.mux(packet)
+    finally:
+        container.close()
+
+
+def video_output_names(path, output_dir, taken):
+    """(annotated video path, detections path) in `output_dir` for video `path`; never the input
+    itself or a name in `taken` (a set, updated)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    n = 1
+    while True:
+        suffix = "" if n == 1 else f"-{n}"
+        video = os.path.join(output_dir, f"{stem}{suffix}.mp4")
+        lines = os.path.join(output_dir, f"{stem}{suffix}.detections.jsonl")
+        if (video not in taken and os.path.realpath(video) != os.path.realpath(path) and not os.path.exists(video)
+                and not os.path.exists(lines)):
+            taken.update((video, lines))
+            return video, lines
+        n += 1
+
+
+def _progress_bar(total):
+    import keras
+
+    bar = keras.utils.Progbar(total, unit_name="frame", stateful_metrics=["frames/s"])
+    return lambda done, fps: bar.update(min(done, total) if total else done, values=[("frames/s", fps)])
