@@ -153,11 +153,12 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
 
     result = _cli("evaluate", "--model_dir=run", cwd=tmp_path)  # finds its val data in config.json
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "AR100" in result.stdout and "ckpt-8" in result.stdout
-    metrics = json.loads((tmp_path / "run" / "eval" / "metrics-8.json").read_text())
-    assert metrics["AP"] == pytest.approx(summary["metrics"]["AP"], abs=1e-6)
-    page = result.stdout.split("worst pictures): ")[1].split()[0]  # the evaluation report, beside its metrics
-    assert page.endswith("_report/index.html") and os.path.isfile(page)
+    best = summary["best"]["step"]  # 4 or 8: evaluate takes the best checkpoint
+    assert "AR100" in result.stdout and f"ckpt-{best}" in result.stdout
+    metrics = json.loads((tmp_path / "run" / "eval" / f"metrics-best-{best}.json").read_text())
+    assert metrics["AP"] == pytest.approx(summary["best"]["metrics"]["AP"], abs=1e-6)
+    page = tmp_path / result.stdout.split("worst pictures): ")[1].split()[0]  # the report, beside its metrics
+    assert page.name == "index.html" and page.parent.name == f"metrics-best-{best}_report" and page.is_file()
     report = json.loads(open(os.path.join(os.path.dirname(page), "report.json")).read())
     assert report["metrics"]["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
     assert len(report["classes"]) == 3 and report["num_images"] == 8 and summary["report"].endswith("index.html")
@@ -225,6 +226,10 @@ def test_multi_worker_on_two_local_processes(tmp_path, tiny_coco):
     assert "[eval] step 6" in outputs[0] and "[eval]" not in outputs[1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 6 and "AP" in summary["metrics"]
+    # the chief alone keeps the best checkpoint, as on one machine
+    best = summary["best"]["step"]
+    assert best in (3, 6) and summary["best"]["checkpoint"].endswith(f"ckpt-{best}")
+    assert (tmp_path / "run" / "best" / f"metrics-{best}.json").is_file()
 
     # A rescheduled worker that lost its temporary folder: every worker resumes from the chief's
     # checkpoint, so both run steps 7-9 together and end with equal weights.

@@ -72,8 +72,10 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
     # Step 6 is past the boundary at step 4: the restored schedule gives 1e-3 / 10.
     assert "Resuming from" in out and "at step 6 (learning rate 0.0001)" in out
     assert summary["steps"] == 9
-    model, _, _, checkpoint = ModelDir(model_dir).load_model()
+    run = ModelDir(model_dir)
+    model, _, _, checkpoint = run.load_model(which="latest")
     assert checkpoint.endswith("ckpt-9") and model.config.num_classes == 3
+    assert run.load_model()[3] == run.best_checkpoint() == summary["best"]["checkpoint"]  # the default: the best
 
     with pytest.raises(UsageError, match="different settings \\(head_filters: 16 there, 8 asked\\)"):
         trainer.train(model_dir, ModelConfig(**{**TINY, "head_filters": 8}), _config(), sources, data)
