@@ -23,6 +23,7 @@ torchvision = pytest.importorskip("torchvision")
 skimage_data = pytest.importorskip("skimage.data")
 
 from keras_retina.errors import DataError, UsageError  # noqa: E402
+from keras_retina.model_dir import ModelDir  # noqa: E402
 from keras_retina.pretrained import registry  # noqa: E402
 
 from conftest import REPO  # noqa: E402
@@ -246,3 +247,15 @@ def test_predict_from_pretrained_and_backbone_weights_by_name(home, publisher, t
                   "--model_dir=run", "--verbose=2", "--demo_data=demo", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Backbone initialised from test/resnet50 (265 tensors)" in result.stdout
+    # fine-tuning from the registered detector: its architecture and weights, from the cache (no download)
+    result = _cli("train", "--init_from=test/retinanet", "--image_size=64", "--max_image_size=64", "--batch_size=2",
+                  "--reference_batch_size=2", "--train_steps=1", "--lr_boundaries=", "--warmup_steps=0",
+                  "--model_dir=fine", "--verbose=2", "--demo_data=demo", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initialised from" in result.stdout and REQUESTS == ["/retinanet_v2.pth", "/resnet50.pth"]
+    assert ModelDir(str(tmp_path / "fine")).model_config().head_norm == "group_norm"  # v2's heads
+    # convert --weights=NAME: the same file, converted into a model_dir of the user's choice
+    result = _cli("convert", "--weights=test/retinanet", "--model_dir=converted", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ModelDir(str(tmp_path / "converted")).model_config().head_norm == "group_norm"
+    assert len(REQUESTS) == 2
