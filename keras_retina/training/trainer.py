@@ -14,7 +14,7 @@ to model_dir/summary.json. Its steps, each a function below:
     build_callbacks  NaN guard, checkpoints, learning rate, evaluation (keeps the best checkpoint
                      in model_dir/best, stops early after --early_stopping_evals without one)
     fit              `model.fit` from the restored step to train_steps
-    summarise        final metrics, the best checkpoint, model.keras (the best model), the
+    summarise        (run_summary) final metrics, the best checkpoint, model.keras (the best model), the
                      evaluation report of that model, summary.json
 
 The model_dir is locked while training (a second run on it is a UsageError naming the first).
@@ -30,15 +30,13 @@ import keras
 import tensorflow as tf
 
 from keras_retina.config_fields import from_dict
-from keras_retina.data import cleaning, pipeline
 from keras_retina.data import coverage as coverage_lib
+from keras_retina.data import pipeline
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.splits import open_sources
 from keras_retina.errors import DataError, UsageError
-from keras_retina.evaluation import coco_metrics
 from keras_retina.evaluation.callback import CocoEvaluation
-from keras_retina.evaluation.evaluate import write_evaluation_report
-from keras_retina.files import exclusive, replace_atomically, write_json
+from keras_retina.files import exclusive, write_json
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.builder import anchor_generator
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
@@ -49,6 +47,7 @@ from keras_retina.pretrained import published_weights, registry
 from keras_retina.training import callbacks as cb
 from keras_retina.training import fine_tuning
 from keras_retina.training.optimizer import make_optimizer
+from keras_retina.training.run_summary import format_summary, summarise  # noqa: F401 - format_summary: cli.train
 from keras_retina.training.strategy import is_chief, make_strategy
 
 
@@ -292,45 +291,6 @@ def fit(model, train_ds, callbacks, train_config, strategy, step, num_classes):
               shuffle=False)
 
 
-def summarise(run, chief, model, manager, evaluator, train_config, sources, init_report, start):
-    """The summary dict; on the chief also model.keras, the final evaluation and summary.json."""
-    summary = {"steps": int(model.optimizer.iterations.numpy()), "batch_size": train_config.batch_size,
-               "seconds_this_run": round(time.time() - start, 1),
-               "model_dir": run.path, "checkpoint": manager.latest_checkpoint}
-    if init_report is not None:
-        summary["init_from"] = init_report
-    reports = sources.reports()
-    if reports:  # what the readers fixed, skipped or dropped (cleaning.DataReport)
-        summary["data"] = {split: report.as_dict() for split, report in reports.items()}
-    if chief:
-        if evaluator is not None:
-            evaluator.set_model(model)  # also when fit did not run (nothing left to train)
-            metrics = evaluator.run()
-            summary["metrics"] = {k: metrics[k] for k in coco_metrics.METRIC_NAMES}
-            summary["per_class_AP"] = metrics["per_class_AP"]
-            if evaluator.stopped_at is not None:
-                summary["stopped_early_at"] = evaluator.stopped_at
-            best = run.best_record()
-            evaluation, evaluated = evaluator.latest_evaluation, f"step {summary['steps']}"
-            if best is not None:
-                summary["best"] = {**best, "checkpoint": run.best_checkpoint()}
-                # model.keras is the model export, predict and evaluate use: the best one
-                tf.train.Checkpoint(model=model).restore(run.best_checkpoint()).expect_partial()
-                if best["step"] != summary["steps"] and train_config.report:  # the report shows the model kept
-                    _, evaluation = coco_metrics.evaluate_coco(model, evaluator.dataset, evaluator.label_map,
-                                                               keep=True)
-                    evaluated = f"the best checkpoint, step {best['step']}"
-            if train_config.report:
-                summary["report"] = write_evaluation_report(
-                    evaluation, evaluator.label_map, sources.val, run.metrics_path(summary["steps"]),
-                    {"model": run.path, "checkpoint": evaluated, "data": sources.val.name},
-                    train_config.report_pictures, train_config.report_score_threshold)
-        replace_atomically(run.keras_path, model.save)
-        summary["keras_model"] = run.keras_path
-        run.write_summary(summary)
-    return summary
-
-
 def _describe(policy):
     if policy.policy == "square":
         return f"{policy.size[0]}x{policy.size[1]} square inputs"
@@ -348,33 +308,3 @@ def raise_if_undecodable(sources):
         shown = "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise DataError(f"training stopped: {len(bad)} image(s) cannot be decoded: {shown}. Fix or remove "
                         f"them, or pass --skip_bad_examples to skip them.") from None
-
-
-_SKIPPED_KINDS = {kind for kind, (severity, _) in cleaning.KINDS.items() if severity != "fixed"}
-
-
-def format_summary(summary):
-    minutes, seconds = divmod(int(summary["seconds_this_run"]), 60)
-    lines = ["", "=" * 72,
-             f"Trained {summary['steps']} steps at batch {summary['batch_size']} "
-             f"({minutes}m{seconds:02d}s this run).",
-             f"Model:       {summary.get('keras_model', '-')}",
-             f"Checkpoint:  {summary['checkpoint']}",
-             f"TensorBoard: tensorboard --logdir {ModelDir(summary['model_dir']).log_dir}"]
-    for split, kinds in summary.get("data", {}).items():
-        skipped = {kind: v["count"] for kind, v in kinds.items() if kind in _SKIPPED_KINDS}
-        if skipped:
-            lines.append(f"Data ({split}): skipped or dropped " + ", ".join(
-                f"{n} x {kinds[k]['outcome']}" for k, n in skipped.items()) + " (see summary.json)")
-    if "best" in summary:
-        best = summary["best"]
-        early = f"; stopped early at step {summary['stopped_early_at']}" if "stopped_early_at" in summary else ""
-        lines.append(f"Best:        step {best['step']}, {best['metric']} {best['value']:.3f} ({best['checkpoint']}: "
-                     f"what model.keras, evaluate, export and predict use{early})")
-    if "report" in summary:
-        lines.append(f"Report:      {summary['report']} (PR curves, thresholds, confusion matrix, errors)")
-    if "metrics" in summary:
-        lines.append(f"Last step's evaluation ({summary['steps']}):")
-        lines.append(coco_metrics.format_metrics({**summary["metrics"], "per_class_AP": summary["per_class_AP"]}))
-    lines.append("=" * 72)
-    return "\n".join(lines)
