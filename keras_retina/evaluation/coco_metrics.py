@@ -8,12 +8,14 @@ flags and areas included, so one path serves COCO JSON, TFDS and TFRecords) and
 runs pycocotools' COCOeval. Returns the 12 standard numbers under the names
 below, plus `per_class_AP` {class name: AP at IoU .50:.95}; with `keep=True` also the
 `Evaluation` (ground truth, detections, the COCOeval) that the report (`evaluation.report`)
-reads.
+reads. `model.detect` is compiled once per model and process (`compiled_detect`), so the
+evaluations during training reuse one graph instead of tracing it again each time.
 """
 
 import contextlib
 import dataclasses
 import io
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -40,10 +42,26 @@ class Evaluation:
     metrics: dict
 
 
+_COMPILED = weakref.WeakKeyDictionary()  # model -> its compiled detect (gone with the model)
+
+
+def compiled_detect(model):
+    """`model.detect(images, picture_sizes)` as one tf.function per model: traced for the first
+    input shape, then once more with the shapes relaxed, and reused by every later evaluation.
+    It holds the model weakly, so caching it keeps no model alive."""
+    detect = _COMPILED.get(model)
+    if detect is None:
+        held = weakref.ref(model)
+        detect = tf.function(lambda images, picture_sizes: held().detect(images, picture_sizes),
+                             reduce_retracing=True)
+        _COMPILED[model] = detect
+    return detect
+
+
 def collect_detections(model, dataset, label_map):
     """Runs the model; returns (COCO ground-truth dict, list of COCO result dicts)."""
     images, annotations, results = [], [], []
-    detect = tf.function(model.detect, reduce_retracing=True)
+    detect = compiled_detect(model)
     for batch_images, meta in dataset:
         out = {k: v.numpy() for k, v in detect(batch_images, meta["picture_size"]).items()}
         meta = {k: v.numpy() for k, v in meta.items()}
