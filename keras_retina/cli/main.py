@@ -100,21 +100,28 @@ def _resolve_flagfiles(argv, depth=0):
     return resolved
 
 
-_GROUPS = {}
+_GROUPS = {}  # flag name -> group, filled once per process by define_flags
 
 
-def run():
-    args = sys.argv[1:]
+def run(argv=None):
+    """Runs one command: `argv` is the command line after the program name (default:
+    `sys.argv[1:]`), e.g. `run(["evaluate", "--model_dir=runs/demo"])`. Exits through
+    `SystemExit` with the command's status, as the `keras_retina` program does. May be called
+    again in the same process (a notebook, the tests): flags are defined once and every call
+    starts from their defaults."""
+    args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print_commands()
         sys.exit(0)
-    from absl import app
+    from absl import app, flags
 
     try:
-        argv = _resolve_flagfiles(sys.argv)
+        argv = _resolve_flagfiles([sys.argv[0] if sys.argv and sys.argv[0] else "keras_retina", *args])
     except (app.UsageError, OSError) as error:
         sys.exit(f"keras_retina: error: {error}")
-    _GROUPS.update(define_flags())
+    if not _GROUPS:
+        _GROUPS.update(define_flags())
+    flags.FLAGS.unparse_flags()  # a second call in one process: nothing carried over from the first
     if any(a in ("-h", "--help") for a in argv[2:]) and argv[1] in COMMANDS:
         print_command_help(argv[1], _GROUPS)
         sys.exit(0)

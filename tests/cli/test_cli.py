@@ -1,4 +1,5 @@
-"""The `keras_retina` command end to end, as a user runs it (subprocesses)."""
+"""The `keras_retina` command end to end, as a user runs it: in this process where that proves the same,
+real subprocesses where the process is the point (the launcher, kills, a two-process cluster)."""
 
 import json
 import os
@@ -13,14 +14,9 @@ import time
 import numpy as np
 import pytest
 
+from command_line import keras_retina
 from conftest import REPO, TINY_FLAGS, assert_same_final_weights, checkpoint_values
 from dirty_data import DIRTY_RECORDS_COUNTS, dirty_records, jpeg, scene, write_corpus, write_tfrecord
-
-
-def _cli(*args, cwd, env=None, timeout=600):
-    full_env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def _data_flags(coco, val=True):
@@ -55,7 +51,7 @@ def _data_flags(coco, val=True):
      "--demo_data=demo_data and --train_annotations=mine.json name different data sources"),
 ])
 def test_bad_flags_are_rejected_before_any_work(tmp_path, args, message):
-    result = _cli(*args, cwd=tmp_path)
+    result = keras_retina(*args, cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert message in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()
@@ -89,54 +85,38 @@ def test_help_lists_the_commands_and_each_commands_flags_without_tensorflow_nois
         "keras_retina evaluate: error: --model_dir=nowhere: no config.json; is this a keras_retina model_dir?")
 
 
-BUG = """
-import sys
-from keras_retina.cli import evaluate, main
-
-def run(configs, options, args):
-    return {}["a bug"]
-
-evaluate.run = run
-sys.argv = ["keras_retina", "evaluate", "--model_dir=run"]
-main.run()
-"""
-
-
-FULL_DISK = """
-import errno, sys
-import tensorflow as tf
-from keras_retina.cli import evaluate, main
-
-KIND = sys.argv[-1]
-
-def run(configs, options, args):
-    if KIND == "tf":  # what TensorFlow's checkpoint and event writers raise
-        raise tf.errors.ResourceExhaustedError(None, None, "run/checkpoints/ckpt-9_temp; No space left on device")
-    raise OSError(errno.ENOSPC, "No space left on device", "run/eval/metrics-8.json")
-
-evaluate.run = run
-sys.argv = ["keras_retina", "evaluate", "--model_dir=run"]
-main.run()
-"""
-
-
 @pytest.mark.parametrize("kind,where", [("os", "run/eval/metrics-8.json"), ("tf", "run/checkpoints/ckpt-9_temp")])
-def test_a_full_disk_is_one_line(tmp_path, kind, where):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, kind], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=300)
+def test_a_full_disk_is_one_line(tmp_path, monkeypatch, kind, where):
+    import errno
+
+    import tensorflow as tf
+
+    from keras_retina.cli import evaluate
+
+    def run(configs, options, args):
+        if kind == "tf":  # what TensorFlow's checkpoint and event writers raise
+            raise tf.errors.ResourceExhaustedError(None, None, "run/checkpoints/ckpt-9_temp; No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device", "run/eval/metrics-8.json")
+
+    monkeypatch.setattr(evaluate, "run", run)
+    result = keras_retina("evaluate", "--model_dir=run", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"the disk is full ({where}" in result.stderr
 
 
-def test_a_bug_keeps_its_traceback_and_a_data_error_is_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-c", BUG], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'a bug'" in result.stderr
-    result = _cli("evaluate", "--model_dir=run", cwd=tmp_path)
+def test_a_bug_keeps_its_traceback_and_a_data_error_is_one_line(tmp_path, monkeypatch):
+    from keras_retina.cli import evaluate, main
+
+    result = keras_retina("evaluate", "--model_dir=run", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("keras_retina evaluate: error: --model_dir=run")
+
+    def run(configs, options, args):
+        return {}["a bug"]
+
+    monkeypatch.setattr(evaluate, "run", run)
+    with pytest.raises(KeyError, match="a bug"):  # not caught: the interpreter prints its traceback
+        main.run(["evaluate", "--model_dir=run"])
 
 
 def test_train_evaluate_check_data(tmp_path, tiny_coco):
@@ -144,14 +124,14 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
     (tmp_path / "base.flags").write_text("\n".join(TINY_FLAGS) + "\n")
     (tmp_path / "run.flags").write_text("--flagfile=base.flags\n--model_dir=run\n--train_steps=8\n"
                                         "--checkpoint_every_steps=4\n--eval_every_steps=4\n")
-    result = _cli("train", "--flagfile=run.flags", *_data_flags(tiny_coco), cwd=tmp_path)
+    result = keras_retina("train", "--flagfile=run.flags", *_data_flags(tiny_coco), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Anchor coverage" in result.stdout and "[eval] step 4" in result.stdout
     assert "Trained 8 steps at batch 4" in result.stdout and "AP50" in result.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 8 and "AP" in summary["metrics"]
 
-    result = _cli("evaluate", "--model_dir=run", cwd=tmp_path)  # finds its val data in config.json
+    result = keras_retina("evaluate", "--model_dir=run", cwd=tmp_path)  # finds its val data in config.json
     assert result.returncode == 0, result.stderr[-3000:]
     best = summary["best"]["step"]  # 4 or 8: evaluate takes the best checkpoint
     assert "AR100" in result.stdout and f"ckpt-{best}" in result.stdout
@@ -163,7 +143,7 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
     assert report["metrics"]["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
     assert len(report["classes"]) == 3 and report["num_images"] == 8 and summary["report"].endswith("index.html")
 
-    result = _cli("check-data", "--image_size=64", *_data_flags(tiny_coco), cwd=tmp_path)
+    result = keras_retina("check-data", "--image_size=64", *_data_flags(tiny_coco), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Anchor coverage") == 2  # train and val
 
@@ -183,7 +163,7 @@ def test_resume_after_the_process_is_killed(tmp_path, tiny_coco):
     process.wait()
     assert not (tmp_path / "run" / "summary.json").exists()
 
-    result = _cli(*args, cwd=tmp_path)
+    result = keras_retina(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed_at = int(result.stdout.split("Resuming from")[1].split("at step ")[1].split()[0])
     assert resumed_at >= 10 and resumed_at % 5 == 0
@@ -254,8 +234,8 @@ def test_multi_worker_on_two_local_processes(tmp_path, tiny_coco):
 def test_shipped_coco_flagfiles_parse_and_run_on_own_data(tmp_path, tiny_coco, config, size):
     """The README's own-data recipe: a COCO flagfile with the TFDS source swapped for COCO JSON."""
     # From another folder: the flagfile and its include come from the installed configs.
-    result = _cli("check-data", f"--flagfile=configs/{config}.flags", "--tfds_name=",
-                  *_data_flags(tiny_coco), "--max_images=4", cwd=tmp_path)
+    result = keras_retina("check-data", f"--flagfile=configs/{config}.flags", "--tfds_name=",
+                          *_data_flags(tiny_coco), "--max_images=4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"image_size={size}" in result.stdout
 
@@ -268,7 +248,9 @@ def test_killed_again_and_again_deterministic_run_ends_with_the_same_weights(tmp
 
     args = ["train", *TINY_FLAGS, "--train_steps=45", "--checkpoint_every_steps=3", "--deterministic",
             "--scale_min=0.8", "--scale_max=1.2", *_data_flags(tiny_coco, val=False)]
-    result = _cli(*args, "--model_dir=straight", cwd=tmp_path)
+    # Every run in its own process, as the killed ones must be: a process of this suite has two
+    # logical CPUs (two replicas), a fresh one a single device, and the weights are compared exactly.
+    result = keras_retina(*args, "--model_dir=straight", cwd=tmp_path, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     index = tmp_path / "killed" / "checkpoints" / "checkpoint"
@@ -293,7 +275,7 @@ def test_killed_again_and_again_deterministic_run_ends_with_the_same_weights(tmp
             kills += 1
         process.wait()
     assert kills == 3, "training ran to the end before it could be killed three times"
-    result = _cli(*args, "--model_dir=killed", cwd=tmp_path)
+    result = keras_retina(*args, "--model_dir=killed", cwd=tmp_path, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "killed" / "summary.json").read_text())["steps"] == 45
     assert_same_final_weights(tmp_path / "straight", tmp_path / "killed", "ckpt-39")
@@ -336,7 +318,7 @@ def test_kill_while_a_checkpoint_is_written_leaves_the_latest_readable(tmp_path,
     latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
     assert latest.endswith("ckpt-6")  # the half-written ckpt-9 never became "latest"
     assert len(tf.train.load_checkpoint(latest).get_variable_to_shape_map()) > 20  # and ckpt-6 reads
-    result = _cli(*args, cwd=tmp_path)
+    result = keras_retina(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming from" in result.stdout and "ckpt-6 at step 6" in result.stdout
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 12
@@ -348,12 +330,12 @@ def test_cli_on_dirty_tfrecords(tmp_path):
     write_tfrecord(str(tmp_path / "dirty.tfrecord"), dirty_records())
     (tmp_path / "labels.json").write_text(json.dumps([{"id": 1, "name": "a"}]))
     data = ["--train_tfrecord=dirty.tfrecord", "--label_map=labels.json"]
-    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=2", *data, cwd=tmp_path)
+    result = keras_retina("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=2", *data, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "dirty.tfrecord record 0 (source_id 1): box [nan" in result.stderr and "--skip_bad_examples" in result.stderr
     assert "Traceback" not in result.stderr
-    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=2", "--skip_bad_examples", *data,
-                  cwd=tmp_path)
+    result = keras_retina("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=2", "--skip_bad_examples", *data,
+                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     start = result.stdout.split("Trained")[0]
     assert re.search(r"skipped\s+1 x cannot be decoded.*record 1 \(source_id 2\)", start), start
@@ -362,7 +344,7 @@ def test_cli_on_dirty_tfrecords(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert {kind: v["count"] for kind, v in summary["data"]["train"].items()} == DIRTY_RECORDS_COUNTS
 
-    result = _cli("check-data", "--image_size=64", *data, cwd=tmp_path)
+    result = keras_retina("check-data", "--image_size=64", *data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"ERROR\s+1 x cannot be decoded", result.stdout), result.stdout
     assert "read and decoded 4 images" in result.stdout  # 7 records, 1 undecodable, 2 sharing an id
@@ -378,7 +360,7 @@ def test_deterministic_tfrecord_training_resumes_to_the_same_weights(tmp_path):
     args = ["train", *TINY_FLAGS, "--checkpoint_every_steps=3", "--deterministic", "--skip_bad_examples",
             "--scale_min=0.8", "--scale_max=1.2", "--train_tfrecord=train.tfrecord", "--label_map=labels.json"]
     for run, steps in (("straight", 12), ("resumed", 6), ("resumed", 12)):
-        result = _cli(*args, f"--train_steps={steps}", f"--model_dir={run}", cwd=tmp_path)
+        result = keras_retina(*args, f"--train_steps={steps}", f"--model_dir={run}", cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming from" in result.stdout and "at step 6" in result.stdout
     assert_same_final_weights(tmp_path / "straight", tmp_path / "resumed", "ckpt-6")
@@ -387,19 +369,19 @@ def test_deterministic_tfrecord_training_resumes_to_the_same_weights(tmp_path):
 def test_cli_check_data_and_train_on_the_dirty_corpus(tmp_path):
     ann_path, images_dir, _ = write_corpus(str(tmp_path / "dirty"))
     data = [f"--train_annotations={ann_path}", f"--train_images={images_dir}"]
-    result = _cli("check-data", "--image_size=64", *data, cwd=tmp_path)
+    result = keras_retina("check-data", "--image_size=64", *data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for phrase in ("ERROR", "image file missing", "cannot be decoded", "truncated.png", "duplicate image id",
                    "box entirely outside", "Training on this data stops with an error"):
         assert phrase in result.stdout, phrase
 
-    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=3", *data, cwd=tmp_path)
+    result = keras_retina("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=3", *data, cwd=tmp_path)
     assert result.returncode == 2
     assert "missing.jpg" in result.stderr and "--skip_bad_examples" in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
-    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=3", "--skip_bad_examples", *data,
-                  cwd=tmp_path)
+    result = keras_retina("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=3", "--skip_bad_examples", *data,
+                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipped" in result.stdout and "Trained 3 steps" in result.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -417,8 +399,8 @@ def test_cli_names_a_file_that_only_fails_when_decoded(tiny_coco, tmp_path):
     with open(victim, "wb") as f:
         f.write(whole[: len(whole) // 2])
     data = [f"--train_annotations={ann_path}", f"--train_images={images_dir}"]
-    result = _cli("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=8", "--batch_size=16", *data,
-                  cwd=tmp_path)
+    result = keras_retina("train", *TINY_FLAGS, "--model_dir=run", "--train_steps=8", "--batch_size=16", *data,
+                          cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "cannot be decoded" in result.stderr and os.path.basename(victim) in result.stderr
     assert "Traceback" not in result.stderr
@@ -443,24 +425,24 @@ def test_own_data_in_voc_yolo_and_csv_through_the_commands(tmp_path, tiny_coco):
 
     other = synthetic.write_other_formats(tiny_coco, str(tmp_path / "formats"))
     voc = other["voc"]["train"][0]
-    result = _cli("train", *TINY_FLAGS, "--model_dir=voc_run", "--train_steps=4", "--checkpoint_every_steps=4",
-                  f"--train_annotations={voc}", "--val_fraction=0.3", cwd=tmp_path)
+    result = keras_retina("train", *TINY_FLAGS, "--model_dir=voc_run", "--train_steps=4", "--checkpoint_every_steps=4",
+                          f"--train_annotations={voc}", "--val_fraction=0.3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     held_out = json.loads((tmp_path / "voc_run" / "val_split.json").read_text())["validation_pictures"]
     summary = json.loads((tmp_path / "voc_run" / "summary.json").read_text())
     assert held_out and summary["steps"] == 4 and "AP" in summary["metrics"]
-    result = _cli("evaluate", "--model_dir=voc_run", cwd=tmp_path)  # the same held-out pictures again
+    result = keras_retina("evaluate", "--model_dir=voc_run", cwd=tmp_path)  # the same held-out pictures again
     assert result.returncode == 0 and f"on {len(held_out)} images" in result.stdout, result.stderr[-3000:]
-    result = _cli("export", "--model_dir=voc_run", "--export_dir=serving", cwd=tmp_path)
+    result = keras_retina("export", "--model_dir=voc_run", "--export_dir=serving", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for kind, extra in (("yolo", []), ("csv", [f"--val_annotations={other['csv']['val'][0]}"])):
-        result = _cli("train", *TINY_FLAGS, f"--model_dir={kind}_run", "--train_steps=2",
-                      f"--train_annotations={other[kind]['train'][0]}", *extra, cwd=tmp_path)
+        result = keras_retina("train", *TINY_FLAGS, f"--model_dir={kind}_run", "--train_steps=2",
+                              f"--train_annotations={other[kind]['train'][0]}", *extra, cwd=tmp_path)
         assert result.returncode == 0, (kind, result.stderr[-3000:])
         assert "AP50" in result.stdout, kind
-    result = _cli("check-data", "--image_size=64", f"--train_annotations={voc}", "--write_coco=voc.json",
-                  cwd=tmp_path)
+    result = keras_retina("check-data", "--image_size=64", f"--train_annotations={voc}", "--write_coco=voc.json",
+                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "voc.json").read_text())["annotations"] and "--train_images" in result.stdout
-    result = _cli("check-data", f"--train_annotations={tmp_path}", cwd=tmp_path)
+    result = keras_retina("check-data", f"--train_annotations={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2 and "none of" not in result.stderr and "folder without .xml" in result.stderr

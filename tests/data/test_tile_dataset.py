@@ -6,8 +6,6 @@ The hand-built picture is 300 x 400 with tiles of 200 and no overlap: windows (0
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +15,8 @@ from PIL import Image
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.tile_dataset import tile_boxes, tile_dataset
 
-from conftest import REPO, TINY
+from command_line import keras_retina
+from conftest import TINY
 
 BOXES = np.array([[10, 10, 50, 50],      # A: in the first tile only
                   [150, 150, 190, 250],  # B: across the border at x 200: half in each column
@@ -96,22 +95,17 @@ def test_tiles_and_their_coco_json_and_a_split_by_picture(tmp_path):
 def test_tile_data_then_train_on_the_tiles(tmp_path):
     """The command line: tile-data writes the tiles and says how to train on them; train runs on them."""
     annotations, folder = _dataset(tmp_path, count=4)
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", "tile-data",
-                             f"--train_annotations={annotations}", f"--train_images={folder}", "--tile=128",
-                             "--tile_overlap=0.25", "--tile_empty=drop",
-                             "--tiles_dir=tiles"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = keras_retina("tile-data", f"--train_annotations={annotations}", f"--train_images={folder}", "--tile=128",
+                          "--tile_overlap=0.25", "--tile_empty=drop", "--tiles_dir=tiles", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train: 4 pictures -> " in result.stdout and "Train on them: keras_retina train" in result.stdout
     coco = json.loads((tmp_path / "tiles" / "train.json").read_text())
     assert all(any(not a["iscrowd"] for a in coco["annotations"] if a["image_id"] == i["id"])
                for i in coco["images"])  # --tile_empty=drop
     flags = [f"--{k}={v}" for k, v in TINY.items() if k != "image_size"]
-    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", "train", *flags, "--image_size=128",
-                             "--train_annotations=tiles/train.json", "--train_images=tiles/train", "--train_steps=2",
-                             "--batch_size=2", "--reference_batch_size=2", "--lr_boundaries=", "--warmup_steps=0",
-                             "--model_dir=run", "--verbose=2"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = keras_retina("train", *flags, "--image_size=128", "--train_annotations=tiles/train.json",
+                          "--train_images=tiles/train", "--train_steps=2", "--batch_size=2", "--reference_batch_size=2",
+                          "--lr_boundaries=", "--warmup_steps=0", "--model_dir=run", "--verbose=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
 
@@ -119,7 +113,5 @@ def test_tile_data_then_train_on_the_tiles(tmp_path):
 @pytest.mark.parametrize("flag, message", [("--tile=0", "tile-data needs --tiles_dir"),
                                            ("--tile_rule=middle", "tile_rule")])
 def test_bad_tile_data_flags_are_one_line(tmp_path, flag, message):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", "tile-data", "--train_annotations=x.json",
-                             "--tiles_dir=t", flag], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = keras_retina("tile-data", "--train_annotations=x.json", "--tiles_dir=t", flag, cwd=tmp_path)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr

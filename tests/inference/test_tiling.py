@@ -8,9 +8,6 @@ to the pixel, and the tiled result can be checked against the true boxes.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +17,8 @@ from keras_retina.inference.tiling import detect_tiled, merge_cut_boxes
 from keras_retina.ops.large_picture import ArrayPicture
 from keras_retina.ops.tiles import tile_windows
 
-from conftest import REPO, make_tiny_model_dir
+from command_line import keras_retina
+from conftest import make_tiny_model_dir
 
 # (y0, x0, y1, x1, class): tile 256, overlap 0.25 -> windows start at 0, 192, 384, ... (stride 192)
 OBJECTS = [(20, 20, 40, 40, 1),       # inside the first tile only
@@ -105,11 +103,9 @@ def test_predict_tile_on_a_tiled_tiff(tmp_path, tiny_model_dir):
     drawing is the picture's preview."""
     tifffile.imwrite(tmp_path / "scan.tif", _picture()[:700, :900], photometric="rgb", tile=(256, 256),
                      compression="zlib")
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", "predict", f"--model_dir={tiny_model_dir}",
-                             "--tile=64", "--tile_overlap=0.25", "--tile_merge=merge", "--nms_score_threshold=0.0",
-                             "--tile_whole_picture", "scan.tif", "--output_dir=out"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = keras_retina("predict", f"--model_dir={tiny_model_dir}", "--tile=64", "--tile_overlap=0.25",
+                          "--tile_merge=merge", "--nms_score_threshold=0.0", "--tile_whole_picture", "scan.tif",
+                          "--output_dir=out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"scan.tif: 900 x 700, {len(tile_windows(700, 900, 64, 0.25))} tiles" in result.stdout
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())

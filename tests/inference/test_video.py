@@ -14,6 +14,7 @@ from keras_retina.data import synthetic
 from keras_retina.errors import DataError
 from keras_retina.inference.video import detect_video
 
+from command_line import keras_retina
 from conftest import REPO, make_tiny_model_dir
 
 av = pytest.importorskip("av")
@@ -48,8 +49,7 @@ def model_dir(tmp_path_factory):
 
 
 def _predict(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "keras_retina.cli", "predict", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=900)
+    return keras_retina("predict", *args, cwd=cwd)
 
 
 def test_each_frame_gets_the_detections_of_the_same_picture(tmp_path, model_dir):

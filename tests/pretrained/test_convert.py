@@ -17,10 +17,8 @@ RetinaNet.inference), not against detectron2 itself.
 Needs the optional `torch` extra (torch, torchvision, scikit-image); CI installs it.
 """
 
-import os
 import pickle
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -44,6 +42,7 @@ from keras_retina.modeling.model_config import ModelConfig  # noqa: E402
 from keras_retina.modeling.torchvision_anchors import TorchvisionAnchorGenerator  # noqa: E402
 from keras_retina.pretrained.convert import build_converted, convert  # noqa: E402
 
+from command_line import keras_retina  # noqa: E402
 from conftest import assert_same_detections  # noqa: E402
 
 TOLERANCE = 1e-3  # raw outputs, float32 (the issue's bound; measured values are printed)
@@ -572,9 +571,7 @@ def test_convert_refuses_an_existing_model_dir(detectron2_pair, tmp_path):
 
 # --------------------------------------------------------------------------- the commands
 def _cli(*args, cwd):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return keras_retina(*args, cwd=cwd)
 
 
 @pytest.mark.parametrize("torchvision_pair", ["v2"], indirect=True)

@@ -26,6 +26,7 @@ from keras_retina.errors import DataError, UsageError  # noqa: E402
 from keras_retina.model_dir import ModelDir  # noqa: E402
 from keras_retina.pretrained import registry  # noqa: E402
 
+from command_line import keras_retina  # noqa: E402
 from conftest import REPO  # noqa: E402
 
 REQUESTS = []
@@ -215,8 +216,7 @@ def test_torchvisions_imagenet_resnet_gives_torchvisions_features(home, publishe
 
 
 def _cli(*args, cwd, env):
-    return subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return keras_retina(*args, cwd=cwd, env=env)
 
 
 def test_predict_from_pretrained_and_backbone_weights_by_name(home, publisher, tmp_path):
