@@ -45,7 +45,7 @@ setup(
         "serving": SERVING,
         "litert": LITERT,
         "onnx": ONNX,
-        "test": ["pytest>=8"] + OFFICIAL + SERVING + LITERT + ONNX,
+        "test": ["pytest>=8", "pytest-xdist>=3.5"] + OFFICIAL + SERVING + LITERT + ONNX,
         "bench": ["keras-hub>=0.32,<0.33"] + OFFICIAL,
         # differential tests: files torch.save wrote (weight_files), torchvision RetinaNets next to converted
         # ones (test_convert, on skimage's astronaut photograph)

@@ -1,5 +1,6 @@
 """Test setup: quiet TensorFlow logs, two logical CPU devices (for MirroredStrategy), seeds."""
 
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -8,6 +9,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+# The time budget's hooks: the ten slowest tests and a warning past the budget, at the end of a run.
+from time_budget import pytest_runtest_logreport, pytest_sessionstart, pytest_terminal_summary  # noqa: E402, F401
 
 # Must run before TensorFlow initialises its devices: split the CPU into two
 # logical devices so tests can run a real two-replica MirroredStrategy.
@@ -23,10 +27,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checko
 TINY = dict(backbone="tiny", image_size=64, fpn_filters=16, head_filters=16, head_convs=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_between_modules():
+    """Module fixtures' values are garbage once their module ends: collected here, then what is
+    left is frozen again (below)."""
+    yield
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(1234)
     yield
+    # What a test leaves alive (imported modules, fixtures, the graphs TensorFlow keeps of every
+    # traced function) is moved out of the garbage collector's generations: a full collection
+    # would walk it again and again, and with millions of such objects it takes most of the time
+    # of the tests that trace models late in a run.
+    gc.collect()
+    gc.freeze()
 
 
 def assert_close(actual, expected, atol=1e-5, rtol=1e-5):
@@ -156,11 +176,46 @@ def make_tiny_model_dir(path, label_map=({"id": 1, "name": "a"}, {"id": 2, "name
     return str(path)
 
 
-@pytest.fixture
-def tiny_coco(tmp_path):
-    """A small COCO JSON dataset on disk: {"train": (json, images dir), "val": (...)}, with
+PETS = [{"id": 4, "name": "cat"}, {"id": 9, "name": "dog"}, {"id": 17, "name": "bird"}]
+
+
+def make_pets_model_dir(path):
+    """A model_dir as training leaves it (TINY at 128 px, the PETS label map); returns its model.
+    prior_probability=0.3 gives an untrained model many detections with varied scores, so
+    comparisons are not between empty results."""
+    from keras_retina import RetinaNet
+    from keras_retina.model_dir import ModelDir
+
+    model = RetinaNet(**{**TINY, "image_size": 128, "num_classes": 3, "prior_probability": 0.3})
+    run = ModelDir(path)
+    run.write_config({"model": model.config.to_json(), "train": {}, "data": {}})
+    run.write_label_map(PETS)
+    run.checkpoint_manager(tf.train.Checkpoint(model=model)).save(checkpoint_number=7)
+    return model
+
+
+@pytest.fixture(scope="session")
+def pets_saved_model(tmp_path_factory):
+    """(model, SavedModel path): `make_pets_model_dir`'s model exported once per run, for the tests
+    that only read it (the SavedModel's and the serving client's)."""
+    from keras_retina.deploy import saved_model
+
+    root = tmp_path_factory.mktemp("pets")
+    keras.utils.set_random_seed(3)
+    model = make_pets_model_dir(str(root / "model"))
+    return model, saved_model.export_saved_model(model, PETS, str(root / "serving" / "retinanet"))
+
+
+def write_tiny_coco(folder):
+    """A small COCO JSON dataset in `folder`: {"train": (json, images dir), "val": (...)}, with
     landscape, portrait and square pictures (three resize-policy buckets at the tiny model's 64)."""
     from keras_retina.data import synthetic
 
-    return synthetic.write_coco_dataset(str(tmp_path / "data"), num_train=16, num_val=8,
-                                        num_classes=3, sizes=((64, 96), (96, 64), (64, 64)), max_objects=2)
+    return synthetic.write_coco_dataset(str(folder), num_train=16, num_val=8, num_classes=3,
+                                        sizes=((64, 96), (96, 64), (64, 64)), max_objects=2)
+
+
+@pytest.fixture
+def tiny_coco(tmp_path):
+    """`write_tiny_coco` in the test's own folder (tests may change it)."""
+    return write_tiny_coco(tmp_path / "data")

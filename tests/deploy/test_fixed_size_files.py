@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -25,7 +23,8 @@ from keras_retina.model_dir import ModelDir
 from keras_retina.modeling import transform
 from keras_retina.modeling.transform import ResizePolicy
 
-from conftest import REPO, TINY, TINY_FLAGS, assert_same_detections
+from command_line import keras_retina
+from conftest import TINY, TINY_FLAGS, assert_same_detections
 
 DEMO_INPUT = (96, 128)  # the demo's landscape canvas: its 4:3 pictures go in at scale 1
 # The demo recipe, shortened: enough for AP50 ~0.9 on the demo's validation pictures in ~1 minute.
@@ -41,17 +40,11 @@ AP50_DROP = {"float16": 0.02, "dynamic": 0.02}
 INT8_AP50_SHARE = 0.95
 
 
-def _cli(*args, cwd, timeout=900):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The demo recipe trained for 300 steps (and exported as a SavedModel, as train does)."""
     root = tmp_path_factory.mktemp("demo")
-    result = _cli("train", *SHORT_DEMO, cwd=str(root))
+    result = keras_retina("train", *SHORT_DEMO, cwd=str(root))
     assert result.returncode == 0, result.stderr[-3000:]
     net, label_map, _, _ = ModelDir(str(root / "runs/demo")).load_model()
     saved_model = tf.saved_model.load(str(root / "runs/demo/export/demo/1"))
@@ -331,11 +324,12 @@ def test_hostile_files_are_refused_naming_them(tmp_path, demo_files):
 
 
 def _random_r50(tmp_path):
-    """A random ResNet-50 RetinaNet (the paper's FPN and heads, 3 classes); prior 0.3 gives it many
-    detections with varied scores."""
+    """A random ResNet-50 RetinaNet (3 classes; the paper's FPN and heads, narrowed to 64 channels:
+    the ResNet's BatchNorm layers are what this model adds to the tiny ones' checks); prior 0.3
+    gives it many detections with varied scores."""
     tf.keras.utils.set_random_seed(5)
     model = RetinaNet(num_classes=3, backbone="resnet50", image_size=128, backbone_weights=None,
-                      prior_probability=0.3)
+                      fpn_filters=64, head_filters=64, prior_probability=0.3)
     label_map = [{"id": 1, "name": "a"}, {"id": 5, "name": "b"}, {"id": 7, "name": "c"}]
     path = export.export_saved_model(model, label_map, str(tmp_path / "serving"))
     return model, label_map, tf.saved_model.load(path)
@@ -358,16 +352,16 @@ def test_random_resnet50_files_detect_what_its_saved_model_detects(tmp_path):
 def test_export_predict_evaluate_through_the_cli(demo, tmp_path):
     root = str(demo["root"])
     model_dir = os.path.join(root, "runs/demo")
-    result = _cli("export", f"--model_dir={model_dir}", "--format=tflite", "--quantize=int8",
-                  "--calibration_count=20", f"--export_dir={tmp_path}", cwd=root)
+    result = keras_retina("export", f"--model_dir={model_dir}", "--format=tflite", "--quantize=int8",
+                          "--calibration_count=20", f"--export_dir={tmp_path}", cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Calibrating int8 on 20 pictures of" in result.stdout
     assert "all builtin" in result.stdout and "NON_MAX_SUPPRESSION_V5" in result.stdout
     int8_path = os.path.join(str(tmp_path), "retinanet_128x128_int8.tflite")  # the default: a square of L
     assert os.path.isfile(int8_path)
     onnx_path = os.path.join(str(tmp_path), "demo.onnx")
-    result = _cli("export", f"--model_dir={model_dir}", "--format=onnx", "--input_size=96,128",
-                  f"--output={onnx_path}", cwd=root)
+    result = keras_retina("export", f"--model_dir={model_dir}", "--format=onnx", "--input_size=96,128",
+                          f"--output={onnx_path}", cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     # predict: the same 4:3 pictures through the ONNX file (letterboxed at scale 1/2, no padding) and
     # through the SavedModel (its resize policy: scale 1/2) give the same detections
@@ -376,7 +370,7 @@ def test_export_predict_evaluate_through_the_cli(demo, tmp_path):
     outputs = []
     for flag in (f"--model={onnx_path}", f"--saved_model={model_dir}/export/demo/1"):
         out = str(tmp_path / ("onnx" if flag.startswith("--model=") else "saved"))
-        result = _cli("predict", flag, f"--output_dir={out}", *landscape, cwd=root)
+        result = keras_retina("predict", flag, f"--output_dir={out}", *landscape, cwd=root)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.append(json.load(open(os.path.join(out, "detections.json"))))
         assert sorted(os.listdir(out)) == sorted([os.path.basename(p) for p in landscape] + ["detections.json"])
@@ -386,7 +380,7 @@ def test_export_predict_evaluate_through_the_cli(demo, tmp_path):
         same = [a for a in from_onnx if (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
                 and abs(a["score"] - b["score"]) < 1e-3]
         assert same and min(np.abs(np.subtract(a["bbox"], b["bbox"])).max() for a in same) < 0.5, b
-    result = _cli("evaluate", f"--model={int8_path}", f"--model_dir={model_dir}", cwd=root)
+    result = keras_retina("evaluate", f"--model={int8_path}", f"--model_dir={model_dir}", cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "COCO evaluation of" in result.stdout and "(int8, input 128x128)" in result.stdout
     metrics = json.load(open(int8_path + ".metrics.json"))
@@ -403,8 +397,8 @@ def test_export_predict_evaluate_through_the_cli(demo, tmp_path):
     (["--format=onnx", "--version=3"], "--version=3 numbers SavedModels"),
 ])
 def test_bad_export_flags_are_refused_naming_them(demo, tmp_path, args, message):
-    result = _cli("export", f"--model_dir={demo['root']}/runs/demo", f"--export_dir={tmp_path}", *args,
-                  cwd=str(tmp_path))
+    result = keras_retina("export", f"--model_dir={demo['root']}/runs/demo", f"--export_dir={tmp_path}", *args,
+                          cwd=str(tmp_path))
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
 
@@ -433,7 +427,8 @@ def test_a_model_with_torchvision_conventions_exports_too(tmp_path):
 
 
 def test_train_checks_its_export_flags_before_training(tmp_path):
-    result = _cli("train", "--flagfile=configs/demo.flags", "--format=onnx", "--quantize=int8", cwd=str(tmp_path))
+    result = keras_retina("train", "--flagfile=configs/demo.flags", "--format=onnx", "--quantize=int8",
+                          cwd=str(tmp_path))
     assert result.returncode == 2 and "--quantize=int8 is for --format=tflite" in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing trained
 
@@ -442,9 +437,9 @@ def test_train_refuses_to_write_over_an_existing_file_before_training(tiny_coco,
     (tmp_path / "out").mkdir()
     # TINY: S 64, L round(5/3 S) = 107, up to 32: 128
     (tmp_path / "out" / "retinanet_128x128.onnx").write_bytes(b"a user's file")
-    result = _cli("train", *TINY_FLAGS, "--train_steps=2", f"--train_annotations={tiny_coco['train'][0]}",
-                  f"--train_images={tiny_coco['train'][1]}", "--model_dir=run", "--export_dir=out", "--format=onnx",
-                  cwd=str(tmp_path))
+    result = keras_retina("train", *TINY_FLAGS, "--train_steps=2", f"--train_annotations={tiny_coco['train'][0]}",
+                          f"--train_images={tiny_coco['train'][1]}", "--model_dir=run", "--export_dir=out",
+                          "--format=onnx", cwd=str(tmp_path))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "retinanet_128x128.onnx exists already" in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before training
@@ -453,14 +448,15 @@ def test_train_refuses_to_write_over_an_existing_file_before_training(tiny_coco,
 
 def test_a_file_cannot_be_written_where_a_folder_is_needed(demo, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
-    result = _cli("export", f"--model_dir={demo['root']}/runs/demo", "--format=onnx",
-                  f"--output={tmp_path}/taken/model.onnx", cwd=str(tmp_path))
+    result = keras_retina("export", f"--model_dir={demo['root']}/runs/demo", "--format=onnx",
+                          f"--output={tmp_path}/taken/model.onnx", cwd=str(tmp_path))
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"cannot make {tmp_path}/taken for {tmp_path}/taken/model.onnx" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_predict_with_a_file_refuses_postprocessing_flags(demo_files, tmp_path):
-    result = _cli("predict", f"--model={demo_files['none']}", "--max_detections=5", "photo.jpg", cwd=str(tmp_path))
+    result = keras_retina("predict", f"--model={demo_files['none']}", "--max_detections=5", "photo.jpg",
+                          cwd=str(tmp_path))
     assert result.returncode == 2
     assert "--max_detections: a LiteRT / ONNX file's postprocessing was fixed when it was exported" in result.stderr

@@ -6,43 +6,25 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_retina import RetinaNet
 from keras_retina.deploy import saved_model as export
 from keras_retina.errors import UsageError
-from keras_retina.model_dir import ModelDir
 from keras_retina.modeling import transform
 
-from conftest import REPO, TINY, assert_close
+from command_line import keras_retina
+from conftest import PETS, REPO, assert_close, make_pets_model_dir
 from picture_files import gif, huge_png, png, random_pictures
 
-LABEL_MAP = [{"id": 4, "name": "cat"}, {"id": 9, "name": "dog"}, {"id": 17, "name": "bird"}]
-
-
-def make_model_dir(path):
-    """A model_dir as training leaves it. prior_probability=0.3 gives an untrained model many
-    detections with varied scores, so comparisons are not between empty results."""
-    kwargs = {**TINY, "image_size": 128, "num_classes": 3, "prior_probability": 0.3}
-    model = RetinaNet(**kwargs)
-    run = ModelDir(path)
-    run.write_config({"model": model.config.to_json(), "train": {}, "data": {}})
-    run.write_label_map(LABEL_MAP)
-    run.checkpoint_manager(tf.train.Checkpoint(model=model)).save(checkpoint_number=7)
-    return model
+LABEL_MAP = PETS
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    keras.utils.set_random_seed(3)
-    model = make_model_dir(str(root / "model"))
-    path = export.export_saved_model(model, LABEL_MAP, str(root / "serving" / "retinanet"))
-    return model, path
+def exported(pets_saved_model):
+    return pets_saved_model
 
 
 def _expected(model, array):
@@ -183,7 +165,7 @@ def test_exports_take_turns_and_leftovers_are_replaced(exported, tmp_path):
     path = export.export_saved_model(model, LABEL_MAP, str(base))
     assert path == str(base / "1") and not (base / "1.partial").exists()
     assert (base / "1" / "saved_model.pb").is_file() and not (base / "1" / "junk").exists()
-    make_model_dir(str(tmp_path / "model"))
+    make_pets_model_dir(str(tmp_path / "model"))
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, "-m", "keras_retina.cli", "export", "--model_dir=model", "--export_dir=base"]
     both = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -205,22 +187,16 @@ def test_postprocessing_set_at_export_time(exported, tmp_path):
     assert np.all(out["detection_scores"][0, :n].numpy() > 0.3)
 
 
-def _cli(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def test_export_and_predict_commands(tmp_path):
-    make_model_dir(str(tmp_path / "model"))
-    result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", cwd=tmp_path)
+    make_pets_model_dir(str(tmp_path / "model"))
+    result = keras_retina("export", "--model_dir=model", "--export_dir=serving/pets", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--model_name=pets" in result.stdout and (tmp_path / "serving" / "pets" / "1").is_dir()
     for name, array in zip(("a.jpg", "b.png"), random_pictures()):
         Image.fromarray(array).save(tmp_path / name)
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    result = _cli("predict", "--saved_model=serving/pets/1", "--output_dir=out", "--score_threshold=0.3",
-                  "a.jpg", "broken.jpg", "b.png", cwd=tmp_path)
+    result = keras_retina("predict", "--saved_model=serving/pets/1", "--output_dir=out", "--score_threshold=0.3",
+                          "a.jpg", "broken.jpg", "b.png", cwd=tmp_path)
     assert result.returncode == 1  # one image failed, the others were done
     assert "broken.jpg: cannot read this image" in result.stderr
     assert (tmp_path / "out" / "a.jpg").is_file() and (tmp_path / "out" / "b.png").is_file()
@@ -234,17 +210,17 @@ def test_export_and_predict_commands(tmp_path):
     (tmp_path / "more").mkdir()
     Image.fromarray(random_pictures()[0]).save(tmp_path / "more" / "b.png")
     originals = {name: (tmp_path / name).read_bytes() for name in ("b.png", "more/b.png")}
-    result = _cli("predict", "--model_dir=model", "--output_dir=.", "b.png", "more/b.png", cwd=tmp_path)
+    result = keras_retina("predict", "--model_dir=model", "--output_dir=.", "b.png", "more/b.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert {name: (tmp_path / name).read_bytes() for name in originals} == originals
     assert (tmp_path / "b-2.png").is_file() and (tmp_path / "b-3.png").is_file()
     assert {d["file_name"] for d in json.loads((tmp_path / "detections.json").read_text())} <= {"b.png"}
-    result = _cli("predict", "--model_dir=model", "--saved_model=serving/pets/1", "b.png", cwd=tmp_path)
+    result = keras_retina("predict", "--model_dir=model", "--saved_model=serving/pets/1", "b.png", cwd=tmp_path)
     assert result.returncode == 2 and "both name a model" in result.stderr
     # A bfloat16 export of the same float32 checkpoint: its convolutions run in bfloat16 and
     # its answers agree with the float32 export to bfloat16's precision.
-    result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2",
-                  "--mixed_precision=bfloat16", cwd=tmp_path)
+    result = keras_retina("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2",
+                          "--mixed_precision=bfloat16", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(mixed_bfloat16)" in result.stdout
     encoded = tf.constant([(tmp_path / "a.jpg").read_bytes()])
@@ -254,7 +230,7 @@ def test_export_and_predict_commands(tmp_path):
     assert _conv_dtypes(tmp_path / "serving" / "pets" / "2") == {"DT_BFLOAT16"}
     assert _conv_dtypes(tmp_path / "serving" / "pets" / "1") == {"DT_FLOAT"}
     # TF Serving versions are immutable: re-exporting an existing version is a clear error.
-    result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2", cwd=tmp_path)
+    result = keras_retina("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2", cwd=tmp_path)
     assert result.returncode == 2 and "exists already" in result.stderr
 
 
@@ -279,7 +255,7 @@ main.run()
 
 
 def test_a_crash_in_the_middle_of_predict_keeps_what_was_done(tmp_path):
-    make_model_dir(str(tmp_path / "model"))
+    make_pets_model_dir(str(tmp_path / "model"))
     for name, array in zip(("a.jpg", "b.png", "c.jpg"), random_pictures()):
         Image.fromarray(array).save(tmp_path / name)
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -385,11 +361,11 @@ def test_image_tensor_signature_on_empty_and_pixel_less_inputs(exported):
 def test_checkpoint_missing_weights_is_an_error_not_a_random_network(tmp_path):
     """A checkpoint that does not cover the model (older version, edited config.json) must not
     be exported or evaluated with silently random layers."""
-    make_model_dir(str(tmp_path / "model"))
+    make_pets_model_dir(str(tmp_path / "model"))
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     config["model"]["head_convs"] = 3  # one more conv per subnet than the checkpoint holds
     (tmp_path / "model" / "config.json").write_text(json.dumps(config))
-    result = _cli("export", "--model_dir=model", "--export_dir=serving/pets", cwd=tmp_path)
+    result = keras_retina("export", "--model_dir=model", "--export_dir=serving/pets", cwd=tmp_path)
     assert result.returncode == 2
     assert "does not hold every weight of the model" in result.stderr
     assert not (tmp_path / "serving").exists()

@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from conftest import REPO, assert_close
 from picture_files import png, random_pictures
-from test_saved_model import make_model_dir
 
 
 def _client():
@@ -22,14 +21,8 @@ def _client():
 
 
 @pytest.fixture(scope="module")
-def signature(tmp_path_factory):
-    from keras_retina.deploy import saved_model as export
-
-    root = tmp_path_factory.mktemp("client")
-    model = make_model_dir(str(root / "model"))
-    path = export.export_saved_model(model, [{"id": 4, "name": "cat"}, {"id": 9, "name": "dog"},
-                                             {"id": 17, "name": "bird"}], str(root / "serving"))
-    return tf.saved_model.load(path).signatures["serving_default"]
+def signature(pets_saved_model):
+    return tf.saved_model.load(pets_saved_model[1]).signatures["serving_default"]
 
 
 def _rest_server(signature, body):

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -17,7 +18,8 @@ from keras_retina.modeling.retinanet import RetinaNet
 from keras_retina.training import fine_tuning, trainer
 from keras_retina.training.train_config import TrainConfig
 
-from conftest import REPO, TINY
+from command_line import keras_retina
+from conftest import TINY, write_tiny_coco
 
 # The source model differs from TINY in every architecture setting a user could have changed.
 SOURCE = dict(TINY, fpn_filters=32, head_filters=32, head_convs=2, head_norm="group_norm", num_scales=2,
@@ -40,10 +42,14 @@ def _rename(annotations, names):
     return annotations
 
 
-@pytest.fixture
-def source_dir(tmp_path, tiny_coco):
-    """A trained source model_dir (classes red_square, green_disc, blue_triangle)."""
-    data = DataConfig(train_annotations=tiny_coco["train"][0], train_images=tiny_coco["train"][1])
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory):
+    """A trained source model_dir (classes red_square, green_disc, blue_triangle), trained once for
+    the tests of this module, which only read it."""
+    tmp_path = tmp_path_factory.mktemp("fine_tuning")
+    keras.utils.set_random_seed(1234)  # as the tests' own seed: the same model whichever test asks first
+    coco = write_tiny_coco(tmp_path / "data")
+    data = DataConfig(train_annotations=coco["train"][0], train_images=coco["train"][1])
     model_dir = str(tmp_path / "source")
     trainer.train(model_dir, ModelConfig(**SOURCE), _train_config(2), open_sources(data), data)
     return model_dir
@@ -116,18 +122,12 @@ def test_init_from_a_folder_that_is_not_a_model_dir(tmp_path):
 def test_train_init_from_on_the_command_line(source_dir, tmp_path, tiny_coco):
     """`keras_retina train --init_from=DIR` as a user runs it: the start-up line names the classes
     carried over; the flags' architecture (TINY's) gives way to DIR's."""
-    import os
-    import subprocess
-    import sys
-
     from conftest import TINY_FLAGS
 
-    repo = REPO
     args = ["train", *TINY_FLAGS, f"--init_from={source_dir}", "--model_dir=fine", "--train_steps=2",
             "--checkpoint_every_steps=2", f"--train_annotations={tiny_coco['train'][0]}",
             f"--train_images={tiny_coco['train'][1]}"]
-    result = subprocess.run([sys.executable, "-m", "keras_retina.cli", *args], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = keras_retina(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert ("classifier rows carried over for 3 class(es): red_square, green_disc, blue_triangle; new: none"
             in result.stdout), result.stdout[-2000:]
