@@ -1,11 +1,15 @@
 """Renders docs/benchmarks.md (and the README's demo figures) from benchmarks/results/*.json.
 
-    python benchmarks/render.py            # writes docs/benchmarks.md and README.md's results block
-    python benchmarks/render.py --check    # exit 1 when either is not what the results give (CI)
+    python benchmarks/render.py            # writes docs/benchmarks.md, README.md's results block and
+                                           # the sections other pages hold
+    python benchmarks/render.py --check    # exit 1 when any is not what the results give (CI)
 
 Each results file (`results.py`) becomes a section: its title, what was measured, the machine
 (CPU and the instruction-set flags that decide speed), versions, the command that reproduces it,
-its tables and notes. Sections follow SECTIONS; a results file not named there goes last.
+its tables and notes. Sections follow SECTIONS; a results file not named there goes last. A
+results file with a "page" (e.g. the test durations: docs/testing.md) is rendered into that page,
+between its `<!-- results-section:NAME -->` and `<!-- /results-section:NAME -->` lines, and not
+into docs/benchmarks.md.
 """
 
 import argparse
@@ -63,8 +67,24 @@ def section(document):
 
 
 def render_page(documents):
+    documents = {name: document for name, document in documents.items() if not document.get("page")}
     order = [name for name in SECTIONS if name in documents] + sorted(set(documents) - set(SECTIONS))
     return HEADER + "\n" + "\n".join(section(documents[name]) for name in order)
+
+
+def render_sections(text, documents):
+    """A page with its `<!-- results-section:NAME -->` blocks filled with results NAME's section
+    (its heading one level down, under the page's own)."""
+    out, rest = [], text
+    while "<!-- results-section:" in rest:
+        before, marker = rest.split("<!-- results-section:", 1)
+        name = marker.split(" -->", 1)[0]
+        end = f"<!-- /results-section:{name} -->"
+        _, after = marker.split(end, 1)
+        body = "#" + section(documents[name]) if name in documents else f"(no results/{name}.json yet)\n"
+        out += [before, f"<!-- results-section:{name} -->\n{body}{end}"]
+        rest = after
+    return "".join(out) + rest
 
 
 def render_readme(text, documents):
@@ -89,6 +109,10 @@ def main():
     with open(README, encoding="utf-8") as f:
         readme = f.read()
     wanted = {PAGE: render_page(documents), README: render_readme(readme, documents)}
+    for page in sorted({document["page"] for document in documents.values() if document.get("page")}):
+        path = os.path.join(ROOT, page)
+        with open(path, encoding="utf-8") as f:
+            wanted[path] = render_sections(f.read(), documents)
     stale = []
     for path, text in wanted.items():
         current = open(path, encoding="utf-8").read() if os.path.exists(path) else None
@@ -101,7 +125,7 @@ def main():
         print(f"{', '.join(stale)} not rendered from benchmarks/results/: run python benchmarks/render.py",
               file=sys.stderr)
         return 1
-    print(("rendered " + ", ".join(stale)) if stale else "docs/benchmarks.md and README.md are current")
+    print(("rendered " + ", ".join(stale)) if stale else "the rendered pages are current")
     return 0
 
 

@@ -6,7 +6,8 @@
      "versions": {"python", "tensorflow", "keras", ...},
      "source": how the figures were obtained (a run of the command, or where they were transcribed from),
      "tables": [{"caption", "columns": [...], "rows": [[...], ...]}], "notes": [sentences with figures],
-     "figures": {...: the raw measurements}, "readme": optional line for README.md's results block}
+     "figures": {...: the raw measurements}, "readme": optional line for README.md's results block,
+     "page": optional, the documentation page its section is rendered into instead of docs/benchmarks.md}
 
 `write(name, ...)` records a run of the calling script; `docs/benchmarks.md` is rendered from
 these files by `render.py` (CI checks that the rendered page is current).
@@ -54,7 +55,7 @@ def versions():
 
 
 def write(name, title, description, tables, notes=(), figures=None, readme=None, command=None,
-          source="a run of the command"):
+          source="a run of the command", page=None):
     """Writes results/<name>.json for this run (module docstring); returns its path."""
     command = command or " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
     document = {"benchmark": name, "title": title, "description": description,
@@ -63,6 +64,8 @@ def write(name, title, description, tables, notes=(), figures=None, readme=None,
                 "figures": figures or {}}
     if readme:
         document["readme"] = readme
+    if page:
+        document["page"] = page
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{name}.json")
     with open(path, "w", encoding="utf-8") as f:

@@ -1,0 +1,81 @@
+"""The test suite's durations as a results file (rendered into docs/testing.md).
+
+    python -m pytest -q tests --junitxml=durations.xml      # the README's test command, plus the XML
+    python benchmarks/test_durations.py durations.xml --wall=MINUTES_AND_SECONDS [--workers=N]
+
+Reads pytest's JUnit XML (each test's time is its setup, call and teardown; a shared fixture's
+build counts towards the first test that uses it) and writes results/test_durations.json: the
+slowest 30 tests, the time by package (tests/<package>/), the collected, passed, skipped and
+failed counts, and every test's duration in "figures" for comparisons between runs.
+"""
+
+import argparse
+import collections
+import os
+import sys
+import xml.etree.ElementTree as ElementTree  # pytest's own output, not a file a user hands us
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results  # noqa: E402
+
+
+def read_junit(path):
+    """[(test id, seconds, outcome)] from pytest's JUnit XML; outcome passed|skipped|failed."""
+    tests = []
+    for case in ElementTree.parse(path).getroot().iter("testcase"):
+        module = case.get("classname", "").replace(".", "/")
+        name = f"{module}.py::{case.get('name')}"
+        outcome = "passed"
+        if case.find("skipped") is not None:
+            outcome = "skipped"
+        elif case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        tests.append((name, float(case.get("time", 0.0)), outcome))
+    return tests
+
+
+def package(test_id):
+    """tests/modeling/test_anchors.py::x -> "modeling"; top-level test files -> "(top level)"."""
+    parts = test_id.split("::")[0].split("/")
+    return parts[1] if len(parts) > 2 else "(top level)"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("junit_xml")
+    parser.add_argument("--wall", required=True, help="the run's wall-clock time, as M:SS")
+    parser.add_argument("--workers", type=int, default=1, help="pytest-xdist workers (1: none)")
+    parser.add_argument("--command", default="python -m pytest -q tests --junitxml=durations.xml")
+    parser.add_argument("--note", action="append", default=[], help="a sentence for the notes (e.g. an earlier run)")
+    args = parser.parse_args()
+    tests = read_junit(args.junit_xml)
+    minutes, seconds = args.wall.split(":")
+    wall = int(minutes) * 60 + int(seconds)
+    total = sum(seconds for _, seconds, _ in tests)
+    counts = collections.Counter(outcome for _, _, outcome in tests)
+    by_package = collections.defaultdict(lambda: [0, 0.0])
+    for name, seconds, _ in tests:
+        by_package[package(name)][0] += 1
+        by_package[package(name)][1] += seconds
+    slowest = sorted(tests, key=lambda test: -test[1])[:30]
+    tables = [
+        {"caption": "Time by package (tests/<package>/)", "columns": ["package", "tests", "seconds", "share"],
+         "rows": [[name, count, f"{seconds:.0f}", f"{seconds / total:.0%}"]
+                  for name, (count, seconds) in sorted(by_package.items(), key=lambda item: -item[1][1])]},
+        {"caption": "The slowest 30 tests (setup + call + teardown)", "columns": ["test", "seconds"],
+         "rows": [[f"`{name}`", f"{seconds:.1f}"] for name, seconds, _ in slowest]},
+    ]
+    workers = f"{args.workers} pytest-xdist workers" if args.workers > 1 else "one process"
+    notes = [f"{len(tests)} tests collected: {counts['passed']} passed, {counts['skipped']} skipped, "
+             f"{counts['failed']} failed; {wall // 60} min {wall % 60:02d} s wall clock on {workers} "
+             f"({total:.0f} s of test time added up)."] + args.note
+    results.write("test_durations", "Test suite durations",
+                  "The README's test command with the extras CI installs (`test` and `torch`), on a fresh clone; "
+                  "installs not counted.", tables, notes=notes, command=args.command,
+                  figures={"wall_seconds": wall, "workers": args.workers, "counts": dict(counts),
+                           "tests": {name: round(seconds, 2) for name, seconds, _ in tests}},
+                  page="docs/testing.md")
+
+
+if __name__ == "__main__":
+    main()
