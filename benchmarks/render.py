@@ -72,33 +72,31 @@ def render_page(documents):
     return HEADER + "\n" + "\n".join(section(documents[name]) for name in order)
 
 
+def _fill(text, tag, content):
+    """`text` with each `<!-- TAG:NAME -->` ... `<!-- /TAG:NAME -->` block's inside replaced by
+    content(NAME) (a string ending in a newline)."""
+    out, rest = [], text
+    while f"<!-- {tag}:" in rest:
+        before, marker = rest.split(f"<!-- {tag}:", 1)
+        name = marker.split(" -->", 1)[0]
+        end = f"<!-- /{tag}:{name} -->"
+        _, after = marker.split(end, 1)
+        out += [before, f"<!-- {tag}:{name} -->\n{content(name)}{end}"]
+        rest = after
+    return "".join(out) + rest
+
+
 def render_sections(text, documents):
     """A page with its `<!-- results-section:NAME -->` blocks filled with results NAME's section
     (its heading one level down, under the page's own)."""
-    out, rest = [], text
-    while "<!-- results-section:" in rest:
-        before, marker = rest.split("<!-- results-section:", 1)
-        name = marker.split(" -->", 1)[0]
-        end = f"<!-- /results-section:{name} -->"
-        _, after = marker.split(end, 1)
-        body = "#" + section(documents[name]) if name in documents else f"(no results/{name}.json yet)\n"
-        out += [before, f"<!-- results-section:{name} -->\n{body}{end}"]
-        rest = after
-    return "".join(out) + rest
+    return _fill(text, "results-section", lambda name: "#" + section(documents[name]) if name in documents
+                 else f"(no results/{name}.json yet)\n")
 
 
 def render_readme(text, documents):
     """README.md with its `<!-- results:NAME -->` blocks filled from results NAME's "readme" line."""
-    out, rest = [], text
-    while "<!-- results:" in rest:
-        before, marker = rest.split("<!-- results:", 1)
-        name = marker.split(" -->", 1)[0]
-        end = f"<!-- /results:{name} -->"
-        _, after = marker.split(end, 1)
-        line = documents[name]["readme"] if name in documents else f"(no results/{name}.json yet)"
-        out += [before, f"<!-- results:{name} -->\n{line}\n{end}"]
-        rest = after
-    return "".join(out) + rest
+    return _fill(text, "results", lambda name: (documents[name]["readme"] if name in documents
+                                                else f"(no results/{name}.json yet)") + "\n")
 
 
 def main():
