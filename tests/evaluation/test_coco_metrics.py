@@ -111,3 +111,27 @@ def test_format_metrics_lists_every_number():
     metrics = {**dict.fromkeys(coco_metrics.METRIC_NAMES, 0.5), "per_class_AP": {"cat": 0.25}}
     text = coco_metrics.format_metrics(metrics)
     assert all(n in text for n in coco_metrics.METRIC_NAMES) and "cat" in text and "0.250" in text
+
+
+def test_detect_is_compiled_once_per_model_and_held_weakly():
+    """Evaluations during training reuse one graph: the same function for the same model, traced
+    at most for the exact and then the relaxed shapes, and gone with its model."""
+    import gc
+    import weakref
+
+    import tensorflow as tf
+
+    from keras_retina import RetinaNet
+
+    from conftest import TINY
+
+    model = RetinaNet(**TINY, num_classes=2)
+    detect = coco_metrics.compiled_detect(model)
+    assert coco_metrics.compiled_detect(model) is detect
+    for shape in ((2, 64, 96), (2, 96, 64), (2, 64, 64), (2, 64, 96), (2, 96, 64)):
+        detect(tf.zeros((*shape, 3)), tf.constant([shape[1:]] * 2))
+    assert detect.experimental_get_tracing_count() <= 2
+    held = weakref.ref(model)
+    del model, detect
+    gc.collect()
+    assert held() is None and not coco_metrics._COMPILED
