@@ -23,8 +23,7 @@ import os
 import shutil
 
 import numpy as np
-
-from keras_retina.ops import boxes as box_lib
+from pycocotools import mask as mask_utils
 
 # class id -> (shape, RGB colour)
 CLASSES = (
@@ -55,8 +54,7 @@ def make_example(rng, size, num_classes=3, max_objects=3, min_side=0.2, max_side
             h, w = rng.uniform(min_side, max_side, 2) * min(height, width)
             y0, x0 = rng.uniform(0, height - h), rng.uniform(0, width - w)
             box = np.array([y0, x0, y0 + h, x0 + w], np.float32)
-            if not boxes or np.asarray(
-                    box_lib.pairwise_iou(box[None], np.stack(boxes))).max() <= max_overlap:
+            if _most_overlap(box, boxes) <= max_overlap:
                 break
         else:
             continue
@@ -66,6 +64,16 @@ def make_example(rng, size, num_classes=3, max_objects=3, min_side=0.2, max_side
         classes.append(cls)
     return (image.astype(np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4),
             np.asarray(classes, np.int32))
+
+
+def _most_overlap(box, others):
+    """The highest IoU of yxyx `box` with any of the yxyx `others` (0 with none), by pycocotools on
+    the CPU: a TensorFlow op per placement attempt would cost more than drawing the picture."""
+    if not others:
+        return 0.0
+    # pycocotools reads the arrays' memory row by row: build them C-ordered
+    xywh = np.array([[x0, y0, x1 - x0, y1 - y0] for y0, x0, y1, x1 in [box, *others]], np.float64)
+    return float(np.max(mask_utils.iou(xywh[:1], xywh[1:], np.zeros(len(others), np.uint8))))
 
 
 def _draw(image, box, shape, colour):
@@ -277,7 +285,7 @@ def make_hard_example(rng, size=256, num_classes=6, objects=(5, 15), sides=(10, 
             side = rng.uniform(*sides, 2)
             y0, x0 = rng.uniform(0, height - side[0]), rng.uniform(0, width - side[1])
             box = np.array([y0, x0, y0 + side[0], x0 + side[1]], np.float32)
-            if not placed or np.asarray(box_lib.pairwise_iou(box[None], np.stack(placed))).max() <= 0.05:
+            if _most_overlap(box, placed) <= 0.05:
                 break
         else:
             continue
