@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "keras_retina" / "__init__.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "keras_retina" / "version.py").read_text()).group(1)
 
 # tf-models-official 2.20 (the reference implementation the tests compare against)
 # requires tensorflow~=2.20.0, so that is the TensorFlow we support and test.

@@ -6,8 +6,6 @@ so `keras.saving.load_model("model.keras")` works after `import keras_retina`; t
 deployment and conversion functions are imported when first used.
 """
 
-__version__ = "0.2.0"
-
 import importlib
 
 from keras_retina.errors import DataError, UsageError
@@ -23,6 +21,7 @@ from keras_retina.modeling.model_config import ModelConfig
 from keras_retina.modeling.retinanet import RetinaNet
 from keras_retina.modeling.transform import ResizePolicy, letterbox, to_model_input, to_original, to_picture
 from keras_retina.training.optimizer import WarmupPiecewiseSchedule
+from keras_retina.version import __version__
 
 
 def _from_pretrained(cls, name):
@@ -84,6 +83,7 @@ def __dir__():
 
 
 __all__ = [  # noqa: RUF022 - grouped: the eagerly imported names, then the lazy ones
+    "__version__",
     "AnchorGenerator", "BACKBONES", "BACKGROUND", "DataError", "DetectionDecoder", "FeaturePyramid", "FocalLoss",
     "FocalStarLoss", "IGNORE", "LabelEncoder", "ModelConfig", "PredictionHead", "ResizePolicy", "RetinaNet",
     "SmoothL1Loss", "UsageError", "WarmupPiecewiseSchedule", "build_backbone", "build_parts", "generate_anchors",

@@ -16,11 +16,11 @@ checked, DataError naming the file when one is missing or malformed.
 
 import json
 
-from keras_retina import __version__
 from keras_retina.deploy.fixed_size_detector import INPUT_NAME, MAX_SIDE
 from keras_retina.errors import DataError
 from keras_retina.modeling import detection_decoder
 from keras_retina.modeling.transform import ResizePolicy
+from keras_retina.version import __version__
 
 KEY = "keras_retina"
 FORMAT = "keras_retina.detector/1"
