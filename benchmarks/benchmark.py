@@ -135,7 +135,7 @@ def scaling_report(args):
     rng = np.random.default_rng(0)
     size = args.image_size
     print(f"\nHow cost grows (ours, {size} px unless stated; medians of {args.repeats})")
-    encoder = LabelEncoder(image_size=size)
+    encoder = LabelEncoder(input_size=size)
     encode = tf.function(lambda b, c: encoder(b, c), reduce_retracing=True)
     encode_ms, decode_ms, steps = {}, {}, {}
     print("  label encoding, batch 2, vs ground-truth boxes per image:")
@@ -151,7 +151,7 @@ def scaling_report(args):
     print("  decoding + NMS, batch 1, vs number of classes (logits ~ N(-4, 1.5): a trained model's spread):")
     anchors_total = keras_retina.num_anchors(size)
     for classes in CLASS_COUNTS:
-        decoder = DetectionDecoder(image_size=size)
+        decoder = DetectionDecoder(input_size=size)
         logits = tf.constant(rng.normal(-4.0, 1.5, (1, anchors_total, classes)), tf.float32)
         deltas = tf.constant(rng.normal(0.0, 0.1, (1, anchors_total, 4)), tf.float32)
         decode = _compiled_decoder(decoder)

@@ -128,10 +128,18 @@ def main(argv=None):
     parser.add_argument("--model", default="retinanet", help="the --model_name TF Serving was given")
     parser.add_argument("--version", type=int, default=None, help="a model version (default: latest)")
     parser.add_argument("--grpc", action="store_true", help="use gRPC instead of REST")
-    parser.add_argument("--score_threshold", type=float, default=None,
+    parser.add_argument("--draw_threshold", type=float, default=None,
                         help="draw detections >= this (default: keras_retina's, 0.3)")
+    parser.add_argument("--score_threshold", type=float, default=None, dest="old_draw_threshold",
+                        help="the old name of --draw_threshold, taken until the next release")
     parser.add_argument("--output_dir", default=None, help="where drawn pictures go (default: beside)")
     args = parser.parse_args(argv)
+    if args.old_draw_threshold is not None:
+        if args.draw_threshold is not None:
+            parser.error("--score_threshold is the old name of --draw_threshold; give --draw_threshold alone")
+        print("--score_threshold is now --draw_threshold (the same meaning); the old name goes in the next release.",
+              file=sys.stderr)
+        args.draw_threshold = args.old_draw_threshold
 
     answers = []
     for paths in requests(args.images):  # within the exported model's limits per request
@@ -150,9 +158,9 @@ def main(argv=None):
 
     from PIL import Image
 
-    from keras_retina.ops.drawing import DRAW_SCORE_THRESHOLD, draw_detections
+    from keras_retina.ops.drawing import DRAW_THRESHOLD, draw_detections
 
-    threshold = DRAW_SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
+    threshold = DRAW_THRESHOLD if args.draw_threshold is None else args.draw_threshold
 
     for path, answer in zip(args.images, answers):
         stem, ext = os.path.splitext(os.path.basename(path))

@@ -3,6 +3,11 @@
 - `write_json(data, path)`: standard JSON (NaN and Inf become null) written atomically;
   `replace_atomically(path, write)`: any file, written under a temporary name, flushed to disk,
   renamed over `path` (a reader sees the old file or the new one); `read_json(path)`.
+- `make_folder(path, what)`: `os.makedirs` whose failures (a file in the way, a read-only disk)
+  are one DataError naming the path and `what` gave it (a flag, an environment variable).
+- `new_name(folder, stem, suffix, taken)`: `folder/stem+suffix`, or with "-2", "-3"... where that
+  exists, is in `taken` or is one of `avoid`: what a run writes never replaces a file it did not
+  write in that run.
 - `exclusive(folder, holder)`: a lock held while a block runs (flock on `folder/.lock`, released
   when the process ends, even by SIGKILL); a second holder gets a UsageError naming the first,
   or waits (`wait=True`). Remote folders (gs://...) are not locked.
@@ -18,7 +23,7 @@ import sys
 
 import tensorflow as tf
 
-from keras_retina.errors import UsageError
+from keras_retina.errors import DataError, UsageError
 
 
 def write_json(data, path, indent=2):
@@ -77,6 +82,30 @@ def read_json(path):
         return json.load(f)
 
 
+def make_folder(path, what=None):
+    """`os.makedirs(path, exist_ok=True)`; DataError naming `path` (and `what` gave it: a flag, an
+    environment variable) when it cannot be."""
+    where = f"{path} ({what})" if what else str(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"{where}: a file is in the way (a folder is needed there).") from None
+    except OSError as error:
+        raise DataError(f"{where}: cannot make this folder ({error.strerror or error}).") from None
+
+
+def new_name(folder, stem, suffix, taken=(), avoid=()):
+    """A path in `folder` that does not exist, is not in `taken` and is not one of `avoid` (real
+    paths compared): stem+suffix, else stem-2+suffix, stem-3+suffix, ..."""
+    avoided = {os.path.realpath(p) for p in avoid}
+    n = 1
+    while True:
+        path = os.path.join(folder, f"{stem}{'' if n == 1 else f'-{n}'}{suffix}")
+        if path not in taken and os.path.realpath(path) not in avoided and not os.path.lexists(path):
+            return path
+        n += 1
+
+
 @contextlib.contextmanager
 def exclusive(folder, holder, wait=False):
     """Holds an exclusive lock on `folder` (an flock on its `.lock` file, released when the process
@@ -86,7 +115,7 @@ def exclusive(folder, holder, wait=False):
     if "://" in str(folder):
         yield
         return
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder)
     try:
         handle = open(os.path.join(folder, ".lock"), "a+", encoding="utf-8")
     except OSError as error:  # a read-only or foreign .lock file

@@ -178,7 +178,7 @@ class ModelDir:
         if which not in CHECKPOINTS:
             raise UsageError(f"--checkpoint={which}: choose one of {', '.join(CHECKPOINTS)}.")
         config = self.read_config()
-        model = RetinaNet(**dataclasses.asdict(dataclasses.replace(self.model_config(), backbone_weights=None)))
+        model = RetinaNet(config=dataclasses.replace(self.model_config(), backbone_weights=None))
         if checkpoint is None and which == "best":
             checkpoint = self.best_checkpoint()
         path = self.restore(tf.train.Checkpoint(model=model), checkpoint, for_inference=True)

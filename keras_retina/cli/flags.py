@@ -9,8 +9,10 @@ those); `build_configs` turns flag values into the three configs.
 import dataclasses
 
 from keras_retina.deploy.metadata import EXPORT_FORMATS, QUANTIZE
+from keras_retina.modeling.detection_decoder import CHECKS as POSTPROCESS_CHECKS
 from keras_retina.modeling.detection_decoder import SETTINGS as POSTPROCESS_SETTINGS
-from keras_retina.ops.drawing import DRAW_SCORE_THRESHOLD
+from keras_retina.ops.drawing import DRAW_THRESHOLD
+from keras_retina.ops.tiles import MAX_TILES
 
 COMMANDS = {
     "train": ("Train (or resume) a detector, evaluate it and export it.",
@@ -70,7 +72,10 @@ OPTIONS = {
               "evaluate, a .tflite or .onnx file from keras_retina export (run with "
               "ai-edge-litert / onnxruntime).", "predict"),
     "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
-    "score_threshold": ("float", DRAW_SCORE_THRESHOLD, "Draw detections at or above this score.", "predict"),
+    "draw_threshold": ("float", DRAW_THRESHOLD, "Draw (and print) detections scoring at least this; the "
+                       "decoder's own cut is --nms_score_threshold.", "predict"),
+    "score_threshold": ("float", None, "Renamed --draw_threshold (the same meaning); this name goes in the next "
+                        "release.", "predict"),
     "tiles_dir": ("string", None, "tile-data: the folder for the tiles (train/, val/) and their annotations "
                   "(train.json, val.json).", "tiling"),
     "tile_rule": ("enum", ("visible", ["visible", "centre"]), "tile-data: a box goes to a tile when at least "
@@ -94,6 +99,9 @@ OPTIONS = {
                    "overlapping tiles; merge also joins the parts of an object cut by a tile's border.", "predict"),
     "tile_merge_iou": ("float", 0.5, "predict --tile: the overlap at which boxes are one object (IoU for nms, "
                        "of the smaller box for merge).", "predict"),
+    "max_tiles": ("integer", MAX_TILES, "predict --tile: refuse a picture needing more tiles than this (its header "
+                  "alone decides the count; raise it for a real picture that large, which takes time in "
+                  "proportion).", "predict"),
     "tile_whole_picture": ("boolean", False, "predict --tile: also detect on the whole picture (objects larger "
                            "than a tile).", "predict"),
     "every_nth_frame": ("integer", 1, "predict on videos: detect on every Nth frame (the others show the latest "
@@ -108,13 +116,11 @@ OPTIONS = {
 _OPTION_CHECKS = {
     "max_images": (lambda v: v > 0, "must be positive."),
     "version": (lambda v: v > 0, "must be positive."),
-    "pre_nms_top_k": (lambda v: v > 0, "must be positive."),
-    "max_detections": (lambda v: v > 0, "must be positive."),
     "calibration_count": (lambda v: v > 0, "must be positive."),
-    "nms_score_threshold": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
-    "nms_iou_threshold": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "draw_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
     "score_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
     "tile": (lambda v: v >= 0, "must be 0 (off) or a tile size in pixels."),
+    "max_tiles": (lambda v: v > 0, "must be positive."),
     "tile_min_visible": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
     "tile_overlap": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
     "tile_scale": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
@@ -123,6 +129,11 @@ _OPTION_CHECKS = {
     "max_frames": (lambda v: v >= 0, "must be 0 (all) or positive."),
     "detect_batch_size": (lambda v: v > 0, "must be positive."),
 }
+# The command-line flag of each postprocessing setting (detection_decoder.SETTINGS), checked by the
+# decoder's own rules (`detection_decoder.CHECKS`).
+POSTPROCESS_FLAGS = dict(zip(("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"),
+                             POSTPROCESS_SETTINGS))
+_OPTION_CHECKS.update({flag: POSTPROCESS_CHECKS[setting] for flag, setting in POSTPROCESS_FLAGS.items()})
 # The flags each command reads, by group (None: the whole group); its --help shows these.
 COMMAND_FLAGS = {
     "train": {"run": {"model_dir", "max_images", "resume_with_other_data"}, "data": None, "model": None,
@@ -250,13 +261,30 @@ def print_command_help(command, groups):
 
 
 
+# Flags renamed, old name -> new name (the same meaning), taken under the old name for one release.
+RENAMED = {"score_threshold": "draw_threshold"}
+
+
+def renamed_options(options, given):
+    """`options` with each renamed flag's value under its new name, and one line for stderr per old
+    name in `given` (the flags the user set); both names given is a UsageError."""
+    from keras_retina.errors import UsageError
+
+    options, notes = dict(options), []
+    for old, new in RENAMED.items():
+        value = options.pop(old, None)
+        if old not in given:
+            continue
+        if new in given:
+            raise UsageError(f"--{old} and --{new}: --{old} is the old name of --{new}; give --{new} alone.")
+        options[new] = value
+        notes.append(f"--{old} is now --{new} (the same meaning); the old name goes in the next release.")
+    return options, notes
+
+
 # The options `export` (and `train --export_dir`) hands to `deploy.export.export` as they are.
 EXPORT_OPTIONS = ("export_dir", "format", "output", "version", "input_size", "quantize", "calibration_images",
                   "calibration_count")
-
-# The command-line flag of each postprocessing setting (detection_decoder.SETTINGS).
-POSTPROCESS_FLAGS = dict(zip(("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"),
-                             POSTPROCESS_SETTINGS))
 
 
 def postprocess_overrides(options):

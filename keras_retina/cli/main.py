@@ -6,9 +6,9 @@
 
 Flagfiles may include others (`--flagfile=configs/r50.flags` inside a file); a flagfile named
 relative to the current folder that does not exist there is looked up in the installed configs.
-Bad flag values are rejected, naming the flag, before any work starts. A data or usage problem
-is one line on stderr and exit status 2; a NaN loss exit status 3; a full disk one line and
-status 2; anything else is a bug and keeps its traceback. Each command is a module of this
+Bad flag values and unknown commands are refused, naming the flag, before any work starts; they,
+a data or a usage problem are one line on stderr and exit status 2; a NaN loss exit status 3; a
+full disk one line and status 2; anything else is a bug and keeps its traceback. Each command is a module of this
 package with `run(configs, options, args)`; `bin/keras_retina` hides TensorFlow's start-up
 lines unless --verbose=3.
 """
@@ -17,7 +17,15 @@ import errno
 import os
 import sys
 
-from keras_retina.cli.flags import COMMANDS, OPTIONS, build_configs, define_flags, print_command_help, print_commands
+from keras_retina.cli.flags import (
+    COMMANDS,
+    OPTIONS,
+    build_configs,
+    define_flags,
+    print_command_help,
+    print_commands,
+    renamed_options,
+)
 
 
 def _command(name):
@@ -28,20 +36,24 @@ def _command(name):
 
 
 def main(argv):
-    from absl import app, flags, logging
+    from absl import flags, logging
 
     command = argv[1] if len(argv) > 1 else None
     if command not in COMMANDS or (len(argv) > 2) != (command == "predict"):
-        raise app.UsageError(f"usage: keras_retina {{{','.join(COMMANDS)}}} [--flagfile=FILE] [--flag=value ...]"
-                             " (predict also takes IMAGE ...)"
-                             + (f"; unexpected arguments {argv[1:]}" if len(argv) > 1 else ""))
+        print(f"usage: keras_retina {{{','.join(COMMANDS)}}} [--flagfile=FILE] [--flag=value ...]"
+              " (predict also takes IMAGE ...)" + (f"; unexpected arguments {argv[1:]}" if len(argv) > 1 else ""),
+              file=sys.stderr)
+        return 2
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would drown the progress
     from keras_retina.errors import DataError, UsageError
 
     values = {name: flags.FLAGS[name].value for name in _GROUPS}
     try:
         configs = build_configs(values)
-        options = {name: values[name] for name in OPTIONS}
+        options, notes = renamed_options({name: values[name] for name in OPTIONS},
+                                         {name for name in _GROUPS if flags.FLAGS[name].present})
+        for note in notes:
+            print(f"keras_retina {command}: {note}", file=sys.stderr, flush=True)
         return _command(command).run(configs, options, argv[2:])
     except (DataError, UsageError) as error:
         if os.environ.get("KERAS_RETINA_TRACEBACK"):  # for bug reports
@@ -118,14 +130,27 @@ def run(argv=None):
     try:
         argv = _resolve_flagfiles([sys.argv[0] if sys.argv and sys.argv[0] else "keras_retina", *args])
     except (app.UsageError, OSError) as error:
-        sys.exit(f"keras_retina: error: {error}")
+        print(f"keras_retina: error: {error}", file=sys.stderr)
+        sys.exit(2)
     if not _GROUPS:
         _GROUPS.update(define_flags())
     flags.FLAGS.unparse_flags()  # a second call in one process: nothing carried over from the first
     if any(a in ("-h", "--help") for a in argv[2:]) and argv[1] in COMMANDS:
         print_command_help(argv[1], _GROUPS)
         sys.exit(0)
-    app.run(main, argv=argv)
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    """absl's parsing, with a refused flag value as one line and exit status 2 (a refusal, like
+    every other), where absl prints "FATAL Flags parsing error" and exits 1."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        print(f"keras_retina {argv[1] if len(argv) > 1 else ''}: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

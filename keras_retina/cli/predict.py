@@ -1,10 +1,10 @@
 """`keras_retina predict PICTURE_OR_VIDEO ...`: detections drawn on pictures (large ones by tiles) and videos."""
 
-import os
 import sys
 
 from keras_retina.cli.flags import POSTPROCESS_FLAGS, postprocess_overrides
 from keras_retina.errors import UsageError
+from keras_retina.files import make_folder
 from keras_retina.inference import video as video_lib
 from keras_retina.inference.detector import batch_detector
 from keras_retina.inference.pictures import predict_pictures, predict_tiled_pictures
@@ -27,20 +27,20 @@ def run(configs, options, args):
     failed = 0
     if pictures and options["tile"]:
         failed += predict_tiled_pictures(
-            detect_batch, pictures, options["output_dir"], options["score_threshold"], tile=options["tile"],
+            detect_batch, pictures, options["output_dir"], options["draw_threshold"], tile=options["tile"],
             overlap=options["tile_overlap"], scale=options["tile_scale"], batch_size=options["detect_batch_size"],
             merge=options["tile_merge"], merge_iou=options["tile_merge_iou"],
-            whole_picture=options["tile_whole_picture"])
+            whole_picture=options["tile_whole_picture"], max_tiles=options["max_tiles"])
     elif pictures:
         failed += predict_pictures(lambda pixels: detect_batch(pixels[None])[0], pictures, options["output_dir"],
-                                   options["score_threshold"])
+                                   options["draw_threshold"])
     taken = set()
     for path in videos:
-        os.makedirs(options["output_dir"], exist_ok=True)
+        make_folder(options["output_dir"], "--output_dir")
         output, lines = video_lib.video_output_names(path, options["output_dir"], taken)
         summary = video_lib.detect_video(detect_batch, path, output, lines, options["every_nth_frame"],
                                          options["max_frames"] or None, options["detect_batch_size"],
-                                         options["score_threshold"], show_progress=True)
+                                         options["draw_threshold"], show_progress=True)
         print(f"{path}: {summary.frames} frames ({summary.detected} detected) in {summary.seconds:.1f} s, "
               f"{summary.frames / max(summary.seconds, 1e-9):.1f} frames/s -> {output}, {lines}", flush=True)
         if summary.error:

@@ -3,7 +3,6 @@
 from keras_retina.cli.flags import EXPORT_OPTIONS, postprocess_overrides
 from keras_retina.deploy import export
 from keras_retina.model_dir import ModelDir
-from keras_retina.modeling.transform import policy_from_config
 from keras_retina.training import trainer
 from keras_retina.training.strategy import is_chief, make_strategy
 
@@ -14,7 +13,7 @@ def run(configs, options, args):
     if options["export_dir"]:  # it exports at the end: its flags are checked now, not after training
         export.check_options(options["model_dir"], **{k: v for k, v in exporting.items() if k != "calibration_count"})
         if options["format"] != "saved_model":  # the file must not exist yet (the input size is the model's)
-            export.file_path(policy_from_config(configs["model"]), options["export_dir"], options["format"],
+            export.file_path(configs["model"].resize_policy, options["export_dir"], options["format"],
                              options["output"], options["input_size"], options["quantize"])
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op (reading the data does).
     strategy = make_strategy(configs["train"].strategy)

@@ -15,7 +15,6 @@ from keras_retina.data import cleaning, coverage
 from keras_retina.data.coco_writer import write_coco_json
 from keras_retina.data.splits import open_sources
 from keras_retina.modeling.builder import anchor_generator
-from keras_retina.modeling.transform import policy_from_config
 
 
 def check_data(data_config, model_config, max_images=1000, write_coco=None):
@@ -24,6 +23,7 @@ def check_data(data_config, model_config, max_images=1000, write_coco=None):
                            load_train=True, verify_images=True)
     label_map = sources.label_map
     problems = 0
+    anchors = anchor_generator(model_config)
     for split, source in (("train", sources.train), ("val", sources.val)):
         if source is None:
             continue
@@ -33,8 +33,7 @@ def check_data(data_config, model_config, max_images=1000, write_coco=None):
         print(f"[{split}] read and decoded {count} images")
         print(source.report.format(skipping=data_config.skip_bad_examples))
         problems += len(source.report.problems())
-        report = coverage.anchor_coverage(source, policy_from_config(model_config), anchor_generator(model_config),
-                                          max_images=max_images)
+        report = coverage.anchor_coverage(source, model_config.resize_policy, anchors, max_images=max_images)
         print(coverage.format_coverage(report))
         if write_coco:
             stem, suffix = os.path.splitext(write_coco)

@@ -116,7 +116,7 @@ def _encode_batch(label_encoder, policy):
     def encode(images, boxes, classes):
         images = _to_canvas(policy, images)
         size = tf.shape(images)[1:3]
-        targets = tf.map_fn(lambda bc: label_encoder(bc[0], bc[1], image_size=size), (boxes, classes),
+        targets = tf.map_fn(lambda bc: label_encoder(bc[0], bc[1], input_size=size), (boxes, classes),
                             fn_output_signature={"cls_targets": tf.TensorSpec([None], tf.int32),
                                                  "box_targets": tf.TensorSpec([None, 4], tf.float32)})
         return images, targets

@@ -35,7 +35,7 @@ from keras_retina.files import replace_atomically, write_json
 from keras_retina.ops import boxes as box_lib
 from keras_retina.ops import images as image_lib
 from keras_retina.ops.large_picture import open_large_picture
-from keras_retina.ops.tiles import boxes_in_window, tile_windows
+from keras_retina.ops.tiles import boxes_in_window, iter_windows
 
 RULES = ("visible", "centre")
 CUTS = ("ignore", "drop")
@@ -74,7 +74,7 @@ def tile_source(source, folder, annotations_path, tile, overlap, rule, min_visib
                                  f"pixels, the picture read window by window is {large.width}x{large.height} (an "
                                  f"EXIF rotation? tiling reads pictures as stored).")
             stem = _unique_stem(os.path.splitext(os.path.basename(picture["file"]))[0], used)
-            for window in tile_windows(large.height, large.width, tile, overlap):
+            for window in iter_windows(large.height, large.width, tile, overlap):
                 boxes, crowd, cut_here = tile_boxes(picture["boxes"], picture["is_crowd"], window, rule, min_visible,
                                                     cut)
                 cut_count += cut_here

@@ -58,7 +58,7 @@ def detection_function(model, label_map, input_size, batch=1, **postprocess_over
     def detect(images):
         raw = model(tf.cast(images, tf.float32), training=False)
         with tf.name_scope(POSTPROCESS_SCOPE):
-            out = decoder(raw, image_size=(height, width))
+            out = decoder(raw, input_size=(height, width))
             valid = tf.range(decoder.max_detections)[None, :] < out["num_detections"][:, None]
             classes = tf.gather(tf.constant(label_ids, tf.float32), tf.maximum(out["classes"], 0))
             return {

@@ -63,7 +63,7 @@ class DetectionServer(tf.Module):
         (`transform.to_model_input`)."""
         padded, scale = transform.to_model_input(image, self.policy)
         picture = transform.resized_size(tf.shape(image)[0], tf.shape(image)[1], scale, self.policy.rounding)
-        out = self.decoder(self.model(padded[None], training=False), image_size=tf.shape(padded)[:2],
+        out = self.decoder(self.model(padded[None], training=False), input_size=tf.shape(padded)[:2],
                            picture_sizes=picture[None])
         out = {name: value[0] for name, value in out.items()}
         valid = tf.range(tf.shape(out["classes"])[0]) < out["num_detections"]

@@ -186,24 +186,24 @@ def format_metrics(metrics):
     return "\n".join(lines)
 
 
-def unmatched_detections(reference, candidate, score_threshold=0.5, min_iou=0.9):
-    """Detections of `reference` scoring >= `score_threshold` that `candidate` lacks.
+def unmatched_detections(reference, candidate, min_score=0.5, min_iou=0.9):
+    """Detections of `reference` scoring >= `min_score` that `candidate` lacks.
 
     Both are `detect` outputs for the same images ({"boxes", "scores", "classes",
     "num_detections"}, numpy). A reference detection counts as present when the
     candidate has one of the same class with IoU >= `min_iou` and a score that is
-    itself >= `score_threshold` - 0.05. This checks that a lower precision
+    itself >= `min_score` - 0.05. This checks that a lower precision
     (bfloat16) finds the same objects as float32. Returns (number checked,
     [(image index, class, box)] missing).
     """
     checked, missing = 0, []
     for i in range(len(reference["num_detections"])):
         n_ref, n_cand = int(reference["num_detections"][i]), int(candidate["num_detections"][i])
-        keep = reference["scores"][i, :n_ref] >= score_threshold
+        keep = reference["scores"][i, :n_ref] >= min_score
         boxes = np.asarray(reference["boxes"][i, :n_ref][keep], np.float32)
         classes = reference["classes"][i, :n_ref][keep]
         candidates = np.asarray(candidate["boxes"][i, :n_cand], np.float32)
-        good = candidate["scores"][i, :n_cand] >= score_threshold - 0.05
+        good = candidate["scores"][i, :n_cand] >= min_score - 0.05
         for box, cls in zip(boxes, classes):
             checked += 1
             if n_cand:

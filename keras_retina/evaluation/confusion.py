@@ -21,12 +21,12 @@ that threshold, which the report ranks and draws.
 import numpy as np
 
 
-def confusion_matrix(matches, score_threshold, iou=0.5):
+def confusion_matrix(matches, report_threshold, iou=0.5):
     """([K + 1, K + 1] int64 matrix, {"det_partner": [D] ground-truth row a detection was
     paired with (-1), "gt_partner": [G] detection row (-1), "kept": [D] bool})."""
     m = matches
     k = m.num_classes
-    kept = m.det_counted & ~m.det_ignored & (m.det_score >= score_threshold)
+    kept = m.det_counted & ~m.det_ignored & (m.det_score >= report_threshold)
     det_partner = np.where(kept & m.det_tp, m.det_gt, -1)
     gt_partner = np.full(len(m.gt_id), -1, np.int64)
     gt_partner[det_partner[det_partner >= 0]] = np.flatnonzero(det_partner >= 0)

@@ -87,11 +87,11 @@ def evaluate_file(deployed, model_dir=None, data_config=None, output=None, repor
     return metrics
 
 
-def write_evaluation_report(evaluation, label_map, source, metrics_path, about, pictures=12, score_threshold=0.0,
+def write_evaluation_report(evaluation, label_map, source, metrics_path, about, pictures=12, report_threshold=0.0,
                             title=None):
     """The report (`evaluation.report`) beside `metrics_path`; prints and returns its page's path."""
     page = write_report(report_folder(metrics_path), evaluation, label_map, source, num_pictures=pictures,
-                        score_threshold=score_threshold or None, about=about,
+                        report_threshold=report_threshold or None, about=about,
                         title=title or f"Evaluation of {_name(about.get('model', 'the model'))}")
     print(f"Report (PR curves, thresholds, confusion matrix, errors, worst pictures): {page}", flush=True)
     return page

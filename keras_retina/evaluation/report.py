@@ -15,7 +15,7 @@ pycocotools COCOeval that scored them); every analysis reads the same matching
 (`matches.Matches`), so the page agrees with the AP. `source` (a data source with the
 evaluated pictures) is needed to draw the worst pictures; without one the page says so.
 
-The confusion matrix and the pictures use one score threshold: `score_threshold`, else the one
+The confusion matrix and the pictures use one score threshold: `report_threshold`, else the one
 that maximises F1 over all classes together.
 """
 
@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from keras_retina import renamed
 from keras_retina.evaluation import confusion, report_figures, report_page, report_pictures
 from keras_retina.evaluation.error_breakdown import TYPES, ErrorBreakdown
 from keras_retina.evaluation.matches import Matches
@@ -62,22 +63,25 @@ def report_folder(metrics_path):
     return os.path.splitext(metrics_path)[0] + "_report"
 
 
-def build_report(evaluation, label_map, score_threshold=None):
+def build_report(evaluation, label_map, report_threshold=None, **renamed_arguments):
     """(report dict of numbers, the analyses the figures and pictures need)."""
+    report_threshold = renamed.argument(renamed_arguments, "score_threshold", "report_threshold", report_threshold,
+                                        "build_report")
+    renamed.no_others(renamed_arguments, "build_report")
     evaluator = evaluation.evaluator
     names = [entry["name"] for entry in label_map]
     matches = Matches(evaluator, label_map)
     breakdown = ErrorBreakdown(matches)
     sweeps = class_sweeps(matches)
     chosen = "given"
-    if score_threshold is None:
+    if report_threshold is None:
         overall = overall_threshold(matches)
-        score_threshold, chosen = ((overall["threshold"], "the best F1 over all classes") if overall
+        report_threshold, chosen = ((overall["threshold"], "the best F1 over all classes") if overall
                                    else (0.5, "default: no detection is right"))
-    matrix, pairing = confusion.confusion_matrix(matches, score_threshold)
+    matrix, pairing = confusion.confusion_matrix(matches, report_threshold)
     curves = pr_curves(evaluator, label_map)
     precision = class_precision(evaluator, label_map)[..., 0]  # [T, R, K] area all
-    errors_by_class = breakdown.per_class(names, score_threshold)
+    errors_by_class = breakdown.per_class(names, report_threshold)
     classes = []
     for k, entry in enumerate(label_map):
         values = precision[:, :, k]
@@ -95,10 +99,10 @@ def build_report(evaluation, label_map, score_threshold=None):
     report = {
         "num_images": int(len(matches.image_ids)),
         "metrics": dict(evaluation.metrics),
-        "score_threshold": {"value": float(score_threshold), "chosen": chosen},
+        "score_threshold": {"value": float(report_threshold), "chosen": chosen},
         "classes": classes,
         "confusion": {"labels": names + ["background"], "matrix": matrix.tolist(), "iou": 0.5,
-                      "score_threshold": float(score_threshold),
+                      "score_threshold": float(report_threshold),
                       "rows": "true class", "columns": "detected class"},
         "errors": errors,
         "advice": advice(errors),
@@ -130,10 +134,13 @@ def advice(errors):
 
 
 def write_report(folder, evaluation, label_map, source=None, title="RetinaNet evaluation", num_pictures=NUM_PICTURES,
-                 score_threshold=None, about=None):
+                 report_threshold=None, about=None, **renamed_arguments):
     """Writes the report into `folder` (module docstring); returns the path of index.html."""
+    report_threshold = renamed.argument(renamed_arguments, "score_threshold", "report_threshold", report_threshold,
+                                        "write_report")
+    renamed.no_others(renamed_arguments, "write_report")
     os.makedirs(os.path.join(folder, "pictures"), exist_ok=True)
-    report, analyses = build_report(evaluation, label_map, score_threshold)
+    report, analyses = build_report(evaluation, label_map, report_threshold)
     report["title"] = title
     report["about"] = dict(about or {})
     names = [entry["name"] for entry in label_map]

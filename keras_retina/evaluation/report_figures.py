@@ -3,7 +3,7 @@
 - `pr_curves_png(curves, classes)`: precision against recall over all classes at IoU 0.5 and
   0.75 and per object size at 0.5 (left), and per class at 0.5 (right; with many classes the
   legend names the weakest);
-- `confusion_png(matrix, labels, score_threshold)`: the confusion matrix, each row divided by
+- `confusion_png(matrix, labels, report_threshold)`: the confusion matrix, each row divided by
   its count (the share of a true class detected as each class or missed), counts written in
   the cells when there are few classes;
 - `errors_png(errors)`: the AP each kind of error would add if fixed, with its count.
@@ -60,7 +60,7 @@ def _axes(axes, title):
         axes.legend(fontsize=8, loc="lower left")
 
 
-def confusion_png(matrix, labels, score_threshold):
+def confusion_png(matrix, labels, report_threshold):
     count = len(labels)
     side = min(max(5.0, 0.35 * count + 2.5), 24.0)
     figure, axes = plt.subplots(figsize=(side + 1.5, side))
@@ -71,7 +71,7 @@ def confusion_png(matrix, labels, score_threshold):
     axes.set_yticks(range(count), labels, fontsize=8 if count > 20 else 10)
     axes.set_xlabel("detected as")
     axes.set_ylabel("true class")
-    axes.set_title(f"Confusion matrix (IoU 0.5, score >= {score_threshold:.2f}); shares of each row")
+    axes.set_title(f"Confusion matrix (IoU 0.5, score >= {report_threshold:.2f}); shares of each row")
     if count <= 20:
         for i in range(count):
             for j in range(count):

@@ -116,7 +116,7 @@ def _threshold(report, threshold):
     chosen = report["score_threshold"]["chosen"]
     return ["<h2>The score threshold to ship</h2>",
             f"<p><b>{threshold:.2f}</b> ({_e(chosen)}): keep detections scoring at least this. "
-            f"<code>keras_retina predict --score_threshold={threshold:.2f} ...</code> draws those; "
+            f"<code>keras_retina predict --draw_threshold={threshold:.2f} ...</code> draws those; "
             f"<code>keras_retina export --nms_score_threshold={threshold:.2f} ...</code> makes an exported model "
             "return only those. Each class's own best threshold is in the table below; the confusion matrix "
             "and the pictures use this one.</p>"]

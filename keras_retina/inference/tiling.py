@@ -21,21 +21,28 @@ pixels and merged:
 than a tile) and merges those detections in the same way. While the tiles are read, a preview
 of the picture (longer side at most `preview_side`) is assembled from them for drawing.
 
+The windows are counted first and made one batch at a time (memory follows the batch, whatever
+the picture's size); a picture needing more than `max_tiles` windows (MAX_TILES by default) is
+refused before any is read, naming the count and `--max_tiles`: a header can claim a picture of a
+million pixels a side, and a real 100,000-pixel orthophoto takes hours, which the user decides.
+
 Returns `TiledDetections`: boxes `[N, 4]` yxyx in the picture's pixels, scores, category ids,
 names, the number of tiles, and the preview with its scale.
 """
 
 import dataclasses
+import itertools
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from keras_retina.ops.tiles import tile_windows
+from keras_retina.errors import UsageError
+from keras_retina.ops.tiles import MAX_TILES, count_windows, iter_windows
 
 MERGES = ("nms", "merge")
 CUT_MARGIN = 2.0  # pixels: a box ending this close to a tile's inner edge was cut by it
-MERGE_MIN_SCORE = 0.3  # boxes below this are not merged (as drawn: ops.drawing.DRAW_SCORE_THRESHOLD)
+MERGE_MIN_SCORE = 0.3  # boxes below this are not merged (as drawn: ops.drawing.DRAW_THRESHOLD)
 
 
 @dataclasses.dataclass
@@ -50,19 +57,25 @@ class TiledDetections:
 
 
 def detect_tiled(detect_batch, picture, tile, overlap=0.2, scale=1.0, batch_size=8, merge="nms", merge_iou=0.5,
-                 whole_picture=False, preview_side=4096, progress=None):
+                 whole_picture=False, preview_side=4096, progress=None, max_tiles=MAX_TILES):
     """Detections of `picture` (height, width, read(window)) by tiles (module docstring).
     `progress(done, total)` is called after each batch of tiles."""
     if merge not in MERGES:
         raise ValueError(f"merge={merge!r}: one of {', '.join(MERGES)}.")
     source_tile = max(1, int(round(tile / scale)))
-    windows = tile_windows(picture.height, picture.width, source_tile, overlap)
+    total = count_windows(picture.height, picture.width, source_tile, overlap)
+    if total > max_tiles:
+        raise UsageError(f"{getattr(picture, 'path', 'the picture')}: {picture.width:,} x {picture.height:,} pixels "
+                         f"need {total:,} tiles of {source_tile} pixels, above --max_tiles={max_tiles:,}; raise "
+                         f"--max_tiles to run them all (it takes time in proportion), or use a larger --tile or a "
+                         f"smaller --tile_scale.")
+    windows = iter_windows(picture.height, picture.width, source_tile, overlap)
     preview_scale = min(1.0, preview_side / max(picture.height, picture.width))
     preview = np.zeros((max(1, round(picture.height * preview_scale)), max(1, round(picture.width * preview_scale)), 3),
                        np.uint8)
     boxes, scores, classes, cut, names = [], [], [], [], {}
-    for start in range(0, len(windows), batch_size):
-        chunk = windows[start:start + batch_size]
+    for start in range(0, total, batch_size):
+        chunk = list(itertools.islice(windows, batch_size))
         pixels = [picture.read(window) for window in chunk]
         for window, part in zip(chunk, pixels):
             _paste(preview, part, window, preview_scale)
@@ -77,7 +90,7 @@ def detect_tiled(detect_batch, picture, tile, overlap=0.2, scale=1.0, batch_size
             classes.append(np.asarray(found_classes, np.int64))
             names.update(zip(np.asarray(found_classes, np.int64).tolist(), found_names))
         if progress is not None:
-            progress(min(start + batch_size, len(windows)), len(windows))
+            progress(min(start + batch_size, total), total)
     if whole_picture:
         (found_boxes, found_scores, found_classes, found_names), = detect_batch(preview[None])
         boxes.append(np.asarray(found_boxes, np.float64) * np.array([picture.height, picture.width] * 2))
@@ -98,7 +111,7 @@ def detect_tiled(detect_batch, picture, tile, overlap=0.2, scale=1.0, batch_size
                                   zip(merged, (boxes[~confident], scores[~confident], classes[~confident])))
     order = np.argsort(-scores, kind="stable")
     return TiledDetections(boxes[order], scores[order], classes[order], [names[int(c)] for c in classes[order]],
-                           len(windows), preview, preview_scale)
+                           total, preview, preview_scale)
 
 
 def _cut_by_inner_edge(boxes, window, height, width):

@@ -7,7 +7,7 @@
   (`detector.batch_detector`: the same detector as pictures, any kind of model) in batches of
   `batch_size`;
 - `output_path` gets every frame read, each with the latest detections drawn
-  (`ops.drawing`, score >= `score_threshold`), encoded with H.264 (MPEG-4 Part 2 where FFmpeg
+  (`ops.drawing`, score >= `draw_threshold`), encoded with H.264 (MPEG-4 Part 2 where FFmpeg
   lacks libx264) at the source's frame rate and size (an odd side gains one black row or
   column: H.264's 4:2:0 needs even sides);
 - `detections_path` gets one JSON line per detected frame: {"frame": index from 0, "time":
@@ -29,7 +29,9 @@ from fractions import Fraction
 
 import numpy as np
 
+from keras_retina import renamed
 from keras_retina.errors import DataError, UsageError
+from keras_retina.files import new_name
 from keras_retina.ops import drawing
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -57,17 +59,25 @@ def _import_av():
 
 
 def detect_video(detect_batch, path, output_path, detections_path, every_nth_frame=1, max_frames=None,
-                 batch_size=8, score_threshold=drawing.DRAW_SCORE_THRESHOLD, show_progress=False):
+                 batch_size=8, draw_threshold=None, show_progress=False, **renamed_arguments):
     """Detections on the frames of `path` (module docstring); returns a VideoSummary. With
     `show_progress`, a Keras progress bar of the frames, with frames per second."""
+    draw_threshold = renamed.argument(renamed_arguments, "score_threshold", "draw_threshold", draw_threshold,
+                                      "detect_video")
+    renamed.no_others(renamed_arguments, "detect_video")
+    draw_threshold = drawing.DRAW_THRESHOLD if draw_threshold is None else draw_threshold
     if every_nth_frame < 1 or batch_size < 1:
         raise UsageError("every_nth_frame and batch_size must be positive.")
     av = _import_av()
     try:
         source = av.open(path)
-        stream = source.streams.video[0]
-    except (av.FFmpegError, IndexError, OSError, ValueError) as error:
+    except (av.FFmpegError, OSError, ValueError) as error:
         raise DataError(f"{path}: not a video FFmpeg can read ({error}).") from None
+    if not source.streams.video:
+        kinds = sorted({stream.type for stream in source.streams}) or ["no streams at all"]
+        source.close()
+        raise DataError(f"{path}: holds no video stream ({', '.join(kinds)}); nothing to detect on.")
+    stream = source.streams.video[0]
     stream.thread_type = "AUTO"
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     announced = stream.frames or None
@@ -96,12 +106,12 @@ def detect_video(detect_batch, path, output_path, detections_path, every_nth_fra
             last_time = moment
             summary.frames += 1
             if sum(1 for item in pending if item[3]) == batch_size:
-                latest = _flush(pending, latest, detect_batch, sink, lines, score_threshold, summary)
+                latest = _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary)
                 pending = []
                 if progress is not None:
                     progress(summary.frames, summary.frames / max(time.monotonic() - start, 1e-9))
         if pending:
-            latest = _flush(pending, latest, detect_batch, sink, lines, score_threshold, summary)
+            latest = _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary)
         if summary.error is None and max_frames is None:
             summary.error = _ended_early(path, summary.frames, announced, _length(source, stream), last_time, rate)
     finally:
@@ -132,7 +142,7 @@ def _ended_early(path, frames, announced, length, last_time, rate):
     return None
 
 
-def _flush(pending, latest, detect_batch, sink, lines, score_threshold, summary):
+def _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary):
     """Detects on the pending frames chosen for it, draws every pending frame, writes them."""
     chosen = [item for item in pending if item[3]]
     found = detect_batch(np.stack([item[2] for item in chosen])) if chosen else []
@@ -144,7 +154,7 @@ def _flush(pending, latest, detect_batch, sink, lines, score_threshold, summary)
                                     "detections": _coco_detections(latest, pixels.shape)}) + "\n")
             summary.detected += 1
         drawn = pixels if latest is None else np.asarray(
-            drawing.draw_detections(pixels, latest[0], latest[1], latest[3], score_threshold, latest[2]))
+            drawing.draw_detections(pixels, latest[0], latest[1], latest[3], draw_threshold, latest[2]))
         _write_frame(sink, drawn)
     lines.flush()
     return latest
@@ -198,12 +208,11 @@ def video_output_names(path, output_dir, taken):
     itself or a name in `taken` (a set, updated)."""
     stem = os.path.splitext(os.path.basename(path))[0]
     n = 1
-    while True:
-        suffix = "" if n == 1 else f"-{n}"
-        video = os.path.join(output_dir, f"{stem}{suffix}.mp4")
-        lines = os.path.join(output_dir, f"{stem}{suffix}.detections.jsonl")
-        if (video not in taken and os.path.realpath(video) != os.path.realpath(path) and not os.path.exists(video)
-                and not os.path.exists(lines)):
+    while True:  # the video and its lines share one free name
+        name = stem if n == 1 else f"{stem}-{n}"
+        video = new_name(output_dir, name, ".mp4", taken, [path])
+        lines = os.path.join(output_dir, f"{name}.detections.jsonl")
+        if video == os.path.join(output_dir, f"{name}.mp4") and lines not in taken and not os.path.lexists(lines):
             taken.update((video, lines))
             return video, lines
         n += 1

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_retina import renamed
+
 
 class _TensorOps:
     """The numpy functions `level_anchors` uses, on tensors (sizes known only in the graph)."""
@@ -49,22 +51,22 @@ def level_name(level):
     return f"P{level}"
 
 
-def config_image_size(image_size):
-    """`image_size` as stored in layer configs: an int (square) or a [height, width] list."""
-    if isinstance(image_size, (int, np.integer)):
-        return int(image_size)
-    return [int(side) for side in image_size]
+def config_input_size(input_size):
+    """`input_size` as stored in layer configs: an int (square) or a [height, width] list."""
+    if isinstance(input_size, (int, np.integer)):
+        return int(input_size)
+    return [int(side) for side in input_size]
 
 
 SIZE_MULTIPLE = 32  # stride of C5
 
 
-def validate_image_size(image_size):
+def validate_input_size(input_size):
     """(height, width) ints; raises ValueError unless both are positive multiples of 32."""
-    height, width = static_hw(image_size) or (0, 0)
+    height, width = static_hw(input_size) or (0, 0)
     if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
         raise ValueError(
-            f"image_size={image_size!r}: each side must be a positive multiple of "
+            f"input_size={input_size!r}: each side must be a positive multiple of "
             f"{SIZE_MULTIPLE} (the stride of C5); e.g. 512, 640 or 800."
         )
     return height, width
@@ -76,16 +78,16 @@ def feature_size(side, level):
     return -(-side // 2**level)
 
 
-def static_hw(image_size):
-    """(height, width) Python ints when `image_size` (an int, a pair, or an int tensor [2]) is
+def static_hw(input_size):
+    """(height, width) Python ints when `input_size` (an int, a pair, or an int tensor [2]) is
     known before the graph runs, else None."""
-    if isinstance(image_size, (int, np.integer)):
-        return int(image_size), int(image_size)
-    if isinstance(image_size, (tuple, list)) and all(isinstance(s, (int, np.integer)) for s in image_size):
-        return int(image_size[0]), int(image_size[1])
-    value = tf.get_static_value(image_size) if tf.is_tensor(image_size) else None
-    if value is None and isinstance(image_size, (tuple, list)):
-        parts = [tf.get_static_value(s) for s in image_size]
+    if isinstance(input_size, (int, np.integer)):
+        return int(input_size), int(input_size)
+    if isinstance(input_size, (tuple, list)) and all(isinstance(s, (int, np.integer)) for s in input_size):
+        return int(input_size[0]), int(input_size[1])
+    value = tf.get_static_value(input_size) if tf.is_tensor(input_size) else None
+    if value is None and isinstance(input_size, (tuple, list)):
+        parts = [tf.get_static_value(s) for s in input_size]
         value = None if any(p is None for p in parts) else parts
     if value is None:
         return None
@@ -104,7 +106,7 @@ class AnchorGenerator(keras.layers.Layer):
       center_offset: location (y, x) is centred at ((y + offset) * stride, (x + offset) * stride):
         0.5 (ours: the cell's centre) or 0 (detectron2's and torchvision's: its top-left corner).
 
-    `by_level(image_size)` -> {"P3".."P7": float32 `[H_l * W_l * A, 4]` yxyx pixels}; `anchors(image_size)`
+    `by_level(input_size)` -> {"P3".."P7": float32 `[H_l * W_l * A, 4]` yxyx pixels}; `anchors(input_size)`
     -> `[A_total, 4]`. Another geometry is a subclass overriding `level_anchors(level, height, width, xp)`
     with only `xp`'s arange, meshgrid, stack, concatenate, reshape, float64 and arithmetic (one formula
     for numpy and tensors); `torchvision_anchors` is one. Invalid settings raise ValueError.
@@ -150,15 +152,15 @@ class AnchorGenerator(keras.layers.Layer):
         centers = xp.stack([cy, cx], axis=-1)[:, :, None, :]  # [rows, cols, 1, 2]
         return xp.reshape(xp.concatenate([centers - half, centers + half], axis=-1), (-1, 4))
 
-    def by_level(self, image_size):
-        """dict level name -> float32 `[H_l * W_l * A, 4]` for an input of `image_size` (an int,
+    def by_level(self, input_size):
+        """dict level name -> float32 `[H_l * W_l * A, 4]` for an input of `input_size` (an int,
         (height, width), or an int tensor [2]): numpy when the size is static, else tensors."""
-        static = static_hw(image_size)
+        static = static_hw(input_size)
         if static is None:
-            height, width = tf.cast(image_size[0], tf.int32), tf.cast(image_size[1], tf.int32)
+            height, width = tf.cast(input_size[0], tf.int32), tf.cast(input_size[1], tf.int32)
             return {level_name(lv): tf.cast(self.level_anchors(lv, height, width, xp=_TensorOps), tf.float32)
                     for lv in range(self.min_level, self.max_level + 1)}
-        height, width = validate_image_size(static)
+        height, width = validate_input_size(static)
         cache = self._cache.by_size
         if (height, width) not in cache:
             cache[height, width] = {
@@ -166,23 +168,23 @@ class AnchorGenerator(keras.layers.Layer):
                 for lv in range(self.min_level, self.max_level + 1)}
         return cache[height, width]
 
-    def anchors(self, image_size):
+    def anchors(self, input_size):
         """`[A_total, 4]` float32 yxyx pixels, all levels in anchor order (numpy when static)."""
-        return concat_anchors(self.by_level(image_size))
+        return concat_anchors(self.by_level(input_size))
 
-    def level_counts(self, image_size):
+    def level_counts(self, input_size):
         """Anchors per level (ints for a static size, else int32 tensors), in level order."""
-        static = static_hw(image_size)
-        height, width = validate_image_size(static) if static else (image_size[0], image_size[1])
+        static = static_hw(input_size)
+        height, width = validate_input_size(static) if static else (input_size[0], input_size[1])
         return [feature_size(height, lv) * feature_size(width, lv) * self.anchors_per_location
                 for lv in range(self.min_level, self.max_level + 1)]
 
-    def num_anchors(self, image_size):
-        """A_total for an input of `image_size` (76,725 at 640 x 640 with the paper's geometry)."""
-        return sum(self.level_counts(image_size))
+    def num_anchors(self, input_size):
+        """A_total for an input of `input_size` (76,725 at 640 x 640 with the paper's geometry)."""
+        return sum(self.level_counts(input_size))
 
-    def call(self, image_size):
-        return self.by_level(image_size)
+    def call(self, input_size):
+        return self.by_level(input_size)
 
     def get_config(self):
         config = super().get_config()
@@ -208,10 +210,12 @@ def deserialize_generator(generator):
     return generator
 
 
-def generate_anchors(image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
-                     aspect_ratios=ASPECT_RATIOS, anchor_size=ANCHOR_SIZE):
-    """All anchors of an image by level: `AnchorGenerator(...).by_level(image_size)`."""
-    return AnchorGenerator(min_level, max_level, num_scales, aspect_ratios, anchor_size).by_level(image_size)
+def generate_anchors(input_size=None, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
+                     aspect_ratios=ASPECT_RATIOS, anchor_size=ANCHOR_SIZE, **renamed_arguments):
+    """All anchors of an input by level: `AnchorGenerator(...).by_level(input_size)`."""
+    input_size = renamed.argument(renamed_arguments, "image_size", "input_size", input_size, "generate_anchors")
+    renamed.no_others(renamed_arguments, "generate_anchors")
+    return AnchorGenerator(min_level, max_level, num_scales, aspect_ratios, anchor_size).by_level(input_size)
 
 
 def concat_anchors(anchors_by_level):
@@ -222,10 +226,12 @@ def concat_anchors(anchors_by_level):
     return tf.concat(levels, 0)
 
 
-def num_anchors(image_size, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
-                aspect_ratios=ASPECT_RATIOS):
-    """Total anchor count of an image (76,725 for 640x640 with the paper's defaults)."""
-    return AnchorGenerator(min_level, max_level, num_scales, aspect_ratios).num_anchors(image_size)
+def num_anchors(input_size=None, min_level=MIN_LEVEL, max_level=MAX_LEVEL, num_scales=NUM_SCALES,
+                aspect_ratios=ASPECT_RATIOS, **renamed_arguments):
+    """Total anchor count of an input (76,725 for 640x640 with the paper's defaults)."""
+    input_size = renamed.argument(renamed_arguments, "image_size", "input_size", input_size, "num_anchors")
+    renamed.no_others(renamed_arguments, "num_anchors")
+    return AnchorGenerator(min_level, max_level, num_scales, aspect_ratios).num_anchors(input_size)
 
 
 def flatten_levels(outputs_by_level, values_per_anchor):

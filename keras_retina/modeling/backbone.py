@@ -11,7 +11,8 @@
 `freeze_batchnorm` (ResNets): every BN frozen and folded into its conv (`FoldedConvBatchNorm`).
 `freeze_at` = k (Detectron's FREEZE_AT, 0..5, ResNets only): the stem (k >= 1) and stages
 conv2..conv{k} frozen; `default_freeze_at` is 2 with pretrained weights, else 0.
-ValueError for settings a backbone does not take; DataError for weights it cannot use.
+UsageError (a ValueError) for settings a backbone does not take (`check_settings`, which ModelConfig
+applies too); DataError for weights it cannot use.
 """
 
 import os
@@ -21,7 +22,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_retina.errors import DataError
+from keras_retina.errors import DataError, UsageError
 from keras_retina.modeling import pytorch_resnet
 
 BACKBONES = ("resnet50", "resnet101", "torchvision_resnet50", "torchvision_resnet101", "detectron2_resnet50",
@@ -39,6 +40,8 @@ FREEZABLE = tuple(RESNETS) + tuple(PYTORCH_RESNETS)  # backbones with stages to 
 _IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 FREEZE_AT_PRETRAINED = 2  # Detectron's TRAIN.FREEZE_AT: the stem and conv2_x
 MAX_FREEZE_AT = 5  # the stem and every stage
+FREEZE_AT_CHECK = (lambda v: 0 <= v <= MAX_FREEZE_AT,
+                   f"choose 0 (train everything) to {MAX_FREEZE_AT} (the stem and conv2..conv{MAX_FREEZE_AT} frozen).")
 _STAGE = re.compile(r"^(?:conv|pool)(\d)_")
 _TINY_WIDTHS = (16, 32, 64, 96, 128)
 
@@ -138,6 +141,24 @@ def default_freeze_at(name, weights):
     return FREEZE_AT_PRETRAINED if name in FREEZABLE and weights is not None else 0
 
 
+def check_settings(name, weights=None, freeze_at=0, bn_epsilon=None):
+    """The rules of what a backbone takes, stated once: `build_backbone` and `ModelConfig` both apply
+    them. UsageError (a ValueError) naming the setting."""
+    if name not in BACKBONES:
+        raise UsageError(f"backbone={name!r}: choose one of {BACKBONES}.")
+    if freeze_at and name not in FREEZABLE:
+        raise UsageError(f"freeze_backbone_at={freeze_at}: only ResNet backbones have frozen stages; "
+                         f"backbone={name!r} trains from scratch, use 0.")
+    if freeze_at is not None and not FREEZE_AT_CHECK[0](freeze_at):
+        raise UsageError(f"freeze_backbone_at={freeze_at}: {FREEZE_AT_CHECK[1]}")
+    if bn_epsilon is not None and name not in PYTORCH_RESNETS:
+        raise UsageError(f"backbone_bn_epsilon={bn_epsilon}: only the torchvision_/detectron2_ ResNets take one; "
+                         f"backbone={name!r} keeps its own.")
+    if weights == "imagenet" and name not in RESNETS:
+        raise UsageError(f"backbone={name!r} has no ImageNet weights to download; use resnet50/resnet101, a weights "
+                         f"file, or a converted model_dir (keras_retina convert, train --init_from).")
+
+
 def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freeze_at=0, bn_epsilon=None):
     """Builds a backbone.
 
@@ -153,24 +174,11 @@ def build_backbone(name, input_shape, weights=None, freeze_batchnorm=True, freez
     Returns:
       A `keras.Model` mapping `[B, H, W, 3]` RGB 0-255 to dict C3..C5.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"backbone={name!r}: choose one of {BACKBONES}.")
+    check_settings(name, weights, freeze_at, bn_epsilon)
     if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
         raise DataError(f"backbone_weights={weights!r}: no such weights file.")
-    if name not in FREEZABLE and freeze_at:
-        raise ValueError(f"freeze_backbone_at={freeze_at}: only ResNet backbones have frozen stages; "
-                         f"backbone={name!r} trains from scratch, use 0.")
-    if not 0 <= int(freeze_at) <= MAX_FREEZE_AT:
-        raise ValueError(f"freeze_backbone_at={freeze_at}: choose 0 (train everything) to {MAX_FREEZE_AT} "
-                         f"(the stem and conv2..conv{MAX_FREEZE_AT} frozen).")
-    if bn_epsilon is not None and name not in PYTORCH_RESNETS:
-        raise ValueError(f"backbone_bn_epsilon={bn_epsilon}: only the torchvision_/detectron2_ ResNets take one; "
-                         f"backbone={name!r} keeps its own.")
     if name in RESNETS:
         return _resnet(name, input_shape, weights, freeze_batchnorm, int(freeze_at))
-    if weights == "imagenet":
-        raise ValueError(f"backbone={name!r} has no ImageNet weights to download; use resnet50/resnet101, a weights "
-                         f"file, or a converted model_dir (keras_retina convert, train --init_from).")
     if name == "tiny":
         model = _tiny(input_shape)
     else:

@@ -48,28 +48,32 @@ def build_parts(config, **given):
         parts["anchor_generator"] = anchor_generator(config)
     generator = parts["anchor_generator"]
     if "backbone" not in parts:
-        parts["backbone"] = build_backbone(config.backbone, (None, None, 3), config.backbone_weights,
-                                           config.freeze_backbone_batchnorm, config.freeze_backbone_at,
-                                           config.backbone_bn_epsilon)
+        parts["backbone"] = build_backbone(config.backbone, (None, None, 3), weights=config.backbone_weights,
+                                           freeze_batchnorm=config.freeze_backbone_batchnorm,
+                                           freeze_at=config.freeze_backbone_at, bn_epsilon=config.backbone_bn_epsilon)
     if "feature_pyramid" not in parts:
-        parts["feature_pyramid"] = FeaturePyramid(config.fpn_filters, generator.max_level, config.p6_input,
-                                                  config.fpn_extra_padding, name="fpn")
+        parts["feature_pyramid"] = FeaturePyramid(filters=config.fpn_filters, max_level=generator.max_level,
+                                                  p6_input=config.p6_input, extra_padding=config.fpn_extra_padding,
+                                                  name="fpn")
     if "classification_head" not in parts:
         parts["classification_head"] = PredictionHead(
-            config.num_classes, generator.anchors_per_location, config.head_filters, config.head_convs,
-            config.prior_probability, config.head_norm, name="classification_head")
+            config.num_classes, num_anchors=generator.anchors_per_location, filters=config.head_filters,
+            num_convs=config.head_convs, prior_probability=config.prior_probability, norm=config.head_norm,
+            name="classification_head")
     if "box_head" not in parts:
-        parts["box_head"] = PredictionHead(4, generator.anchors_per_location, config.head_filters,
-                                           config.head_convs, None, config.head_norm, name="box_head")
+        parts["box_head"] = PredictionHead(4, num_anchors=generator.anchors_per_location, filters=config.head_filters,
+                                           num_convs=config.head_convs, norm=config.head_norm, name="box_head")
     if "label_encoder" not in parts:
         parts["label_encoder"] = LabelEncoder(
-            None, generator, config.foreground_iou, config.background_iou,
-            config.allow_low_quality_matches, config.box_coder_weights, name="label_encoder")
+            anchor_generator=generator, foreground_iou=config.foreground_iou, background_iou=config.background_iou,
+            allow_low_quality_matches=config.allow_low_quality_matches, box_coder_weights=config.box_coder_weights,
+            name="label_encoder")
     if "decoder" not in parts:
         parts["decoder"] = DetectionDecoder(
-            None, generator, config.box_coder_weights, config.score_threshold,
-            config.pre_nms_top_k, config.nms_iou_threshold, config.max_detections, config.clip_boxes,
-            config.drop_empty_boxes, name="detection_decoder")
+            anchor_generator=generator, box_coder_weights=config.box_coder_weights,
+            score_threshold=config.score_threshold, pre_nms_top_k=config.pre_nms_top_k,
+            nms_iou_threshold=config.nms_iou_threshold, max_detections=config.max_detections,
+            clip_boxes=config.clip_boxes, drop_empty_boxes=config.drop_empty_boxes, name="detection_decoder")
     for name in ("classification_loss", "box_loss"):
         if name in parts and getattr(parts[name], "reduction", "sum") != "sum":
             raise UsageError(f"{name}={parts[name].name}: give a loss with reduction='sum'; RetinaNet divides the "

@@ -8,7 +8,7 @@ the picture (`picture_sizes`, default the whole input) "before_nms" (ours, torch
 clipped is never a detection. Settings out of range raise ValueError.
 
 Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]` deltas in anchor
-order; `image_size`: the input's (height, width), ints or a tensor; optional `picture_sizes` int
+order; `input_size`: the input's (height, width), ints or a tensor; optional `picture_sizes` int
 `[B, 2]`. Output: dict `boxes` `[B, D, 4]` float32 yxyx pixels of the model input, `scores` `[B, D]`
 float32 descending, `classes` `[B, D]` int32 0..K-1, `num_detections` `[B]` int32 (D = max_detections);
 padding rows have boxes 0, scores 0, classes -1. `with_overrides` copies a decoder with new SETTINGS.
@@ -17,6 +17,7 @@ padding rows have boxes 0, scores 0, classes -1. `with_overrides` copies a decod
 import keras
 import tensorflow as tf
 
+from keras_retina import renamed
 from keras_retina.modeling import anchors as anchor_lib
 from keras_retina.ops import box_coder
 from keras_retina.ops import boxes as box_lib
@@ -26,6 +27,14 @@ PRE_NMS_TOP_K = 1000
 NMS_IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 100
 SETTINGS = ("score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")  # set at export time
+# The rules of SETTINGS, stated once: the decoder checks its arguments with them, ModelConfig its fields
+# and the command line the flags that override them at export and predict time.
+CHECKS = {
+    "score_threshold": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
+    "pre_nms_top_k": (lambda v: v >= 1, "must be positive."),
+    "nms_iou_threshold": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "max_detections": (lambda v: v >= 1, "must be positive."),
+}
 CLIPPING = ("before_nms", "after_nms")
 CONVENTIONS = ("clip_boxes", "drop_empty_boxes")  # a library's order of clipping and NMS: the model's
 
@@ -46,7 +55,7 @@ class DetectionDecoder(keras.layers.Layer):
     """Decoding, per-level top-k, score threshold, class-wise NMS (see module docstring).
 
     Args:
-      image_size: int or (height, width) of the model input when it is fixed, or None: each
+      input_size: int or (height, width) of the model input when it is fixed, or None: each
         call gives the input's size.
       anchor_generator: the `anchors.AnchorGenerator` the model was built with
         (default: the paper's geometry).
@@ -58,7 +67,7 @@ class DetectionDecoder(keras.layers.Layer):
 
     def __init__(
         self,
-        image_size=None,
+        input_size=None,
         anchor_generator=None,
         box_coder_weights=box_coder.DEFAULT_WEIGHTS,
         score_threshold=SCORE_THRESHOLD,
@@ -69,21 +78,17 @@ class DetectionDecoder(keras.layers.Layer):
         drop_empty_boxes=True,
         **kwargs,
     ):
+        input_size = renamed.argument(kwargs, "image_size", "input_size", input_size, "DetectionDecoder")
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if not 0.0 <= score_threshold < 1.0 or not 0.0 < nms_iou_threshold <= 1.0:
-            raise ValueError(
-                f"Need 0 <= score_threshold < 1 and 0 < nms_iou_threshold <= 1, got "
-                f"{score_threshold} and {nms_iou_threshold}."
-            )
-        if pre_nms_top_k < 1 or max_detections < 1:
-            raise ValueError(f"pre_nms_top_k and max_detections must be >= 1, got "
-                             f"{pre_nms_top_k} and {max_detections}.")
+        for name, value in zip(SETTINGS, (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections)):
+            if not CHECKS[name][0](value):
+                raise ValueError(f"DetectionDecoder: {name}={value} {CHECKS[name][1]}")
         if clip_boxes not in CLIPPING:
             raise ValueError(f"clip_boxes={clip_boxes!r}: choose one of {', '.join(CLIPPING)}.")
         self.clip_boxes = clip_boxes
         self.drop_empty_boxes = bool(drop_empty_boxes)
-        self.image_size = None if image_size is None else anchor_lib.config_image_size(image_size)
+        self.input_size = None if input_size is None else anchor_lib.config_input_size(input_size)
         self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
         self.box_coder_weights = tuple(box_coder_weights)
         self.score_threshold = score_threshold
@@ -91,20 +96,22 @@ class DetectionDecoder(keras.layers.Layer):
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
 
-    def call(self, outputs, image_size=None, picture_sizes=None):
-        if image_size is None:
-            image_size = self.image_size
-        if image_size is None:
-            raise ValueError("DetectionDecoder needs the input's image_size (height, width): give it to the call "
+    def call(self, outputs, input_size=None, picture_sizes=None, **renamed_arguments):
+        input_size = renamed.argument(renamed_arguments, "image_size", "input_size", input_size,
+                                      "DetectionDecoder call")
+        if input_size is None:
+            input_size = self.input_size
+        if input_size is None:
+            raise ValueError("DetectionDecoder needs the input's input_size (height, width): give it to the call "
                              "or to the layer.")
         logits = tf.cast(outputs["classification"], tf.float32)
         deltas = tf.cast(outputs["box"], tf.float32)
         num_classes = logits.shape[-1]
         batch = tf.shape(logits)[0]
-        static = anchor_lib.static_hw(image_size)
-        height, width = static if static else (image_size[0], image_size[1])
-        anchors_by_level = self.anchor_generator.by_level(static or image_size)
-        counts = self.anchor_generator.level_counts(static or image_size)
+        static = anchor_lib.static_hw(input_size)
+        height, width = static if static else (input_size[0], input_size[1])
+        anchors_by_level = self.anchor_generator.by_level(static or input_size)
+        counts = self.anchor_generator.level_counts(static or input_size)
 
         level_boxes, level_scores, level_classes = [], [], []
         start = 0
@@ -185,10 +192,15 @@ class DetectionDecoder(keras.layers.Layer):
         )
         return keep, count
 
+    @classmethod
+    def from_config(cls, config):
+        # layer configs saved before the rename hold the input's size as "image_size"
+        return super().from_config(renamed.config_key(config, "image_size", "input_size"))
+
     def get_config(self):
         config = super().get_config()
         config.update(
-            image_size=self.image_size,
+            input_size=self.input_size,
             anchor_generator=keras.saving.serialize_keras_object(self.anchor_generator),
             box_coder_weights=list(self.box_coder_weights),
             score_threshold=self.score_threshold,

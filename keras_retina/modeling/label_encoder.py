@@ -16,6 +16,7 @@ time, so memory is O(B * A_total * 128) and time O(B * A_total * N).
 import keras
 import tensorflow as tf
 
+from keras_retina import renamed
 from keras_retina.modeling import anchors as anchor_lib
 from keras_retina.ops import box_coder
 from keras_retina.ops import boxes as box_lib
@@ -34,7 +35,7 @@ class LabelEncoder(keras.layers.Layer):
     """Assigns ground-truth boxes to anchors (module docstring).
 
     Args:
-      image_size: int or (height, width) of the model input when every input has it (then
+      input_size: int or (height, width) of the model input when every input has it (then
         `anchors` holds its anchors), or None: each call gives the input's size.
       anchor_generator: an `anchors.AnchorGenerator` (default: the paper's geometry).
       foreground_iou, background_iou: 0.5 and 0.4; anchors in between are ignored (ValueError
@@ -43,13 +44,13 @@ class LabelEncoder(keras.layers.Layer):
       box_coder_weights: (wy, wx, wh, ww) for `ops.box_coder.encode`.
 
     Call: `boxes` `[B, N, 4]` or `[N, 4]` float32 yxyx pixels of the input; `classes` `[B, N]` or `[N]`
-    int, 0..K-1, < 0 padding; `image_size` (height, width), default the layer's. Returns {"cls_targets":
+    int, 0..K-1, < 0 padding; `input_size` (height, width), default the layer's. Returns {"cls_targets":
     `[B, A_total]` int32, "box_targets": `[B, A_total, 4]` float32}, no batch axis when inputs had none.
     """
 
     def __init__(
         self,
-        image_size=None,
+        input_size=None,
         anchor_generator=None,
         foreground_iou=FOREGROUND_IOU,
         background_iou=BACKGROUND_IOU,
@@ -57,6 +58,7 @@ class LabelEncoder(keras.layers.Layer):
         box_coder_weights=box_coder.DEFAULT_WEIGHTS,
         **kwargs,
     ):
+        input_size = renamed.argument(kwargs, "image_size", "input_size", input_size, "LabelEncoder")
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not 0.0 < background_iou <= foreground_iou <= 1.0:
@@ -64,20 +66,22 @@ class LabelEncoder(keras.layers.Layer):
                 f"Need 0 < background_iou <= foreground_iou <= 1, got "
                 f"background_iou={background_iou}, foreground_iou={foreground_iou}."
             )
-        self.image_size = None if image_size is None else anchor_lib.config_image_size(image_size)
+        self.input_size = None if input_size is None else anchor_lib.config_input_size(input_size)
         self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
         self.foreground_iou = foreground_iou
         self.background_iou = background_iou
         self.allow_low_quality_matches = allow_low_quality_matches
         self.box_coder_weights = tuple(box_coder_weights)
         # [A_total, 4] numpy at the fixed image size, if there is one
-        self.anchors = None if image_size is None else self.anchor_generator.anchors(image_size)
+        self.anchors = None if input_size is None else self.anchor_generator.anchors(input_size)
 
-    def call(self, boxes, classes, image_size=None):
-        if image_size is None:
-            image_size = self.image_size
-        if image_size is None:
-            raise ValueError("LabelEncoder needs the input's image_size (height, width): give it to the call "
+    def call(self, boxes, classes, input_size=None, **renamed_arguments):
+        input_size = renamed.argument(renamed_arguments, "image_size", "input_size", input_size,
+                                      "LabelEncoder call")
+        if input_size is None:
+            input_size = self.input_size
+        if input_size is None:
+            raise ValueError("LabelEncoder needs the input's input_size (height, width): give it to the call "
                              "or to the layer.")
         boxes = tf.convert_to_tensor(boxes, tf.float32)
         classes = tf.cast(classes, tf.int32)
@@ -89,7 +93,7 @@ class LabelEncoder(keras.layers.Layer):
                 "LabelEncoder expects boxes [B, N, 4] and classes [B, N] (or [N, 4] and [N]); "
                 f"got boxes {boxes.shape} and classes {classes.shape}."
             )
-        cls_targets, box_targets = self._encode(boxes, classes, self.anchor_generator.anchors(image_size))
+        cls_targets, box_targets = self._encode(boxes, classes, self.anchor_generator.anchors(input_size))
         if unbatched:
             cls_targets, box_targets = cls_targets[0], box_targets[0]
         return {"cls_targets": cls_targets, "box_targets": box_targets}
@@ -154,10 +158,15 @@ class LabelEncoder(keras.layers.Layer):
             lambda start, *_: start < count, step, state, parallel_iterations=1)
         return best_iou, matched, forced_iou, forced_box
 
+    @classmethod
+    def from_config(cls, config):
+        # layer configs saved before the rename hold the input's size as "image_size"
+        return super().from_config(renamed.config_key(config, "image_size", "input_size"))
+
     def get_config(self):
         config = super().get_config()
         config.update(
-            image_size=self.image_size,
+            input_size=self.input_size,
             anchor_generator=keras.saving.serialize_keras_object(self.anchor_generator),
             foreground_iou=self.foreground_iou,
             background_iou=self.background_iou,

@@ -11,17 +11,10 @@ import dataclasses
 from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, UNIT, as_tuples, check_fields, setting
 from keras_retina.errors import DataError, UsageError
 from keras_retina.modeling import anchors as anchor_lib
+from keras_retina.modeling import backbone as backbone_lib
 from keras_retina.modeling import detection_decoder, transform
 from keras_retina.modeling import losses as loss_lib
-from keras_retina.modeling.backbone import (
-    BACKBONES,
-    DEFAULT_BACKBONE,
-    FREEZABLE,
-    MAX_FREEZE_AT,
-    PYTORCH_RESNETS,
-    RESNETS,
-    default_freeze_at,
-)
+from keras_retina.modeling.backbone import BACKBONES, DEFAULT_BACKBONE, FREEZE_AT_CHECK, default_freeze_at
 from keras_retina.modeling.fpn import EXTRA_PADDINGS, P6_INPUTS
 from keras_retina.modeling.heads import NORMS, PRIOR_PROBABILITY
 from keras_retina.modeling.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU
@@ -32,7 +25,8 @@ _POSITIVE, _UNIT, _NOT_NEGATIVE = POSITIVE, UNIT, NOT_NEGATIVE
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The RetinaNet's settings (see each field's help); `num_classes` comes from the data."""
+    """The RetinaNet's settings (see each field's help); `num_classes` comes from the data.
+    `resize_policy`: the `transform.ResizePolicy` of these settings, built once when the config is made."""
 
     num_classes: int = setting(None, "K, object classes (from the data's label map).", _POSITIVE, flag=False)
     backbone: str = setting(DEFAULT_BACKBONE, "Backbone network (paper 4.1: ResNet-50/101; torchvision_/detectron2_ "
@@ -79,7 +73,7 @@ class ModelConfig:
     freeze_backbone_at: int = setting(
         None, "Freeze the ResNet stem and stages conv2..convK (Detectron's FREEZE_AT; 0: train everything). "
         "Default: 2 with --backbone_weights, 0 without.",
-        (lambda v: 0 <= v <= MAX_FREEZE_AT, f"choose 0 (train everything) to {MAX_FREEZE_AT}."))
+        FREEZE_AT_CHECK)
     num_scales: int = setting(anchor_lib.NUM_SCALES, "Anchor scales per octave (paper 4: 3).", _POSITIVE)
     aspect_ratios: tuple = setting(anchor_lib.ASPECT_RATIOS, "Anchor width/height ratios (paper 4: 0.5,1,2).",
                                    (lambda v: len(v) > 0 and all(r > 0 for r in v), "must be positive numbers."))
@@ -118,13 +112,13 @@ class ModelConfig:
                                        (lambda v: len(v) == 4 and all(w > 0 for w in v),
                                         "must be four positive numbers."), flag=False)
     score_threshold: float = setting(detection_decoder.SCORE_THRESHOLD, "Detection score threshold (paper 4.1: 0.05).",
-                                     (lambda v: 0 <= v < 1, "must be in [0, 1)."), flag=False)
+                                     detection_decoder.CHECKS["score_threshold"], flag=False)
     pre_nms_top_k: int = setting(detection_decoder.PRE_NMS_TOP_K, "Candidates per level (paper 4.1: 1000).",
-                                 _POSITIVE, flag=False)
+                                 detection_decoder.CHECKS["pre_nms_top_k"], flag=False)
     nms_iou_threshold: float = setting(detection_decoder.NMS_IOU_THRESHOLD, "NMS IoU (paper 4.1: 0.5).",
-                                       (lambda v: 0 < v <= 1, "must be in (0, 1]."), flag=False)
-    max_detections: int = setting(detection_decoder.MAX_DETECTIONS, "Detections per image (COCO: 100).", _POSITIVE,
-                                  flag=False)
+                                       detection_decoder.CHECKS["nms_iou_threshold"], flag=False)
+    max_detections: int = setting(detection_decoder.MAX_DETECTIONS, "Detections per image (COCO: 100).",
+                                  detection_decoder.CHECKS["max_detections"], flag=False)
     clip_boxes: str = setting(
         "before_nms", "Boxes clipped to the picture before NMS (ours, torchvision's) or after it (detectron2's).",
         choices=detection_decoder.CLIPPING, flag=False)
@@ -137,23 +131,16 @@ class ModelConfig:
         if self.focal_gamma is None:
             object.__setattr__(self, "focal_gamma", loss_lib.default_gamma(self.classification_loss))
         check_fields(self)
-        try:
-            transform.policy_from_config(self)
+        try:  # built once here: the model, training, check-data and export read `config.resize_policy`
+            object.__setattr__(self, "resize_policy", transform.policy_from_config(self))
         except ValueError as error:
             raise UsageError(str(error)) from None
         if self.background_iou > self.foreground_iou:
             raise UsageError(f"background_iou={self.background_iou} is above foreground_iou={self.foreground_iou}.")
         if self.classification_loss == "focal_star" and self.focal_gamma <= 0:
             raise UsageError(f"focal_gamma={self.focal_gamma}: FL* needs a gamma above 0.")
-        if self.backbone_weights == "imagenet" and self.backbone not in RESNETS:
-            raise UsageError(f"backbone={self.backbone!r} has no ImageNet weights; use resnet50/resnet101 or a "
-                             f"weights file.")
-        if self.backbone_bn_epsilon is not None and self.backbone not in PYTORCH_RESNETS:
-            raise UsageError(f"backbone_bn_epsilon={self.backbone_bn_epsilon}: only the torchvision_/detectron2_ "
-                             f"ResNets take one; backbone={self.backbone!r} keeps its own.")
-        if self.freeze_backbone_at and self.backbone not in FREEZABLE:
-            raise UsageError(f"freeze_backbone_at={self.freeze_backbone_at}: only ResNet backbones have frozen "
-                             f"stages; backbone={self.backbone!r} trains from scratch, use 0.")
+        backbone_lib.check_settings(self.backbone, self.backbone_weights, self.freeze_backbone_at,
+                                    self.backbone_bn_epsilon)
 
     def resolved(self):
         """This config with `freeze_backbone_at` decided (`backbone.default_freeze_at` if unset)."""

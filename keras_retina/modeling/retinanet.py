@@ -24,7 +24,6 @@ from keras import ops
 from keras_retina.errors import UsageError
 from keras_retina.modeling import anchors as anchor_lib
 from keras_retina.modeling import losses as loss_lib
-from keras_retina.modeling import transform
 from keras_retina.modeling.backbone import DEFAULT_BACKBONE
 from keras_retina.modeling.builder import PART_NAMES, build_parts
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
@@ -63,9 +62,9 @@ class RetinaNet(keras.Model):
     is the resolved ModelConfig; `get_config` holds it and the given parts, so `.keras` files keep them.
     """
 
-    def __init__(self, num_classes=None, backbone=DEFAULT_BACKBONE, image_size=800, *, anchor_generator=None,
-                 feature_pyramid=None, classification_head=None, box_head=None, label_encoder=None,
-                 decoder=None, box_loss=None, **settings):
+    def __init__(self, num_classes=None, backbone=DEFAULT_BACKBONE, image_size=800, *, config=None,
+                 anchor_generator=None, feature_pyramid=None, classification_head=None, box_head=None,
+                 label_encoder=None, decoder=None, box_loss=None, **settings):
         model_kwargs = {k: settings.pop(k) for k in ("name", "trainable", "dtype") if k in settings}
         given = dict(anchor_generator=anchor_generator, feature_pyramid=feature_pyramid,
                      classification_head=classification_head, box_head=box_head, label_encoder=label_encoder,
@@ -75,15 +74,20 @@ class RetinaNet(keras.Model):
         if isinstance(settings.get("classification_loss"), keras.losses.Loss):
             given["classification_loss"] = settings.pop("classification_loss")
         given = {name: part for name, part in given.items() if part is not None}
-        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(ModelConfig)})
-        if unknown:
-            raise TypeError(f"RetinaNet got unknown setting(s) {unknown}; see keras_retina.ModelConfig.")
-        config = ModelConfig(num_classes=num_classes, image_size=image_size,
-                             backbone=DEFAULT_BACKBONE if "backbone" in given else backbone, **settings).resolved()
+        if config is not None:
+            config = _given_config(config, num_classes, image_size, settings)
+        else:
+            unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(ModelConfig)})
+            if unknown:
+                raise TypeError(f"RetinaNet got unknown setting(s) {unknown}; see keras_retina.ModelConfig.")
+            config = ModelConfig(num_classes=num_classes, image_size=image_size,
+                                 backbone=DEFAULT_BACKBONE if "backbone" in given else backbone, **settings)
+        config = config.resolved()
         if "backbone" in given:  # records the given network's name, for people; it is never rebuilt by name
-            object.__setattr__(config, "backbone", backbone)
+            config = _renamed_backbone(config, backbone)
         if config.num_classes is None:
             raise UsageError("RetinaNet needs num_classes (the number of object classes).")
+        num_classes = config.num_classes
         parts = build_parts(config, **given)
         generator = parts["anchor_generator"]
 
@@ -109,16 +113,16 @@ class RetinaNet(keras.Model):
         self.box_loss_fn = parts["box_loss"]
         self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
-        self.resize_policy = transform.policy_from_config(config)
+        self.resize_policy = config.resize_policy
 
     def call(self, inputs, training=None, mask=None):
         _check_input_size(inputs)
         return super().call(inputs, training=training, mask=mask)
 
     # ----------------------------------------------------------------- training
-    def encode_targets(self, y, image_size):
+    def encode_targets(self, y, input_size):
         """Training targets dict (raw or pre-encoded, see module docstring) for inputs of
-        `image_size` (height, width) -> encoded targets."""
+        `input_size` (height, width) -> encoded targets."""
         if not isinstance(y, dict):
             raise ValueError(f"{_TARGETS_HELP}; got {type(y).__name__}.")
         if "cls_targets" in y and "box_targets" in y:
@@ -129,13 +133,13 @@ class RetinaNet(keras.Model):
                 boxes = boxes.to_tensor(0.0)
             if isinstance(classes, tf.RaggedTensor):
                 classes = classes.to_tensor(-1)
-            return self.label_encoder(boxes, classes, image_size=image_size)
+            return self.label_encoder(boxes, classes, input_size=input_size)
         raise ValueError(f"{_TARGETS_HELP}; got keys {sorted(y)}.")
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if sample_weight is not None:
             raise ValueError("RetinaNet does not use sample_weight; pass only (images, targets).")
-        targets = self.encode_targets(y, _image_size(x))
+        targets = self.encode_targets(y, _input_size(x))
         cls_loss, box_loss = loss_lib.detection_losses(
             targets["cls_targets"], targets["box_targets"], y_pred["classification"],
             y_pred["box"], self.cls_loss_fn, self.box_loss_fn,
@@ -171,7 +175,7 @@ class RetinaNet(keras.Model):
         """Images `[B, H, W, 3]` RGB 0-255 -> final detections (see module docstring);
         `picture_sizes` `[B, 2]`: each picture's (height, width) inside its padded input, boxes are
         clipped to it (default: to the whole input)."""
-        return self.decoder(self(images, training=False), image_size=_image_size(images),
+        return self.decoder(self(images, training=False), input_size=_input_size(images),
                             picture_sizes=picture_sizes)
 
     def predict_step(self, data):
@@ -206,7 +210,26 @@ class RetinaNet(keras.Model):
         return cls(**config)
 
 
-def _image_size(images):
+def _given_config(config, num_classes, image_size, settings):
+    """A `config=` given to RetinaNet: a ModelConfig (checked when it was made) with num_classes, used
+    as it is; settings beside it would be a second source of the same values (TypeError)."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"RetinaNet(config=...) takes a keras_retina.ModelConfig, got {type(config).__name__}.")
+    if num_classes is not None or image_size != 800 or settings:
+        raise TypeError("RetinaNet takes either config=ModelConfig(...) or settings as arguments, not both.")
+    if config.num_classes is None:
+        raise UsageError("RetinaNet needs num_classes (the number of object classes): give it to the ModelConfig.")
+    return config
+
+
+def _renamed_backbone(config, name):
+    """A copy of `config` naming a given backbone network (for people; it is never rebuilt by name)."""
+    renamed = dataclasses.replace(config)  # a caller's config is never changed
+    object.__setattr__(renamed, "backbone", name)
+    return renamed
+
+
+def _input_size(images):
     """(height, width) of a batch of images: ints when static, else an int32 tensor [2]."""
     static = images.shape[1:3]
     if static[0] is not None and static[1] is not None:

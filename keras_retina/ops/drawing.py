@@ -14,7 +14,9 @@ import hashlib
 
 from PIL import Image, ImageDraw, ImageFont
 
-DRAW_SCORE_THRESHOLD = 0.3  # what `predict`, the client and TensorBoard pictures show
+from keras_retina import renamed
+
+DRAW_THRESHOLD = 0.3  # what `predict`, the client and TensorBoard pictures show
 
 
 def class_colour(key):
@@ -30,13 +32,18 @@ def class_colour(key):
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_detections(image, boxes, scores, names, score_threshold=DRAW_SCORE_THRESHOLD, class_ids=None):
-    """Returns a copy of `image` (PIL or uint8 array) with the detections above the threshold.
+def draw_detections(image, boxes, scores, names, draw_threshold=None, class_ids=None, **renamed_arguments):
+    """Returns a copy of `image` (PIL or uint8 array) with the detections scoring at least
+    `draw_threshold` (default DRAW_THRESHOLD).
 
     Args:
       boxes: `[D, 4]` normalised yxyx; scores `[D]`; names `[D]` class names (str or bytes);
       class_ids: `[D]` category ids, which pick the colours (default: the names do).
     """
+    draw_threshold = renamed.argument(renamed_arguments, "score_threshold", "draw_threshold", draw_threshold,
+                                      "draw_detections")
+    renamed.no_others(renamed_arguments, "draw_detections")
+    draw_threshold = DRAW_THRESHOLD if draw_threshold is None else draw_threshold
     image = (image if isinstance(image, Image.Image) else Image.fromarray(image)).convert("RGB").copy()
     width, height = image.size
     side = min(width, height)
@@ -45,7 +52,7 @@ def draw_detections(image, boxes, scores, names, score_threshold=DRAW_SCORE_THRE
     draw = ImageDraw.Draw(image)
     order = sorted(range(len(scores)), key=lambda i: scores[i])
     for i in order:
-        if scores[i] < score_threshold:
+        if scores[i] < draw_threshold:
             continue
         name = names[i].decode() if isinstance(names[i], bytes) else str(names[i])
         ymin, xmin, ymax, xmax = boxes[i]

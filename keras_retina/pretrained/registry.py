@@ -3,15 +3,18 @@
 `registry.json` (beside this module) holds an entry per name: the task ("detection": a COCO
 RetinaNet to convert; "backbone": ImageNet weights of a backbone), source library, URL, the
 publisher's checksum (torchvision's sha256 prefix from its file name, keras.applications' md5;
-null where none is published: the sha256 is then recorded at the first download and checked on
-every later use), size, architecture, categories, published metric, inference settings, licence,
-recipe and where each was read. `$KERAS_RETINA_REGISTRY` names a JSON file of more entries (an
-internal artefact store, the tests).
+null where none is published: the sha256 is then recorded once the file has parsed as the weights
+it claims to be, never before, and checked on every later use), size, architecture, categories,
+published metric, inference settings, licence, recipe and where each was read.
+`$KERAS_RETINA_REGISTRY` names a JSON file of more entries (an internal artefact store, the tests).
 
 `fetch(name)` -> the file, downloaded once into the cache (`cache_dir()`:
 `$KERAS_RETINA_HOME`, default `$XDG_CACHE_HOME/keras_retina` or `~/.cache/keras_retina`): to a
 temporary name with a progress line, checked, then renamed, under a lock (two processes asking
-at once get one download); a cached file whose checksum fails is fetched again.
+at once get one download; partial files of a download that was killed are removed). A file that
+fails its check right after this call downloaded it is removed; a file already in the cache (a
+download of an earlier run, or one put there by hand) is never deleted: a failed check is a
+DataError naming the file and what to do.
 `$KERAS_RETINA_MIRROR` replaces the URL's scheme and host (`https://mirror/` + the URL's path).
 `resolve_model_dir(name_or_path)` -> a model_dir: a path as it is, a detection entry's file
 converted once into `cache_dir()/models/<name>`. Offline, a failed download is one DataError
@@ -30,7 +33,7 @@ import urllib.parse
 import urllib.request
 
 from keras_retina.errors import DataError, UsageError
-from keras_retina.files import exclusive
+from keras_retina.files import exclusive, make_folder
 
 REGISTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
 TASKS = ("detection", "backbone")
@@ -67,8 +70,17 @@ def entry(name):
 
 
 def is_name(value):
-    """Whether `value` names a registry entry rather than a path (an existing path wins)."""
-    return bool(value) and not os.path.exists(value) and value in entries()
+    """Whether `value` names a registry entry rather than a path (an existing path wins). A value that
+    is no path but starts like the registry's names (`torchvision/...`) and names no entry is a
+    misspelt name: UsageError with the close matches (`entry`)."""
+    if not value or os.path.exists(value):
+        return False
+    known = entries()
+    if value in known:
+        return True
+    if "/" in value and value.split("/", 1)[0] in {name.split("/", 1)[0] for name in known}:
+        entry(value)
+    return False
 
 
 def cache_dir():
@@ -119,24 +131,52 @@ def fetch(name):
     filename = os.path.basename(urllib.parse.urlsplit(item["url"]).path)
     path = os.path.join(folder, filename)
     recorded = path + ".sha256"
+    make_folder(folder, "the download cache: $KERAS_RETINA_HOME, else ~/.cache/keras_retina")
     with exclusive(folder, f"keras_retina download of {name}", wait=True):
+        for leftover in os.listdir(folder):  # under the lock: no live process is writing these
+            if leftover.startswith(f"{filename}.part-"):
+                os.remove(os.path.join(folder, leftover))
         if os.path.isfile(path):
-            problem = _check(path, item.get("checksum"), recorded)
-            if problem is None:
-                return path
-            print(f"{path}: {problem}; fetching it again.", file=sys.stderr, flush=True)
-            os.remove(path)
-        _download(_url(item["url"]), path, name)
-        problem = _check(path, item.get("checksum"), recorded)
+            problem = _check(path, item.get("checksum"), recorded) or _unparsed(path, item, recorded)
+            if problem is not None:
+                raise DataError(f"{path}: {problem}. It was not downloaded by this run, so it is left as it is: "
+                                f"remove it (and {os.path.basename(recorded)} beside it, if any) to download it "
+                                f"again, or put the right file there.")
+            return path
+        url = _url(item["url"])
+        _download(url, path, name)
+        problem = _check(path, item.get("checksum"), recorded) or _unparsed(path, item, recorded)
         if problem is not None:
             os.remove(path)
-            raise DataError(f"{item['url']}: the downloaded file's {problem}; removed. The file changed at its "
-                            f"source or on the way (a proxy?); nothing was used.")
-        if not item.get("checksum") and not os.path.isfile(recorded):
-            with open(recorded + ".tmp", "w", encoding="utf-8") as f:
-                f.write(_digest(path, "sha256") + "\n")
-            os.replace(recorded + ".tmp", recorded)
+            raise DataError(f"{url}: the downloaded file's {problem}; removed. The file changed at its source or "
+                            f"on the way (a proxy, a mirror?); nothing was used.")
     return path
+
+
+def _unparsed(path, item, recorded):
+    """For an entry without a published checksum whose file has no recorded sha256 yet: None when the
+    file parses as the weights its format names (its sha256 is then recorded), else the problem."""
+    if item.get("checksum") or os.path.isfile(recorded):
+        return None
+    try:
+        if item["format"] == "keras_h5":
+            import h5py
+
+            with h5py.File(path, "r"):
+                pass
+        else:
+            from keras_retina.pretrained.weight_files import read_weights
+
+            if not read_weights(path):
+                return "content holds no tensors"
+    except DataError as error:
+        return f"content is not {item['format']} weights ({str(error).replace(path + ': ', '')})"
+    except OSError as error:
+        return f"content is not {item['format']} weights ({error})"
+    with open(recorded + ".tmp", "w", encoding="utf-8") as f:
+        f.write(_digest(path, "sha256") + "\n")
+    os.replace(recorded + ".tmp", recorded)
+    return None
 
 
 def _download(url, path, name):

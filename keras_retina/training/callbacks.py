@@ -72,7 +72,7 @@ def image_writer(writer, dataset, label_map, count=4):
         size = tf.shape(images)[1:3]  # drawn on the model input: scale 1
         boxes = transform.to_original(out["boxes"], tf.ones(tf.shape(images)[:1]),
                                           tf.tile(size[None], [tf.shape(images)[0], 1]), normalised=True)
-        keep = tf.cast(out["scores"] >= drawing.DRAW_SCORE_THRESHOLD, tf.float32)[..., None]
+        keep = tf.cast(out["scores"] >= drawing.DRAW_THRESHOLD, tf.float32)[..., None]
         drawn = tf.image.draw_bounding_boxes(images / 255.0, boxes * keep,
                                              tf.constant([[1.0, 0.2, 0.2, 1.0]]))
         with writer.as_default(step=step):

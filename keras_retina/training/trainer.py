@@ -38,11 +38,9 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation.callback import CocoEvaluation
 from keras_retina.files import exclusive, write_json
 from keras_retina.model_dir import ModelDir
-from keras_retina.modeling.builder import anchor_generator
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
 from keras_retina.modeling.precision import set_precision
 from keras_retina.modeling.retinanet import RetinaNet
-from keras_retina.modeling.transform import policy_from_config
 from keras_retina.pretrained import published_weights, registry
 from keras_retina.training import callbacks as cb
 from keras_retina.training import fine_tuning
@@ -73,6 +71,9 @@ def train(model_dir, model_config, train_config, sources=None, data_config=None,
                         f"(keras_retina models lists them).")
     if train_config.init_from:  # a registered detector: downloaded and converted once
         train_config = dataclasses.replace(train_config, init_from=registry.resolve_model_dir(train_config.init_from))
+        if not ModelDir(train_config.init_from).has_config() and not ModelDir(model_dir).has_config():
+            raise DataError(f"--init_from={train_config.init_from}: no config.json there; give a model_dir written "
+                            f"by keras_retina train or convert, or a registered detector (keras_retina models).")
     set_precision(train_config.mixed_precision)
     strategy = strategy or make_strategy(train_config.strategy)
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -97,8 +98,6 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
     model_config = model_settings(run, model_config, train_config, sources.label_map)
     if run.has_config() and ModelDir(run.path).latest_checkpoint() and not allow_other_data:
         check_same_data(run, sources.label_map, data_config)
-    if coverage_images:
-        coverage(sources, model_config, coverage_images)
     if chief:  # the label map first: a config.json never exists without it
         run.write_label_map(sources.label_map)
         run.write_config({"model": model_config.to_json(), "train": train_config.to_json(),
@@ -108,6 +107,8 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
                         "validation_pictures": [image["file"] for image in sources.val.images]}, run.split_path)
     build_config, backbone_state = backbone_weights(model_config)
     model = build_model(build_config, train_config, strategy)
+    if coverage_images:
+        coverage(sources, model, coverage_images)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = run.checkpoint_manager(checkpoint)
     step, init_report = restore(run, model, checkpoint, train_config, sources.label_map, backbone_state,
@@ -187,10 +188,10 @@ def check_same_data(run, label_map, data_config):
                          f"this data.")
 
 
-def coverage(sources, model_config, max_images):
-    """Prints how well the anchors cover the training boxes at the model's scale."""
-    report = coverage_lib.anchor_coverage(sources.train, policy_from_config(model_config),
-                                          anchor_generator(model_config), max_images=max_images)
+def coverage(sources, model, max_images):
+    """Prints how well the model's anchors cover the training boxes at its scale."""
+    report = coverage_lib.anchor_coverage(sources.train, model.resize_policy, model.anchor_generator,
+                                          max_images=max_images)
     print(coverage_lib.format_coverage(report), flush=True)
 
 
@@ -208,7 +209,7 @@ def build_model(model_config, train_config, strategy):
     """The RetinaNet and its built optimizer, in the strategy's scope, seeded."""
     keras.utils.set_random_seed(train_config.seed)
     with strategy.scope():
-        model = RetinaNet(**dataclasses.asdict(model_config))
+        model = RetinaNet(config=model_config)
         model.compile(optimizer=make_optimizer(train_config))
         model.optimizer.build(model.trainable_variables)
     return model

@@ -195,7 +195,7 @@ def test_export_and_predict_commands(tmp_path):
     for name, array in zip(("a.jpg", "b.png"), random_pictures()):
         Image.fromarray(array).save(tmp_path / name)
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    result = keras_retina("predict", "--saved_model=serving/pets/1", "--output_dir=out", "--score_threshold=0.3",
+    result = keras_retina("predict", "--saved_model=serving/pets/1", "--output_dir=out", "--draw_threshold=0.3",
                           "a.jpg", "broken.jpg", "b.png", cwd=tmp_path)
     assert result.returncode == 1  # one image failed, the others were done
     assert "broken.jpg: cannot read this image" in result.stderr

@@ -92,7 +92,7 @@ def test_client_draws_pictures(signature, tmp_path, monkeypatch):
 
     Image.fromarray(random_pictures()[0]).save(tmp_path / "photo.png")
     monkeypatch.setattr(client, "send_rest", lambda server, model, body, version=None: _rest_server(signature, body))
-    assert client.main([str(tmp_path / "photo.png"), "--score_threshold=0.0"]) == 0
+    assert client.main([str(tmp_path / "photo.png"), "--draw_threshold=0.0"]) == 0
     drawn = np.asarray(Image.open(tmp_path / "photo.detections.png"))
     assert drawn.shape == random_pictures()[0].shape and not np.array_equal(drawn, random_pictures()[0])
 

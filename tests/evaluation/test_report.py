@@ -186,7 +186,7 @@ def _source():
 
 def test_the_report_folder_holds_the_page_the_figures_and_the_numbers(tmp_path):
     path = write_report(str(tmp_path / "report"), evaluation(), LABEL_MAP, _source(), title="Hand-built <check>",
-                        score_threshold=0.45, about={"model": "a <b>model</b>"})
+                        report_threshold=0.45, about={"model": "a <b>model</b>"})
     folder = tmp_path / "report"
     for name in ("index.html", "pr_curves.png", "confusion_matrix.png", "errors.png", "report.json"):
         assert (folder / name).stat().st_size > 1000, name
@@ -209,7 +209,7 @@ def test_the_page_shows_in_a_real_browser(tmp_path):
     screenshot is not blank. CI installs Chromium (`.ci/run`); there this test never skips."""
     from PIL import Image
 
-    path = write_report(str(tmp_path / "report"), evaluation(), LABEL_MAP, _source(), score_threshold=0.45)
+    path = write_report(str(tmp_path / "report"), evaluation(), LABEL_MAP, _source(), report_threshold=0.45)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
     dom = subprocess.run([CHROMIUM, *flags, "--enable-logging=stderr", "--v=0", "--dump-dom", f"file://{path}"],

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from keras_retina.errors import UsageError
+from keras_retina.inference.pictures import _tile_progress
 from keras_retina.inference.tiling import detect_tiled, merge_cut_boxes
 from keras_retina.ops.large_picture import ArrayPicture
-from keras_retina.ops.tiles import tile_windows
+from keras_retina.ops.tiles import count_windows, iter_windows, tile_windows
 
 from command_line import keras_retina
 from conftest import make_tiny_model_dir
@@ -112,3 +114,39 @@ def test_predict_tile_on_a_tiled_tiff(tmp_path, tiny_model_dir):
     assert detections and all(0 <= d["bbox"][0] and d["bbox"][0] + d["bbox"][2] <= 900.01 and
                               d["bbox"][1] + d["bbox"][3] <= 700.01 for d in detections)
     assert (tmp_path / "out" / "scan.png").is_file()
+    count = len(tile_windows(700, 900, 64, 0.25))
+    result = keras_retina("predict", f"--model_dir={tiny_model_dir}", "--tile=64", "--tile_overlap=0.25",
+                          "--max_tiles=100", "scan.tif", "--output_dir=out2", cwd=tmp_path)
+    assert result.returncode == 2 and f"900 x 700 pixels need {count:,} tiles of 64 pixels, above --max_tiles=100" \
+        in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+class _HeaderOnly:
+    """What a 1 MB TIFF may claim: a million pixels a side, nothing readable behind it."""
+    path, height, width = "claims.tif", 1 << 20, 1 << 20
+
+    def read(self, window):
+        raise AssertionError("no tile may be read before the count is checked")
+
+
+def test_a_header_that_claims_millions_of_tiles_is_refused_before_any_work():
+    import resource
+    import time
+
+    per_side = len(range(0, (1 << 20) - 256, 192)) + 1  # stride 192, the last window moved back to the edge
+    assert count_windows(1 << 20, 1 << 20, 256, 0.25) == per_side ** 2 == 29_822_521
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.time()
+    with pytest.raises(UsageError, match=r"claims.tif: 1,048,576 x 1,048,576 pixels need 29,822,521 tiles of 256 "
+                                         r"pixels, above --max_tiles=10,000; raise --max_tiles"):
+        detect_tiled(stand_in, _HeaderOnly(), tile=256, overlap=0.25)
+    assert time.time() - start < 1 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20 * 1024
+    for size in ((700, 900, 64, 0.25), (64, 64, 256, 0.2), (1000, 333, 100, 0.0)):
+        assert list(iter_windows(*size)) == tile_windows(*size) and count_windows(*size) == len(tile_windows(*size))
+
+
+def test_long_tiled_pictures_print_their_progress(capsys):
+    progress = _tile_progress("big.tif", every=0.0)
+    progress(3, 12)
+    progress(12, 12)  # the end: the picture's own line follows
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("big.tif: 3 of 12 tiles, ") and lines[0].endswith(" left")

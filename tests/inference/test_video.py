@@ -119,6 +119,17 @@ def test_a_file_that_is_not_a_video_is_one_clear_error(tmp_path, model_dir):
         "keras_retina predict: error: notes.mp4: not a video FFmpeg can read")
     with pytest.raises(DataError, match="not a video"):
         detect_video(lambda batch: [], str(tmp_path / "notes.mp4"), str(tmp_path / "o.mp4"), str(tmp_path / "o.jsonl"))
+    import av
+
+    sound = av.open(str(tmp_path / "sound.m4a"), "w")  # audio only: a second of silence
+    stream = sound.add_stream("aac", rate=8000)
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.float32), format="fltp", layout="mono")
+    frame.sample_rate = 8000
+    for packet in [*stream.encode(frame), *stream.encode(None)]:
+        sound.mux(packet)
+    sound.close()
+    with pytest.raises(DataError, match=r"sound.m4a: holds no video stream \(audio\); nothing to detect on"):
+        detect_video(lambda batch: [], str(tmp_path / "sound.m4a"), str(tmp_path / "o.mp4"), str(tmp_path / "o.jsonl"))
 
 
 HOUR = """

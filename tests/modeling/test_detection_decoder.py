@@ -21,11 +21,11 @@ def _empty(decoder, batch=1):
 
 
 def decoder_anchor_count(decoder):
-    return sum(a.shape[0] for a in decoder.anchor_generator.by_level(decoder.image_size).values())
+    return sum(a.shape[0] for a in decoder.anchor_generator.by_level(decoder.input_size).values())
 
 
 def _anchors(decoder):
-    return np.concatenate([decoder.anchor_generator.by_level(decoder.image_size)[f"P{lv}"] for lv in range(3, 8)])
+    return np.concatenate([decoder.anchor_generator.by_level(decoder.input_size)[f"P{lv}"] for lv in range(3, 8)])
 
 
 def test_threshold_classwise_nms_and_order():

@@ -96,12 +96,12 @@ def test_encoder_and_decoder_agree_on_anchor_order(shape):
     model = _tiny()
     gt_boxes = np.array([[[10.0, 20.0, 60.0, 50.0], [70.0, 24.0, 120.0, 84.0]]], np.float32)
     gt_classes = np.array([[2, 0]], np.int32)
-    targets = model.label_encoder(gt_boxes, gt_classes, image_size=shape)
+    targets = model.label_encoder(gt_boxes, gt_classes, input_size=shape)
     cls_targets = np.asarray(targets["cls_targets"])
     logits = np.full(cls_targets.shape + (3,), -10.0, np.float32)
     for a in np.flatnonzero(cls_targets[0] >= 0):
         logits[0, a, cls_targets[0, a]] = 10.0
-    out = model.decoder({"classification": logits, "box": np.asarray(targets["box_targets"])}, image_size=shape)
+    out = model.decoder({"classification": logits, "box": np.asarray(targets["box_targets"])}, input_size=shape)
     n = int(out["num_detections"][0])
     assert n == 2  # NMS merges each box's foreground anchors into one detection
     found = {int(c): b for c, b in zip(np.asarray(out["classes"][0, :n]), np.asarray(out["boxes"][0, :n]))}
@@ -125,7 +125,7 @@ def test_raw_and_pre_encoded_targets_give_the_same_loss():
     raw = model.evaluate(images, {"boxes": boxes, "classes": classes}, batch_size=4, verbose=0,
                          return_dict=True)
     encoded = tf.data.Dataset.from_tensor_slices((images, {"boxes": boxes, "classes": classes})).map(
-        lambda x, y: (x, model.label_encoder(y["boxes"], y["classes"], image_size=(128, 128)))).batch(4)
+        lambda x, y: (x, model.label_encoder(y["boxes"], y["classes"], input_size=(128, 128)))).batch(4)
     pre = model.evaluate(encoded, verbose=0, return_dict=True)
     for key in ("loss", "cls_loss", "box_loss"):
         assert pre[key] == pytest.approx(raw[key], rel=1e-5), key
@@ -370,3 +370,22 @@ def test_settings_saved_before_the_resize_policy_load_as_square():
     model = RetinaNet.from_config(old)
     assert model.config.resize == "square" and model.resize_policy.buckets == ((128, 128),)
     assert upgrade_settings({"image_size": 640, "resize": "shorter_side"})["resize"] == "shorter_side"
+
+
+def test_a_model_config_builds_the_model_as_it_is():
+    """`RetinaNet(config=ModelConfig(...))`: no second round of settings; the config's resize policy is
+    the model's; a config and settings together are refused."""
+    from keras_retina import ModelConfig
+
+    config = ModelConfig(**{**TINY, "num_classes": 3, "head_convs": 2}).resolved()
+    model = RetinaNet(config=config)
+    assert model.config is config and model.resize_policy is config.resize_policy
+    assert model(np.zeros((1, 64, 64, 3), np.float32))["classification"].shape[-1] == 3
+    with pytest.raises(TypeError, match="either config=ModelConfig"):
+        RetinaNet(config=config, num_classes=3)
+    with pytest.raises(TypeError, match="takes a keras_retina.ModelConfig"):
+        RetinaNet(config=dict(TINY, num_classes=3))
+    with pytest.raises(UsageError, match="needs num_classes"):
+        RetinaNet(config=ModelConfig(**TINY))
+    restored = RetinaNet.from_config(model.get_config())
+    assert restored.config == model.config

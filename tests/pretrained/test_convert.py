@@ -591,7 +591,7 @@ def test_convert_predict_export_through_the_command_line(torchvision_pair, tmp_p
     assert "torchvision retinanet_resnet50_fpn_v2 (COCO)" in result.stdout and "Model dir:" in result.stdout
     photo = _astronaut(512, 384)[0]
     Image.fromarray(photo).save(tmp_path / "photo.png")
-    result = _cli("predict", "--model_dir=coco", "photo.png", "--output_dir=out", "--score_threshold=0.3",
+    result = _cli("predict", "--model_dir=coco", "photo.png", "--output_dir=out", "--draw_threshold=0.3",
                   cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     written = json.loads((tmp_path / "out" / "detections.json").read_text())

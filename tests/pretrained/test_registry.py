@@ -27,7 +27,7 @@ from keras_retina.model_dir import ModelDir  # noqa: E402
 from keras_retina.pretrained import registry  # noqa: E402
 
 from command_line import keras_retina  # noqa: E402
-from conftest import REPO  # noqa: E402
+from conftest import REPO, TINY_FLAGS  # noqa: E402
 
 REQUESTS = []
 
@@ -98,6 +98,8 @@ def publisher(tmp_path_factory):
         "test/slow": {**common, "task": "detection", "format": "torchvision", "metric": "none",
                       "url": f"{base}/slow/retinanet_v2.pth",
                       "checksum": {"algorithm": "sha256_prefix", "value": detector_sha[:8]}},
+        "test/unpublished": {**common, "task": "backbone", "format": "torchvision_resnet", "backbone":
+                             "torchvision_resnet50", "metric": "none", "url": f"{base}/resnet50.pth", "checksum": None},
         "test/offline": {**common, "task": "detection", "format": "torchvision", "metric": "none",
                          "url": "http://127.0.0.1:9/retinanet_v2.pth",
                          "checksum": {"algorithm": "sha256_prefix", "value": detector_sha[:8]}},
@@ -131,14 +133,43 @@ def test_the_registry_holds_the_publishers_entries():
     assert entries["torchvision/retinanet_resnet50_fpn_v2_coco"]["metric"] == "COCO val2017 box AP 41.5"
 
 
-def test_fetch_checks_caches_and_fetches_a_corrupt_file_again(home):
+def test_fetch_checks_caches_and_refuses_a_corrupt_file_without_deleting_it(home):
     path = registry.fetch("test/resnet50")
     assert os.path.dirname(path).startswith(str(home)) and len(REQUESTS) == 1
     assert registry.fetch("test/resnet50") == path and len(REQUESTS) == 1  # cached
     with open(path, "r+b") as f:
         f.write(b"garbage")
-    assert registry.fetch("test/resnet50") == path and len(REQUESTS) == 2  # found by its checksum, fetched again
+    with pytest.raises(DataError, match=r"resnet50.pth: sha256 [0-9a-f]{64}, expected .* left as it is: remove it"):
+        registry.fetch("test/resnet50")
+    assert open(path, "rb").read(7) == b"garbage" and len(REQUESTS) == 1
+    os.remove(path)
+    assert registry.fetch("test/resnet50") == path and len(REQUESTS) == 2  # removed by hand: fetched again
     assert not [n for n in os.listdir(os.path.dirname(path)) if ".part-" in n]
+
+
+def test_a_bad_first_download_without_a_published_checksum_is_never_trusted(home, publisher, monkeypatch):
+    """A mirror serving garbage for an entry with no published checksum (the detectron2 ones): the file is
+    removed and no sha256 recorded; a file put there by hand is refused, never deleted; the right file
+    is recorded once it has parsed; a killed download's partial file is cleaned up."""
+    base, folder, _ = publisher
+    (folder / "garbage").mkdir(exist_ok=True)
+    (folder / "garbage" / "resnet50.pth").write_bytes(np.random.default_rng(0).bytes(4096))
+    monkeypatch.setenv("KERAS_RETINA_MIRROR", base + "/garbage/")
+    with pytest.raises(DataError, match=r"/garbage/resnet50.pth: the downloaded file's content is not "
+                                        r"torchvision_resnet weights .*removed"):
+        registry.fetch("test/unpublished")
+    where = home / "downloads" / "test__unpublished"
+    assert not [n for n in os.listdir(where) if not n.startswith(".")]  # neither the file nor a sha256
+    (where / "resnet50.pth").write_bytes(b"not weights")  # put there by hand
+    with pytest.raises(DataError, match="content is not torchvision_resnet weights.*left as it is"):
+        registry.fetch("test/unpublished")
+    assert (where / "resnet50.pth").read_bytes() == b"not weights"
+    (where / "resnet50.pth").unlink()
+    monkeypatch.delenv("KERAS_RETINA_MIRROR")
+    path = registry.fetch("test/unpublished")
+    assert open(path + ".sha256").read().strip() == _sha256(folder / "resnet50.pth")
+    (where / "resnet50.pth.part-999999").write_bytes(b"x" * 100)  # a download killed half-way
+    assert registry.fetch("test/unpublished") == path and not [n for n in os.listdir(where) if ".part-" in n]
 
 
 def test_failures_are_one_clear_line(home):
@@ -155,6 +186,24 @@ def test_failures_are_one_clear_line(home):
     assert "http://127.0.0.1:9/retinanet_v2.pth" in str(caught.value) and str(where) in str(caught.value)
     with pytest.raises(UsageError, match="Did you mean test/resnet50"):
         registry.entry("test/resnet5O")
+
+
+def test_a_misspelt_name_gives_the_close_matches_before_any_work(home, tmp_path):
+    """Not "no such file": a name shaped like the registry's gets its close matches, and train refuses
+    it before reading (or generating) any data and before making the model_dir."""
+    with pytest.raises(UsageError, match="Did you mean test/retinanet"):
+        registry.resolve_model_dir("test/retinanett")
+    assert registry.is_name("test/retinanet") and not registry.is_name("my_runs/retinanet")  # another prefix: a path
+    work = tmp_path / "work"
+    work.mkdir()
+    result = keras_retina("predict", "--model=test/retinanett", "photo.png", cwd=work)
+    assert result.returncode == 2 and "Did you mean test/retinanet" in result.stderr, result.stderr[-2000:]
+    result = keras_retina("train", *TINY_FLAGS, "--init_from=test/retinanett", "--model_dir=run", "--demo_data=d",
+                          cwd=work)
+    assert result.returncode == 2 and "Did you mean test/retinanet" in result.stderr, result.stderr[-2000:]
+    result = keras_retina("train", *TINY_FLAGS, "--init_from=nowhere", "--model_dir=run", "--demo_data=d", cwd=work)
+    assert result.returncode == 2 and "--init_from=nowhere: no config.json there" in result.stderr
+    assert sorted(os.listdir(work)) == []  # no demo data generated, no model_dir, no .lock
 
 
 def test_a_file_downloaded_by_hand_is_picked_up(home, publisher):

@@ -26,6 +26,7 @@ from keras_retina.errors import DataError
 from keras_retina.ops import images as image_lib
 
 NAMES_FILES = ("classes.txt", "obj.names")
+MAX_YAML_BYTES = 1 << 20
 MAX_LABEL_BYTES = 16 << 20
 
 
@@ -42,11 +43,25 @@ def _label_path(picture):
 def _read_yaml(path):
     import yaml
 
+    class NoAliases(yaml.SafeLoader):
+        """PyYAML's safe loader without aliases: a few hundred bytes of nested aliases expand to
+        gigabytes (a "billion laughs"), and a dataset file has no use for them."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, f"an alias (*{event.anchor}): aliases are not taken in "
+                                                  f"a dataset file", event.start_mark)
+            return super().compose_node(parent, index)
+
     try:
+        if os.path.getsize(path) > MAX_YAML_BYTES:
+            raise DataError(f"{path}: {os.path.getsize(path):,} bytes; a data.yaml is a few hundred (refused above "
+                            f"{MAX_YAML_BYTES:,}).")
         with open(path, encoding="utf-8") as f:
-            document = yaml.safe_load(f)
+            document = yaml.load(f, Loader=NoAliases)  # noqa: S506 - a SafeLoader, without aliases
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise DataError(f"{path}: not a YAML file ({str(error).splitlines()[0][:200]}).") from None
+        raise DataError(f"{path}: not a YAML file we take ({' '.join(str(error).split())[:200]}).") from None
     if not isinstance(document, dict):
         raise DataError(f"{path}: not an Ultralytics data.yaml (a mapping with names, train and val).")
     return document
@@ -60,7 +75,11 @@ def _names(names, where):
         pairs = list(enumerate(names))
     else:
         raise DataError(f"{where}: 'names' must be a list of class names or a {{index: name}} mapping.")
-    return [{"id": int(i), "name": str(n)} for i, n in pairs]
+    for i, name in pairs:
+        if not isinstance(name, str) or not name.strip():
+            shown = repr(name) if len(repr(name)) < 60 else f"a {type(name).__name__} of {len(repr(name)):,} characters"
+            raise DataError(f"{where}: class {i}'s name is {shown}; class names are non-empty text.")
+    return [{"id": int(i), "name": n} for i, n in pairs]
 
 
 def _pictures(entry, root, where):

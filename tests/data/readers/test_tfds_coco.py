@@ -78,7 +78,7 @@ def test_tfds_bad_boxes_and_images(tmp_path):
         assert train.report.offenders["unreadable_image"] == ["coco/2017 train example 1 (image id 2)"]
         assert train.report.offenders["unknown_category"] == ["coco/2017 train example 2 (image id 3): category 99"]
         assert sorted(int(e["image_id"]) for e in train.examples()) == [1, 3, 4, 5]  # undecodable, shared ids: out
-        dataset = pipeline.train_dataset(train, LabelEncoder(image_size=64), SQUARE_64, batch_size=4,
+        dataset = pipeline.train_dataset(train, LabelEncoder(input_size=64), SQUARE_64, batch_size=4,
                                          seed=0, repeat=False, shuffle=False)
         images, targets = next(iter(dataset))
         assert np.all(np.isfinite(images.numpy())) and np.all(np.isfinite(targets["box_targets"].numpy()))
@@ -90,7 +90,7 @@ def test_tfds_bad_boxes_and_images(tmp_path):
             "coco/2017 train example 6 (image id 6)"]
 
         def batches(start_step, count):
-            ds = pipeline.deterministic_train_dataset(train, LabelEncoder(image_size=64), SQUARE_64, 2, seed=3,
+            ds = pipeline.deterministic_train_dataset(train, LabelEncoder(input_size=64), SQUARE_64, 2, seed=3,
                                                       start_step=start_step, scale_range=(0.8, 1.2))
             return [images.numpy() for (images, _), _ in zip(ds, range(count))]
 
@@ -98,7 +98,7 @@ def test_tfds_bad_boxes_and_images(tmp_path):
         for start_step in (1, 2, 5):
             assert all(np.array_equal(a, b) for a, b in zip(straight[start_step:], batches(start_step, 3)))
         # Each epoch (2 batches) holds every kept picture once, in its own order.
-        ds = pipeline.deterministic_train_dataset(train, LabelEncoder(image_size=64), SQUARE_64, 4, seed=3)
+        ds = pipeline.deterministic_train_dataset(train, LabelEncoder(input_size=64), SQUARE_64, 4, seed=3)
         epochs = [[round(float(image[:32, :32].mean())) for image in images.numpy()]
                   for (images, _), _ in zip(ds, range(4))]
         assert all(sorted(epoch) == [30, 90, 120, 150] for epoch in epochs), epochs

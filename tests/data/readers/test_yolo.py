@@ -102,3 +102,29 @@ def test_sizes_come_from_headers_without_decoding(tmp_path):
     source = read_yolo(path)
     assert source.num_examples == 2 and source.images[1]["boxes"].tolist() == [[75.0, 100.0, 225.0, 300.0]]
     assert read_yolo(path, skip_bad_examples=True).report.counts["unreadable_image"] == 1
+
+
+def test_yaml_alias_bombs_and_names_that_are_not_text_are_refused_at_once(tmp_path):
+    """476 bytes of nested aliases expand to 10^8 strings with PyYAML's safe loader alone (3.7 GB); the
+    reader refuses any alias before expanding it, and class names that are not text."""
+    import resource
+    import time
+
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 8)]
+    bomb = _dataset(tmp_path, {("train", "p"): "0 0.5 0.5 0.2 0.2\n"}, names="\n".join(lines) + "\nnames: [*a7, dog]")
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.time()
+    with pytest.raises(DataError, match=r"data.yaml: not a YAML file we take .*an alias \(\*a0\): aliases are not "
+                                        r"taken in a dataset file"):
+        read_yolo(bomb)
+    assert time.time() - start < 5 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024
+    for names, shown in (("names: [dog, [1, 2]]", "class 1's name is \\[1, 2\\]"),
+                         ("names: {0: dog, 1: 3}", "class 1's name is 3"), ("names: [dog, '']", "class 1's name")):
+        path = _dataset(tmp_path / names.replace(" ", "").replace(":", "").replace("'", "q"),
+                        {("train", "p"): "0 0.5 0.5 0.2 0.2\n"}, names=names)
+        with pytest.raises(DataError, match=f"{shown}.*class names are non-empty text"):
+            read_yolo(path)
+    huge = _dataset(tmp_path / "huge", {("train", "p"): "0 0.5 0.5 0.2 0.2\n"},
+                    names="names: [dog]\n#" + "x" * (2 << 20))
+    with pytest.raises(DataError, match="a data.yaml is a few hundred"):
+        read_yolo(huge)
