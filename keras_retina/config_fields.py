@@ -2,7 +2,7 @@
 
 `ModelConfig`, `TrainConfig` and `DataConfig` are each declared once, field by field, with
 `setting(default, help, check=, choices=, flag=)`. Everything else derives from them: the
-command line's flags and their `--help` (`cli_flags`), the values checked when a config is
+command line's flags and their `--help` (`cli.flags.define_flags`), the values checked when a config is
 made (`check_fields`, raising `errors.UsageError` naming the field), `config.json` in a
 model_dir (`dataclasses.asdict`) and the resume check.
 """

@@ -7,7 +7,10 @@
   that exists, a model_dir holding a model with other settings). The message names the flag or
   argument.
 
-Both are `ValueError`s, so library callers that catch `ValueError` keep working. The command
+`SettingsError` is a UsageError about named settings (`settings`, their Python names, and
+`detail`), so the command line can say it with its own flag names; library callers see the names.
+
+All are `ValueError`s, so library callers that catch `ValueError` keep working. The command
 line prints their message and exits with status 2; any other exception is a bug and keeps its
 traceback.
 """
@@ -19,3 +22,11 @@ class DataError(ValueError):
 
 class UsageError(ValueError):
     """Arguments or flags that cannot work together; the message names the flag or argument."""
+
+
+class SettingsError(UsageError):
+    """`settings` (Python names) that cannot be used here, and why (`detail`): "a, b: detail"."""
+
+    def __init__(self, settings, detail):
+        self.settings, self.detail = tuple(settings), detail
+        super().__init__(f"{', '.join(self.settings)}: {detail}")

@@ -287,6 +287,16 @@ EXPORT_OPTIONS = ("export_dir", "format", "output", "version", "input_size", "qu
                   "calibration_count")
 
 
+def flag_message(error):
+    """An error's text as the command line says it: a SettingsError names the flags of its settings."""
+    from keras_retina.errors import SettingsError
+
+    if not isinstance(error, SettingsError):
+        return str(error)
+    flag_of = {setting: flag for flag, setting in POSTPROCESS_FLAGS.items()}
+    return f"{', '.join('--' + flag_of.get(name, name) for name in error.settings)}: {error.detail}"
+
+
 def postprocess_overrides(options):
     """{setting: value or None} from the commands' options."""
     return {setting: options.get(flag) for flag, setting in POSTPROCESS_FLAGS.items()}

@@ -22,6 +22,7 @@ from keras_retina.cli.flags import (
     OPTIONS,
     build_configs,
     define_flags,
+    flag_message,
     print_command_help,
     print_commands,
     renamed_options,
@@ -58,7 +59,7 @@ def main(argv):
     except (DataError, UsageError) as error:
         if os.environ.get("KERAS_RETINA_TRACEBACK"):  # for bug reports
             raise
-        print(f"keras_retina {command}: error: {error}", file=sys.stderr)
+        print(f"keras_retina {command}: error: {flag_message(error)}", file=sys.stderr)
         return 2
     except FloatingPointError as error:  # NaN/Inf loss: message names the step and the cause
         print(f"keras_retina {command}: error: {error}", file=sys.stderr)

@@ -2,8 +2,7 @@
 
 import sys
 
-from keras_retina.cli.flags import POSTPROCESS_FLAGS, postprocess_overrides
-from keras_retina.errors import UsageError
+from keras_retina.cli.flags import postprocess_overrides
 from keras_retina.files import make_folder
 from keras_retina.inference import video as video_lib
 from keras_retina.inference.detector import batch_detector
@@ -14,11 +13,6 @@ from keras_retina.pretrained import registry
 def run(configs, options, args):
     if registry.is_name(options["model"]):  # a registered detector: downloaded and converted once
         options = {**options, "model": None, "model_dir": registry.resolve_model_dir(options["model"])}
-    if options["model"]:
-        given = [f"--{flag}" for flag in POSTPROCESS_FLAGS if options.get(flag) is not None]
-        if given:
-            raise UsageError(f"{', '.join(given)}: a LiteRT / ONNX file's postprocessing was fixed when it was "
-                             f"exported; export it again with them.")
     videos = [path for path in args if video_lib.is_video(path)]
     pictures = [path for path in args if not video_lib.is_video(path)]
     detect_batch = batch_detector(options["model"], options["saved_model"], options["model_dir"],
@@ -38,9 +32,10 @@ def run(configs, options, args):
     for path in videos:
         make_folder(options["output_dir"], "--output_dir")
         output, lines = video_lib.video_output_names(path, options["output_dir"], taken)
-        summary = video_lib.detect_video(detect_batch, path, output, lines, options["every_nth_frame"],
-                                         options["max_frames"] or None, options["detect_batch_size"],
-                                         options["draw_threshold"], show_progress=True)
+        summary = video_lib.detect_video(detect_batch, path, output, lines, every_nth_frame=options["every_nth_frame"],
+                                         max_frames=options["max_frames"] or None,
+                                         batch_size=options["detect_batch_size"],
+                                         draw_threshold=options["draw_threshold"], show_progress=True)
         print(f"{path}: {summary.frames} frames ({summary.detected} detected) in {summary.seconds:.1f} s, "
               f"{summary.frames / max(summary.seconds, 1e-9):.1f} frames/s -> {output}, {lines}", flush=True)
         if summary.error:

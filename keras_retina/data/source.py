@@ -1,7 +1,8 @@
 """The data source interface that the input pipeline, training and evaluation use.
 
-Sources: `readers.coco_json.CocoJsonSource`, `readers.record_source.RecordSource` (TFRecord files,
-TFDS splits) and `DatasetSource` (a user's `tf.data.Dataset` of examples, wrapped by `as_source`).
+Sources: `readers.picture_source.PictureSource` (picture files: COCO JSON, Pascal VOC, YOLO, CSV),
+`readers.record_source.RecordSource` (TFRecord files, TFDS splits) and `DatasetSource` (a user's
+`tf.data.Dataset` of examples, wrapped by `as_source`).
 Each has `name` (str, for messages), `label_map` ([{"id", "name"}], index = contiguous class),
 `report` (`data.cleaning.DataReport`), `num_examples` (int or None), `decoded` (True when the
 dirty-data pass decoded every image already), `examples(shuffle=False, seed=None)` (a

@@ -1,6 +1,6 @@
 """The whole detector at one input size fixed at export: the graph LiteRT and ONNX files hold.
 
-`detection_function(model, label_map, input_size, batch=1, **postprocess_overrides)` -> a
+`detection_function(model, label_map, input_size, batch=1, decoder=None)` -> a
 `tf.function` with one input signature:
 - input `images`: uint8 `[B, H, W, 3]` RGB, (H, W) = `input_size` (sides multiples of 32); B is 1
   (LiteRT) or None (any batch: ONNX).
@@ -17,7 +17,6 @@ Pictures of any size go in by `modeling.transform.letterbox` and come back by `t
 import tensorflow as tf
 
 from keras_retina.errors import UsageError
-from keras_retina.modeling import detection_decoder
 from keras_retina.modeling.anchors import SIZE_MULTIPLE
 
 # Quantisation keeps this scope in float: anchors and decoded boxes need more than 8 bits.
@@ -49,10 +48,12 @@ def default_input_size(policy):
     return tuple(int(side) for side in policy.mixed_canvas)
 
 
-def detection_function(model, label_map, input_size, batch=1, **postprocess_overrides):
-    """The graph described in the module docstring, as a `tf.function` with one input signature."""
+def detection_function(model, label_map, input_size, batch=1, decoder=None):
+    """The graph described in the module docstring, as a `tf.function` with one input signature;
+    `decoder`: the model's with export time's settings (`detection_decoder.with_overrides`), else
+    the model's own."""
     height, width = input_size
-    decoder = detection_decoder.with_overrides(model.decoder, **postprocess_overrides)
+    decoder = decoder or model.decoder
     label_ids = [float(entry["id"]) for entry in label_map]
 
     def detect(images):

@@ -43,7 +43,8 @@ def export_litert(model, label_map, path, input_size, quantize="none", calibrati
         raise UsageError("int8 quantisation needs calibration images (the model_dir's data or --calibration_images).")
     if os.path.exists(path):
         raise UsageError(f"{path} exists already; remove it or export elsewhere.")
-    detect = fixed_size_detector.detection_function(model, label_map, input_size, batch=1, **postprocess_overrides)
+    decoder = detection_decoder.with_overrides(model.decoder, **postprocess_overrides)
+    detect = fixed_size_detector.detection_function(model, label_map, input_size, batch=1, decoder=decoder)
     calibration = None if calibration is None else [np.asarray(x, np.uint8)[None] for x in calibration]
     # Converted from a SavedModel: converting the tf.function directly leaves Keras 3 variables unfrozen (NaN outputs).
     with tempfile.TemporaryDirectory() as saved_model:
@@ -52,7 +53,6 @@ def export_litert(model, label_map, path, input_size, quantize="none", calibrati
         archive.add_endpoint("serving_default", detect)
         archive.write_out(saved_model, verbose=False)
         flatbuffer = _convert(saved_model, quantize, calibration)
-    decoder = detection_decoder.with_overrides(model.decoder, **postprocess_overrides)
     document = metadata.describe(label_map, input_size, 1, model.resize_policy, decoder, quantize)
     flatbuffer = with_metadata(flatbuffer, metadata.KEY, metadata.dumps(document).encode())
     ops = op_names(flatbuffer)

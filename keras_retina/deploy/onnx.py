@@ -27,10 +27,9 @@ def export_onnx(model, label_map, path, input_size, **postprocess_overrides):
 
     if os.path.exists(path):
         raise UsageError(f"{path} exists already; remove it or export elsewhere.")
-    detect = fixed_size_detector.detection_function(model, label_map, input_size, batch=None,
-                                                    **postprocess_overrides)
-    proto, _ = tf2onnx.convert.from_function(detect, input_signature=detect.input_signature, opset=OPSET)
     decoder = detection_decoder.with_overrides(model.decoder, **postprocess_overrides)
+    detect = fixed_size_detector.detection_function(model, label_map, input_size, batch=None, decoder=decoder)
+    proto, _ = tf2onnx.convert.from_function(detect, input_signature=detect.input_signature, opset=OPSET)
     document = metadata.describe(label_map, input_size, None, model.resize_policy, decoder, "none")
     entry = proto.metadata_props.add()
     entry.key, entry.value = metadata.KEY, metadata.dumps(document)

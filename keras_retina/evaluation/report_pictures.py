@@ -13,6 +13,7 @@ pictures asked for; any other source is read in order until they are all found.
 """
 
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -25,12 +26,14 @@ CORRECT, WRONG, MISSED, TRUTH = (40, 200, 60), (230, 30, 30), (255, 215, 0), (25
 
 
 def load_pictures(source, image_ids):
-    """{image id: (uint8 [H, W, 3] picture, file name)} of `image_ids` in `source`."""
+    """{image id: (uint8 [H, W, 3] picture, file name relative to the data's folder)} of `image_ids`
+    in `source` (a report shared beyond this machine shows no one's folders)."""
     wanted = {int(i) for i in image_ids}
     files = {}
     if hasattr(source, "images") and hasattr(source, "subset"):  # picture files: decode only these
         keep = [n for n, record in enumerate(source.images) if int(record["id"]) in wanted]
-        files = {int(source.images[n]["id"]): str(source.images[n]["file"]) for n in keep}
+        folder = _data_folder([str(record["file"]) for record in source.images])
+        files = {int(source.images[n]["id"]): _relative(str(source.images[n]["file"]), folder) for n in keep}
         source = source.subset(keep, f"{source.name} (worst pictures)")
     found = {}
     for example in source.examples():
@@ -40,6 +43,19 @@ def load_pictures(source, image_ids):
             if len(found) == len(wanted):
                 break
     return found
+
+
+def _data_folder(files):
+    """The deepest folder holding every picture, or None (mixed relative and absolute paths)."""
+    try:
+        common = os.path.commonpath([os.path.abspath(f) for f in files]) if files else None
+    except ValueError:
+        return None
+    return os.path.dirname(common) if common and len(set(files)) == 1 else common
+
+
+def _relative(file, folder):
+    return os.path.relpath(os.path.abspath(file), folder) if folder else os.path.basename(file)
 
 
 def draw_worst(matches, breakdown, mistakes, worst, source, names):

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_retina.deploy import runtime
 from keras_retina.deploy import saved_model as saved_model_lib
-from keras_retina.errors import DataError, UsageError
+from keras_retina.errors import DataError, SettingsError, UsageError
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.precision import set_precision
 from keras_retina.ops import images as image_lib
@@ -38,8 +38,8 @@ def batch_detector(model=None, saved_model=None, model_dir=None, mixed_precision
     if model:
         settings = sorted(name for name, value in postprocess.items() if value is not None)
         if settings:
-            raise UsageError(f"{', '.join(settings)}: a LiteRT / ONNX file's postprocessing was fixed when it was "
-                             f"exported; export it again with them.")
+            raise SettingsError(settings, "a LiteRT / ONNX file's postprocessing was fixed when it was exported; "
+                                          "export it again with them.")
         detect_picture = runtime.load(model).detect_picture
         return lambda batch: [detect_picture(pixels) for pixels in batch]
     if saved_model:

@@ -21,6 +21,8 @@ The one owner of how a picture becomes pixels, for every reader, the training pi
 import contextlib
 import contextvars
 import os
+import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import tensorflow as tf
@@ -195,7 +197,9 @@ def _open(data):
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    return Image.open(data)
+    with warnings.catch_warnings():  # PIL warns between 1x and 2x its limit; our own check refuses those
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(data)
 
 
 def image_header(path):
@@ -212,11 +216,11 @@ def image_header(path):
             orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
             mode, image_format = image.mode, image.format
     except Image.DecompressionBombError as error:
-        raise BadImage("too_large", f"{path}: {error}") from None
+        raise _too_large(path, error) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadImage("unreadable_image", f"{path}: {error}") from None
     if width * height > MAX_PIXELS:
-        raise BadImage("too_large", f"{path}: {width}x{height} pixels")
+        raise BadImage("too_large", f"{path}: {width}x{height} pixels, above our limit of {MAX_PIXELS:,}")
     if image_format not in TF_FORMATS:
         raise BadImage("unsupported_format", f"{path}: {image_format}")
     return height, width, orientation, mode
@@ -235,9 +239,16 @@ def verify_image(path):
     except FileNotFoundError:
         raise BadImage("missing_file", f"{path}: no such file") from None
     except Image.DecompressionBombError as error:
-        raise BadImage("too_large", f"{path}: {error}") from None
+        raise _too_large(path, error) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadImage("unreadable_image", f"{path}: {error}") from None
+
+
+def _too_large(path, error):
+    """Our limit's words for PIL's refusal (which quotes its own, twice ours)."""
+    size = re.search(r"\((\d+) pixels\)", str(error))
+    shown = f"{int(size.group(1)):,} pixels" if size else "its size"
+    return BadImage("too_large", f"{path}: {shown}, above our limit of {MAX_PIXELS:,}")
 
 
 def verify_images(paths, threads=None):

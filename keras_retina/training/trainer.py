@@ -38,6 +38,7 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation.callback import CocoEvaluation
 from keras_retina.files import exclusive, write_json
 from keras_retina.model_dir import ModelDir
+from keras_retina.modeling.backbone import PYTORCH_RESNETS
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
 from keras_retina.modeling.precision import set_precision
 from keras_retina.modeling.retinanet import RetinaNet
@@ -234,7 +235,7 @@ def restore(run, model, checkpoint, train_config, label_map, backbone_state=None
         print(fine_tuning.format_report(report), flush=True)
         return 0, report
     if backbone_state is not None:
-        depth = int(model.config.backbone.rsplit("resnet", 1)[-1])
+        depth = PYTORCH_RESNETS[model.config.backbone][0]
         count = published_weights.load_imagenet_resnet(model.backbone, backbone_state, backbone_name, depth)
         print(f"Backbone initialised from {backbone_name} ({count} tensors).", flush=True)
     return 0, None

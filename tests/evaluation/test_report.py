@@ -222,3 +222,12 @@ def test_the_page_shows_in_a_real_browser(tmp_path):
                    capture_output=True, timeout=120, check=True)
     pixels = np.asarray(Image.open(shot).convert("L"), np.float32)
     assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # text, figures and pictures, not a blank page
+
+
+def test_picture_names_are_relative_to_the_data_folder():
+    """A report shared beyond the machine shows no one's folders."""
+    from keras_retina.evaluation.report_pictures import _data_folder, _relative
+
+    files = ["/home/ann/data/val/a.jpg", "/home/ann/data/val/sub/b.jpg"]
+    assert [_relative(f, _data_folder(files)) for f in files] == ["a.jpg", "sub/b.jpg"]
+    assert _relative("/x/y/only.jpg", _data_folder(["/x/y/only.jpg"])) == "only.jpg"

@@ -1,5 +1,7 @@
 """Image decoding, EXIF orientation and the file checks (`keras_retina.ops.images`)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -30,9 +32,14 @@ def test_too_large_images_are_refused_by_name(tmp_path, monkeypatch):
     path = str(tmp_path / "huge.png")
     Image.new("L", (400, 300)).save(path)
     monkeypatch.setattr(images, "MAX_PIXELS", 100_000)
-    with pytest.raises(images.BadImage, match="huge.png") as error:
+    with pytest.raises(images.BadImage, match="huge.png: 400x300 pixels, above our limit of 100,000$") as error:
         images.image_header(path)
     assert error.value.kind == "too_large"
+    Image.new("L", (600, 500)).save(path)  # above twice the limit: PIL itself refuses, in our words
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(images.BadImage, match="huge.png: 300,000 pixels, above our limit of 100,000$"):
+            images.image_header(path)
 
 
 

@@ -1,7 +1,8 @@
 """A CSV of boxes in fizyr/keras-retinanet's format -> a source.
 
 `read_csv_annotations(path, label_map=None, classes=None, skip_bad_examples=False)`: one box a
-row, `path,x1,y1,x2,y2,class` without a header, pixel corners of the picture as stored (fizyr
+row, `path,x1,y1,x2,y2,class` (a first row whose four corners are all words, not numbers, is a
+header and skipped), pixel corners of the picture as stored (fizyr
 reads pictures without applying EXIF orientation); `path,,,,,` for a picture without objects.
 Picture paths are relative to the CSV file's folder and must stay inside it. Classes:
 `label_map` (a training split's, for its validation split), else `classes`
@@ -20,18 +21,37 @@ from keras_retina.data.readers import picture_source
 from keras_retina.errors import DataError
 
 
+def _is_header(row):
+    """A row of six cells whose four corner cells are all words (x1, xmin, ...), none a number."""
+    if len(row) != 6:
+        return False
+    for cell in row[1:5]:
+        try:
+            float(cell)
+            return False
+        except ValueError:
+            if not cell.strip():
+                return False
+    return True
+
+
 def read_csv_annotations(path, label_map=None, classes=None, skip_bad_examples=False):
     if not os.path.isfile(path):
         raise DataError(f"CSV annotations not found: {path}")
     folder = os.path.dirname(os.path.abspath(path))
     report = cleaning.DataReport(path)
     rows = {}  # picture -> [(box or None, class name, where)]
+    first = True
     try:
         with open(path, encoding="utf-8", newline="") as f:
             for number, row in enumerate(csv.reader(f), start=1):
                 where = f"{path} line {number}"
                 if not row or not "".join(row).strip():
                     continue
+                if first and _is_header(row):
+                    first = False
+                    continue
+                first = False
                 if len(row) != 6 or not row[0].strip():
                     report.add("malformed_annotation", f"{where}: {len(row)} columns, expected "
                                                        f"path,x1,y1,x2,y2,class ({','.join(row)[:80]!r})")

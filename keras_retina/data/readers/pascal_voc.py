@@ -74,7 +74,12 @@ def _files(path, images_dir):
         images_dir = images_dir or os.path.join(root, "JPEGImages")
         with open(path, encoding="utf-8") as f:
             ids = [line.split()[0] for line in f if line.strip()]
-        return [os.path.join(root, "Annotations", f"{i}.xml") for i in ids], images_dir, path
+        annotations = os.path.join(root, "Annotations")
+        outside = [i for i in ids if not picture_source.inside(annotations, os.path.join(annotations, f"{i}.xml"))]
+        if outside:
+            raise DataError(f"{path}: ids {outside[:3]} name files outside {annotations}; an ImageSets list holds "
+                            f"plain ids (2008_000008).")
+        return [os.path.join(annotations, f"{i}.xml") for i in ids], images_dir, path
     images_dir = images_dir or path
     xmls = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(".xml"))
     return xmls, images_dir, path
@@ -117,7 +122,8 @@ def read_pascal_voc(path, images_dir=None, label_map=None, classes=None, skip_ba
         entries.append(entry)
         if not picture_source.inside(images_dir, picture):
             entry["bad"] = "outside_folder"
-            report.add("outside_folder", f"{xml_path}: filename {os.path.basename(picture)!r}")
+            report.add("outside_folder", f"{xml_path}: filename {os.path.relpath(picture, images_dir)!r} is outside "
+                                         f"{images_dir}")
             continue
         if len(by_file[os.path.normpath(picture)]) > 1:
             entry["bad"] = "duplicate_annotations"

@@ -56,3 +56,14 @@ def test_a_classes_file_with_names_only_and_a_broken_one(tmp_path):
     (tmp_path / "d.txt").write_text("dog,1\ncat,x\n")
     with pytest.raises(DataError, match="d.txt line 2"):
         read_class_names(str(tmp_path / "d.txt"))
+
+
+def test_a_header_row_is_skipped_not_a_missing_picture(tmp_path):
+    rows = ["pics/a.jpg,10,5,30,45,dog", "pics/b.jpg,,,,,"]
+    plain = read_csv_annotations(_csv(tmp_path, rows))
+    headed = read_csv_annotations(_csv(tmp_path, ["image_path,xmin,ymin,xmax,ymax,label", *rows]))
+    assert headed.report.counts == plain.report.counts and not headed.report.problems()
+    assert headed.label_map == plain.label_map == [{"id": 1, "name": "dog"}]
+    # a second row of words is data, named by its line
+    with pytest.raises(DataError, match="line 2: corners"):
+        read_csv_annotations(_csv(tmp_path, ["pics/a.jpg,10,5,30,45,dog", "path,x1,y1,x2,y2,class"]))

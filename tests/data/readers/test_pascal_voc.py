@@ -62,6 +62,9 @@ def test_a_voc_layout_and_a_classes_file(tmp_path):
     source = read_pascal_voc(str(root / "ImageSets/Main/train.txt"), classes=classes)
     assert source.label_map == classes and source.num_examples == 2
     assert [list(e["classes"].numpy()) for e in source.examples()] == [[1], [1]]
+    (root / "ImageSets/Main/val.txt").write_text("000005\n../../../etc/passwd\n")
+    with pytest.raises(DataError, match=r"val.txt: ids \['../../../etc/passwd'\] name files outside"):
+        read_pascal_voc(str(root / "ImageSets/Main/val.txt"), classes=classes)
 
 
 def test_every_problem_is_named_counted_and_skippable(tmp_path):
@@ -79,7 +82,8 @@ def test_every_problem_is_named_counted_and_skippable(tmp_path):
         read_pascal_voc(folder, classes=classes)
     message = str(caught.value)
     for fragment in ("a.xml object 2 (dog): bndbox is not four numbers", "a.xml object 3 (bird): class 'bird'",
-                     "a.xml object 4 (dog)", "b.xml: not XML", "missing.jpg", "secret.jpg", "twice1.xml, "):
+                     "a.xml object 4 (dog)", "b.xml: not XML", "missing.jpg", "'../secret.jpg' is outside",
+                     "twice1.xml, "):
         assert fragment in message, fragment
     source = read_pascal_voc(folder, classes=classes, skip_bad_examples=True)
     counts = source.report.counts
