@@ -7,15 +7,21 @@ is the most common reason for low AP on a user's own data, typically for small
 objects after the image is shrunk by the model's resize policy. The report groups boxes by
 COCO's size buckets measured in model-input pixels (small < 32^2 <= medium <
 96^2 <= large) and suggests a fix when a bucket is poorly covered.
+
+A box's best IoU is found among the anchors of the 3 x 3 grid cells around its centre on each
+level (`best_ious`), not against all of them: anchors of one shape lie on a regular grid, and two
+boxes of fixed sizes overlap the more the closer their centres are on each axis, so the nearest
+centre (within one cell of the box's, whatever the geometry's rounding) holds the best anchor of
+each shape. That is exact, and costs about 400 IoUs a box instead of one per anchor (76,725 at
+640 x 640): a picture of 100,000 trees takes seconds, not minutes.
 """
 
 import numpy as np
 
 from keras_retina.data.source import as_source
 from keras_retina.modeling import anchors as anchor_lib
-from keras_retina.modeling.label_encoder import BOX_CHUNK, FOREGROUND_IOU
+from keras_retina.modeling.label_encoder import FOREGROUND_IOU
 from keras_retina.modeling.transform import resized_size
-from keras_retina.ops import boxes as box_lib
 
 BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 WARN_BELOW = 0.9
@@ -32,15 +38,13 @@ def anchor_coverage(source, policy, anchor_generator=None, foreground_iou=FOREGR
         height, width = example["image"].shape[:2]
         scale = float(policy.scale(height, width))
         resized = resized_size(height, width, scale, policy.rounding)
-        anchors = generator.anchors(tuple(int(s) for s in policy.canvas(resized[0], resized[1])))
+        levels = generator.by_level(tuple(int(s) for s in policy.canvas(resized[0], resized[1])))
         keep = (example["classes"].numpy() >= 0) & ~example["is_crowd"].numpy()
         ratios = np.tile(np.asarray(resized, np.float64) / [height, width], 2)  # the resize's own, per axis
         boxes = (example["boxes"].numpy()[keep] * ratios).astype(np.float32)
         images += 1
-        for start in range(0, len(boxes), BOX_CHUNK):  # [chunk, A] at a time: bounded memory
-            chunk = boxes[start:start + BOX_CHUNK]
-            best.append(np.asarray(box_lib.pairwise_iou(chunk, anchors)).max(axis=1))
-            areas.append(np.asarray(box_lib.area(chunk)))
+        best.append(best_ious(boxes, levels, generator.anchors_per_location))
+        areas.append((boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1]))
     best = np.concatenate(best) if best else np.zeros(0)
     areas = np.concatenate(areas) if areas else np.zeros(0)
     report = {"images": images, "foreground_iou": foreground_iou, "image_size": policy.image_size,
@@ -51,6 +55,45 @@ def anchor_coverage(source, policy, anchor_generator=None, foreground_iou=FOREGR
                         "covered": int((best[in_bucket] >= foreground_iou).sum()),
                         "mean_best_iou": float(best[in_bucket].mean()) if in_bucket.any() else None}
     return report
+
+
+def best_ious(boxes, anchors_by_level, anchors_per_location, chunk=4096):
+    """[N] float64: each yxyx box's highest IoU with any anchor of `anchors_by_level` ({level:
+    [rows * cols * A, 4]} in anchor order, location-major), from the 3 x 3 cells around its centre
+    on each level (module docstring); `chunk` boxes at a time bound the memory."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    best = np.zeros(len(boxes))
+    for anchors in anchors_by_level.values():
+        grid = _grid(np.asarray(anchors, np.float64), anchors_per_location)
+        for start in range(0, len(boxes), chunk):
+            part = boxes[start:start + chunk]
+            best[start:start + chunk] = np.maximum(best[start:start + chunk], _best_near(part, grid))
+    return best
+
+
+def _grid(anchors, per_location):
+    """Anchors [rows * cols * A, 4] -> [rows, cols, A, 4] (the columns counted on the first row)."""
+    by_location = anchors.reshape(-1, per_location, 4)
+    centre_y = (by_location[:, 0, 0] + by_location[:, 0, 2]) / 2
+    cols = int(np.argmax(centre_y != centre_y[0])) or len(centre_y)
+    return by_location.reshape(-1, cols, per_location, 4)
+
+
+def _best_near(boxes, grid):
+    rows, cols = grid.shape[:2]
+    centre_y = (grid[:, 0, 0, 0] + grid[:, 0, 0, 2]) / 2
+    centre_x = (grid[0, :, 0, 1] + grid[0, :, 0, 3]) / 2
+    near = lambda centres, value, size: np.clip(  # noqa: E731 - [N, 3] indices around the nearest
+        np.searchsorted(centres, value)[:, None] + np.array([-1, 0, 1]), 0, size - 1)
+    ys = near(centre_y, (boxes[:, 0] + boxes[:, 2]) / 2, rows)
+    xs = near(centre_x, (boxes[:, 1] + boxes[:, 3]) / 2, cols)
+    a = grid[ys[:, :, None], xs[:, None, :]].reshape(len(boxes), -1, 4)  # [N, 9 * A, 4] candidate anchors
+    b = boxes[:, None, :]
+    inter = (np.clip(np.minimum(b[..., 2], a[..., 2]) - np.maximum(b[..., 0], a[..., 0]), 0, None)
+             * np.clip(np.minimum(b[..., 3], a[..., 3]) - np.maximum(b[..., 1], a[..., 1]), 0, None))
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    union = area(b) + area(a) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).max(axis=1)
 
 
 def format_coverage(report):

@@ -28,3 +28,26 @@ def test_well_covered_data_has_no_warning():
     report = coverage.anchor_coverage(_examples([[0, 0, 128, 128], [64, 64, 192, 192]]), ResizePolicy(256))
     assert report["large"]["covered"] == 2
     assert "WARNING" not in coverage.format_coverage(report)
+
+
+@pytest.mark.parametrize("geometry", ["centered", "detectron2", "torchvision"])
+def test_the_best_anchor_found_near_the_centre_is_the_best_of_all(geometry):
+    """best_ious (3 x 3 cells around each box's centre per level) equals the IoU with every anchor,
+    for each anchor geometry, on boxes of every size, at the edges and beyond them."""
+    import numpy as np
+
+    from keras_retina.modeling import builder
+    from keras_retina.modeling.model_config import ModelConfig
+    from keras_retina.ops import boxes as box_lib
+
+    generator = builder.anchor_generator(ModelConfig(num_classes=1, anchor_geometry=geometry))
+    rng = np.random.default_rng(3)
+    size = (320, 448)
+    centres = rng.uniform(-20, 470, (600, 2))
+    sides = np.exp(rng.uniform(np.log(2), np.log(600), (600, 2)))
+    boxes = np.concatenate([centres - sides / 2, centres + sides / 2], axis=1)
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], -30, size[0] + 30)
+    everything = np.asarray(box_lib.pairwise_iou(boxes.astype(np.float32), generator.anchors(size))).max(axis=1)
+    near = coverage.best_ious(boxes.astype(np.float32), generator.by_level(size), generator.anchors_per_location,
+                              chunk=97)
+    assert np.abs(near - everything).max() < 1e-5 and (everything >= 0.5).sum() >= 30 and (everything == 0).mean() < 0.5
