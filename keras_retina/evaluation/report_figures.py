@@ -10,6 +10,7 @@
 """
 
 import io
+import warnings
 
 import matplotlib
 
@@ -21,7 +22,9 @@ LEGEND_CLASSES = 12
 
 def _png(figure):
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    with warnings.catch_warnings():  # a class name in a script the font lacks draws as boxes, not a warning
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
 

@@ -231,3 +231,15 @@ def test_picture_names_are_relative_to_the_data_folder():
     files = ["/home/ann/data/val/a.jpg", "/home/ann/data/val/sub/b.jpg"]
     assert [_relative(f, _data_folder(files)) for f in files] == ["a.jpg", "sub/b.jpg"]
     assert _relative("/x/y/only.jpg", _data_folder(["/x/y/only.jpg"])) == "only.jpg"
+
+
+def test_class_names_the_font_cannot_draw_raise_no_warning():
+    import warnings
+
+    from keras_retina.evaluation import report_figures
+
+    figure, axes = report_figures.plt.subplots()
+    axes.set_title("猫 犬")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert report_figures._png(figure).startswith(b"\x89PNG")
