@@ -53,6 +53,7 @@ _LAZY = {
     "evaluate_model_dir": "keras_retina.evaluation.evaluate:evaluate_model_dir",
     "evaluate_file": "keras_retina.evaluation.evaluate:evaluate_file",
     "export": "keras_retina.deploy.export:export",
+    "ExportSettings": "keras_retina.deploy.export:ExportSettings",
     "export_saved_model": "keras_retina.deploy.saved_model:export_saved_model",
     "load_deployed": "keras_retina.deploy.runtime:load",
     "convert": "keras_retina.pretrained.convert:convert",
@@ -90,7 +91,7 @@ __all__ = [  # noqa: RUF022 - grouped: the eagerly imported names, then the lazy
     "letterbox", "num_anchors", "to_model_input", "to_original", "to_picture",
     "DataConfig", "TrainConfig", "ModelDir", "open_sources", "read_coco_json", "tfrecord_source", "tfds_source",
     "DatasetSource", "train_dataset", "eval_dataset", "check_data", "train", "evaluate_coco", "evaluate_model_dir",
-    "evaluate_file", "export", "export_saved_model", "load_deployed", "convert", "build_converted",
+    "evaluate_file", "export", "ExportSettings", "export_saved_model", "load_deployed", "convert", "build_converted",
     "picture_detector", "predict_pictures", "batch_detector", "detect_video", "detect_tiled", "open_large_picture",
     "tile_dataset", "write_report", "build_report",
 ]

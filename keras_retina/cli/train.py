@@ -9,21 +9,20 @@ from keras_retina.training.strategy import is_chief, make_strategy
 
 def run(configs, options, args):
     ModelDir(options["model_dir"])  # a missing --model_dir is an error before any work
-    exporting = {name: options[name] for name in EXPORT_OPTIONS}
+    settings = None
     if options["export_dir"]:  # it exports at the end: its flags are checked now, not after training
-        export.check_options(options["model_dir"], **{k: v for k, v in exporting.items() if k != "calibration_count"})
-        if options["format"] != "saved_model":  # the file must not exist yet (the input size is the model's)
-            export.file_path(configs["model"].resize_policy, options["export_dir"], options["format"],
-                             options["output"], options["input_size"], options["quantize"])
+        settings = export.ExportSettings(**{name: options[name] for name in EXPORT_OPTIONS},
+                                         mixed_precision=configs["train"].mixed_precision)
+        if settings.format != "saved_model":  # the file must not exist yet (the input size is the model's)
+            settings.file_path(configs["model"].resize_policy)
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op (reading the data does).
     strategy = make_strategy(configs["train"].strategy)
     summary = trainer.train(options["model_dir"], configs["model"], configs["train"], data_config=configs["data"],
                             strategy=strategy, allow_other_data=options["resume_with_other_data"],
                             coverage_images=min(options["max_images"], 500))
     print(trainer.format_summary(summary), flush=True)
-    if options["export_dir"] and is_chief(strategy):
-        export.export(options["model_dir"], mixed_precision=configs["train"].mixed_precision, **exporting,
-                      **postprocess_overrides(options))
+    if settings is not None and is_chief(strategy):
+        export.export(options["model_dir"], settings=settings, **postprocess_overrides(options))
     return 0
 
 

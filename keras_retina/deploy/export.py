@@ -1,13 +1,13 @@
 """`keras_retina export` as a function: a model_dir's model as a SavedModel, a LiteRT or an ONNX file.
 
-`export(model_dir, export_dir, format="saved_model" | "tflite" | "onnx", ...)` checks every
-option first (`check_options`: train calls it before training when it exports at the end),
-loads the best checkpoint (`checkpoint="latest"`: the latest) and writes
+`export(model_dir, export_dir, format="saved_model" | "tflite" | "onnx", ...)` bundles its options
+in an `ExportSettings` (checked when made: train makes it before training when it exports at the
+end), loads the best checkpoint (`checkpoint="latest"`: the latest) and writes
 
 - saved_model: `export_dir/<version>/` for TF Serving (`deploy.saved_model`);
 - tflite / onnx: one file of a fixed input size (`input_size`, default a square of the
   model's longer side: `deploy.fixed_size_detector`) at `output`, else
-  `export_dir/retinanet_HxW[_quantize].tflite|onnx` (`file_path`; never written over);
+  `export_dir/retinanet_HxW[_quantize].tflite|onnx` (`ExportSettings.file_path`; never written over);
   int8 LiteRT files are calibrated on `calibration_count` pictures (`deploy.calibration`).
 
 `postprocess` (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections; None keeps
@@ -15,6 +15,7 @@ the model's) is fixed in the exported graph. Prints what was written and how to 
 its path. Option errors are UsageErrors naming the flag; unwritable places DataErrors.
 """
 
+import dataclasses
 import os
 
 import keras
@@ -29,67 +30,104 @@ RUNTIMES = {"tflite": 'pip install "keras-retina[litert]" (ai-edge-litert)',
             "onnx": 'pip install "keras-retina[onnx]" (onnxruntime)'}
 
 
-def check_options(model_dir, export_dir=None, format="saved_model", output=None, version=None, input_size=None,
-                  quantize="none", calibration_images=None):
-    """UsageError (DataError for a missing folder) naming the first option that cannot work."""
-    if format not in EXPORT_FORMATS or quantize not in QUANTIZE:
-        raise UsageError(f"--format={format}, --quantize={quantize}: choose a format of {EXPORT_FORMATS} and a "
-                         f"quantisation of {QUANTIZE}.")
-    if not model_dir or not (export_dir or (format != "saved_model" and output)):
-        raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
-                         "SavedModel versions go in numbered subfolders; --format=tflite|onnx may give --output=FILE "
-                         "instead).")
-    if quantize != "none" and format != "tflite":
-        raise UsageError(f"--quantize={quantize} is for --format=tflite (got --format={format}).")
-    if calibration_images and quantize != "int8":
-        raise UsageError("--calibration_images is for --format=tflite --quantize=int8.")
-    if calibration_images and not os.path.isdir(calibration_images):
-        raise DataError(f"--calibration_images={calibration_images}: no such folder.")
-    if format == "saved_model":
-        for name, value in (("input_size", input_size), ("output", output)):
-            if value:
-                raise UsageError(f"--{name}={value} is for --format=tflite|onnx; a SavedModel takes pictures "
-                                 f"of any size and goes into --export_dir.")
-        return
-    if version:
-        raise UsageError(f"--version={version} numbers SavedModels; a {format} file is named by --output.")
-    if input_size:
-        fixed_size_detector.parse_input_size(input_size)
-    if format == "onnx":
-        from keras_retina.deploy.onnx import require_converter
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportSettings:
+    """What `export` writes, checked once when made (UsageError naming the flag; DataError for a
+    missing calibration folder). Keyword-only.
 
-        require_converter()
-    if output and os.path.splitext(output)[1].lower() != f".{format}":
-        raise UsageError(f"--output={output}: a --format={format} file ends in .{format}.")
-    if "://" in (output or export_dir):
-        raise UsageError(f"LiteRT and ONNX files are written to a local path; got {output or export_dir}.")
+    format: saved_model (TF Serving), tflite (LiteRT) or onnx.
+    export_dir: the SavedModel base (versions in numbered subfolders), or the folder of a file.
+    output: a tflite / onnx file's path (instead of a name in export_dir).
+    version: the SavedModel version (default: one more than the latest).
+    input_size: a tflite / onnx file's fixed input, "H,W" or "S" (default: the model's canvas).
+    quantize: tflite only: none, float16, dynamic or int8.
+    calibration_images: int8 only: a folder of pictures (default: the model_dir's training data).
+    calibration_count: int8 only: how many pictures calibrate it.
+    mixed_precision: the SavedModel's compute precision (files are float32 or quantised).
+    checkpoint: best (the best validation checkpoint) or latest.
+    """
 
+    format: str = "saved_model"
+    export_dir: str = None
+    output: str = None
+    version: int = None
+    input_size: str = None
+    quantize: str = "none"
+    calibration_images: str = None
+    calibration_count: int = 200
+    mixed_precision: str = "none"
+    checkpoint: str = "best"
 
-def file_path(policy, export_dir=None, format="tflite", output=None, input_size=None, quantize="none"):
-    """(path, (H, W)) of a tflite / onnx file: `output`, else export_dir/retinanet_HxW[_quantize].FORMAT
-    (the input size: `input_size` or the policy's default); UsageError when it exists."""
-    size = (fixed_size_detector.parse_input_size(input_size) if input_size
-            else fixed_size_detector.default_input_size(policy))
-    suffix = "" if quantize == "none" else f"_{quantize}"
-    path = output or os.path.join(export_dir, f"retinanet_{size[0]}x{size[1]}{suffix}.{format}")
-    if os.path.exists(path):
-        raise UsageError(f"{path} exists already; remove it or give another --output / --export_dir.")
-    return path, size
+    def __post_init__(self):
+        self._check()
+
+    def _check(self):
+        format, quantize, output, input_size = self.format, self.quantize, self.output, self.input_size
+        if format not in EXPORT_FORMATS or quantize not in QUANTIZE:
+            raise UsageError(f"--format={format}, --quantize={quantize}: choose a format of {EXPORT_FORMATS} and "
+                             f"a quantisation of {QUANTIZE}.")
+        if not (self.export_dir or (format != "saved_model" and output)):
+            raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
+                             "SavedModel versions go in numbered subfolders; --format=tflite|onnx may give "
+                             "--output=FILE instead).")
+        if quantize != "none" and format != "tflite":
+            raise UsageError(f"--quantize={quantize} is for --format=tflite (got --format={format}).")
+        if self.calibration_images and quantize != "int8":
+            raise UsageError("--calibration_images is for --format=tflite --quantize=int8.")
+        if self.calibration_images and not os.path.isdir(self.calibration_images):
+            raise DataError(f"--calibration_images={self.calibration_images}: no such folder.")
+        if format == "saved_model":
+            for name, value in (("input_size", input_size), ("output", output)):
+                if value:
+                    raise UsageError(f"--{name}={value} is for --format=tflite|onnx; a SavedModel takes pictures "
+                                     f"of any size and goes into --export_dir.")
+            return
+        if self.version:
+            raise UsageError(f"--version={self.version} numbers SavedModels; a {format} file is named by --output.")
+        if input_size:
+            fixed_size_detector.parse_input_size(input_size)
+        if format == "onnx":
+            from keras_retina.deploy.onnx import require_converter
+
+            require_converter()
+        if output and os.path.splitext(output)[1].lower() != f".{format}":
+            raise UsageError(f"--output={output}: a --format={format} file ends in .{format}.")
+        if "://" in (output or self.export_dir):
+            raise UsageError(f"LiteRT and ONNX files are written to a local path; got {output or self.export_dir}.")
+
+    def file_path(self, policy):
+        """(path, (H, W)) of a tflite / onnx file: `output`, else export_dir/retinanet_HxW[_quantize].FORMAT
+        (the input size: `input_size` or the policy's default); UsageError when it exists."""
+        size = (fixed_size_detector.parse_input_size(self.input_size) if self.input_size
+                else fixed_size_detector.default_input_size(policy))
+        suffix = "" if self.quantize == "none" else f"_{self.quantize}"
+        path = self.output or os.path.join(self.export_dir, f"retinanet_{size[0]}x{size[1]}{suffix}.{self.format}")
+        if os.path.exists(path):
+            raise UsageError(f"{path} exists already; remove it or give another --output / --export_dir.")
+        return path, size
 
 
 def export(model_dir, export_dir=None, format="saved_model", output=None, version=None, input_size=None,
            quantize="none", calibration_images=None, calibration_count=200, mixed_precision="none", checkpoint="best",
-           **postprocess):
-    check_options(model_dir, export_dir, format, output, version, input_size, quantize, calibration_images)
+           settings=None, **postprocess):
+    """Exports `model_dir`'s model (module docstring); `settings`: an ExportSettings, else made from
+    the keyword arguments. Returns the path written."""
+    if not model_dir:
+        raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
+                         "SavedModel versions go in numbered subfolders; --format=tflite|onnx may give --output=FILE "
+                         "instead).")
+    settings = settings or ExportSettings(
+        format=format, export_dir=export_dir, output=output, version=version, input_size=input_size,
+        quantize=quantize, calibration_images=calibration_images, calibration_count=calibration_count,
+        mixed_precision=mixed_precision, checkpoint=checkpoint)
     # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
-    set_precision(mixed_precision if format == "saved_model" else "none")
+    set_precision(settings.mixed_precision if settings.format == "saved_model" else "none")
     run = ModelDir(model_dir)
-    net, label_map, config, checkpoint = run.load_model(which=checkpoint)
-    if format != "saved_model":
-        return _export_file(run, net, label_map, config, checkpoint, export_dir, format, output, input_size,
-                            quantize, calibration_images, calibration_count, postprocess)
-    path = saved_model.export_saved_model(net, label_map, export_dir, version, **postprocess)
-    base = os.path.abspath(export_dir)
+    net, label_map, config, checkpoint = run.load_model(which=settings.checkpoint)
+    if settings.format != "saved_model":
+        return _export_file(run, net, label_map, config, checkpoint, settings, postprocess)
+    path = saved_model.export_saved_model(net, label_map, settings.export_dir, settings.version, **postprocess)
+    base = os.path.abspath(settings.export_dir)
     print(f"Exported {checkpoint} ({keras.mixed_precision.global_policy().name}) to {path}\n"
           f"  signatures: serving_default (encoded image bytes), serving_image_tensor (uint8)\n"
           f"  serve with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
@@ -97,9 +135,9 @@ def export(model_dir, export_dir=None, format="saved_model", output=None, versio
     return path
 
 
-def _export_file(run, net, label_map, config, checkpoint, export_dir, format, output, input_size, quantize,
-                 calibration_images, calibration_count, postprocess):
-    path, size = file_path(net.resize_policy, export_dir, format, output, input_size, quantize)
+def _export_file(run, net, label_map, config, checkpoint, settings, postprocess):
+    path, size = settings.file_path(net.resize_policy)
+    format, quantize = settings.format, settings.quantize
     folder = os.path.dirname(path) or "."
     try:
         os.makedirs(folder, exist_ok=True)
@@ -118,8 +156,8 @@ def _export_file(run, net, label_map, config, checkpoint, export_dir, format, ou
 
         calibration = None
         if quantize == "int8":
-            calibration = calibration_inputs(run, config, size, net.resize_policy, calibration_images,
-                                             calibration_count)
+            calibration = calibration_inputs(run, config, size, net.resize_policy, settings.calibration_images,
+                                             settings.calibration_count)
         summary = export_litert(net, label_map, path, size, quantize, calibration, **postprocess)
     calibrated = summary.get("calibration_images")
     print(f"Exported {checkpoint} to {path} ({summary['bytes'] / 2**20:.1f} MiB, {format}"

@@ -369,3 +369,22 @@ def test_checkpoint_missing_weights_is_an_error_not_a_random_network(tmp_path):
     assert result.returncode == 2
     assert "does not hold every weight of the model" in result.stderr
     assert not (tmp_path / "serving").exists()
+
+
+def test_export_settings_are_one_checked_object():
+    """Options that travel together: keyword-only, frozen, refused when made, naming the flag."""
+    import dataclasses
+
+    from keras_retina import ExportSettings
+
+    settings = ExportSettings(export_dir="serving", format="tflite", quantize="int8")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.format = "onnx"
+    with pytest.raises(TypeError):
+        ExportSettings("serving")  # keyword-only
+    for kwargs, message in ((dict(export_dir="s", quantize="int8"), "--quantize=int8 is for --format=tflite"),
+                            (dict(export_dir="s", input_size="96,128"), "--input_size=96,128 is for --format=tflite"),
+                            (dict(export_dir="s", format="tflite", version=3), "--version=3 numbers SavedModels"),
+                            (dict(format="tflite"), "export needs --model_dir")):
+        with pytest.raises(UsageError, match=message):
+            ExportSettings(**kwargs)
