@@ -63,6 +63,7 @@ _LAZY = {
     "batch_detector": "keras_retina.inference.detector:batch_detector",
     "detect_video": "keras_retina.inference.video:detect_video",
     "detect_tiled": "keras_retina.inference.tiling:detect_tiled",
+    "TileSettings": "keras_retina.inference.tiling:TileSettings",
     "open_large_picture": "keras_retina.ops.large_picture:open_large_picture",
     "tile_dataset": "keras_retina.data.tile_dataset:tile_dataset",
     "write_report": "keras_retina.evaluation.report:write_report",
@@ -92,6 +93,6 @@ __all__ = [  # noqa: RUF022 - grouped: the eagerly imported names, then the lazy
     "DataConfig", "TrainConfig", "ModelDir", "open_sources", "read_coco_json", "tfrecord_source", "tfds_source",
     "DatasetSource", "train_dataset", "eval_dataset", "check_data", "train", "evaluate_coco", "evaluate_model_dir",
     "evaluate_file", "export", "ExportSettings", "export_saved_model", "load_deployed", "convert", "build_converted",
-    "picture_detector", "predict_pictures", "batch_detector", "detect_video", "detect_tiled", "open_large_picture",
-    "tile_dataset", "write_report", "build_report",
+    "picture_detector", "predict_pictures", "batch_detector", "detect_video", "detect_tiled", "TileSettings",
+    "open_large_picture", "tile_dataset", "write_report", "build_report",
 ]

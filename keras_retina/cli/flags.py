@@ -9,6 +9,8 @@ those); `build_configs` turns flag values into the three configs.
 import dataclasses
 
 from keras_retina.deploy.metadata import EXPORT_FORMATS, QUANTIZE
+from keras_retina.inference.tiling import CHECKS as TILE_CHECKS
+from keras_retina.inference.tiling import MERGES as TILE_MERGES
 from keras_retina.modeling.detection_decoder import CHECKS as POSTPROCESS_CHECKS
 from keras_retina.modeling.detection_decoder import SETTINGS as POSTPROCESS_SETTINGS
 from keras_retina.ops.drawing import DRAW_THRESHOLD
@@ -95,7 +97,7 @@ OPTIONS = {
                      "predict"),
     "tile_scale": ("float", 1.0, "predict --tile: shrink the picture by this first (0.5: a tile covers twice "
                    "its size).", "predict"),
-    "tile_merge": ("enum", ("nms", ["nms", "merge"]), "predict --tile: nms removes an object's copies from "
+    "tile_merge": ("enum", (TILE_MERGES[0], list(TILE_MERGES)), "predict --tile: nms removes an object's copies from "
                    "overlapping tiles; merge also joins the parts of an object cut by a tile's border.", "predict"),
     "tile_merge_iou": ("float", 0.5, "predict --tile: the overlap at which boxes are one object (IoU for nms, "
                        "of the smaller box for merge).", "predict"),
@@ -120,20 +122,20 @@ _OPTION_CHECKS = {
     "draw_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
     "score_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
     "tile": (lambda v: v >= 0, "must be 0 (off) or a tile size in pixels."),
-    "max_tiles": (lambda v: v > 0, "must be positive."),
     "tile_min_visible": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
-    "tile_overlap": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
-    "tile_scale": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
-    "tile_merge_iou": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
     "every_nth_frame": (lambda v: v > 0, "must be positive."),
     "max_frames": (lambda v: v >= 0, "must be 0 (all) or positive."),
-    "detect_batch_size": (lambda v: v > 0, "must be positive."),
 }
 # The command-line flag of each postprocessing setting (detection_decoder.SETTINGS), checked by the
 # decoder's own rules (`detection_decoder.CHECKS`).
 POSTPROCESS_FLAGS = dict(zip(("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"),
                              POSTPROCESS_SETTINGS))
 _OPTION_CHECKS.update({flag: POSTPROCESS_CHECKS[setting] for flag, setting in POSTPROCESS_FLAGS.items()})
+# The TileSettings field of each tiling flag, checked by its rules (`inference.tiling.CHECKS`).
+TILE_FLAGS = {"tile_overlap": "overlap", "tile_scale": "scale", "detect_batch_size": "batch_size",
+              "tile_merge": "merge", "tile_merge_iou": "merge_iou", "tile_whole_picture": "whole_picture",
+              "max_tiles": "max_tiles"}
+_OPTION_CHECKS.update({flag: TILE_CHECKS[field] for flag, field in TILE_FLAGS.items() if field in TILE_CHECKS})
 # The flags each command reads, by group (None: the whole group); its --help shows these.
 COMMAND_FLAGS = {
     "train": {"run": {"model_dir", "max_images", "resume_with_other_data"}, "data": None, "model": None,

@@ -2,11 +2,12 @@
 
 import sys
 
-from keras_retina.cli.flags import postprocess_overrides
+from keras_retina.cli.flags import TILE_FLAGS, postprocess_overrides
 from keras_retina.files import make_folder
 from keras_retina.inference import video as video_lib
 from keras_retina.inference.detector import batch_detector
 from keras_retina.inference.pictures import predict_pictures, predict_tiled_pictures
+from keras_retina.inference.tiling import TileSettings
 from keras_retina.pretrained import registry
 
 
@@ -20,11 +21,9 @@ def run(configs, options, args):
                                   **postprocess_overrides(options))
     failed = 0
     if pictures and options["tile"]:
-        failed += predict_tiled_pictures(
-            detect_batch, pictures, options["output_dir"], options["draw_threshold"], tile=options["tile"],
-            overlap=options["tile_overlap"], scale=options["tile_scale"], batch_size=options["detect_batch_size"],
-            merge=options["tile_merge"], merge_iou=options["tile_merge_iou"],
-            whole_picture=options["tile_whole_picture"], max_tiles=options["max_tiles"])
+        settings = TileSettings(tile=options["tile"], **{field: options[flag] for flag, field in TILE_FLAGS.items()})
+        failed += predict_tiled_pictures(detect_batch, pictures, options["output_dir"], options["draw_threshold"],
+                                         settings=settings)
     elif pictures:
         failed += predict_pictures(lambda pixels: detect_batch(pixels[None])[0], pictures, options["output_dir"],
                                    options["draw_threshold"])

@@ -9,7 +9,7 @@ when that file exists: a run never replaces a file it did not write), rewritten 
 few seconds and at the end. A picture that cannot be read is named on stderr and skipped;
 returns the number of such pictures.
 
-`predict_tiled_pictures(detect_batch, paths, output_dir, draw_threshold, **tiling)`: the same
+`predict_tiled_pictures(detect_batch, paths, output_dir, draw_threshold, settings)`: the same
 for large pictures, each read window by window (`ops.large_picture`: tiled TIFFs of any size)
 and detected by tiles (`tiling.detect_tiled`); the drawing is made on the picture's preview
 (longer side at most 4096 pixels), the detections are in the picture's own pixels.
@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from keras_retina import renamed
 from keras_retina.files import make_folder, new_name, write_json
-from keras_retina.inference.tiling import detect_tiled
+from keras_retina.inference.tiling import TileSettings, detect_tiled
 from keras_retina.ops import boxes as box_lib
 from keras_retina.ops import drawing
 from keras_retina.ops import images as image_lib
@@ -73,15 +73,16 @@ def predict_pictures(detect, paths, output_dir, draw_threshold=None, **renamed_a
     return _predict(picture, paths, output_dir, draw_threshold)
 
 
-def predict_tiled_pictures(detect_batch, paths, output_dir, draw_threshold=None, **tiling):
+def predict_tiled_pictures(detect_batch, paths, output_dir, draw_threshold=None, settings=None, **tiling):
     draw_threshold = renamed.argument(tiling, "score_threshold", "draw_threshold", draw_threshold,
                                       "predict_tiled_pictures")
     draw_threshold = drawing.DRAW_THRESHOLD if draw_threshold is None else draw_threshold
+    settings = settings or TileSettings(**tiling)  # checked once, before any picture
 
     def picture(path):
         large = open_large_picture(path)
         try:
-            found = detect_tiled(detect_batch, large, progress=_tile_progress(path), **tiling)
+            found = detect_tiled(detect_batch, large, settings=settings, progress=_tile_progress(path))
         finally:
             large.close()
         shown = np.array(found.preview.shape[:2] * 2, np.float64)

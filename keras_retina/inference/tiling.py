@@ -56,12 +56,57 @@ class TiledDetections:
     preview_scale: float
 
 
-def detect_tiled(detect_batch, picture, tile, overlap=0.2, scale=1.0, batch_size=8, merge="nms", merge_iou=0.5,
-                 whole_picture=False, preview_side=4096, progress=None, max_tiles=MAX_TILES):
-    """Detections of `picture` (height, width, read(window)) by tiles (module docstring).
+# The rules of TileSettings' numbers, stated once: TileSettings applies them, and the command line
+# checks its --tile_* flags with them.
+CHECKS = {
+    "tile": (lambda v: v > 0, "must be a tile size in pixels (positive)."),
+    "overlap": (lambda v: 0 <= v < 1, "must be in [0, 1)."),
+    "scale": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "batch_size": (lambda v: v > 0, "must be positive."),
+    "merge_iou": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
+    "max_tiles": (lambda v: v > 0, "must be positive."),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TileSettings:
+    """How a picture is detected by tiles (module docstring); keyword-only, frozen, checked when made
+    (UsageError naming the setting).
+
+    tile: the tile's side in model pixels (the --image_size the model was trained at).
+    overlap: the share of a tile its neighbours also cover, [0, 1).
+    scale: the picture shrunk by this first, (0, 1]: a tile covers tile / scale of its pixels.
+    batch_size: tiles per call of the detector.
+    merge: "nms" (copies from overlapping tiles removed) or "merge" (boxes cut by a tile's edge joined).
+    merge_iou: the overlap at which two boxes are one object (IoU for nms, of the smaller box for merge).
+    whole_picture: also detect on the whole picture shrunk to the model (objects larger than a tile).
+    max_tiles: a picture needing more tiles is refused before any is read.
+    """
+
+    tile: int
+    overlap: float = 0.2
+    scale: float = 1.0
+    batch_size: int = 8
+    merge: str = "nms"
+    merge_iou: float = 0.5
+    whole_picture: bool = False
+    max_tiles: int = MAX_TILES
+
+    def __post_init__(self):
+        if self.merge not in MERGES:
+            raise UsageError(f"merge={self.merge!r}: one of {', '.join(MERGES)}.")
+        for name, (check, message) in CHECKS.items():
+            if not check(getattr(self, name)):
+                raise UsageError(f"{name}={getattr(self, name)} {message}")
+
+
+def detect_tiled(detect_batch, picture, tile=None, *, settings=None, preview_side=4096, progress=None, **options):
+    """Detections of `picture` (height, width, read(window)) by tiles (module docstring), with
+    `settings` (a TileSettings) or one made of `tile` and the keyword `options` (its fields).
     `progress(done, total)` is called after each batch of tiles."""
-    if merge not in MERGES:
-        raise ValueError(f"merge={merge!r}: one of {', '.join(MERGES)}.")
+    settings = settings or TileSettings(tile=tile, **options)
+    tile, overlap, scale, batch_size = settings.tile, settings.overlap, settings.scale, settings.batch_size
+    merge, merge_iou, max_tiles = settings.merge, settings.merge_iou, settings.max_tiles
     source_tile = max(1, int(round(tile / scale)))
     total = count_windows(picture.height, picture.width, source_tile, overlap)
     if total > max_tiles:
@@ -91,7 +136,7 @@ def detect_tiled(detect_batch, picture, tile, overlap=0.2, scale=1.0, batch_size
             names.update(zip(np.asarray(found_classes, np.int64).tolist(), found_names))
         if progress is not None:
             progress(min(start + batch_size, total), total)
-    if whole_picture:
+    if settings.whole_picture:
         (found_boxes, found_scores, found_classes, found_names), = detect_batch(preview[None])
         boxes.append(np.asarray(found_boxes, np.float64) * np.array([picture.height, picture.width] * 2))
         cut.append(np.zeros(len(boxes[-1]), bool))

@@ -150,3 +150,21 @@ def test_long_tiled_pictures_print_their_progress(capsys):
     progress(12, 12)  # the end: the picture's own line follows
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and lines[0].startswith("big.tif: 3 of 12 tiles, ") and lines[0].endswith(" left")
+
+
+def test_tile_settings_are_one_checked_object():
+    import dataclasses
+
+    from keras_retina import TileSettings
+
+    settings = TileSettings(tile=256, overlap=0.25, merge="merge")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.tile = 128
+    for kwargs, message in ((dict(tile=0), "tile=0 must be a tile size"), (dict(tile=64, overlap=1.0), "overlap=1.0"),
+                            (dict(tile=64, scale=0), "scale=0 must be in"), (dict(tile=64, merge="vote"), "vote")):
+        with pytest.raises(UsageError, match=message):
+            TileSettings(**kwargs)
+    found = detect_tiled(stand_in, ArrayPicture(_picture()), settings=TileSettings(tile=256, overlap=0.25,
+                                                                                  merge="merge"))
+    assert _boxes(found) == _boxes(detect_tiled(stand_in, ArrayPicture(_picture()), tile=256, overlap=0.25,
+                                                merge="merge"))
