@@ -58,6 +58,17 @@ def config_input_size(input_size):
     return [int(side) for side in input_size]
 
 
+def call_input_size(layer, given, fixed, renamed_arguments):
+    """The input size a layer's call works at: `given` (or under its old name `image_size` in
+    `renamed_arguments`), else the layer's `fixed` one; ValueError naming `layer` without either."""
+    given = renamed.argument(renamed_arguments, "image_size", "input_size", given, f"{layer} call")
+    renamed.no_others(renamed_arguments, f"{layer}.call")
+    size = fixed if given is None else given
+    if size is None:
+        raise ValueError(f"{layer} needs the input's input_size (height, width): give it to the call or to the layer.")
+    return size
+
+
 SIZE_MULTIPLE = 32  # stride of C5
 
 

@@ -97,13 +97,7 @@ class DetectionDecoder(keras.layers.Layer):
         self.max_detections = max_detections
 
     def call(self, outputs, input_size=None, picture_sizes=None, **renamed_arguments):
-        input_size = renamed.argument(renamed_arguments, "image_size", "input_size", input_size,
-                                      "DetectionDecoder call")
-        if input_size is None:
-            input_size = self.input_size
-        if input_size is None:
-            raise ValueError("DetectionDecoder needs the input's input_size (height, width): give it to the call "
-                             "or to the layer.")
+        input_size = anchor_lib.call_input_size("DetectionDecoder", input_size, self.input_size, renamed_arguments)
         logits = tf.cast(outputs["classification"], tf.float32)
         deltas = tf.cast(outputs["box"], tf.float32)
         num_classes = logits.shape[-1]

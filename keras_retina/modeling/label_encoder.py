@@ -76,13 +76,7 @@ class LabelEncoder(keras.layers.Layer):
         self.anchors = None if input_size is None else self.anchor_generator.anchors(input_size)
 
     def call(self, boxes, classes, input_size=None, **renamed_arguments):
-        input_size = renamed.argument(renamed_arguments, "image_size", "input_size", input_size,
-                                      "LabelEncoder call")
-        if input_size is None:
-            input_size = self.input_size
-        if input_size is None:
-            raise ValueError("LabelEncoder needs the input's input_size (height, width): give it to the call "
-                             "or to the layer.")
+        input_size = anchor_lib.call_input_size("LabelEncoder", input_size, self.input_size, renamed_arguments)
         boxes = tf.convert_to_tensor(boxes, tf.float32)
         classes = tf.cast(classes, tf.int32)
         unbatched = boxes.shape.rank == 2
