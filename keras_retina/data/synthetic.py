@@ -1,13 +1,11 @@
 """Synthetic detection data: coloured shapes on a noisy background, with exact boxes.
 
-Used by the tests (does the model learn?) and by the demo dataset. Every image
-gets 1..`max_objects` shapes; class k is a fixed (shape, colour) pair, so a
-detector has to tell both apart. Shapes may touch but never overlap by more
-than `max_overlap` IoU, so every box stays a fair target.
+Used by the tests (does the model learn?) and by the demo dataset. Every image gets 1..`max_objects`
+shapes; class k is a fixed (shape, colour) pair, so a detector has to tell both apart. Shapes may
+touch but never overlap by more than `max_overlap` IoU, so every box stays a fair target.
 
-`make_example(rng, size, ...)` -> (image uint8 `[H, W, 3]` RGB,
-boxes float32 `[n, 4]` yxyx pixels, classes int32 `[n]`); `size` is an int
-(square) or (H, W).
+`make_example(rng, size, ...)` -> (image uint8 `[H, W, 3]` RGB, boxes float32 `[n, 4]` yxyx
+pixels, classes int32 `[n]`); `size` is an int (square) or (H, W).
 
 `write_coco_dataset(root, ...)` writes the demo dataset the way a labelling
 tool would: `root/{train,val}/*.jpg` and `root/{train,val}.json` in COCO
@@ -67,11 +65,10 @@ def make_example(rng, size, num_classes=3, max_objects=3, min_side=0.2, max_side
 
 
 def _most_overlap(box, others):
-    """The highest IoU of yxyx `box` with any of the yxyx `others` (0 with none), by pycocotools on
-    the CPU: a TensorFlow op per placement attempt would cost more than drawing the picture."""
+    """The highest IoU of yxyx `box` with any of the yxyx `others` (0 with none), by pycocotools (a
+    TensorFlow op per attempt costs more than drawing), on C-ordered arrays as it reads them."""
     if not others:
         return 0.0
-    # pycocotools reads the arrays' memory row by row: build them C-ordered
     xywh = np.array([[x0, y0, x1 - x0, y1 - y0] for y0, x0, y1, x1 in [box, *others]], np.float64)
     return float(np.max(mask_utils.iou(xywh[:1], xywh[1:], np.zeros(len(others), np.uint8))))
 
