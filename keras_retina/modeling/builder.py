@@ -82,5 +82,5 @@ def build_parts(config, **given):
         parts["classification_loss"] = loss_lib.classification_loss(
             config.classification_loss, config.focal_alpha, config.focal_gamma, config.focal_star_beta)
     if "box_loss" not in parts:
-        parts["box_loss"] = loss_lib.SmoothL1Loss(config.smooth_l1_beta, reduction="sum")
+        parts["box_loss"] = loss_lib.box_loss(config.box_loss_type, config.smooth_l1_beta)
     return parts

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_retina.modeling.box_losses import BOX_LOSS_TYPES, ON_BOXES, BoxIoULoss
 from keras_retina.modeling.label_encoder import BACKGROUND, IGNORE
 
 FOCAL_ALPHA = 0.25
@@ -146,6 +147,18 @@ def focal_loss(labels, logits, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA):
 
 
 CLASSIFICATION_LOSSES = ("focal", "focal_star", "balanced_ce")
+
+
+def box_loss(name="smooth_l1", beta=SMOOTH_L1_BETA):
+    """'smooth_l1' (paper) | 'l1' (on deltas) | 'giou' | 'diou' | 'ciou' (on decoded boxes,
+    `box_losses`) -> a loss object that sums (`reduction="sum"`, as `detection_losses` needs)."""
+    if name == "smooth_l1":
+        return SmoothL1Loss(beta, reduction="sum")
+    if name == "l1":
+        return SmoothL1Loss(0.0, reduction="sum", name="l1_loss")
+    if name in ON_BOXES:
+        return BoxIoULoss(name, reduction="sum")
+    raise ValueError(f"box_loss_type={name!r}: choose one of {BOX_LOSS_TYPES}.")
 
 
 def default_gamma(name):

@@ -27,6 +27,7 @@ from keras_retina.modeling import losses as loss_lib
 from keras_retina.modeling.backbone import DEFAULT_BACKBONE
 from keras_retina.modeling.builder import PART_NAMES, build_parts
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
+from keras_retina.ops import box_coder
 
 _TARGETS_HELP = (
     "RetinaNet expects training targets as a dict: {'boxes': [B, N, 4] float32 "
@@ -140,9 +141,15 @@ class RetinaNet(keras.Model):
         if sample_weight is not None:
             raise ValueError("RetinaNet does not use sample_weight; pass only (images, targets).")
         targets = self.encode_targets(y, _input_size(x))
+        box_targets, box_outputs = targets["box_targets"], y_pred["box"]
+        if getattr(self.box_loss_fn, "on_boxes", False):  # IoU losses compare the decoded boxes
+            anchors = self.anchor_generator.anchors(_input_size(x))
+            weights = self.config.box_coder_weights
+            box_targets = box_coder.decode(box_targets, anchors, weights)
+            box_outputs = box_coder.decode(box_outputs, anchors, weights)
         cls_loss, box_loss = loss_lib.detection_losses(
-            targets["cls_targets"], targets["box_targets"], y_pred["classification"],
-            y_pred["box"], self.cls_loss_fn, self.box_loss_fn,
+            targets["cls_targets"], box_targets, y_pred["classification"], box_outputs, self.cls_loss_fn,
+            self.box_loss_fn,
         )
         box_loss = self.config.box_loss_weight * box_loss
         total = cls_loss + box_loss
