@@ -7,8 +7,9 @@ returns {"classification": `[B, A_total, K]` logits, "box": `[B, A_total, 4]` de
 Training (`fit` / `evaluate`): `y` is {"boxes": `[B, N, 4]` float32 yxyx pixels, "classes": `[B, N]`
 int32 0..K-1, -1 = padding} (the model's `LabelEncoder` assigns anchors in the train step) or
 pre-encoded {"cls_targets": `[B, A_total]`, "box_targets": `[B, A_total, 4]`}. Loss: focal +
-`box_loss_weight` * smooth L1, over the global batch's foreground count (`losses.detection_losses`),
-so a step under MirroredStrategy equals one device's; metrics `loss`, `cls_loss`, `box_loss`.
+`box_loss_weight` * smooth L1 (or `box_loss_type`'s loss; IoU losses on the decoded boxes), over
+the global batch's foreground count (`losses.detection_losses`), so a step under MirroredStrategy
+equals one device's; metrics `loss`, `cls_loss`, `box_loss`.
 Inference (`predict`, `detect`): the `DetectionDecoder`'s {"boxes" `[B, D, 4]` yxyx pixels of the
 input, "scores" `[B, D]`, "classes" `[B, D]` int32, "num_detections" `[B]` int32}, D = 100.
 `model.resize_policy` maps pictures to inputs and back (`modeling.transform.to_model_input`, `to_original`).
@@ -52,8 +53,9 @@ class RetinaNet(keras.Model):
 
     `RetinaNet(num_classes=80, backbone="resnet50", image_size=640, **settings)`: the settings are
     `ModelConfig` fields (every default the paper's; TypeError for an unknown one, UsageError without
-    num_classes), from which `builder.build_parts` makes the parts. Any part may be given instead
-    (compare torchvision's `RetinaNet(backbone, num_classes, anchor_generator=, head=)`):
+    num_classes), from which `builder.build_parts` makes the parts; or `RetinaNet(config=ModelConfig(
+    ...))`, the config used as it is (training does). Any part may be given instead (compare
+    torchvision's `RetinaNet(backbone, num_classes, anchor_generator=, head=)`):
       backbone: a name ("resnet50", "tiny", ...) or a keras.Model `[B, H, W, 3]` RGB 0-255 -> {"C3".."C5"}.
       anchor_generator, feature_pyramid, classification_head, box_head, label_encoder, decoder,
         box_loss: keyword-only parts (see `builder`).
