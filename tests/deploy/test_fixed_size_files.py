@@ -377,15 +377,18 @@ def test_export_predict_evaluate_through_the_cli(demo, tmp_path):
         assert sorted(os.listdir(out)) == sorted([os.path.basename(p) for p in landscape] + ["detections.json"])
     from_onnx, from_saved = outputs
     assert from_onnx and from_saved
-    # Near-equal scores may swap places: match each detection. Two overlapping boxes of one class with
-    # scores within float noise of each other may trade places in NMS, so a detection matches one of
-    # its class with the same score (1e-3) on the same object (IoU >= 0.5). A detection scoring within
-    # the tolerance of the decoder's threshold may be kept on one side only (as assert_same_detections).
-    cut_off = SCORE_THRESHOLD + 1e-3
+    # The file is given the picture resized and rounded to uint8 outside its graph; the SavedModel
+    # resizes in float inside its own: scores differ by a few 1e-4 (up to 4.3e-4 over 8 pictures of a
+    # fresh demo model here), boxes by hundredths of a pixel, and two overlapping boxes of one class
+    # with near-equal scores may trade places in NMS. So each detection matches one of its class
+    # scoring within `tolerance` on the same object (IoU >= 0.5); one scoring within it of the
+    # decoder's threshold may be kept on one side only (as assert_same_detections).
+    tolerance = 5e-3
+    cut_off = SCORE_THRESHOLD + tolerance
     unmatched = list(from_onnx)
     for b in from_saved:
         same = [a for a in unmatched if (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
-                and abs(a["score"] - b["score"]) < 1e-3 and _coco_iou(a["bbox"], b["bbox"]) >= 0.5]
+                and abs(a["score"] - b["score"]) < tolerance and _coco_iou(a["bbox"], b["bbox"]) >= 0.5]
         if same:
             unmatched.remove(same[0])
         else:
