@@ -9,8 +9,8 @@ def run(configs, options, args):
         raise UsageError("tile-data needs --tiles_dir (where the tiles go) and --tile (their size in pixels; the "
                          "--image_size you will train at).")
     written = tile_dataset(configs["data"], options["tiles_dir"], options["tile"], options["tile_overlap"],
-                           options["tile_rule"], options["tile_min_visible"], options["tile_cut"],
-                           options["tile_empty"], options["tile_format"])
+                           options["tile_rule"], options["tile_min_visible"], cut=options["tile_cut"],
+                           empty=options["tile_empty"], image_format=options["tile_format"])
     cut = "kept as crowd boxes" if options["tile_cut"] == "ignore" else "dropped"
     for split, done in written.items():
         print(f"{split}: {done['pictures']} pictures -> {done['tiles']} tiles of {options['tile']} px, {done['boxes']} "

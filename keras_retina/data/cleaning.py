@@ -120,7 +120,7 @@ def count_examples(examples, progress_every=1000):
     return count
 
 
-def report_boxes(where, boxes, classes, is_crowd, num_classes, report, category_ids=None):
+def report_boxes(where, boxes, classes, is_crowd, num_classes, report, *, category_ids=None):
     """Counts what the training pipeline will do with one image's annotations
     (`ops.boxes.check_boxes`, the rule every reader and the pipeline apply).
 
@@ -194,7 +194,7 @@ def scan_records(records, report, num_classes, decode=False, progress_every=1000
         elif decode:
             names.append(where)
         report_boxes(_shown(where), record["boxes"].numpy().reshape(-1, 4), record["classes"].numpy(),
-                    record["is_crowd"].numpy(), num_classes, report, record["category_ids"].numpy())
+                    record["is_crowd"].numpy(), num_classes, report, category_ids=record["category_ids"].numpy())
         if progress_every and count % progress_every == 0:
             print(f"  ... {count} records checked", flush=True)
     excluded = [where for shared in by_id.values() if len(shared) > 1 for where in shared]

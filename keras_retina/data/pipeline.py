@@ -73,7 +73,7 @@ def preprocess_for_training(example, policy, flip=True, scale_range=(1.0, 1.0), 
         window = policy.largest_canvas(height, width)
         room = tf.maximum(resized_size(height, width, scale, policy.rounding) - window, 0)
         offset = tf.cast(tf.cast(room, tf.float32) * uniform([2], which=2), tf.int32)
-        image, boxes = resize(image, boxes, scale, window, offset, policy.rounding, policy.method)
+        image, boxes = resize(image, boxes, scale, window, offset, policy.rounding, method=policy.method)
     boxes, classes = _clip_and_keep(boxes, classes, tf.shape(image)[:2])
     return image, boxes, classes
 
@@ -91,7 +91,7 @@ def _to_canvas(policy, images):
     return images + tf.constant(policy.pad_color, images.dtype) if any(policy.pad_color) else images
 
 
-def _bucketed(ds, policy, batch_size, padded_shapes, padding_values, grouped, drop_remainder):
+def _bucketed(ds, policy, batch_size, padded_shapes, padding_values, grouped, *, drop_remainder):
     """Padded batches of one bucket each (`grouped`, several buckets) or in stream order; the
     pictures (first element) shifted by -pad_color (`_to_canvas` shifts them back)."""
     if any(policy.pad_color):
@@ -144,7 +144,7 @@ def _training_transform(policy, flip, scale_range, seed=None, augmentation=None)
 
 
 def train_dataset(source, label_encoder, policy, batch_size, flip=True, scale_range=(1.0, 1.0),
-                  shuffle=True, seed=None, repeat=True, augmentation=None):
+                  *, shuffle=True, seed=None, repeat=True, augmentation=None):
     """A source -> an (optionally endless) dataset of encoded training batches grouped by
     bucket, the source's examples reshuffled each pass (`data.source`: COCO JSON over the
     whole set before decoding; TFRecord and TFDS through a buffer of still-encoded records)."""
@@ -158,7 +158,7 @@ def train_dataset(source, label_encoder, policy, batch_size, flip=True, scale_ra
 
 
 def deterministic_train_dataset(source, label_encoder, policy, batch_size, seed, start_step=0,
-                                flip=True, scale_range=(1.0, 1.0), augmentation=None):
+                                *, flip=True, scale_range=(1.0, 1.0), augmentation=None):
     """`--deterministic` training batches: element i of the endless stream is a pure function
     of (seed, i) (`source.ordered_examples`), augmented with the stateless seed (seed, i), and
     batch k holds elements kB .. kB + B - 1, so a run resumed at any step sees exactly the

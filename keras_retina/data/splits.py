@@ -56,8 +56,8 @@ def open_sources(config, need_train=True, load_train=None, verify_images=None):
         for split, annotations in named.items():
             if annotations:
                 found[split] = read_annotations(annotations, getattr(config, f"{split}_images"),
-                                                config.annotation_format, split, label_map, classes, skip,
-                                                flag=f"--{split}_annotations")
+                                                config.annotation_format, split, label_map, classes,
+                                                skip_bad_examples=skip, flag=f"--{split}_annotations")
                 label_map = found[split].label_map  # the validation split takes the training split's classes
         if len(found) == 2 and found["train"].label_map != found["val"].label_map:
             raise DataError(f"--val_annotations={config.val_annotations} has other categories "

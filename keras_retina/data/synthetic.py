@@ -37,7 +37,7 @@ CLASS_NAMES = tuple(f"{colour_name}_{shape}" for (shape, _), colour_name in zip(
 
 
 def make_example(rng, size, num_classes=3, max_objects=3, min_side=0.2, max_side=0.5,
-                 max_overlap=0.1):
+                 *, max_overlap=0.1):
     """One image with 1..max_objects shapes of the first `num_classes` classes.
 
     Object sides are drawn uniformly in [min_side, max_side] * size.
@@ -106,7 +106,7 @@ def make_dataset(num_images, size, seed=0, **kwargs):
 
 
 def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((192, 256), (256, 192), (224, 224)),
-                       max_objects=4, seed=0):
+                       max_objects=4, *, seed=0):
     """Writes the demo dataset once (reused when `root` already holds the same one); a `root`
     holding anything else is a UsageError, and nothing in it is touched.
 
@@ -267,7 +267,7 @@ def _draw_turned(image, box, shape, colour, quarter_turns):
 
 
 def make_hard_example(rng, size=256, num_classes=6, objects=(5, 15), sides=(10, 28), distractors=(4, 10),
-                      shifted=False):
+                      *, shifted=False):
     """One picture of the small-data benchmark: `objects` class shapes of `sides` pixels, `distractors`
     shapes of other colours, on a textured background. `shifted` (the validation pictures): another
     background, other lighting, and triangles pointing any way (they point up in training), as a

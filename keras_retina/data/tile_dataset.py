@@ -42,7 +42,7 @@ CUTS = ("ignore", "drop")
 EMPTY = ("keep", "drop")
 
 
-def tile_dataset(data_config, output_dir, tile, overlap=0.2, rule="visible", min_visible=0.6, cut="ignore",
+def tile_dataset(data_config, output_dir, tile, overlap=0.2, rule="visible", min_visible=0.6, *, cut="ignore",
                  empty="keep", image_format="jpg", progress=print):
     for name, value, allowed in (("rule", rule, RULES), ("cut", cut, CUTS), ("empty", empty, EMPTY),
                                  ("image_format", image_format, ("jpg", "png"))):
@@ -57,11 +57,12 @@ def tile_dataset(data_config, output_dir, tile, overlap=0.2, rule="visible", min
         if not hasattr(source, "images"):
             raise UsageError(f"{source.name}: tiling reads annotation files (COCO JSON, Pascal VOC, YOLO, CSV).")
         written[split] = tile_source(source, os.path.join(output_dir, split), os.path.join(output_dir, f"{split}.json"),
-                                     tile, overlap, rule, min_visible, cut, empty, image_format, progress)
+                                     tile, overlap, rule, min_visible=min_visible, cut=cut, empty=empty,
+                                     image_format=image_format, progress=progress)
     return written
 
 
-def tile_source(source, folder, annotations_path, tile, overlap, rule, min_visible, cut, empty, image_format,
+def tile_source(source, folder, annotations_path, tile, overlap, rule, *, min_visible, cut, empty, image_format,
                 progress=print):
     """One split: its tiles into `folder`, their boxes into `annotations_path` (module docstring)."""
     os.makedirs(folder, exist_ok=True)

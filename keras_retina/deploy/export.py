@@ -26,6 +26,8 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.precision import set_precision
 
+_NEEDS = ("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; SavedModel "
+          "versions go in numbered subfolders; --format=tflite|onnx may give --output=FILE instead).")
 RUNTIMES = {"tflite": 'pip install "keras-retina[litert]" (ai-edge-litert)',
             "onnx": 'pip install "keras-retina[onnx]" (onnxruntime)'}
 
@@ -67,9 +69,7 @@ class ExportSettings:
             raise UsageError(f"--format={format}, --quantize={quantize}: choose a format of {EXPORT_FORMATS} and "
                              f"a quantisation of {QUANTIZE}.")
         if not (self.export_dir or (format != "saved_model" and output)):
-            raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
-                             "SavedModel versions go in numbered subfolders; --format=tflite|onnx may give "
-                             "--output=FILE instead).")
+            raise UsageError(_NEEDS)
         if quantize != "none" and format != "tflite":
             raise UsageError(f"--quantize={quantize} is for --format=tflite (got --format={format}).")
         if self.calibration_images and quantize != "int8":
@@ -108,14 +108,12 @@ class ExportSettings:
 
 
 def export(model_dir, export_dir=None, format="saved_model", output=None, version=None, input_size=None,
-           quantize="none", calibration_images=None, calibration_count=200, mixed_precision="none", checkpoint="best",
-           settings=None, **postprocess):
+           *, quantize="none", calibration_images=None, calibration_count=200, mixed_precision="none",
+           checkpoint="best", settings=None, **postprocess):
     """Exports `model_dir`'s model (module docstring); `settings`: an ExportSettings, else made from
     the keyword arguments. Returns the path written."""
     if not model_dir:
-        raise UsageError("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; "
-                         "SavedModel versions go in numbered subfolders; --format=tflite|onnx may give --output=FILE "
-                         "instead).")
+        raise UsageError(_NEEDS)
     settings = settings or ExportSettings(
         format=format, export_dir=export_dir, output=output, version=version, input_size=input_size,
         quantize=quantize, calibration_images=calibration_images, calibration_count=calibration_count,
@@ -125,7 +123,7 @@ def export(model_dir, export_dir=None, format="saved_model", output=None, versio
     run = ModelDir(model_dir)
     net, label_map, config, checkpoint = run.load_model(which=settings.checkpoint)
     if settings.format != "saved_model":
-        return _export_file(run, net, label_map, config, checkpoint, settings, postprocess)
+        return _export_file(run, net, label_map, config, checkpoint, settings, postprocess=postprocess)
     path = saved_model.export_saved_model(net, label_map, settings.export_dir, settings.version, **postprocess)
     base = os.path.abspath(settings.export_dir)
     print(f"Exported {checkpoint} ({keras.mixed_precision.global_policy().name}) to {path}\n"
@@ -135,7 +133,7 @@ def export(model_dir, export_dir=None, format="saved_model", output=None, versio
     return path
 
 
-def _export_file(run, net, label_map, config, checkpoint, settings, postprocess):
+def _export_file(run, net, label_map, config, checkpoint, settings, *, postprocess):
     path, size = settings.file_path(net.resize_policy)
     format, quantize = settings.format, settings.quantize
     folder = os.path.dirname(path) or "."

@@ -45,7 +45,7 @@ class DetectionServer(tf.Module):
     """
 
     def __init__(self, model, label_map, score_threshold=None, pre_nms_top_k=None,
-                 nms_iou_threshold=None, max_detections=None, max_image_pixels=MAX_IMAGE_PIXELS):
+                 nms_iou_threshold=None, max_detections=None, *, max_image_pixels=MAX_IMAGE_PIXELS):
         super().__init__(name="retinanet_server")
         self.model = model
         self.max_image_pixels = int(max_image_pixels)

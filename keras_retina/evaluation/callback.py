@@ -27,7 +27,7 @@ class CocoEvaluation(keras.callbacks.Callback):
     """
 
     def __init__(self, dataset, label_map, every_steps, run_dir, summary_writer=None,
-                 image_writer=None, best_manager=None, best_metric="AP", patience=0):
+                 image_writer=None, *, best_manager=None, best_metric="AP", patience=0):
         super().__init__()
         self.best_manager = best_manager
         self.best_metric = best_metric

@@ -69,7 +69,7 @@ def collect_detections(model, dataset, label_map):
             if image_id < 0:
                 continue
             _add_ground_truth(images, annotations, label_map, image_id, meta["original_size"][i], meta["boxes"][i],
-                              meta["classes"][i], meta["is_crowd"][i], meta["area"][i])
+                              classes=meta["classes"][i], is_crowd=meta["is_crowd"][i], area=meta["area"][i])
             n = int(out["num_detections"][i])
             boxes = transform.to_original(out["boxes"][i, :n], meta["scale"][i], meta["original_size"][i],
                                               resized_hw=meta["picture_size"][i])
@@ -80,7 +80,7 @@ def collect_detections(model, dataset, label_map):
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-def _add_ground_truth(images, annotations, label_map, image_id, original_size, boxes, classes, is_crowd, area):
+def _add_ground_truth(images, annotations, label_map, image_id, original_size, boxes, *, classes, is_crowd, area):
     """Appends one image and its labelled boxes (class >= 0; yxyx pixels) to COCO ground-truth lists."""
     height, width = (int(s) for s in original_size)
     images.append({"id": int(image_id), "height": height, "width": width})
@@ -106,7 +106,7 @@ def evaluate_deployed(deployed, examples, label_map, max_images=None, keep=False
         example = {k: v.numpy() for k, v in example.items()}
         pixels = example["image"]
         _add_ground_truth(images, annotations, label_map, example["image_id"], pixels.shape[:2], example["boxes"],
-                          example["classes"], example["is_crowd"], example["area"])
+                          classes=example["classes"], is_crowd=example["is_crowd"], area=example["area"])
         boxes, scores, classes, _ = deployed.detect_picture(pixels)
         pixel_boxes = boxes * np.array([*pixels.shape[:2], *pixels.shape[:2]], np.float32)
         for bbox, score, category in zip(box_lib.coco_bboxes(pixel_boxes), scores, classes):

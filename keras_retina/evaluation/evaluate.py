@@ -47,7 +47,7 @@ def validation_source(data_config, run=None):
 
 
 def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, mixed_precision="none",
-                       checkpoint="best", report=True, report_pictures=12, report_score_threshold=0.0):
+                       checkpoint="best", *, report=True, report_pictures=12, report_score_threshold=0.0):
     run = ModelDir(model_dir)
     set_precision(mixed_precision)
     net, label_map, _, checkpoint = run.load_model(which=checkpoint)
@@ -65,13 +65,13 @@ def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, 
     _report(metrics, path)
     if report:
         write_evaluation_report(evaluation, label_map, val, path, {"model": checkpoint, "data": val.name},
-                                report_pictures, report_score_threshold,
+                                report_pictures, report_threshold=report_score_threshold,
                                 title=f"Evaluation of {_name(model_dir)} ({os.path.basename(checkpoint)})")
     return metrics
 
 
 def evaluate_file(deployed, model_dir=None, data_config=None, output=None, report=True, report_pictures=12,
-                  report_score_threshold=0.0):
+                  *, report_score_threshold=0.0):
     path = deployed.path
     val = validation_source(data_config, ModelDir(model_dir) if model_dir else None)
     metrics, evaluation = evaluate_deployed(deployed, val.examples(), val.label_map, keep=True)
@@ -83,11 +83,11 @@ def evaluate_file(deployed, model_dir=None, data_config=None, output=None, repor
     _report(metrics, output)
     if report:
         write_evaluation_report(evaluation, val.label_map, val, output, {"model": path, "data": val.name},
-                                report_pictures, report_score_threshold)
+                                report_pictures, report_threshold=report_score_threshold)
     return metrics
 
 
-def write_evaluation_report(evaluation, label_map, source, metrics_path, about, pictures=12, report_threshold=0.0,
+def write_evaluation_report(evaluation, label_map, source, metrics_path, about, pictures=12, *, report_threshold=0.0,
                             title=None):
     """The report (`evaluation.report`) beside `metrics_path`; prints and returns its page's path."""
     page = write_report(report_folder(metrics_path), evaluation, label_map, source, num_pictures=pictures,

@@ -134,7 +134,7 @@ def advice(errors):
 
 
 def write_report(folder, evaluation, label_map, source=None, title="RetinaNet evaluation", num_pictures=NUM_PICTURES,
-                 report_threshold=None, about=None, **renamed_arguments):
+                 *, report_threshold=None, about=None, **renamed_arguments):
     """Writes the report into `folder` (module docstring); returns the path of index.html."""
     report_threshold = renamed.argument(renamed_arguments, "score_threshold", "report_threshold", report_threshold,
                                         "write_report")

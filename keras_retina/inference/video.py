@@ -59,7 +59,7 @@ def _import_av():
 
 
 def detect_video(detect_batch, path, output_path, detections_path, every_nth_frame=1, max_frames=None,
-                 batch_size=8, draw_threshold=None, show_progress=False, **renamed_arguments):
+                 *, batch_size=8, draw_threshold=None, show_progress=False, **renamed_arguments):
     """Detections on the frames of `path` (module docstring); returns a VideoSummary. With
     `show_progress`, a Keras progress bar of the frames, with frames per second."""
     draw_threshold = renamed.argument(renamed_arguments, "score_threshold", "draw_threshold", draw_threshold,
@@ -106,12 +106,12 @@ def detect_video(detect_batch, path, output_path, detections_path, every_nth_fra
             last_time = moment
             summary.frames += 1
             if sum(1 for item in pending if item[3]) == batch_size:
-                latest = _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary)
+                latest = _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary=summary)
                 pending = []
                 if progress is not None:
                     progress(summary.frames, summary.frames / max(time.monotonic() - start, 1e-9))
         if pending:
-            latest = _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary)
+            latest = _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary=summary)
         if summary.error is None and max_frames is None:
             summary.error = _ended_early(path, summary.frames, announced, _length(source, stream), last_time, rate)
     finally:
@@ -142,7 +142,7 @@ def _ended_early(path, frames, announced, length, last_time, rate):
     return None
 
 
-def _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary):
+def _flush(pending, latest, detect_batch, sink, lines, draw_threshold, *, summary):
     """Detects on the pending frames chosen for it, draws every pending frame, writes them."""
     chosen = [item for item in pending if item[3]]
     found = detect_batch(np.stack([item[2] for item in chosen])) if chosen else []

@@ -73,7 +73,7 @@ class DetectionDecoder(keras.layers.Layer):
         score_threshold=SCORE_THRESHOLD,
         pre_nms_top_k=PRE_NMS_TOP_K,
         nms_iou_threshold=NMS_IOU_THRESHOLD,
-        max_detections=MAX_DETECTIONS,
+        *, max_detections=MAX_DETECTIONS,
         clip_boxes="before_nms",
         drop_empty_boxes=True,
         **kwargs,

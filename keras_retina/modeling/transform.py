@@ -59,7 +59,7 @@ class ResizePolicy:
     """
 
     def __init__(self, image_size, max_image_size=None, policy="shorter_side", pad_color=(0.0, 0.0, 0.0),
-                 rounding="round", canvas="buckets", method="bilinear"):
+                 rounding="round", canvas="buckets", *, method="bilinear"):
         if policy not in POLICIES:
             raise ValueError(f"resize={policy!r}: choose one of {', '.join(POLICIES)}.")
         if method not in METHODS:
@@ -155,7 +155,7 @@ def policy_from_config(config):
     optionally pad_color, resize_rounding, canvas, resize_method)."""
     return ResizePolicy(config.image_size, config.max_image_size, config.resize,
                         getattr(config, "pad_color", (0.0, 0.0, 0.0)), getattr(config, "resize_rounding", "round"),
-                        getattr(config, "canvas", "buckets"), getattr(config, "resize_method", "bilinear"))
+                        getattr(config, "canvas", "buckets"), method=getattr(config, "resize_method", "bilinear"))
 
 
 def resized_size(height, width, scale, rounding="round"):
@@ -179,7 +179,7 @@ def _ratios(original_hw, resized_hw):
     return tf.concat([ratio, ratio], axis=-1)
 
 
-def resize(image, boxes, scale, window=None, offset=None, rounding="round", method="bilinear"):
+def resize(image, boxes, scale, window=None, offset=None, rounding="round", *, method="bilinear"):
     """Scales `[H, W, C]` (uint8 or float) by `scale` (sides rounded as `rounding` says, pixels
     interpolated as `method` says: `transform.METHODS`); with `window` (h, w) and `offset`
     (y, x) keeps only that window. Boxes `[N, 4]` yxyx pixels follow (not clipped). -> float32

@@ -62,7 +62,7 @@ def draw_detections(image, boxes, scores, names, draw_threshold=None, class_ids=
     return image
 
 
-def box_with_tag(draw, corners, text, colour, font, line, dashed=False):
+def box_with_tag(draw, corners, text, colour, font, line, *, dashed=False):
     """A box (`corners` x0, y0, x1, y1 in pixels) in `colour`, solid or dashed, and `text` (None:
     no tag) on a filled tag above it (inside it at the picture's top edge)."""
     x0, y0, x1, y1 = corners

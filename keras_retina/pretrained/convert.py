@@ -55,14 +55,14 @@ def convert(source, weights, model_dir):
     created = not os.path.exists(model_dir)
     os.makedirs(model_dir, exist_ok=True)
     try:
-        return _write(run, model, variant, count, source, weights, start)
+        return _write(run, model, variant, count, source, weights, start=start)
     except BaseException:  # a full disk, an interrupt: leave no half-written model_dir behind
         if created:
             shutil.rmtree(model_dir, ignore_errors=True)
         raise
 
 
-def _write(run, model, variant, count, source, weights, start):
+def _write(run, model, variant, count, source, weights, *, start):
     with exclusive(run.write_path, "keras_retina convert"):
         run.write_label_map(coco_categories.LABEL_MAP)
         # "train" is empty: this model was converted, not trained here

@@ -16,7 +16,7 @@ from keras_retina.model_dir import ModelDir
 _SKIPPED_KINDS = {kind for kind, (severity, _) in cleaning.KINDS.items() if severity != "fixed"}
 
 
-def summarise(run, chief, model, manager, evaluator, train_config, sources, init_report, start):
+def summarise(run, chief, model, manager, evaluator, train_config, *, sources, init_report, start):
     """The summary dict; on the chief also model.keras, the final evaluation and summary.json."""
     summary = {"steps": int(model.optimizer.iterations.numpy()), "batch_size": train_config.batch_size,
                "seconds_this_run": round(time.time() - start, 1),
@@ -48,7 +48,7 @@ def summarise(run, chief, model, manager, evaluator, train_config, sources, init
                 summary["report"] = write_evaluation_report(
                     evaluation, evaluator.label_map, sources.val, run.metrics_path(summary["steps"]),
                     {"model": run.path, "checkpoint": evaluated, "data": sources.val.name},
-                    train_config.report_pictures, train_config.report_score_threshold)
+                    train_config.report_pictures, report_threshold=train_config.report_score_threshold)
         replace_atomically(run.keras_path, model.save)
         summary["keras_model"] = run.keras_path
         run.write_summary(summary)

@@ -51,7 +51,7 @@ from keras_retina.training.strategy import is_chief, make_strategy
 
 
 def train(model_dir, model_config, train_config, sources=None, data_config=None, strategy=None,
-          allow_other_data=False, coverage_images=500):
+          *, allow_other_data=False, coverage_images=500):
     """Trains (or resumes) a RetinaNet (module docstring); returns the summary dict.
 
     Args:
@@ -86,14 +86,14 @@ def train(model_dir, model_config, train_config, sources=None, data_config=None,
     run = ModelDir(model_dir, None if chief else strategy.cluster_resolver.task_id)
     with exclusive(run.write_path, "keras_retina train"):  # one writer per model_dir
         try:
-            return _train(run, chief, model_config, train_config, sources, data_config, strategy,
-                          allow_other_data, coverage_images)
+            return _train(run, chief, model_config, train_config, sources, data_config, strategy=strategy,
+                          allow_other_data=allow_other_data, coverage_images=coverage_images)
         except tf.errors.InvalidArgumentError:
             raise_if_undecodable(sources)
             raise  # not a data problem: TensorFlow's error and traceback
 
 
-def _train(run, chief, model_config, train_config, sources, data_config, strategy, allow_other_data,
+def _train(run, chief, model_config, train_config, sources, data_config, *, strategy, allow_other_data,
            coverage_images):
     start = time.time()
     model_config = model_settings(run, model_config, train_config, sources.label_map)
@@ -113,10 +113,10 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = run.checkpoint_manager(checkpoint)
     step, init_report = restore(run, model, checkpoint, train_config, sources.label_map, backbone_state,
-                                model_config.backbone_weights)
+                                backbone_name=model_config.backbone_weights)
     train_ds, val_ds = build_datasets(model, train_config, sources, step, chief)
     callbacks, evaluator, nan_guard = build_callbacks(run, model, manager, train_config, val_ds, sources.label_map)
-    fit(model, train_ds, callbacks, train_config, strategy, step, len(sources.label_map))
+    fit(model, train_ds, callbacks, train_config, strategy, step, num_classes=len(sources.label_map))
     final_step = int(model.optimizer.iterations.numpy())
     if nan_guard.bad_step is not None:
         raise FloatingPointError(
@@ -126,7 +126,8 @@ def _train(run, chief, model_config, train_config, sources, data_config, strateg
             f"broken boxes in the data (run keras_retina check-data).")
     if not (manager.latest_checkpoint or "").endswith(f"-{final_step}"):
         manager.save(checkpoint_number=final_step)
-    return summarise(run, chief, model, manager, evaluator, train_config, sources, init_report, start)
+    return summarise(run, chief, model, manager, evaluator, train_config, sources=sources, init_report=init_report,
+                     start=start)
 
 
 def open_data(data_config):
@@ -216,7 +217,7 @@ def build_model(model_config, train_config, strategy):
     return model
 
 
-def restore(run, model, checkpoint, train_config, label_map, backbone_state=None, backbone_name=None):
+def restore(run, model, checkpoint, train_config, label_map, backbone_state=None, *, backbone_name=None):
     """(step, init_from report or None): the latest checkpoint of the chief restored, else the
     --init_from model's weights copied, else registered torchvision ImageNet weights loaded into the
     backbone. Partial checkpoints of a run that died saving are removed."""
@@ -277,7 +278,7 @@ def build_callbacks(run, model, manager, train_config, val_ds, label_map):
     return callbacks, evaluator, nan_guard
 
 
-def fit(model, train_ds, callbacks, train_config, strategy, step, num_classes):
+def fit(model, train_ds, callbacks, train_config, strategy, step, *, num_classes):
     """`model.fit` from `step` to train_steps, one Keras epoch per checkpoint interval."""
     rate, train_steps, boundaries, warmup = train_config.scaled()
     if step >= train_steps:

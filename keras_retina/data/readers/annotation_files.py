@@ -41,7 +41,7 @@ def detect_format(path, flag="--train_annotations"):
 
 
 def read_annotations(path, images_dir=None, annotation_format="auto", split="train", label_map=None,
-                     classes=None, skip_bad_examples=False, flag="--train_annotations"):
+                     classes=None, *, skip_bad_examples=False, flag="--train_annotations"):
     """A source of `path` (module docstring); `label_map`: the training split's, for validation."""
     if annotation_format not in FORMATS:
         raise UsageError(f"--annotation_format={annotation_format}: choose one of {', '.join(FORMATS)}.")
