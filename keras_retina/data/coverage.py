@@ -22,6 +22,7 @@ from keras_retina.data.source import as_source
 from keras_retina.modeling import anchors as anchor_lib
 from keras_retina.modeling.label_encoder import FOREGROUND_IOU
 from keras_retina.modeling.transform import resized_size
+from keras_retina.ops import boxes as box_lib
 
 BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 WARN_BELOW = 0.9
@@ -87,13 +88,9 @@ def _best_near(boxes, grid):
         np.searchsorted(centres, value)[:, None] + np.array([-1, 0, 1]), 0, size - 1)
     ys = near(centre_y, (boxes[:, 0] + boxes[:, 2]) / 2, rows)
     xs = near(centre_x, (boxes[:, 1] + boxes[:, 3]) / 2, cols)
-    a = grid[ys[:, :, None], xs[:, None, :]].reshape(len(boxes), -1, 4)  # [N, 9 * A, 4] candidate anchors
-    b = boxes[:, None, :]
-    inter = (np.clip(np.minimum(b[..., 2], a[..., 2]) - np.maximum(b[..., 0], a[..., 0]), 0, None)
-             * np.clip(np.minimum(b[..., 3], a[..., 3]) - np.maximum(b[..., 1], a[..., 1]), 0, None))
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    union = area(b) + area(a) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).max(axis=1)
+    candidates = grid[ys[:, :, None], xs[:, None, :]].reshape(len(boxes), -1, 4)  # [N, 9 * A, 4]
+    ious = box_lib.pairwise_iou(boxes[:, None, :].astype(np.float32), candidates.astype(np.float32))  # [N, 1, 9A]
+    return np.asarray(ious)[:, 0].max(axis=1)
 
 
 def format_coverage(report):
