@@ -21,7 +21,7 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation import coco_metrics
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling import transform
-from keras_retina.modeling.detection_decoder import SCORE_THRESHOLD
+from keras_retina.modeling.detection_decoder import NMS_IOU_THRESHOLD, SCORE_THRESHOLD
 from keras_retina.modeling.transform import ResizePolicy
 
 from command_line import keras_retina
@@ -380,26 +380,38 @@ def test_export_predict_evaluate_through_the_cli(demo, tmp_path):
     # The file is given the picture resized and rounded to uint8 outside its graph; the SavedModel
     # resizes in float inside its own: scores differ by a few 1e-4 (two fresh demo models here: up to
     # 4.3e-4 over 8 pictures, 1.07e-3 over all 33 landscape ones, 99% below 6.3e-4), boxes by
-    # hundredths of a pixel, and two overlapping boxes of one class
-    # with near-equal scores may trade places in NMS. So each detection matches one of its class
-    # scoring within `tolerance` on the same object (IoU >= 0.5); one scoring within it of the
-    # decoder's threshold may be kept on one side only (as assert_same_detections).
-    tolerance = 5e-3
-    cut_off = SCORE_THRESHOLD + tolerance
-    unmatched = list(from_onnx)
-    for b in from_saved:
-        same = [a for a in unmatched if (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
-                and abs(a["score"] - b["score"]) < tolerance and _coco_iou(a["bbox"], b["bbox"]) >= 0.5]
-        if same:
-            unmatched.remove(same[0])
-        else:
-            assert b["score"] <= cut_off, b
-    assert all(a["score"] <= cut_off for a in unmatched), unmatched
+    # hundredths of a pixel. Those differences decide NMS where two boxes of a class overlap at
+    # IoU 0.5 itself (a CI run: 0.49977 on one side, 0.5 or more on the other), and what the
+    # box kept on one side only suppresses there in turn.
+    _assert_same_coco_detections(from_onnx, from_saved, score_tolerance=5e-3)
     result = keras_retina("evaluate", f"--model={int8_path}", f"--model_dir={model_dir}", cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "COCO evaluation of" in result.stdout and "(int8, input 128x128)" in result.stdout
     metrics = json.load(open(int8_path + ".metrics.json"))
     assert metrics["num_images"] == 128 and metrics["AP50"] > 0.5
+
+
+def _assert_same_coco_detections(ours, theirs, score_tolerance, iou_margin=0.01):
+    """Two runs' COCO detections of the same pictures: each detection on one side has a twin on the
+    other (same picture and class, score within `score_tolerance`, IoU >= 0.5), or its absence there
+    is what NMS does: within `score_tolerance` of the decoder's threshold, or overlapping a better
+    box of its class on the other side at IoU >= NMS_IOU_THRESHOLD - `iou_margin` (that box
+    suppressed it there)."""
+    unmatched = {"ours": list(ours), "theirs": []}
+    for b in theirs:
+        same = [a for a in unmatched["ours"] if (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+                and abs(a["score"] - b["score"]) < score_tolerance and _coco_iou(a["bbox"], b["bbox"]) >= 0.5]
+        if same:
+            unmatched["ours"].remove(same[0])
+        else:
+            unmatched["theirs"].append(b)
+    for side, other in (("ours", theirs), ("theirs", ours)):
+        for a in unmatched[side]:
+            kin = [b for b in other if (b["image_id"], b["category_id"]) == (a["image_id"], a["category_id"])]
+            suppressors = [b for b in kin if b["score"] > a["score"] - score_tolerance
+                           and _coco_iou(a["bbox"], b["bbox"]) >= NMS_IOU_THRESHOLD - iou_margin]
+            assert a["score"] <= SCORE_THRESHOLD + score_tolerance or suppressors, (
+                f"{side} only: {a}; the other side's of its class: {[(b['score'], b['bbox']) for b in kin]}")
 
 
 def _coco_iou(a, b):
