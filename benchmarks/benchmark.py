@@ -256,12 +256,12 @@ def main(argv=None):
                 print(f"{label} not installed (pip install -e '.[bench]'): {system} skipped")
                 wanted.remove(system)
     print(", ".join(versions) + f"; {os.cpu_count()} CPUs")
-    from keras_retina.modeling.precision import bfloat16_is_native, cpu_info
+    from keras_retina.modeling.precision import cpu_info, cpu_label
 
     cpu, flags = cpu_info()
     isa = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma", "avx_vnni")))
-    print(f"CPU: {cpu or platform.processor()}; flags: {' '.join(isa) or 'unknown'}; "
-          f"native bfloat16: {'yes' if bfloat16_is_native(flags) else 'no (no AMX: slower than float32)'}")
+    print(f"CPU: {cpu_label(cpu or platform.processor(), flags)}; flags: {' '.join(isa) or 'unknown'} (whether "
+          f"bfloat16 is faster here: benchmarks/precision_speed.py)")
     if args.coco_shapes == "only":
         coco_shapes_report(args, wanted)
         return 0

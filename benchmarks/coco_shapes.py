@@ -190,7 +190,7 @@ def coco_table(rows, wanted, garden, failed):
 
 def write_coco_shapes(args, wanted, rows, garden, failed, probes, canvases):
     """results/coco_shapes.json."""
-    from keras_retina.modeling.precision import bfloat16_is_native, cpu_info
+    from keras_retina.modeling.precision import cpu_info, cpu_label
 
     size, short = args.image_size, args.image_size * 3 // 4
     mix = ", ".join(f"{w}x{h} {share:.0%}" for (h, w), share in COCO_MIX)
@@ -207,9 +207,7 @@ def write_coco_shapes(args, wanted, rows, garden, failed, probes, canvases):
     f32 = [rows.get(f"COCO inference {m}", {}).get(OURS) for m in ("b1 (ms/img)", "b8 (img/s)")]
     bf16 = [rows.get(f"COCO inference {m}", {}).get(OURS_BF16) for m in ("b1 (ms/img)", "b8 (img/s)")]
     if None not in f32 and None not in bf16:
-        _, flags = cpu_info()
-        native = bfloat16_is_native(flags)
-        notes.append(f"bfloat16 against our float32 on this CPU ({'with' if native else 'without'} AMX): "
+        notes.append(f"bfloat16 against our float32 on {cpu_label(*cpu_info())}: "
                      f"{f32[0] / bf16[0]:.2f}x the speed at batch 1, {bf16[1] / f32[1]:.2f}x at batch 8.")
     measured = [f"{spec} ({probe['canvas']} canvas) {probe['step_ms'] / 1000:.2f} s, peak "
                 f"{probe['peak_rss_gib']:.2f} GiB" for spec, probe in probes.items() if probe]

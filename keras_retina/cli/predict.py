@@ -1,19 +1,24 @@
-"""`keras_retina predict PICTURE_OR_VIDEO ...`: detections drawn on pictures (large ones by tiles) and videos."""
+"""`keras_retina predict PICTURE_VIDEO_OR_FOLDER ...`: detections drawn on pictures (large ones by tiles)
+and videos; a folder stands for its pictures and videos (by extension, sorted, not its sub-folders)."""
 
+import os
 import sys
 
 from keras_retina.cli.flags import TILE_FLAGS, postprocess_overrides
+from keras_retina.errors import UsageError
 from keras_retina.files import make_folder
 from keras_retina.inference import video as video_lib
 from keras_retina.inference.detector import batch_detector
 from keras_retina.inference.pictures import predict_pictures, predict_tiled_pictures
 from keras_retina.inference.tiling import TileSettings
+from keras_retina.ops.images import EXTENSIONS
 from keras_retina.pretrained import registry
 
 
 def run(configs, options, args):
     if registry.is_name(options["model"]):  # a registered detector: downloaded and converted once
         options = {**options, "model": None, "model_dir": registry.resolve_model_dir(options["model"])}
+    args = expand_folders(args)
     videos = [path for path in args if video_lib.is_video(path)]
     pictures = [path for path in args if not video_lib.is_video(path)]
     detect_batch = batch_detector(options["model"], options["saved_model"], options["model_dir"],
@@ -42,3 +47,22 @@ def run(configs, options, args):
                   flush=True)
             failed += 1
     return 1 if failed else 0
+
+
+FOLDER_EXTENSIONS = EXTENSIONS + (".tif", ".tiff") + video_lib.VIDEO_EXTENSIONS
+
+
+def expand_folders(args):
+    """The command's arguments with each folder replaced by its pictures and videos (sorted by name;
+    sub-folders and other files left out); a folder with none of them is a usage error naming it."""
+    paths = []
+    for arg in args:
+        if not os.path.isdir(arg):
+            paths.append(arg)
+            continue
+        found = sorted(os.path.join(arg, name) for name in os.listdir(arg)
+                       if name.lower().endswith(FOLDER_EXTENSIONS) and os.path.isfile(os.path.join(arg, name)))
+        if not found:
+            raise UsageError(f"{arg}: a folder without pictures or videos ({', '.join(FOLDER_EXTENSIONS)}).")
+        paths.extend(found)
+    return paths

@@ -119,8 +119,8 @@ def export(model_dir, export_dir=None, format="saved_model", output=None, versio
         quantize=quantize, calibration_images=calibration_images, calibration_count=calibration_count,
         mixed_precision=mixed_precision, checkpoint=checkpoint)
     # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
-    set_precision(settings.mixed_precision if settings.format == "saved_model" else "none")
     run = ModelDir(model_dir)
+    set_precision(settings.mixed_precision if settings.format == "saved_model" else "none", run.model_config)
     net, label_map, config, checkpoint = run.load_model(which=settings.checkpoint)
     if settings.format != "saved_model":
         return _export_file(run, net, label_map, config, checkpoint, settings, postprocess=postprocess)

@@ -49,7 +49,7 @@ def validation_source(data_config, run=None):
 def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, mixed_precision="none",
                        checkpoint="best", *, report=True, report_pictures=12, report_score_threshold=0.0):
     run = ModelDir(model_dir)
-    set_precision(mixed_precision)
+    set_precision(mixed_precision, run.model_config)
     net, label_map, _, checkpoint = run.load_model(which=checkpoint)
     val = validation_source(data_config, run)
     if [e["id"] for e in val.label_map] != [e["id"] for e in label_map]:

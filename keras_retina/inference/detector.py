@@ -50,8 +50,9 @@ def batch_detector(model=None, saved_model=None, model_dir=None, mixed_precision
                             f"version folder ({type(error).__name__}: {str(error)[:200]}).") from None
         return lambda batch: _per_picture(signature(inputs=tf.convert_to_tensor(batch)))
     if model_dir:
-        set_precision(mixed_precision)
-        net, label_map, _, _ = ModelDir(model_dir).load_model(which=checkpoint)
+        run = ModelDir(model_dir)
+        set_precision(mixed_precision, run.model_config)
+        net, label_map, _, _ = run.load_model(which=checkpoint)
         # The readers' pixel limit, not the serving one: local pictures are the user's own.
         server = saved_model_lib.DetectionServer(net, label_map, max_image_pixels=image_lib.MAX_PIXELS, **postprocess)
         return lambda batch: _per_picture(server.serve_image_tensor(tf.convert_to_tensor(batch)))

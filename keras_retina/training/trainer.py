@@ -75,7 +75,6 @@ def train(model_dir, model_config, train_config, sources=None, data_config=None,
         if not ModelDir(train_config.init_from).has_config() and not ModelDir(model_dir).has_config():
             raise DataError(f"--init_from={train_config.init_from}: no config.json there; give a model_dir written "
                             f"by keras_retina train or convert, or a registered detector (keras_retina models).")
-    set_precision(train_config.mixed_precision)
     strategy = strategy or make_strategy(train_config.strategy)
     resolver = getattr(strategy, "cluster_resolver", None)
     if train_config.early_stopping_evals and resolver is not None and resolver.task_type:
@@ -97,6 +96,8 @@ def _train(run, chief, model_config, train_config, sources, data_config, *, stra
            coverage_images):
     start = time.time()
     model_config = model_settings(run, model_config, train_config, sources.label_map)
+    set_precision(train_config.mixed_precision, model_config, "training", strategy=strategy,
+                  batch=max(1, train_config.batch_size // strategy.num_replicas_in_sync))
     if run.has_config() and ModelDir(run.path).latest_checkpoint() and not allow_other_data:
         check_same_data(run, sources.label_map, data_config)
     if chief:  # the label map first: a config.json never exists without it

@@ -14,6 +14,9 @@ import time
 import numpy as np
 import pytest
 
+from keras_retina.model_dir import ModelDir
+from keras_retina.modeling import precision
+
 from command_line import keras_retina
 from conftest import REPO, TINY_FLAGS, assert_same_final_weights, checkpoint_values
 from dirty_data import DIRTY_RECORDS_COUNTS, dirty_records, jpeg, scene, write_corpus, write_tfrecord
@@ -212,18 +215,27 @@ def test_multi_worker_on_two_local_processes(tmp_path, tiny_coco):
     assert (tmp_path / "run" / "best" / f"metrics-{best}.json").is_file()
 
     # A rescheduled worker that lost its temporary folder: every worker resumes from the chief's
-    # checkpoint, so both run steps 7-9 together and end with equal weights.
-    shutil.rmtree(tmp_path / "run" / "tmp" / "worker_1")
+    # checkpoint, so both run steps 7-9 together and end with equal weights. With
+    # --mixed_precision=auto, each worker's own measurement (its cache: bfloat16 at half float32's
+    # time on one, 1.1x on the other) is averaged across the cluster: both run bfloat16.
+    key = precision.measurement_key(precision.network_shape(ModelDir(str(tmp_path / "run")).model_config()),
+                                    "training", batch=2)  # --batch_size=4 over the two workers
     processes = []
+    for index, ratio in enumerate((0.5, 1.1)):
+        precision.write_measurement(key, {"float32": 1.0, "bfloat16": ratio}, str(tmp_path / f"home{index}/precision"))
+    shutil.rmtree(tmp_path / "run" / "tmp" / "worker_1")
     for index in range(2):
         env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "KERAS_RETINA_HOME": str(tmp_path / f"home{index}"),
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen([sys.executable, "-m", "keras_retina.cli", *args, "--train_steps=9"],
-                                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                          text=True))
+        processes.append(subprocess.Popen([sys.executable, "-m", "keras_retina.cli", *args, "--train_steps=9",
+                                           "--mixed_precision=auto"], cwd=tmp_path, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert all(re.search(r"Resuming from \S*run/checkpoints/ckpt-6 at step 6", out) for out in outputs), outputs
+    assert "bfloat16 measured 1.35x faster" in outputs[0] and "bfloat16 measured 1.35x faster" in outputs[1]
+    assert all("--mixed_precision=auto: bfloat16 for training" in out and "cached" in out for out in outputs)
     chief = checkpoint_values(tmp_path / "run")
     worker = checkpoint_values(tmp_path / "run" / "tmp" / "worker_1")
     assert chief.keys() == worker.keys() and all(np.array_equal(chief[k], worker[k]) for k in chief)

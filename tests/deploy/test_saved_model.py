@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -217,6 +218,27 @@ def test_export_and_predict_commands(tmp_path):
     assert {d["file_name"] for d in json.loads((tmp_path / "detections.json").read_text())} <= {"b.png"}
     result = keras_retina("predict", "--model_dir=model", "--saved_model=serving/pets/1", "b.png", cwd=tmp_path)
     assert result.returncode == 2 and "both name a model" in result.stderr
+    # a folder stands for its pictures (the JSON beside them and sub-folders are not read)
+    (tmp_path / "more" / "notes.json").write_text("{}")
+    (tmp_path / "more" / "sub").mkdir()
+    Image.fromarray(random_pictures()[1]).save(tmp_path / "more" / "a.jpg")
+    result = keras_retina("predict", "--saved_model=serving/pets/1", "--output_dir=folder", "more", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "folder")) == ["a.jpg", "b.png", "detections.json"]
+    result = keras_retina("predict", "--saved_model=serving/pets/1", "more/sub", cwd=tmp_path)
+    assert result.returncode == 2 and "more/sub: a folder without pictures or videos" in result.stderr
+    # --mixed_precision=auto times this model's network in both precisions once, says what it
+    # chose, and reads the figures back the next time
+    for run in ("measured", "cached"):
+        result = keras_retina("predict", "--model_dir=model", "--mixed_precision=auto", "--output_dir=auto", "b.png",
+                              cwd=tmp_path, env={"KERAS_RETINA_HOME": str(tmp_path / "home")})
+        assert result.returncode == 0, result.stderr[-2000:]
+        said = re.search(r"--mixed_precision=auto: (bfloat16|float32) for inference \(bfloat16 measured "
+                         r"[0-9.]+x (faster|slower) than float32 on .*: [0-9]+ ms against [0-9]+ ms a call; cached(.)",
+                         result.stdout)
+        assert said and said.group(3) == (" " if run == "measured" else ")"), result.stdout
+        assert ("timing this model's network" in result.stdout) == (run == "measured")
+    assert len(os.listdir(tmp_path / "home" / "precision")) == 1
     # A bfloat16 export of the same float32 checkpoint: its convolutions run in bfloat16 and
     # its answers agree with the float32 export to bfloat16's precision.
     result = keras_retina("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2",
@@ -229,6 +251,8 @@ def test_export_and_predict_commands(tmp_path):
     assert_close(answers[1]["detection_scores"][0, :5], answers[0]["detection_scores"][0, :5], atol=0.02)
     assert _conv_dtypes(tmp_path / "serving" / "pets" / "2") == {"DT_BFLOAT16"}
     assert _conv_dtypes(tmp_path / "serving" / "pets" / "1") == {"DT_FLOAT"}
+    info = [json.loads((tmp_path / "serving" / "pets" / v / "assets" / "model_info.json").read_text()) for v in "12"]
+    assert [i["compute_precision"] for i in info] == ["float32", "bfloat16"] and "note" in info[1]
     # TF Serving versions are immutable: re-exporting an existing version is a clear error.
     result = keras_retina("export", "--model_dir=model", "--export_dir=serving/pets", "--version=2", cwd=tmp_path)
     assert result.returncode == 2 and "exists already" in result.stderr
