@@ -22,7 +22,8 @@ import results  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(ROOT, "docs", "benchmarks.md")
 README = os.path.join(ROOT, "README.md")
-SECTIONS = ("demo", "square_640", "coco_shapes", "scaling", "profile_640", "memory", "reading_speed", "augment_speed",
+SECTIONS = ("demo", "square_640", "coco_shapes", "precision_speed_amd_avx512_bf16", "precision_demo_amd_avx512_bf16",
+            "precision_detections", "scaling", "profile_640", "memory", "reading_speed", "augment_speed",
             "small_data_recipe", "deploy_latency", "int8_accuracy", "fixed_input_anchors", "conversion_fidelity",
             "fine_tune_vs_scratch", "report_speed", "tiled_detection")
 HEADER = """# Benchmarks

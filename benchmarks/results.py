@@ -57,7 +57,8 @@ def versions():
 def write(name, title, description, tables, notes=(), figures=None, readme=None, command=None,
           source="a run of the command", page=None):
     """Writes results/<name>.json for this run (module docstring); returns its path."""
-    command = command or " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(os.path.dirname(RESULTS)))
+    command = command or " ".join(["python", script] + sys.argv[1:])
     document = {"benchmark": name, "title": title, "description": description,
                 "date": datetime.date.today().isoformat(), "command": command, "machine": machine(),
                 "versions": versions(), "source": source, "tables": list(tables), "notes": list(notes),
