@@ -26,6 +26,16 @@ import tensorflow as tf
 from keras_retina.errors import DataError, UsageError
 
 
+def cache_home():
+    """keras_retina's cache folder (downloads, converted models, precision measurements):
+    $KERAS_RETINA_HOME, else $XDG_CACHE_HOME/keras_retina, else ~/.cache/keras_retina."""
+    home = os.environ.get("KERAS_RETINA_HOME")
+    if home:
+        return home
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "keras_retina")
+
+
 def write_json(data, path, indent=2):
     """Writes standard JSON (NaN and Inf become null) atomically: a temporary file of this
     process, flushed to disk, then renamed over `path`; a reader sees the old file or the new."""

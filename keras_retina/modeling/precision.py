@@ -36,6 +36,8 @@ import time
 import keras
 import tensorflow as tf
 
+from keras_retina.files import cache_home
+
 # --mixed_precision -> the Keras dtype policy; "auto" is decided per machine by `resolve`.
 PRECISION_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 PRECISIONS = tuple(PRECISION_POLICIES) + ("auto",)
@@ -75,12 +77,8 @@ def gpu_capabilities():
 
 
 def cache_dir():
-    """$KERAS_RETINA_HOME/precision (default ~/.cache/keras_retina/precision, or under $XDG_CACHE_HOME)."""
-    home = os.environ.get("KERAS_RETINA_HOME")
-    if not home:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        home = os.path.join(base, "keras_retina")
-    return os.path.join(home, "precision")
+    """`files.cache_home()`/precision ($KERAS_RETINA_HOME/precision, default ~/.cache/keras_retina/precision)."""
+    return os.path.join(cache_home(), "precision")
 
 
 def cpu_label(name, flags):

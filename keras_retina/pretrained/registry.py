@@ -33,7 +33,7 @@ import urllib.parse
 import urllib.request
 
 from keras_retina.errors import DataError, UsageError
-from keras_retina.files import exclusive, make_folder
+from keras_retina.files import cache_home, exclusive, make_folder
 
 REGISTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
 TASKS = ("detection", "backbone")
@@ -84,11 +84,7 @@ def is_name(value):
 
 
 def cache_dir():
-    home = os.environ.get("KERAS_RETINA_HOME")
-    if home:
-        return home
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "keras_retina")
+    return cache_home()
 
 
 def _url(url):
