@@ -29,6 +29,9 @@ import torchvision  # noqa: E402
 from skimage import data as skimage_data  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from torch_weights import trained_like  # noqa: E402
+
 from keras_retina.data.coco_categories import LABEL_MAP  # noqa: E402
 from keras_retina.deploy.saved_model import DetectionServer  # noqa: E402
 from keras_retina.modeling import precision  # noqa: E402
@@ -38,33 +41,6 @@ from keras_retina.pretrained.convert import build_converted  # noqa: E402
 import results  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
-
-
-def trained_like(model, seed=0):
-    """Random weights with a trained network's statistics (module docstring)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def uniform(t, low, high):
-        return t.copy_(torch.rand(t.shape, generator=g) * (high - low) + low)
-
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, (torch.nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)):
-                variance = torch.exp(uniform(torch.empty(m.running_var.shape), np.log(0.2), np.log(5.0)))
-                dead = torch.rand(variance.shape, generator=g) < 1 / 16
-                variance[dead] = uniform(torch.empty(int(dead.sum())), 1e-4, 1e-3)
-                m.running_var.copy_(variance)
-                uniform(m.running_mean, -0.1, 0.1), uniform(m.weight, 0.5, 1.0), uniform(m.bias, -0.1, 0.1)
-                m.weight.mul_(variance.sqrt())
-            elif isinstance(m, torch.nn.GroupNorm):
-                uniform(m.weight, 0.75, 1.25), uniform(m.bias, -0.1, 0.1)
-            elif isinstance(m, torch.nn.Conv2d):
-                if name.startswith("head."):
-                    m.weight.mul_(3.0)
-                if m.bias is not None:
-                    uniform(m.bias, -0.1, 0.1)
-        uniform(model.head.classification_head.cls_logits.bias, -6.5, -5.5)
-    return model.eval()
 
 
 def detections(server, photo):
@@ -93,8 +69,8 @@ def compare(reference, other, floor):
 
 def main():
     torch.manual_seed(0)
-    detector = trained_like(torchvision.models.detection.retinanet_resnet50_fpn_v2(weights=None,
-                                                                                  weights_backbone=None))
+    detector = trained_like(torchvision.models.detection.retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None),
+                            seed=0, logit_bias=(-6.5, -5.5))
     photos = {name: getattr(skimage_data, name)() for name in PHOTOS}
     photos = {name: (np.stack([p] * 3, -1) if p.ndim == 2 else p[..., :3]) for name, p in photos.items()}
     with tempfile.TemporaryDirectory() as folder:
