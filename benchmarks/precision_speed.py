@@ -147,7 +147,7 @@ def model_rows(name, args, folder):
         ratio = measured["bfloat16"] / measured["float32"]
         label = f"auto's measurement, {mode} (ms a call at batch {1 if mode == 'inference' else train_batch})"
         rows[label] = {"float32": measured["float32"] * 1000, "bfloat16": measured["bfloat16"] * 1000,
-                       "choice": "bfloat16" if ratio <= 1 - precision.MARGIN else "float32", "seconds": took}
+                       "choice": "bfloat16" if precision.choose(ratio) == "bfloat16" else "float32", "seconds": took}
         print(f"{TITLES[name]}: {label}: {rows[label]}", flush=True)
     return rows
 

@@ -118,8 +118,8 @@ def export(model_dir, export_dir=None, format="saved_model", output=None, versio
         format=format, export_dir=export_dir, output=output, version=version, input_size=input_size,
         quantize=quantize, calibration_images=calibration_images, calibration_count=calibration_count,
         mixed_precision=mixed_precision, checkpoint=checkpoint)
-    # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
     run = ModelDir(model_dir)
+    # LiteRT and ONNX files compute in float32 (or their own quantisation), whatever the training precision.
     set_precision(settings.mixed_precision if settings.format == "saved_model" else "none", run.model_config)
     net, label_map, config, checkpoint = run.load_model(which=settings.checkpoint)
     if settings.format != "saved_model":

@@ -201,6 +201,11 @@ def _network_call(network, mode):
     return call
 
 
+def choose(ratio):
+    """bfloat16's time over float32's -> "bfloat16" when it takes at most 1 - `MARGIN` of it, else "none"."""
+    return "bfloat16" if ratio <= 1 - MARGIN else "none"
+
+
 def _say(message):
     if message not in _SAID:
         _SAID.add(message)
@@ -245,7 +250,7 @@ def decide_auto(model_config, mode="inference", *, batch=1, strategy=None, gpus=
         where = f"cached in {path}" if path else f"not cached: {folder} cannot be written"
     own = measured["bfloat16"] / measured["float32"]
     ratio = agree(own, strategy)
-    choice = "bfloat16" if ratio <= 1 - MARGIN else "none"
+    choice = choose(ratio)
     speed = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
     calls = f"{measured['float32'] * 1000:.0f} ms against {measured['bfloat16'] * 1000:.0f} ms a call"
     if ratio != own:
@@ -272,8 +277,8 @@ def resolve(name, model_config=None, mode="inference", *, batch=1, strategy=None
     if name == "bfloat16" and model_config is not None and not (gpu_capabilities() if gpus is None else gpus):
         cpu = cpu_info() if cpu is None else cpu
         measured = read_measurement(measurement_key(network_shape(model_config), mode, cpu, batch), folder)
-        if measured and measured["bfloat16"] > (1 - MARGIN) * measured["float32"]:
-            ratio = measured["bfloat16"] / measured["float32"]
+        ratio = measured["bfloat16"] / measured["float32"] if measured else None
+        if ratio and choose(ratio) == "none":
             print(f"WARNING: --mixed_precision=bfloat16 on {cpu_label(*cpu)}: measured {ratio:.2f}x float32's "
                   f"time for this model ({mode}); --mixed_precision=auto or none runs float32 here.",
                   file=sys.stderr, flush=True)

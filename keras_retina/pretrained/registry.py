@@ -83,8 +83,7 @@ def is_name(value):
     return False
 
 
-def cache_dir():
-    return cache_home()
+cache_dir = cache_home  # $KERAS_RETINA_HOME, else ~/.cache/keras_retina
 
 
 def _url(url):

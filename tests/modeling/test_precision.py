@@ -127,13 +127,38 @@ def test_explicit_bfloat16_warns_with_the_measured_ratio_where_it_is_slower(tmp_
 
 
 def test_time_network_times_the_models_own_network_in_both_precisions(monkeypatch):
+    from keras_retina.modeling import retinanet
+
+    built, calls = [], []
+
+    class Recorded(retinanet.RetinaNet):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            built.append((self.config.backbone_weights, self.compute_dtype))
+
+        def call(self, inputs, training=None, mask=None):
+            calls.append((self.compute_dtype, tuple(inputs.shape), training))
+            return super().call(inputs, training=training, mask=mask)
+
+    monkeypatch.setattr(retinanet, "RetinaNet", Recorded)
     monkeypatch.setattr(precision, "MEASURE_SECONDS", 0.0)
     before = keras.mixed_precision.global_policy().name
+    config = ModelConfig(num_classes=3, **{**TINY, "backbone_weights": "nowhere/weights.h5"})  # never read
     for mode, batch in (("inference", 1), ("training", 2)):
-        seconds = precision.time_network(CONFIG, mode, batch=batch)
+        built.clear(), calls.clear()
+        seconds = precision.time_network(config, mode, batch=batch)
         assert seconds["rounds"] == precision.MIN_ROUNDS
         assert all(isinstance(seconds[name], float) and seconds[name] > 0 for name in ("float32", "bfloat16"))
+        # the model's own network, built from random weights, in each precision, at the probe's input
+        assert built == [(None, "float32"), (None, "bfloat16")]
+        assert {c[0] for c in calls} == {"float32", "bfloat16"}
+        assert {c[1:] for c in calls} == {((batch, 64, 96, 3), mode == "training")}
     assert keras.mixed_precision.global_policy().name == before
+
+
+def test_choose_needs_a_clear_win():
+    assert precision.choose(0.5) == "bfloat16" and precision.choose(1 - precision.MARGIN) == "bfloat16"
+    assert precision.choose(0.95) == "none" and precision.choose(1.5) == "none"
 
 
 def test_one_worker_keeps_its_own_ratio():
