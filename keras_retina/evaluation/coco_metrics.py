@@ -46,14 +46,16 @@ _COMPILED = weakref.WeakKeyDictionary()  # model -> its compiled detect (gone wi
 
 
 def compiled_detect(model):
-    """`model.detect(images, picture_sizes)` as one tf.function per model: traced for the first
-    input shape, then once more with the shapes relaxed, and reused by every later evaluation.
-    It holds the model weakly, so caching it keeps no model alive."""
+    """`model.detect(images [B, H, W, 3] float32, picture_sizes [B, 2] int32)` as one tf.function
+    per model, traced once for every batch size and canvas (an evaluation sees several bucket
+    canvases) and reused by every later evaluation. It holds the model weakly, so caching it keeps
+    no model alive."""
     detect = _COMPILED.get(model)
     if detect is None:
         held = weakref.ref(model)
         detect = tf.function(lambda images, picture_sizes: held().detect(images, picture_sizes),
-                             reduce_retracing=True)
+                             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                                              tf.TensorSpec([None, 2], tf.int32)])
         _COMPILED[model] = detect
     return detect
 
