@@ -4,9 +4,12 @@
     python benchmarks/test_durations.py durations.xml --wall=MINUTES_AND_SECONDS [--workers=N]
 
 Reads pytest's JUnit XML (each test's time is its setup, call and teardown; a shared fixture's
-build counts towards the first test that uses it) and writes results/test_durations.json: the
-slowest 30 tests, the time by package (tests/<package>/), the collected, passed, skipped and
-failed counts, and every test's duration in "figures" for comparisons between runs.
+build counts towards the first test that uses it; its CPU seconds, the `cpu_seconds` property
+tests/time_budget.py records, count every thread and subprocess) and writes
+results/test_durations.json: the slowest 30 tests, the time by package (tests/<package>/), the
+collected, passed, skipped and failed counts, and every test's duration in "figures" for
+comparisons between runs. With two workers on two cores a test's wall clock depends on what runs
+beside it; its CPU seconds do not.
 """
 
 import argparse
@@ -20,7 +23,8 @@ import results  # noqa: E402
 
 
 def read_junit(path):
-    """[(test id, seconds, outcome)] from pytest's JUnit XML; outcome passed|skipped|failed."""
+    """[(test id, seconds, outcome, CPU seconds)] from pytest's JUnit XML; outcome
+    passed|skipped|failed."""
     tests = []
     for case in ElementTree.parse(path).getroot().iter("testcase"):
         module = case.get("classname", "").replace(".", "/")
@@ -30,7 +34,8 @@ def read_junit(path):
             outcome = "skipped"
         elif case.find("failure") is not None or case.find("error") is not None:
             outcome = "failed"
-        tests.append((name, float(case.get("time", 0.0)), outcome))
+        cpu = sum(float(p.get("value")) for p in case.iter("property") if p.get("name") == "cpu_seconds")
+        tests.append((name, float(case.get("time", 0.0)), outcome, cpu))
     return tests
 
 
@@ -51,29 +56,34 @@ def main():
     tests = read_junit(args.junit_xml)
     minutes, seconds = args.wall.split(":")
     wall = int(minutes) * 60 + int(seconds)
-    total = sum(seconds for _, seconds, _ in tests)
-    counts = collections.Counter(outcome for _, _, outcome in tests)
-    by_package = collections.defaultdict(lambda: [0, 0.0])
-    for name, seconds, _ in tests:
+    total = sum(test[1] for test in tests)
+    cpu_total = sum(test[3] for test in tests)
+    counts = collections.Counter(test[2] for test in tests)
+    by_package = collections.defaultdict(lambda: [0, 0.0, 0.0])
+    for name, seconds, _, cpu in tests:
         by_package[package(name)][0] += 1
         by_package[package(name)][1] += seconds
+        by_package[package(name)][2] += cpu
     slowest = sorted(tests, key=lambda test: -test[1])[:30]
     tables = [
-        {"caption": "Time by package (tests/<package>/)", "columns": ["package", "tests", "seconds", "share"],
-         "rows": [[name, count, f"{seconds:.0f}", f"{seconds / total:.0%}"]
-                  for name, (count, seconds) in sorted(by_package.items(), key=lambda item: -item[1][1])]},
-        {"caption": "The slowest 30 tests (setup + call + teardown)", "columns": ["test", "seconds"],
-         "rows": [[f"`{name}`", f"{seconds:.1f}"] for name, seconds, _ in slowest]},
+        {"caption": "Time by package (tests/<package>/)",
+         "columns": ["package", "tests", "seconds", "share", "CPU seconds"],
+         "rows": [[name, count, f"{seconds:.0f}", f"{seconds / total:.0%}", f"{cpu:.0f}"]
+                  for name, (count, seconds, cpu) in sorted(by_package.items(), key=lambda item: -item[1][1])]},
+        {"caption": "The slowest 30 tests (setup + call + teardown)", "columns": ["test", "seconds", "CPU seconds"],
+         "rows": [[f"`{name}`", f"{seconds:.1f}", f"{cpu:.1f}"] for name, seconds, _, cpu in slowest]},
     ]
     workers = f"{args.workers} pytest-xdist workers" if args.workers > 1 else "one process"
     notes = [f"{len(tests)} tests collected: {counts['passed']} passed, {counts['skipped']} skipped, "
              f"{counts['failed']} failed; {wall // 60} min {wall % 60:02d} s wall clock on {workers} "
-             f"({total:.0f} s of test time added up)."] + args.note
+             f"({total:.0f} s of test time added up, {cpu_total:.0f} CPU seconds)."] + args.note
     results.write("test_durations", "Test suite durations",
-                  "The README's test command with the extras CI installs (`test` and `torch`), on a fresh clone; "
+                  "The README's test command with the extras CI installs (`test` and `torch`); "
                   "installs not counted.", tables, notes=notes, command=args.command,
                   figures={"wall_seconds": wall, "workers": args.workers, "counts": dict(counts),
-                           "tests": {name: round(seconds, 2) for name, seconds, _ in tests}},
+                           "cpu_seconds": round(cpu_total),
+                           "tests": {name: round(seconds, 2) for name, seconds, _, _ in tests},
+                           "tests_cpu": {name: round(cpu, 2) for name, _, _, cpu in tests}},
                   page="docs/testing.md")
 
 
