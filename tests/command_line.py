@@ -6,10 +6,13 @@
 - in this process (the default): `keras_retina.cli.run(args)` in the folder `cwd`, with `env`'s
   variables set for the call, stdout and stderr captured at the file-descriptor level (so
   TensorFlow's own C++ lines are caught as a subprocess's would be), the exit status taken from
-  `SystemExit` and an uncaught exception printed as the interpreter prints it (status 1). What a
-  command may leave behind process-wide is reset afterwards (the Keras dtype policy, op
-  determinism, the working folder, the environment). This saves the seconds of importing
-  TensorFlow per command;
+  `SystemExit` and an uncaught exception printed as the interpreter prints it (status 1). The
+  command sees the devices a fresh process would: this process has two logical CPUs (conftest, for
+  the tests that run two replicas on purpose), a fresh one a single CPU, so `--strategy=mirrored`
+  mirrors over the first CPU only (two replicas would trace every training step twice, and train
+  differently from the user's command). What a command may leave behind process-wide is reset
+  afterwards (the Keras dtype policy, op determinism, the working folder, the environment). This
+  saves the seconds of importing TensorFlow per command;
 - as a real `python -m keras_retina.cli` process (`subprocess=True`), where the process boundary
   is what the test proves: kills and resumes, signals, TF_CONFIG clusters, TensorFlow's start-up
   output, memory limits.
@@ -62,14 +65,23 @@ def _inside(cwd, env):
     """The working folder and environment variables of one command, and afterwards the process-wide
     settings a command may change set back (what a fresh process would start with)."""
     import keras
+    from tensorflow.python.distribute import mirrored_strategy
     from tensorflow.python.framework import config as tf_config  # the public API can only enable it
 
     folder, saved = os.getcwd(), {name: os.environ.get(name) for name in env}
     os.chdir(cwd)
     os.environ.update({name: str(value) for name, value in env.items()})
+    every_device = mirrored_strategy.all_local_devices  # MirroredStrategy()'s default devices
+
+    def as_a_fresh_process(num_gpus=None):
+        devices = every_device(num_gpus)
+        return devices if devices[0].device_type == "GPU" else devices[:1]
+
+    mirrored_strategy.all_local_devices = as_a_fresh_process
     try:
         yield
     finally:
+        mirrored_strategy.all_local_devices = every_device
         os.chdir(folder)
         for name, value in saved.items():
             if value is None:

@@ -268,7 +268,7 @@ def _cli(*args, cwd, env):
     return keras_retina(*args, cwd=cwd, env=env)
 
 
-def test_predict_from_pretrained_and_backbone_weights_by_name(home, publisher, tmp_path):
+def test_predict_from_pretrained_and_backbone_weights_by_name(home, publisher, tmp_path, tiny_coco):
     """The README's zero-setup command: predict --model=NAME downloads, converts once into the cache
     and draws; `keras_retina models` shows it cached; from_pretrained gives the model with its label
     map; train --backbone_weights=NAME starts from the registered ImageNet weights."""
@@ -290,16 +290,18 @@ def test_predict_from_pretrained_and_backbone_weights_by_name(home, publisher, t
     assert " yes " in line and "torchvision/retinanet_resnet50_fpn_v2_coco" in listing.stdout
     model = keras_retina.RetinaNet.from_pretrained("test/retinanet")
     assert len(model.label_map) == 80 and model.label_map[0]["name"] == "person"
+    # (training pictures only: no evaluation, these runs are about where the weights come from)
+    data = [f"--train_annotations={tiny_coco['train'][0]}", f"--train_images={tiny_coco['train'][1]}"]
     result = _cli("train", "--backbone=torchvision_resnet50", "--backbone_weights=test/resnet50", "--image_size=64",
                   "--fpn_filters=16", "--head_filters=16", "--head_convs=1", "--batch_size=2",
                   "--reference_batch_size=2", "--train_steps=1", "--lr_boundaries=", "--warmup_steps=0",
-                  "--model_dir=run", "--verbose=2", "--demo_data=demo", cwd=tmp_path, env=env)
+                  "--model_dir=run", "--verbose=2", *data, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Backbone initialised from test/resnet50 (265 tensors)" in result.stdout
     # fine-tuning from the registered detector: its architecture and weights, from the cache (no download)
     result = _cli("train", "--init_from=test/retinanet", "--image_size=64", "--max_image_size=64", "--batch_size=2",
                   "--reference_batch_size=2", "--train_steps=1", "--lr_boundaries=", "--warmup_steps=0",
-                  "--model_dir=fine", "--verbose=2", "--demo_data=demo", cwd=tmp_path, env=env)
+                  "--model_dir=fine", "--verbose=2", *data, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initialised from" in result.stdout and REQUESTS == ["/retinanet_v2.pth", "/resnet50.pth"]
     assert ModelDir(str(tmp_path / "fine")).model_config().head_norm == "group_norm"  # v2's heads

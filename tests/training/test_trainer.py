@@ -33,7 +33,7 @@ def _tensorboard_tags(log_dir):
 def _config(**overrides):
     values = dict(batch_size=4, reference_batch_size=4, optimizer="adamw", learning_rate=1e-3, train_steps=6,
                   lr_boundaries=[4], warmup_steps=2, checkpoint_every_steps=3, eval_every_steps=3,
-                  strategy="mirrored", verbose=0)
+                  strategy="one_device", verbose=0)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -44,7 +44,7 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
                       val_annotations=tiny_coco["val"][0], val_images=tiny_coco["val"][1])
     sources = open_sources(data)
     model_dir = tmp_path / "run"
-    summary = trainer.train(model_dir, ModelConfig(**TINY), _config(), sources, data)
+    summary = trainer.train(model_dir, ModelConfig(**TINY), _config(strategy="mirrored"), sources, data)
     assert summary["steps"] == 6 and summary["checkpoint"].endswith("ckpt-6")
     assert set(summary["metrics"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
                                        "AR100", "ARs", "ARm", "ARl"}
@@ -67,7 +67,7 @@ def test_train_evaluate_resume_mirrored(tmp_path, tiny_coco, capsys):
     assert saved["model"]["freeze_backbone_at"] == 0 and saved["model"]["num_classes"] == 3
     assert saved["data"]["val_annotations"] == tiny_coco["val"][0] and saved["train"]["train_steps"] == 6
     # The same run asked for more steps continues where it stopped, with the right rate.
-    summary = trainer.train(model_dir, ModelConfig(**TINY), _config(train_steps=9), sources, data)
+    summary = trainer.train(model_dir, ModelConfig(**TINY), _config(train_steps=9, strategy="mirrored"), sources, data)
     out = capsys.readouterr().out
     # Step 6 is past the boundary at step 4: the restored schedule gives 1e-3 / 10.
     assert "Resuming from" in out and "at step 6 (learning rate 0.0001)" in out
@@ -174,7 +174,7 @@ def test_the_best_checkpoint_is_kept_and_training_stops_when_it_stops_improving(
     sources = open_sources(data)
     model_dir = tmp_path / "run"
     config = _config(learning_rate=1e-12, train_steps=20, lr_boundaries=[], checkpoint_every_steps=2,
-                     eval_every_steps=2, early_stopping_evals=2, strategy="one_device")
+                     eval_every_steps=2, early_stopping_evals=2)
     summary = trainer.train(model_dir, ModelConfig(**TINY), config, sources, data)
     assert summary["stopped_early_at"] == 6 and summary["steps"] == 6
     assert summary["best"]["step"] == 2 and summary["best"]["metric"] == "AP"
