@@ -34,7 +34,8 @@ def read_junit(path):
             outcome = "skipped"
         elif case.find("failure") is not None or case.find("error") is not None:
             outcome = "failed"
-        cpu = sum(float(p.get("value")) for p in case.iter("property") if p.get("name") == "cpu_seconds")
+        values = [float(p.get("value")) for p in case.iter("property") if p.get("name") == "cpu_seconds"]
+        cpu = sum(values) if values else None  # an XML written without tests/time_budget.py
         tests.append((name, float(case.get("time", 0.0)), outcome, cpu))
     return tests
 
@@ -57,33 +58,38 @@ def main():
     minutes, seconds = args.wall.split(":")
     wall = int(minutes) * 60 + int(seconds)
     total = sum(test[1] for test in tests)
-    cpu_total = sum(test[3] for test in tests)
+    measured = all(test[3] is not None for test in tests)  # CPU seconds recorded (tests/time_budget.py)
+    cpu_of = lambda cpu, digits: [f"{cpu:.{digits}f}"] if measured else []  # noqa: E731
+    cpu_total = sum(test[3] for test in tests) if measured else None
     counts = collections.Counter(test[2] for test in tests)
     by_package = collections.defaultdict(lambda: [0, 0.0, 0.0])
     for name, seconds, _, cpu in tests:
         by_package[package(name)][0] += 1
         by_package[package(name)][1] += seconds
-        by_package[package(name)][2] += cpu
+        by_package[package(name)][2] += cpu or 0.0
     slowest = sorted(tests, key=lambda test: -test[1])[:30]
+    cpu_column = ["CPU seconds"] if measured else []
     tables = [
         {"caption": "Time by package (tests/<package>/)",
-         "columns": ["package", "tests", "seconds", "share", "CPU seconds"],
-         "rows": [[name, count, f"{seconds:.0f}", f"{seconds / total:.0%}", f"{cpu:.0f}"]
+         "columns": ["package", "tests", "seconds", "share", *cpu_column],
+         "rows": [[name, count, f"{seconds:.0f}", f"{seconds / total:.0%}", *cpu_of(cpu, 0)]
                   for name, (count, seconds, cpu) in sorted(by_package.items(), key=lambda item: -item[1][1])]},
-        {"caption": "The slowest 30 tests (setup + call + teardown)", "columns": ["test", "seconds", "CPU seconds"],
-         "rows": [[f"`{name}`", f"{seconds:.1f}", f"{cpu:.1f}"] for name, seconds, _, cpu in slowest]},
+        {"caption": "The slowest 30 tests (setup + call + teardown)", "columns": ["test", "seconds", *cpu_column],
+         "rows": [[f"`{name}`", f"{seconds:.1f}", *cpu_of(cpu, 1)] for name, seconds, _, cpu in slowest]},
     ]
     workers = f"{args.workers} pytest-xdist workers" if args.workers > 1 else "one process"
+    cpu_text = f", {cpu_total:.0f} CPU seconds" if measured else ""
     notes = [f"{len(tests)} tests collected: {counts['passed']} passed, {counts['skipped']} skipped, "
              f"{counts['failed']} failed; {wall // 60} min {wall % 60:02d} s wall clock on {workers} "
-             f"({total:.0f} s of test time added up, {cpu_total:.0f} CPU seconds)."] + args.note
+             f"({total:.0f} s of test time added up{cpu_text})."] + args.note
+    figures = {"wall_seconds": wall, "workers": args.workers, "counts": dict(counts),
+               "tests": {name: round(seconds, 2) for name, seconds, _, _ in tests}}
+    if measured:
+        figures.update(cpu_seconds=round(cpu_total), tests_cpu={name: round(cpu, 2) for name, _, _, cpu in tests})
     results.write("test_durations", "Test suite durations",
                   "The README's test command with the extras CI installs (`test` and `torch`); "
                   "installs not counted.", tables, notes=notes, command=args.command,
-                  figures={"wall_seconds": wall, "workers": args.workers, "counts": dict(counts),
-                           "cpu_seconds": round(cpu_total),
-                           "tests": {name: round(seconds, 2) for name, seconds, _, _ in tests},
-                           "tests_cpu": {name: round(cpu, 2) for name, _, _, cpu in tests}},
+                  figures=figures,
                   page="docs/testing.md")
 
 

@@ -28,9 +28,10 @@ import traceback
 from conftest import REPO
 
 
-def keras_retina(*args, cwd, env=None, timeout=900, subprocess=False):
+def keras_retina(*args, cwd, env=None, timeout=900, subprocess=False, two_replicas=False):
     """Runs `keras_retina ARGS` in folder `cwd`. env: extra environment variables for the command;
-    timeout: seconds, for a subprocess; subprocess: run it as its own Python process."""
+    timeout: seconds, for a subprocess; subprocess: run it as its own Python process;
+    two_replicas: in this process, `--strategy=mirrored` mirrors over both of its logical CPUs."""
     args = [str(a) for a in args]
     if subprocess:
         full_env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
@@ -38,7 +39,7 @@ def keras_retina(*args, cwd, env=None, timeout=900, subprocess=False):
                                capture_output=True, text=True, timeout=timeout)
     from keras_retina.cli import main
 
-    with _inside(cwd, env or {}), _captured() as output:
+    with _inside(cwd, env or {}, two_replicas), _captured() as output:
         try:
             main.run(args)
             code = 0
@@ -61,7 +62,7 @@ def _exit_status(code):
 
 
 @contextlib.contextmanager
-def _inside(cwd, env):
+def _inside(cwd, env, two_replicas=False):
     """The working folder and environment variables of one command, and afterwards the process-wide
     settings a command may change set back (what a fresh process would start with)."""
     import keras
@@ -75,7 +76,7 @@ def _inside(cwd, env):
 
     def as_a_fresh_process(num_gpus=None):
         devices = every_device(num_gpus)
-        return devices if devices[0].device_type == "GPU" else devices[:1]
+        return devices if two_replicas or devices[0].device_type == "GPU" else devices[:1]
 
     mirrored_strategy.all_local_devices = as_a_fresh_process
     try:

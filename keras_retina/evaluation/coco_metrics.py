@@ -64,8 +64,9 @@ def collect_detections(model, dataset, label_map):
     """Runs the model; returns (COCO ground-truth dict, list of COCO result dicts)."""
     images, annotations, results = [], [], []
     detect = compiled_detect(model)
-    for batch_images, meta in dataset:
-        out = {k: v.numpy() for k, v in detect(batch_images, meta["picture_size"]).items()}
+    for batch_images, meta in dataset:  # any dataset of eval_dataset's layout (a user's own: uint8, int64 ...)
+        out = {k: v.numpy() for k, v in detect(tf.cast(batch_images, tf.float32),
+                                               tf.cast(meta["picture_size"], tf.int32)).items()}
         meta = {k: v.numpy() for k, v in meta.items()}
         for i, image_id in enumerate(meta["image_id"]):
             if image_id < 0:

@@ -260,8 +260,8 @@ def test_killed_again_and_again_deterministic_run_ends_with_the_same_weights(tmp
 
     args = ["train", *TINY_FLAGS, "--train_steps=45", "--checkpoint_every_steps=3", "--deterministic",
             "--scale_min=0.8", "--scale_max=1.2", *_data_flags(tiny_coco, val=False)]
-    # Every run in its own process, as the killed ones must be: a process of this suite has two
-    # logical CPUs (two replicas), a fresh one a single device, and the weights are compared exactly.
+    # Every run in its own process, as the killed ones must be, so the runs compared exactly start
+    # alike (a fresh TensorFlow: nothing left by the tests before).
     result = keras_retina(*args, "--model_dir=straight", cwd=tmp_path, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -365,15 +365,17 @@ def test_cli_on_dirty_tfrecords(tmp_path):
 
 def test_deterministic_tfrecord_training_resumes_to_the_same_weights(tmp_path):
     """--deterministic on a TFRecord source with an undecodable record (--skip_bad_examples):
-    6 steps, then the same command to 12 (a resume) ends with an uninterrupted run's weights."""
+    6 steps, then the same command to 12 (a resume) ends with an uninterrupted run's weights, on
+    two replicas (the process's two logical CPUs: each replica's share of a batch is fixed too)."""
     good = [(10 + i, jpeg(scene(40 + 4 * i, 48, seed=i)), [(0.1, 0.2, 0.6, 0.7)], [1]) for i in range(6)]
     write_tfrecord(str(tmp_path / "train.tfrecord"), dirty_records() + good)
     (tmp_path / "labels.json").write_text(json.dumps([{"id": 1, "name": "a"}]))
     args = ["train", *TINY_FLAGS, "--checkpoint_every_steps=3", "--deterministic", "--skip_bad_examples",
             "--scale_min=0.8", "--scale_max=1.2", "--train_tfrecord=train.tfrecord", "--label_map=labels.json"]
     for run, steps in (("straight", 12), ("resumed", 6), ("resumed", 12)):
-        result = keras_retina(*args, f"--train_steps={steps}", f"--model_dir={run}", cwd=tmp_path)
+        result = keras_retina(*args, f"--train_steps={steps}", f"--model_dir={run}", cwd=tmp_path, two_replicas=True)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "on 2 replica(s)" in result.stdout
     assert "Resuming from" in result.stdout and "at step 6" in result.stdout
     assert_same_final_weights(tmp_path / "straight", tmp_path / "resumed", "ckpt-6")
 

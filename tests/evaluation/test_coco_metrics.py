@@ -105,6 +105,12 @@ def test_pipeline_maps_detections_back_to_original_images(tmp_path):
     assert metrics["num_images"] == 3
     assert metrics["AP50"] == pytest.approx(1.0) and metrics["AP75"] == pytest.approx(1.0)
     assert metrics["per_class_AP"]["dog"] > 0.7 and np.isnan(metrics["per_class_AP"]["cat"])
+    # a user's own batches in other dtypes (docs/python-api.md): uint8 pictures, int64 sizes
+    import tensorflow as tf
+
+    theirs = batches.map(lambda images, meta: (tf.cast(images, tf.uint8),
+                                               {**meta, "picture_size": tf.cast(meta["picture_size"], tf.int64)}))
+    assert coco_metrics.evaluate_coco(_PixelDetector(), theirs, source.label_map)["AP50"] == pytest.approx(1.0)
 
 
 def test_format_metrics_lists_every_number():
