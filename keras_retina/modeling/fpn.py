@@ -6,6 +6,7 @@ on P5), P7 a 3x3 stride-2 conv on ReLU(P6). All levels have `filters` channels (
 `p6_input="P5"` gives the Model Garden's and torchvision v1's variant. `extra_padding` is how the
 stride-2 P6 and P7 convs pad: "same" (TensorFlow's: on an even side one row or column after, none
 before) or "symmetric" (PyTorch's padding=1: torchvision and detectron2). Both give ceil(side / 2).
+Under a bfloat16 policy the "same" P6 and P7 convs compute in float32 (see `__init__`).
 
 Input: dict "C3".."C5" -> `[B, H/2^l, W/2^l, C_l]`.
 Output: dict "P3".."P{max_level}" -> `[B, H/2^l, W/2^l, filters]`.
@@ -41,9 +42,14 @@ class FeaturePyramid(keras.layers.Layer):
         for lv in (3, 4, 5):
             setattr(self, f"lateral_c{lv}", conv(filters, 1, padding="same", name=f"lateral_c{lv}"))
             setattr(self, f"output_p{lv}", conv(filters, 3, padding="same", name=f"output_p{lv}"))
+        # Under a bfloat16 policy the stride-2 "same" convs compute in float32: at canvases of 32-64
+        # px they run over a single pixel, and TensorFlow 2.20's oneDNN bfloat16 filter gradient then
+        # writes garbage (often NaN) into the eight kernel taps that only see padding, weights a
+        # larger picture uses. At 1/64 and 1/128 of the picture's side their cost is negligible.
+        exact = {"dtype": "float32"} if extra_padding == "same" and self.compute_dtype == "bfloat16" else {}
         for lv in range(6, max_level + 1):
             setattr(self, f"conv_p{lv}", conv(filters, 3, strides=2, name=f"conv_p{lv}",
-                                              padding="same" if extra_padding == "same" else "valid"))
+                                              padding="same" if extra_padding == "same" else "valid", **exact))
         # On even sides the two paddings' sampling grids are one pixel apart: converted weights need theirs.
         self.pad = keras.layers.ZeroPadding2D(1) if extra_padding == "symmetric" else None
         self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest")
@@ -83,6 +89,7 @@ class FeaturePyramid(keras.layers.Layer):
             if lv > 6:
                 previous = keras.ops.relu(previous)
             previous = self.extra[f"P{lv}"](previous if self.pad is None else self.pad(previous))
+            previous = keras.ops.cast(previous, self.compute_dtype)  # P6, P7 in the pyramid's dtype
             outputs[f"P{lv}"] = previous
         return outputs
 

@@ -10,17 +10,32 @@ from keras_retina.ops import drawing
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers the step."""
+    """Stops training at the first non-finite loss, or at a checkpoint (epoch end) that would save
+    non-finite weights, and remembers the step (`bad_step`) and those weights' paths (`bad_weights`,
+    empty when the loss was the first to go). A weight can go bad while the loss stays finite: a
+    kernel tap the current pictures never reach gets no signal into the loss, but a larger picture
+    reads it. Runs before the Checkpointer."""
 
     def __init__(self):
         super().__init__()
         self.bad_step = None
+        self.bad_weights = []
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.bad_step = int(self.model.optimizer.iterations.numpy())
-            self.model.stop_training = True
+            self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bad_step is None:
+            self.bad_weights = [w.path for w in self.model.weights
+                                if w.dtype.startswith("float") and not bool(keras.ops.all(keras.ops.isfinite(w)))]
+            if self.bad_weights:
+                self._stop()
+
+    def _stop(self):
+        self.bad_step = int(self.model.optimizer.iterations.numpy())
+        self.model.stop_training = True
 
 
 class Checkpointer(keras.callbacks.Callback):

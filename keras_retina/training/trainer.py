@@ -120,8 +120,10 @@ def _train(run, chief, model_config, train_config, sources, data_config, *, stra
     fit(model, train_ds, callbacks, train_config, strategy, step, num_classes=len(sources.label_map))
     final_step = int(model.optimizer.iterations.numpy())
     if nan_guard.bad_step is not None:
+        went_bad = (f"the weights {', '.join(nan_guard.bad_weights[:3])} became NaN/Inf"
+                    if nan_guard.bad_weights else "the loss became NaN/Inf")
         raise FloatingPointError(
-            f"Training stopped at step {nan_guard.bad_step}: the loss became NaN/Inf. The last good "
+            f"Training stopped at step {nan_guard.bad_step}: {went_bad}. The last good "
             f"checkpoint is {manager.latest_checkpoint}. Likely causes: a learning rate too high "
             f"for this batch size (try a lower --learning_rate or a longer --warmup_steps) or "
             f"broken boxes in the data (run keras_retina check-data).")

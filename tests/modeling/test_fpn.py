@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_retina.modeling.fpn import FeaturePyramid
 
@@ -50,3 +51,37 @@ def test_bad_arguments():
 def test_round_trip(tmp_path):
     layer_round_trip(FeaturePyramid(filters=20, max_level=6, p6_input="P5", name="fpn_x"),
                      _features(batch=1, side=64), tmp_path)
+
+
+@pytest.mark.parametrize("side", [32, 64])
+def test_bfloat16_training_leaves_the_kernel_taps_that_only_see_padding_untouched(side):
+    """Under mixed_bfloat16, P6 (on a 1x1 C5 at a 32 px canvas) and P7 (on a 1x1 P6 at 32-64 px)
+    are stride-2 3x3 "same" convs over one pixel: only their centre tap sees data, so the kernel's
+    gradient is exactly 0 on the other eight. TensorFlow 2.20's oneDNN bfloat16 filter gradient
+    fills them with garbage there (NaN in about half the calls on an AVX512_BF16 CPU); the layer
+    computes those convs in float32, so no bfloat16 training can write garbage into weights that
+    a larger picture would use."""
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        fpn = FeaturePyramid(filters=16)
+        fpn(_features(side=side))
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    kernels = [fpn.extra[name].kernel for name in ("P6", "P7")]
+    single = [name for name in ("P6", "P7") if -(-side // 2 ** (int(name[1]) - 1)) == 1]  # convs over one pixel
+    assert single == (["P6", "P7"] if side == 32 else ["P7"])
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        features = {k: v * rng.uniform(0.5, 2.0) for k, v in _features(side=side).items()}
+        with tf.GradientTape() as tape:
+            out = fpn(features)
+            assert out["P7"].dtype == "bfloat16"  # the heads still run in bfloat16
+            loss = sum(tf.reduce_sum(tf.cast(out[name], tf.float32) ** 2) for name in ("P6", "P7"))
+        for name, gradient in zip(("P6", "P7"), tape.gradient(loss, kernels)):
+            gradient = gradient.numpy()
+            assert np.all(np.isfinite(gradient)), name
+            if name in single:
+                outside = np.ones((3, 3), bool)
+                outside[1, 1] = False
+                assert not np.any(gradient[outside]), (name, np.abs(gradient[outside]).max())
