@@ -12,7 +12,7 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.modeling.anchors import AnchorGenerator, generate_anchors, num_anchors
 from keras_retina.modeling.backbone import BACKBONES, build_backbone
 from keras_retina.modeling.builder import build_parts
-from keras_retina.modeling.detection_decoder import DetectionDecoder
+from keras_retina.modeling.detection_decoder import DetectionDecoder, PostprocessSettings
 from keras_retina.modeling.fpn import FeaturePyramid
 from keras_retina.modeling.heads import PredictionHead
 from keras_retina.modeling.label_encoder import BACKGROUND, IGNORE, LabelEncoder
@@ -62,6 +62,7 @@ _LAZY = {
     "predict_pictures": "keras_retina.inference.pictures:predict_pictures",
     "batch_detector": "keras_retina.inference.detector:batch_detector",
     "detect_video": "keras_retina.inference.video:detect_video",
+    "VideoSettings": "keras_retina.inference.video:VideoSettings",
     "detect_tiled": "keras_retina.inference.tiling:detect_tiled",
     "TileSettings": "keras_retina.inference.tiling:TileSettings",
     "open_large_picture": "keras_retina.ops.large_picture:open_large_picture",
@@ -87,12 +88,12 @@ def __dir__():
 __all__ = [  # noqa: RUF022 - grouped: the eagerly imported names, then the lazy ones
     "__version__",
     "AnchorGenerator", "BACKBONES", "BACKGROUND", "DataError", "DetectionDecoder", "FeaturePyramid", "FocalLoss",
-    "FocalStarLoss", "IGNORE", "LabelEncoder", "ModelConfig", "PredictionHead", "ResizePolicy", "RetinaNet",
-    "SmoothL1Loss", "UsageError", "WarmupPiecewiseSchedule", "build_backbone", "build_parts", "generate_anchors",
-    "letterbox", "num_anchors", "to_model_input", "to_original", "to_picture",
+    "FocalStarLoss", "IGNORE", "LabelEncoder", "ModelConfig", "PostprocessSettings", "PredictionHead",
+    "ResizePolicy", "RetinaNet", "SmoothL1Loss", "UsageError", "WarmupPiecewiseSchedule", "build_backbone",
+    "build_parts", "generate_anchors", "letterbox", "num_anchors", "to_model_input", "to_original", "to_picture",
     "DataConfig", "TrainConfig", "ModelDir", "open_sources", "read_coco_json", "tfrecord_source", "tfds_source",
     "DatasetSource", "train_dataset", "eval_dataset", "check_data", "train", "evaluate_coco", "evaluate_model_dir",
     "evaluate_file", "export", "ExportSettings", "export_saved_model", "load_deployed", "convert", "build_converted",
-    "picture_detector", "predict_pictures", "batch_detector", "detect_video", "detect_tiled", "TileSettings",
-    "open_large_picture", "tile_dataset", "write_report", "build_report",
+    "picture_detector", "predict_pictures", "batch_detector", "detect_video", "VideoSettings", "detect_tiled",
+    "TileSettings", "open_large_picture", "tile_dataset", "write_report", "build_report",
 ]

@@ -11,8 +11,10 @@ import dataclasses
 from keras_retina.deploy.metadata import EXPORT_FORMATS, QUANTIZE
 from keras_retina.inference.tiling import CHECKS as TILE_CHECKS
 from keras_retina.inference.tiling import MERGES as TILE_MERGES
+from keras_retina.inference.video import CHECKS as VIDEO_CHECKS
 from keras_retina.modeling.detection_decoder import CHECKS as POSTPROCESS_CHECKS
 from keras_retina.modeling.detection_decoder import SETTINGS as POSTPROCESS_SETTINGS
+from keras_retina.modeling.detection_decoder import PostprocessSettings
 from keras_retina.ops.drawing import DRAW_THRESHOLD
 from keras_retina.ops.tiles import MAX_TILES
 
@@ -123,7 +125,7 @@ _OPTION_CHECKS = {
     "score_threshold": (lambda v: 0 <= v <= 1, "must be in [0, 1]."),
     "tile": (lambda v: v >= 0, "must be 0 (off) or a tile size in pixels."),
     "tile_min_visible": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
-    "every_nth_frame": (lambda v: v > 0, "must be positive."),
+    "every_nth_frame": VIDEO_CHECKS["every_nth_frame"],  # VideoSettings' rule; --max_frames' 0 is its None
     "max_frames": (lambda v: v >= 0, "must be 0 (all) or positive."),
 }
 # The command-line flag of each postprocessing setting (detection_decoder.SETTINGS), checked by the
@@ -299,6 +301,6 @@ def flag_message(error):
     return f"{', '.join('--' + flag_of.get(name, name) for name in error.settings)}: {error.detail}"
 
 
-def postprocess_overrides(options):
-    """{setting: value or None} from the commands' options."""
-    return {setting: options.get(flag) for flag, setting in POSTPROCESS_FLAGS.items()}
+def postprocess_settings(options):
+    """The commands' PostprocessSettings (unset flags: the model's own values)."""
+    return PostprocessSettings(**{setting: options.get(flag) for flag, setting in POSTPROCESS_FLAGS.items()})

@@ -4,7 +4,7 @@ and videos; a folder stands for its pictures and videos (by extension, sorted, n
 import os
 import sys
 
-from keras_retina.cli.flags import TILE_FLAGS, postprocess_overrides
+from keras_retina.cli.flags import TILE_FLAGS, postprocess_settings
 from keras_retina.errors import UsageError
 from keras_retina.files import make_folder
 from keras_retina.inference import video as video_lib
@@ -23,7 +23,10 @@ def run(configs, options, args):
     pictures = [path for path in args if not video_lib.is_video(path)]
     detect_batch = batch_detector(options["model"], options["saved_model"], options["model_dir"],
                                   configs["train"].mixed_precision, options["checkpoint"],
-                                  **postprocess_overrides(options))
+                                  postprocess=postprocess_settings(options))
+    video_settings = video_lib.VideoSettings(every_nth_frame=options["every_nth_frame"],
+                                             max_frames=options["max_frames"] or None,  # the flag's 0: all
+                                             batch_size=options["detect_batch_size"])
     failed = 0
     if pictures and options["tile"]:
         settings = TileSettings(tile=options["tile"], **{field: options[flag] for flag, field in TILE_FLAGS.items()})
@@ -36,9 +39,7 @@ def run(configs, options, args):
     for path in videos:
         make_folder(options["output_dir"], "--output_dir")
         output, lines = video_lib.video_output_names(path, options["output_dir"], taken)
-        summary = video_lib.detect_video(detect_batch, path, output, lines, every_nth_frame=options["every_nth_frame"],
-                                         max_frames=options["max_frames"] or None,
-                                         batch_size=options["detect_batch_size"],
+        summary = video_lib.detect_video(detect_batch, path, output, lines, settings=video_settings,
                                          draw_threshold=options["draw_threshold"], show_progress=True)
         print(f"{path}: {summary.frames} frames ({summary.detected} detected) in {summary.seconds:.1f} s, "
               f"{summary.frames / max(summary.seconds, 1e-9):.1f} frames/s -> {output}, {lines}", flush=True)

@@ -1,6 +1,6 @@
 """`keras_retina train`: train (or resume) into --model_dir, then export when --export_dir is set."""
 
-from keras_retina.cli.flags import EXPORT_OPTIONS, postprocess_overrides
+from keras_retina.cli.flags import EXPORT_OPTIONS, postprocess_settings
 from keras_retina.deploy import export
 from keras_retina.model_dir import ModelDir
 from keras_retina.training import trainer
@@ -9,7 +9,7 @@ from keras_retina.training.strategy import is_chief, make_strategy
 
 def run(configs, options, args):
     ModelDir(options["model_dir"])  # a missing --model_dir is an error before any work
-    settings = None
+    settings, postprocess = None, postprocess_settings(options)
     if options["export_dir"]:  # it exports at the end: its flags are checked now, not after training
         settings = export.ExportSettings(**{name: options[name] for name in EXPORT_OPTIONS},
                                          mixed_precision=configs["train"].mixed_precision)
@@ -22,7 +22,7 @@ def run(configs, options, args):
                             coverage_images=min(options["max_images"], 500))
     print(trainer.format_summary(summary), flush=True)
     if settings is not None and is_chief(strategy):
-        export.export(options["model_dir"], settings=settings, **postprocess_overrides(options))
+        export.export(options["model_dir"], settings=settings, postprocess=postprocess)
     return 0
 
 

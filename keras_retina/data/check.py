@@ -13,11 +13,14 @@ import os
 
 from keras_retina.data import cleaning, coverage
 from keras_retina.data.coco_writer import write_coco_json
+from keras_retina.data.data_config import DataConfig
 from keras_retina.data.splits import open_sources
 from keras_retina.modeling.builder import anchor_generator
+from keras_retina.modeling.model_config import ModelConfig
 
 
-def check_data(data_config, model_config, max_images=1000, write_coco=None):
+def check_data(data_config: DataConfig, model_config: ModelConfig, max_images: int = 1000,
+               write_coco: str | None = None) -> int:
     # Count everything rather than stop at the first bad image; say at the end what training does.
     sources = open_sources(dataclasses.replace(data_config, skip_bad_examples=True), need_train=False,
                            load_train=True, verify_images=True)

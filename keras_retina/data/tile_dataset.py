@@ -25,10 +25,12 @@ Returns {split: {"annotations": path, "images": folder, "pictures", "tiles", "bo
 """
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
+from keras_retina.data.data_config import DataConfig
 from keras_retina.data.splits import open_sources
 from keras_retina.errors import UsageError
 from keras_retina.files import replace_atomically, write_json
@@ -42,8 +44,9 @@ CUTS = ("ignore", "drop")
 EMPTY = ("keep", "drop")
 
 
-def tile_dataset(data_config, output_dir, tile, overlap=0.2, rule="visible", min_visible=0.6, *, cut="ignore",
-                 empty="keep", image_format="jpg", progress=print):
+def tile_dataset(data_config: DataConfig, output_dir: str, tile: int, overlap: float = 0.2, rule: str = "visible",
+                 min_visible: float = 0.6, *, cut: str = "ignore", empty: str = "keep", image_format: str = "jpg",
+                 progress: Callable[[str], None] = print) -> dict:
     for name, value, allowed in (("rule", rule, RULES), ("cut", cut, CUTS), ("empty", empty, EMPTY),
                                  ("image_format", image_format, ("jpg", "png"))):
         if value not in allowed:

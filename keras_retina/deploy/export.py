@@ -10,9 +10,10 @@ end), loads the best checkpoint (`checkpoint="latest"`: the latest) and writes
   `export_dir/retinanet_HxW[_quantize].tflite|onnx` (`ExportSettings.file_path`; never written over);
   int8 LiteRT files are calibrated on `calibration_count` pictures (`deploy.calibration`).
 
-`postprocess` (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections; None keeps
-the model's) is fixed in the exported graph. Prints what was written and how to run it; returns
-its path. Option errors are UsageErrors naming the flag; unwritable places DataErrors.
+`postprocess` (a `modeling.detection_decoder.PostprocessSettings`: score_threshold,
+pre_nms_top_k, nms_iou_threshold, max_detections; None keeps the model's) is fixed in the
+exported graph. Prints what was written and how to run it; returns its path. Option errors are
+UsageErrors naming the flag; unwritable places DataErrors.
 """
 
 import dataclasses
@@ -20,16 +21,16 @@ import os
 
 import keras
 
-from keras_retina.deploy import fixed_size_detector, saved_model
-from keras_retina.deploy.metadata import EXPORT_FORMATS, QUANTIZE
+from keras_retina.deploy import file_formats, fixed_size_detector, saved_model
+from keras_retina.deploy.file_formats import FILE_FORMATS
+from keras_retina.deploy.metadata import QUANTIZE
 from keras_retina.errors import DataError, UsageError
 from keras_retina.model_dir import ModelDir
+from keras_retina.modeling import detection_decoder
 from keras_retina.modeling.precision import set_precision
 
 _NEEDS = ("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; SavedModel "
           "versions go in numbered subfolders; --format=tflite|onnx may give --output=FILE instead).")
-RUNTIMES = {"tflite": 'pip install "keras-retina[litert]" (ai-edge-litert)',
-            "onnx": 'pip install "keras-retina[onnx]" (onnxruntime)'}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,13 +66,15 @@ class ExportSettings:
 
     def _check(self):
         format, quantize, output, input_size = self.format, self.quantize, self.output, self.input_size
-        if format not in EXPORT_FORMATS or quantize not in QUANTIZE:
-            raise UsageError(f"--format={format}, --quantize={quantize}: choose a format of {EXPORT_FORMATS} and "
+        formats = ("saved_model", *FILE_FORMATS)
+        if format not in formats or quantize not in QUANTIZE:
+            raise UsageError(f"--format={format}, --quantize={quantize}: choose a format of {formats} and "
                              f"a quantisation of {QUANTIZE}.")
         if not (self.export_dir or (format != "saved_model" and output)):
             raise UsageError(_NEEDS)
-        if quantize != "none" and format != "tflite":
-            raise UsageError(f"--quantize={quantize} is for --format=tflite (got --format={format}).")
+        quantizing = sorted(f.name for f in FILE_FORMATS.values() if f.quantizes)
+        if quantize != "none" and format not in quantizing:
+            raise UsageError(f"--quantize={quantize} is for --format={'|'.join(quantizing)} (got --format={format}).")
         if self.calibration_images and quantize != "int8":
             raise UsageError("--calibration_images is for --format=tflite --quantize=int8.")
         if self.calibration_images and not os.path.isdir(self.calibration_images):
@@ -86,14 +89,13 @@ class ExportSettings:
             raise UsageError(f"--version={self.version} numbers SavedModels; a {format} file is named by --output.")
         if input_size:
             fixed_size_detector.parse_input_size(input_size)
-        if format == "onnx":
-            from keras_retina.deploy.onnx import require_converter
-
-            require_converter()
+        if FILE_FORMATS[format].requires:
+            file_formats.load(FILE_FORMATS[format].requires)()
         if output and os.path.splitext(output)[1].lower() != f".{format}":
             raise UsageError(f"--output={output}: a --format={format} file ends in .{format}.")
         if "://" in (output or self.export_dir):
-            raise UsageError(f"LiteRT and ONNX files are written to a local path; got {output or self.export_dir}.")
+            raise UsageError(f"{FILE_FORMATS[format].title} files are written to a local path; got "
+                             f"{output or self.export_dir}.")
 
     def file_path(self, policy):
         """(path, (H, W)) of a tflite / onnx file: `output`, else export_dir/retinanet_HxW[_quantize].FORMAT
@@ -107,11 +109,14 @@ class ExportSettings:
         return path, size
 
 
-def export(model_dir, export_dir=None, format="saved_model", output=None, version=None, input_size=None,
-           *, quantize="none", calibration_images=None, calibration_count=200, mixed_precision="none",
-           checkpoint="best", settings=None, **postprocess):
+def export(model_dir: str, export_dir: str | None = None, format: str = "saved_model", output: str | None = None,
+           version: int | None = None, input_size: str | None = None, *, quantize: str = "none",
+           calibration_images: str | None = None, calibration_count: int = 200, mixed_precision: str = "none",
+           checkpoint: str = "best", settings: ExportSettings | None = None,
+           postprocess: detection_decoder.PostprocessSettings | None = None, **renamed_keywords) -> str:
     """Exports `model_dir`'s model (module docstring); `settings`: an ExportSettings, else made from
-    the keyword arguments. Returns the path written."""
+    the keyword arguments; `postprocess`: PostprocessSettings. Returns the path written."""
+    postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "export")
     if not model_dir:
         raise UsageError(_NEEDS)
     settings = settings or ExportSettings(
@@ -124,7 +129,8 @@ def export(model_dir, export_dir=None, format="saved_model", output=None, versio
     net, label_map, config, checkpoint = run.load_model(which=settings.checkpoint)
     if settings.format != "saved_model":
         return _export_file(run, net, label_map, config, checkpoint, settings, postprocess=postprocess)
-    path = saved_model.export_saved_model(net, label_map, settings.export_dir, settings.version, **postprocess)
+    path = saved_model.export_saved_model(net, label_map, settings.export_dir, settings.version,
+                                          postprocess=postprocess)
     base = os.path.abspath(settings.export_dir)
     print(f"Exported {checkpoint} ({keras.mixed_precision.global_policy().name}) to {path}\n"
           f"  signatures: serving_default (encoded image bytes), serving_image_tensor (uint8)\n"
@@ -144,28 +150,26 @@ def _export_file(run, net, label_map, config, checkpoint, settings, *, postproce
                         f"--export_dir.") from None
     if not os.access(folder, os.W_OK):
         raise DataError(f"cannot write {path}: {folder} is not writable; check --output / --export_dir.")
-    if format == "onnx":
-        from keras_retina.deploy.onnx import export_onnx
-
-        summary = export_onnx(net, label_map, path, size, **postprocess)
-    else:
+    kind = FILE_FORMATS[format]
+    quantization = {}
+    if kind.quantizes:
         from keras_retina.deploy.calibration import calibration_inputs
-        from keras_retina.deploy.litert import export_litert
 
         calibration = None
         if quantize == "int8":
             calibration = calibration_inputs(run, config, size, net.resize_policy, settings.calibration_images,
                                              settings.calibration_count)
-        summary = export_litert(net, label_map, path, size, quantize, calibration, **postprocess)
+        quantization = {"quantize": quantize, "calibration": calibration}
+    summary = file_formats.load(kind.exporter)(net, label_map, path, size, postprocess=postprocess, **quantization)
     calibrated = summary.get("calibration_images")
     print(f"Exported {checkpoint} to {path} ({summary['bytes'] / 2**20:.1f} MiB, {format}"
-          f"{', ' + quantize if format == 'tflite' else ''}"
+          f"{', ' + quantize if kind.quantizes else ''}"
           f"{f', calibrated on {calibrated} pictures' if calibrated else ''})"
-          f"\n  input: images uint8 [{'1' if format == 'tflite' else 'N'}, {size[0]}, {size[1]}, 3] RGB; pictures "
+          f"\n  input: images uint8 [{kind.batch or 'N'}, {size[0]}, {size[1]}, 3] RGB; pictures "
           f"of other sizes letterboxed (the model's scale, or less to fit; top left, padded)\n"
           f"  outputs: detection_boxes (normalised to the input), detection_scores, detection_classes, "
           f"num_detections; class names in the file's metadata\n"
-          f"  {len(summary['ops'])} op types, all {'builtin' if format == 'tflite' else 'standard ONNX'}: "
+          f"  {len(summary['ops'])} op types, all {kind.ops}: "
           f"{', '.join(summary['ops'])}\n"
-          f"  run with: keras_retina predict --model={path} photo.jpg  (needs {RUNTIMES[format]})")
+          f"  run with: keras_retina predict --model={path} photo.jpg  (needs {kind.install})")
     return path

@@ -50,7 +50,7 @@ def default_input_size(policy):
 
 def detection_function(model, label_map, input_size, batch=1, decoder=None):
     """The graph described in the module docstring, as a `tf.function` with one input signature;
-    `decoder`: the model's with export time's settings (`detection_decoder.with_overrides`), else
+    `decoder`: the model's with export time's settings (`PostprocessSettings.apply`), else
     the model's own."""
     height, width = input_size
     decoder = decoder or model.decoder

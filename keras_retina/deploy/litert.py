@@ -1,7 +1,7 @@
 """LiteRT (TFLite) export: the whole detector in one flatbuffer of builtin ops, optionally quantised.
 
 `export_litert(model, label_map, path, input_size, quantize="none", calibration=None,
-**postprocess_overrides)` converts `deploy.fixed_size_detector.detection_function` (batch 1,
+postprocess=PostprocessSettings())` converts `deploy.fixed_size_detector.detection_function` (batch 1,
 uint8 input, decoding, per-level top-k and class-wise NMS inside) with builtin ops only (checked
 on the result, `op_names`), stores the `deploy.metadata` document in the flatbuffer's metadata,
 writes `path` and returns a summary dict. UsageError: an unknown `quantize`, int8 without
@@ -34,16 +34,19 @@ POSTPROCESS_OPS = ("TOPK_V2", "GATHER", "GATHER_ND", "LOGISTIC", "STRIDED_SLICE"
                    "MINIMUM", "MAXIMUM", "DIV", "FLOOR_DIV", "FLOOR_MOD", "NON_MAX_SUPPRESSION_V5")
 
 
-def export_litert(model, label_map, path, input_size, quantize="none", calibration=None, **postprocess_overrides):
+def export_litert(model, label_map, path, input_size, quantize="none", calibration=None, *, postprocess=None,
+                  **renamed_keywords):
     """Writes the .tflite file at `path` (refused when it exists); returns a summary dict
-    (path, bytes, ops, quantize, input_size, calibration_images)."""
+    (path, bytes, ops, quantize, input_size, calibration_images). `postprocess`: PostprocessSettings
+    fixed in the file."""
+    postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "export_litert")
     if quantize not in QUANTIZE:
         raise UsageError(f"--quantize={quantize}: choose one of {', '.join(QUANTIZE)}.")
     if quantize == "int8" and calibration is None:
         raise UsageError("int8 quantisation needs calibration images (the model_dir's data or --calibration_images).")
     if os.path.exists(path):
         raise UsageError(f"{path} exists already; remove it or export elsewhere.")
-    decoder = detection_decoder.with_overrides(model.decoder, **postprocess_overrides)
+    decoder = postprocess.apply(model.decoder)
     detect = fixed_size_detector.detection_function(model, label_map, input_size, batch=1, decoder=decoder)
     calibration = None if calibration is None else [np.asarray(x, np.uint8)[None] for x in calibration]
     # Converted from a SavedModel: converting the tf.function directly leaves Keras 3 variables unfrozen (NaN outputs).

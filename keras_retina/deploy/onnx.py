@@ -1,6 +1,6 @@
 """ONNX export: the whole detector with any batch size, standard ONNX ops only, through tf2onnx.
 
-`export_onnx(model, label_map, path, input_size)` converts
+`export_onnx(model, label_map, path, input_size, postprocess=PostprocessSettings())` converts
 `deploy.fixed_size_detector.detection_function` with `batch=None` (input `images` uint8
 `[B, H, W, 3]`, B free) at OPSET. Class-wise NMS is ONNX's `NonMaxSuppression` inside a `Loop`
 over the batch's images (each image's detections are its own, as in the SavedModel). Every node,
@@ -18,16 +18,17 @@ from keras_retina.modeling import detection_decoder
 OPSET = 17  # onnxruntime >= 1.13, TensorRT >= 8.6
 
 
-def export_onnx(model, label_map, path, input_size, **postprocess_overrides):
+def export_onnx(model, label_map, path, input_size, *, postprocess=None, **renamed_keywords):
     """Writes the .onnx file at `path` (refused when it exists); returns a summary dict
-    (path, bytes, ops, opset, input_size)."""
+    (path, bytes, ops, opset, input_size). `postprocess`: PostprocessSettings fixed in the file."""
+    postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "export_onnx")
     require_converter()
     import onnx
     import tf2onnx
 
     if os.path.exists(path):
         raise UsageError(f"{path} exists already; remove it or export elsewhere.")
-    decoder = detection_decoder.with_overrides(model.decoder, **postprocess_overrides)
+    decoder = postprocess.apply(model.decoder)
     detect = fixed_size_detector.detection_function(model, label_map, input_size, batch=None, decoder=decoder)
     proto, _ = tf2onnx.convert.from_function(detect, input_signature=detect.input_signature, opset=OPSET)
     document = metadata.describe(label_map, input_size, None, model.resize_policy, decoder, "none")

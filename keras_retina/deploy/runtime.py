@@ -1,8 +1,9 @@
 """A LiteRT (.tflite) or ONNX (.onnx) file exported by keras_retina, run with its own runtime.
 
-`load(path, num_threads=None)` -> `DeployedModel` by extension: .tflite in ai-edge-litert's
-`Interpreter`, .onnx in an onnxruntime `InferenceSession` on the CPU (optional extras; a missing one
-is a UsageError with its install line). DataError: no such file, unloadable, graph unlike its metadata.
+`load(path, num_threads=None)` -> `DeployedModel` by extension (`deploy.file_formats`): .tflite in
+ai-edge-litert's `Interpreter` (`LiteRTModel`), .onnx in an onnxruntime `InferenceSession` on the CPU
+(`OnnxModel`); optional extras, a missing one is a UsageError with its install line. DataError: no
+such file, unloadable, graph unlike its metadata.
 
 `DeployedModel`:
 - `metadata`: the file's `deploy.metadata` document; `input_size`: (H, W); `label_map`; `policy`;
@@ -18,26 +19,25 @@ import os
 
 import numpy as np
 
-from keras_retina.deploy import fixed_size_detector
+from keras_retina.deploy import file_formats, fixed_size_detector
 from keras_retina.deploy import metadata as metadata_lib
 from keras_retina.errors import DataError, UsageError
 from keras_retina.modeling import transform
 
 
-def load(path, num_threads=None):
+def load(path: str, num_threads: int | None = None) -> "DeployedModel":
     """The DeployedModel of a .tflite or .onnx file (`num_threads`: the runtime's, None = its default)."""
     if os.path.isdir(path):
         raise UsageError(f"--model={path} is a folder; give a .tflite or .onnx file (an exported SavedModel "
                          f"version folder goes in --saved_model).")
     if not os.path.isfile(path):
         raise DataError(f"--model={path}: no such file.")
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".tflite":
-        return _LiteRTModel(path, num_threads)
-    if suffix == ".onnx":
-        return _OnnxModel(path, num_threads)
-    raise UsageError(f"--model={path}: give a .tflite or .onnx file exported by keras_retina export "
-                     f"(a SavedModel goes in --saved_model).")
+    found = file_formats.by_suffix(path)
+    if found is None:
+        suffixes = " or ".join(f.suffix for f in file_formats.FILE_FORMATS.values())
+        raise UsageError(f"--model={path}: give a {suffixes} file exported by keras_retina export "
+                         f"(a SavedModel goes in --saved_model).")
+    return file_formats.load(found.runtime)(path, num_threads)
 
 
 class DeployedModel:
@@ -95,12 +95,17 @@ class DeployedModel:
         return boxes, scores, classes, [self._names.get(int(c), str(c)) for c in classes]
 
 
-class _LiteRTModel(DeployedModel):
+def _missing_runtime(name):
+    """The UsageError for a file whose runtime is not installed."""
+    return UsageError(f"running a .{name} file needs {file_formats.FILE_FORMATS[name].install}.")
+
+
+class LiteRTModel(DeployedModel):
     def __init__(self, path, num_threads):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise UsageError('running a .tflite file needs LiteRT: pip install "keras-retina[litert]".') from None
+            raise _missing_runtime("tflite") from None
         from keras_retina.deploy.litert import read_metadata
 
         super().__init__(path, read_metadata(path))
@@ -118,12 +123,12 @@ class _LiteRTModel(DeployedModel):
         return self._runner(**{fixed_size_detector.INPUT_NAME: images})
 
 
-class _OnnxModel(DeployedModel):
+class OnnxModel(DeployedModel):
     def __init__(self, path, num_threads):
         try:
             import onnxruntime
         except ImportError:
-            raise UsageError('running a .onnx file needs onnxruntime: pip install "keras-retina[onnx]".') from None
+            raise _missing_runtime("onnx") from None
         options = onnxruntime.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads

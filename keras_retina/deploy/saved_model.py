@@ -1,6 +1,6 @@
 """SavedModel export for TF Serving: decoding, resize, network and postprocessing in one graph.
 
-`export_saved_model(model, label_map, export_base, version=None, **postprocess_overrides)` writes
+`export_saved_model(model, label_map, export_base, version=None, postprocess=PostprocessSettings())` writes
 `export_base/<version>/` (default: one more than the highest there) with `saved_model.pb`,
 `variables/`, `assets/label_map.json` and `assets/model_info.json` (its compute precision and input,
 `model_info`); returns its path. UsageError when that version exists.
@@ -41,17 +41,17 @@ class DetectionServer(tf.Module):
     Args:
       model: a RetinaNet.
       label_map: [{"id", "name"}] per contiguous class.
-      score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections:
-        postprocessing; None keeps the model's value.
+      postprocess: `modeling.detection_decoder.PostprocessSettings` (None: the model's own).
+      max_image_pixels: a larger picture is refused (InvalidArgument) before it is decoded.
     """
 
-    def __init__(self, model, label_map, score_threshold=None, pre_nms_top_k=None,
-                 nms_iou_threshold=None, max_detections=None, *, max_image_pixels=MAX_IMAGE_PIXELS):
+    def __init__(self, model, label_map, *, postprocess=None, max_image_pixels=MAX_IMAGE_PIXELS,
+                 **renamed_keywords):
         super().__init__(name="retinanet_server")
+        postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "DetectionServer")
         self.model = model
         self.max_image_pixels = int(max_image_pixels)
-        self.decoder = detection_decoder.with_overrides(model.decoder, score_threshold, pre_nms_top_k,
-                                                  nms_iou_threshold, max_detections)
+        self.decoder = postprocess.apply(model.decoder)
         config = self.decoder.get_config()
         self.postprocess_config = {key: config[key] for key in detection_decoder.SETTINGS}
         self.policy = model.resize_policy
@@ -129,11 +129,14 @@ def next_version(export_base):
     return max(versions, default=0) + 1
 
 
-def export_saved_model(model, label_map, export_base, version=None, **postprocess_overrides):
-    """Writes the SavedModel; returns its path `export_base/<version>`. The base is locked while
-    a version is chosen and written: a second export waits, then takes the next version."""
+def export_saved_model(model: keras.Model, label_map: list[dict], export_base: str, version: int | None = None, *,
+                       postprocess: detection_decoder.PostprocessSettings | None = None, **renamed_keywords) -> str:
+    """Writes the SavedModel; returns its path `export_base/<version>`. `postprocess`:
+    PostprocessSettings fixed in the graph. The base is locked while a version is chosen and
+    written: a second export waits, then takes the next version."""
+    postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "export_saved_model")
     with exclusive(export_base, "keras_retina export", wait=True):
-        return _export(model, label_map, export_base, version, postprocess_overrides)
+        return _export(model, label_map, export_base, version, postprocess)
 
 
 def model_info(model):
@@ -150,13 +153,13 @@ def model_info(model):
     return info
 
 
-def _export(model, label_map, export_base, version, postprocess_overrides):
+def _export(model, label_map, export_base, version, postprocess):
     version = next_version(export_base) if version is None else int(version)
     path = os.path.join(export_base, str(version))
     if tf.io.gfile.exists(path):
         raise UsageError(f"{path} exists already; TF Serving versions are immutable. "
                               f"Choose another --version or leave it out to take the next one.")
-    server = DetectionServer(model, label_map, **postprocess_overrides)
+    server = DetectionServer(model, label_map, postprocess=postprocess)
     # keras.export.ExportArchive saves the variables the endpoints use so that TensorFlow's
     # session-based loader (TF Serving, saved_model_cli) restores them; a plain
     # tf.saved_model.save of a module holding the Keras model does not.

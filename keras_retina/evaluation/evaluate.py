@@ -15,6 +15,7 @@ categories are not the model's.
 
 import dataclasses
 import os
+from typing import Protocol
 
 from keras_retina.config_fields import from_dict
 from keras_retina.data import pipeline
@@ -31,6 +32,17 @@ NO_VALIDATION_DATA = ("No validation data: give --val_annotations/--val_images, 
                       "--val_tfrecord or --demo_data")
 
 
+
+class DeployedFile(Protocol):
+    """What evaluation reads of a LiteRT / ONNX file: a `deploy.runtime.DeployedModel` (`load_deployed`)."""
+
+    path: str
+    label_map: list
+    input_size: tuple
+    metadata: dict
+
+    def detect_picture(self, pixels): ...
+
 def validation_source(data_config, run=None):
     """The validation source the data flags name, else the one `run` (a ModelDir) was trained on
     (read with this config's --skip_bad_examples)."""
@@ -46,8 +58,9 @@ def validation_source(data_config, run=None):
     return val
 
 
-def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, mixed_precision="none",
-                       checkpoint="best", *, report=True, report_pictures=12, report_score_threshold=0.0):
+def evaluate_model_dir(model_dir: str, data_config: DataConfig | None = None, batch_size: int = 16,
+                       output: str | None = None, mixed_precision: str = "none", checkpoint: str = "best", *,
+                       report: bool = True, report_pictures: int = 12, report_score_threshold: float = 0.0) -> dict:
     run = ModelDir(model_dir)
     set_precision(mixed_precision, run.model_config)
     net, label_map, _, checkpoint = run.load_model(which=checkpoint)
@@ -70,8 +83,9 @@ def evaluate_model_dir(model_dir, data_config=None, batch_size=16, output=None, 
     return metrics
 
 
-def evaluate_file(deployed, model_dir=None, data_config=None, output=None, report=True, report_pictures=12,
-                  *, report_score_threshold=0.0):
+def evaluate_file(deployed: DeployedFile, model_dir: str | None = None, data_config: DataConfig | None = None,
+                  output: str | None = None, report: bool = True, report_pictures: int = 12,
+                  *, report_score_threshold: float = 0.0) -> dict:
     path = deployed.path
     val = validation_source(data_config, ModelDir(model_dir) if model_dir else None)
     metrics, evaluation = evaluate_deployed(deployed, val.examples(), val.label_map, keep=True)

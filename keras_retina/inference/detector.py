@@ -8,35 +8,58 @@ B such tuples; a model_dir and a SavedModel run the batch in one call, a file pi
 A model_dir is served by the SavedModel's own graph built in process
 (`deploy.saved_model.DetectionServer`), a SavedModel through its uint8 signature, a file through
 its runtime (`deploy.runtime`: letterboxed into its fixed input), so
-every kind maps boxes back to the picture the same way. `postprocess` settings (score_threshold,
-pre_nms_top_k, nms_iou_threshold, max_detections) apply to a model_dir; exported models have
-theirs fixed (UsageError when given for a file).
+every kind maps boxes back to the picture the same way. `postprocess`
+(`modeling.detection_decoder.PostprocessSettings`) applies to a model_dir; exported models have
+theirs fixed (SettingsError when given for a file).
 """
 
+from collections.abc import Callable
+
+import numpy as np
 import tensorflow as tf
 
 from keras_retina.deploy import runtime
 from keras_retina.deploy import saved_model as saved_model_lib
 from keras_retina.errors import DataError, SettingsError, UsageError
 from keras_retina.model_dir import ModelDir
+from keras_retina.modeling import detection_decoder
 from keras_retina.modeling.precision import set_precision
 from keras_retina.ops import images as image_lib
 
+# (boxes [n, 4] yxyx normalised to the picture, scores [n], category ids [n], class names)
+Detections = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]
 
-def picture_detector(model=None, saved_model=None, model_dir=None, mixed_precision="none", checkpoint="best",
-                     **postprocess):
-    detect = batch_detector(model, saved_model, model_dir, mixed_precision, checkpoint, **postprocess)
+
+def picture_detector(model: str | None = None, saved_model: str | None = None, model_dir: str | None = None,
+                     mixed_precision: str = "none", checkpoint: str = "best", *,
+                     postprocess: detection_decoder.PostprocessSettings | None = None,
+                     **renamed_keywords) -> Callable[[np.ndarray], Detections]:
+    """A function: uint8 picture `[H, W, 3]` -> its detections (module docstring).
+
+    model: a .tflite / .onnx file; saved_model: an exported SavedModel version folder; model_dir: a
+      training run's folder (give one of the three).
+    mixed_precision: a model_dir's compute precision ("none", "bfloat16", "auto").
+    checkpoint: a model_dir's "best" or "latest" checkpoint.
+    postprocess: a model_dir's decoder settings (a file's or SavedModel's were fixed at export).
+    """
+    postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "picture_detector")
+    detect = batch_detector(model, saved_model, model_dir, mixed_precision, checkpoint, postprocess=postprocess)
     return lambda pixels: detect(pixels[None])[0]
 
 
-def batch_detector(model=None, saved_model=None, model_dir=None, mixed_precision="none", checkpoint="best",
-                   **postprocess):
+def batch_detector(model: str | None = None, saved_model: str | None = None, model_dir: str | None = None,
+                   mixed_precision: str = "none", checkpoint: str = "best", *,
+                   postprocess: detection_decoder.PostprocessSettings | None = None,
+                   **renamed_keywords) -> Callable[[np.ndarray], list[Detections]]:
+    """A function: uint8 pictures of one size `[B, H, W, 3]` -> B detections (module docstring);
+    the arguments are `picture_detector`'s."""
+    postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "batch_detector")
     given = [f"--{name}={value}" for name, value in (("model", model), ("saved_model", saved_model),
                                                       ("model_dir", model_dir)) if value]
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'each'} name a model; give one.")
     if model:
-        settings = sorted(name for name, value in postprocess.items() if value is not None)
+        settings = sorted(postprocess.given())
         if settings:
             raise SettingsError(settings, "a LiteRT / ONNX file's postprocessing was fixed when it was exported; "
                                           "export it again with them.")
@@ -54,7 +77,8 @@ def batch_detector(model=None, saved_model=None, model_dir=None, mixed_precision
         set_precision(mixed_precision, run.model_config)
         net, label_map, _, _ = run.load_model(which=checkpoint)
         # The readers' pixel limit, not the serving one: local pictures are the user's own.
-        server = saved_model_lib.DetectionServer(net, label_map, max_image_pixels=image_lib.MAX_PIXELS, **postprocess)
+        server = saved_model_lib.DetectionServer(net, label_map, postprocess=postprocess,
+                                                 max_image_pixels=image_lib.MAX_PIXELS)
         return lambda batch: _per_picture(server.serve_image_tensor(tf.convert_to_tensor(batch)))
     raise UsageError("predict needs --model (a .tflite / .onnx file), --saved_model (an exported version "
                      "folder) or --model_dir.")

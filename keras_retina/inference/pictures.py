@@ -18,6 +18,7 @@ and detected by tiles (`tiling.detect_tiled`); the drawing is made on the pictur
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -57,7 +58,8 @@ def image_ids(paths):
     return list(range(1, len(paths) + 1))
 
 
-def predict_pictures(detect, paths, output_dir, draw_threshold=None, **renamed_arguments):
+def predict_pictures(detect: Callable, paths: list[str], output_dir: str, draw_threshold: float | None = None,
+                     **renamed_arguments) -> int:
     draw_threshold = renamed.argument(renamed_arguments, "score_threshold", "draw_threshold", draw_threshold,
                                       "predict_pictures")
     renamed.no_others(renamed_arguments, "predict_pictures")

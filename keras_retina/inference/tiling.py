@@ -32,12 +32,14 @@ names, the number of tiles, and the preview with its scale.
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 from keras_retina.errors import UsageError
+from keras_retina.ops.large_picture import LargePicture
 from keras_retina.ops.tiles import MAX_TILES, count_windows, iter_windows
 
 MERGES = ("nms", "merge")
@@ -100,7 +102,9 @@ class TileSettings:
                 raise UsageError(f"{name}={getattr(self, name)} {message}")
 
 
-def detect_tiled(detect_batch, picture, tile=None, *, settings=None, preview_side=4096, progress=None, **options):
+def detect_tiled(detect_batch: Callable, picture: LargePicture, tile: int | None = None, *,
+                 settings: TileSettings | None = None, preview_side: int = 4096,
+                 progress: Callable[[int, int], None] | None = None, **options) -> "TiledDetections":
     """Detections of `picture` (height, width, read(window)) by tiles (module docstring), with
     `settings` (a TileSettings) or one made of `tile` and the keyword `options` (its fields).
     `progress(done, total)` is called after each batch of tiles."""

@@ -1,11 +1,12 @@
 """`keras_retina predict clip.mp4`: detections on a video's frames, drawn into a copy and kept as JSON lines.
 
-`detect_video(detect_batch, path, output_path, detections_path, ...)` decodes `path` with PyAV
-(FFmpeg: any container and codec it reads) frame by frame, as uint8 RGB `[H, W, 3]`:
+`detect_video(detect_batch, path, output_path, detections_path, settings=VideoSettings(...))`
+decodes `path` with PyAV (FFmpeg: any container and codec it reads) frame by frame, as uint8 RGB
+`[H, W, 3]`:
 
 - every `every_nth_frame`-th frame (of at most `max_frames` frames read) goes to `detect_batch`
   (`detector.batch_detector`: the same detector as pictures, any kind of model) in batches of
-  `batch_size`;
+  `batch_size` (the three are `VideoSettings`);
 - `output_path` gets every frame read, each with the latest detections drawn
   (`ops.drawing`, score >= `draw_threshold`), encoded with H.264 (MPEG-4 Part 2 where FFmpeg
   lacks libx264) at the source's frame rate and size (an odd side gains one black row or
@@ -25,6 +26,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -40,6 +42,34 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".m
 
 def is_video(path):
     return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+# The rules of VideoSettings' fields, stated once; the command line checks --every_nth_frame with them.
+CHECKS = {
+    "every_nth_frame": (lambda v: v > 0, "must be positive."),
+    "max_frames": (lambda v: v is None or v > 0, "must be None (all) or positive."),
+    "batch_size": (lambda v: v > 0, "must be positive."),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VideoSettings:
+    """Which frames of a video are detected, and how many at a time (module docstring);
+    keyword-only, frozen, checked when made (UsageError naming the setting).
+
+    every_nth_frame: detect on every Nth frame; the frames between show the latest detections.
+    max_frames: stop after this many frames read (None: all of them).
+    batch_size: detected frames per call of the detector.
+    """
+
+    every_nth_frame: int = 1
+    max_frames: int | None = None
+    batch_size: int = 8
+
+    def __post_init__(self):
+        for name, (check, message) in CHECKS.items():
+            if not check(getattr(self, name)):
+                raise UsageError(f"{name}={getattr(self, name)} {message}")
 
 
 @dataclasses.dataclass
@@ -58,16 +88,21 @@ def _import_av():
     return av
 
 
-def detect_video(detect_batch, path, output_path, detections_path, every_nth_frame=1, max_frames=None,
-                 *, batch_size=8, draw_threshold=None, show_progress=False, **renamed_arguments):
-    """Detections on the frames of `path` (module docstring); returns a VideoSummary. With
-    `show_progress`, a Keras progress bar of the frames, with frames per second."""
+def detect_video(detect_batch: Callable, path: str, output_path: str, detections_path: str, every_nth_frame: int = 1,
+                 max_frames: int | None = None, *, batch_size: int = 8, settings: VideoSettings | None = None,
+                 draw_threshold: float | None = None, show_progress: bool = False,
+                 **renamed_arguments) -> VideoSummary:
+    """Detections on the frames of `path` (module docstring) with `settings` (a VideoSettings) or one
+    made of `every_nth_frame`, `max_frames` and `batch_size`; returns a VideoSummary. Detections
+    scoring `draw_threshold` or more are drawn. With `show_progress`, a Keras progress bar of the
+    frames, with frames per second."""
     draw_threshold = renamed.argument(renamed_arguments, "score_threshold", "draw_threshold", draw_threshold,
                                       "detect_video")
     renamed.no_others(renamed_arguments, "detect_video")
     draw_threshold = drawing.DRAW_THRESHOLD if draw_threshold is None else draw_threshold
-    if every_nth_frame < 1 or batch_size < 1:
-        raise UsageError("every_nth_frame and batch_size must be positive.")
+    settings = settings or VideoSettings(every_nth_frame=every_nth_frame, max_frames=max_frames,
+                                         batch_size=batch_size)
+    every_nth_frame, max_frames, batch_size = settings.every_nth_frame, settings.max_frames, settings.batch_size
     av = _import_av()
     try:
         source = av.open(path)

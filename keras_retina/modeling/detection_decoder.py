@@ -11,13 +11,18 @@ Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]
 order; `input_size`: the input's (height, width), ints or a tensor; optional `picture_sizes` int
 `[B, 2]`. Output: dict `boxes` `[B, D, 4]` float32 yxyx pixels of the model input, `scores` `[B, D]`
 float32 descending, `classes` `[B, D]` int32 0..K-1, `num_detections` `[B]` int32 (D = max_detections);
-padding rows have boxes 0, scores 0, classes -1. `with_overrides` copies a decoder with new SETTINGS.
+padding rows have boxes 0, scores 0, classes -1. `PostprocessSettings` are SETTINGS chosen after
+training (export, predict); `.apply(decoder)` copies a decoder with them.
 """
+
+import dataclasses
+import warnings
 
 import keras
 import tensorflow as tf
 
 from keras_retina import renamed
+from keras_retina.errors import SettingsError
 from keras_retina.modeling import anchors as anchor_lib
 from keras_retina.ops import box_coder
 from keras_retina.ops import boxes as box_lib
@@ -39,15 +44,50 @@ CLIPPING = ("before_nms", "after_nms")
 CONVENTIONS = ("clip_boxes", "drop_empty_boxes")  # a library's order of clipping and NMS: the model's
 
 
-def with_overrides(decoder, score_threshold=None, pre_nms_top_k=None, nms_iou_threshold=None,
-                   max_detections=None):
-    """A copy of `decoder` with the given inference parameters changed (None keeps its value):
-    export time's choice of threshold, top-k, NMS IoU and detections per image."""
-    config = decoder.get_config()
-    for key, value in zip(SETTINGS, (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections)):
-        if value is not None:
-            config[key] = value
-    return DetectionDecoder.from_config(config)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PostprocessSettings:
+    """The decoder's SETTINGS chosen after training, at export or predict time; keyword-only, frozen,
+    checked when made by CHECKS (a SettingsError naming the setting). None keeps the model's value.
+
+    score_threshold: detections scoring below it are dropped, [0, 1) (paper section 4.1: 0.05).
+    pre_nms_top_k: candidates kept per pyramid level before NMS, positive (paper: 1000).
+    nms_iou_threshold: the overlap at which class-wise NMS drops a box, (0, 1] (paper: 0.5).
+    max_detections: detections kept per picture after NMS, positive (100).
+    """
+
+    score_threshold: float | None = None
+    pre_nms_top_k: int | None = None
+    nms_iou_threshold: float | None = None
+    max_detections: int | None = None
+
+    def __post_init__(self):
+        for name, value in self.given().items():
+            check, message = CHECKS[name]
+            if not check(value):
+                raise SettingsError([name], f"{value} {message}")
+
+    def given(self) -> dict:
+        """{setting: value} of the settings given (not None)."""
+        return {name: getattr(self, name) for name in SETTINGS if getattr(self, name) is not None}
+
+    def apply(self, decoder: "DetectionDecoder") -> "DetectionDecoder":
+        """A copy of `decoder` with these settings (the others its own)."""
+        return DetectionDecoder.from_config({**decoder.get_config(), **self.given()})
+
+
+def postprocess_settings(postprocess, keywords, where):
+    """`postprocess` (PostprocessSettings or None: the model's own), or one made of the settings given
+    as keyword arguments (`keywords`, SETTINGS' names), the spelling before PostprocessSettings: kept
+    for one release with a DeprecationWarning. Other keywords, or both spellings: TypeError."""
+    given = {name: keywords.pop(name) for name in SETTINGS if name in keywords}
+    renamed.no_others(keywords, where)
+    if not given:
+        return postprocess or PostprocessSettings()
+    if postprocess is not None:
+        raise TypeError(f"{where}: give postprocess=PostprocessSettings(...) alone, not also {sorted(given)}.")
+    warnings.warn(f"{where}: {', '.join(sorted(given))}= are now postprocess=PostprocessSettings(...) (the same "
+                  f"meaning); the keyword arguments go in the next release.", DeprecationWarning, stacklevel=3)
+    return PostprocessSettings(**given)
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")

@@ -17,12 +17,25 @@ allocated, and a tile that does not decode is a `BadImage` naming the file and t
 """
 
 import os
+from typing import Protocol
 
 import numpy as np
 
 from keras_retina.ops import images as image_lib
 
 MAX_SIDE = 1 << 20  # a TIFF side beyond this is a broken header, not a picture
+
+
+class LargePicture(Protocol):
+    """What every picture `open_large_picture` gives has (module docstring)."""
+
+    height: int
+    width: int
+    path: str
+
+    def read(self, window: tuple[int, int, int, int]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 class ArrayPicture:
@@ -134,7 +147,7 @@ def _rgb(pixels):
     return np.ascontiguousarray(pixels[..., :3])
 
 
-def open_large_picture(path):
+def open_large_picture(path: str) -> LargePicture:
     """The picture at `path`, read window by window where its format allows it (module docstring)."""
     if path.lower().endswith(image_lib.TIFF_SUFFIXES):
         return TiffPicture(path)

@@ -31,7 +31,7 @@ from keras_retina.pretrained import published_weights
 from keras_retina.pretrained.weight_files import read_weights
 
 
-def build_converted(source, weights):
+def build_converted(source: str, weights: str) -> tuple[RetinaNet, published_weights.Variant, int]:
     """(RetinaNet holding the converted weights, Variant, tensors assigned) of a weight file."""
     state = published_weights.normalise_keys(source, read_weights(weights), weights)
     variant = published_weights.recognise(source, state, weights)
@@ -40,7 +40,7 @@ def build_converted(source, weights):
     return model, variant, count
 
 
-def convert(source, weights, model_dir):
+def convert(source: str, weights: str, model_dir: str) -> dict:
     """Converts `weights` of `source` ("torchvision" or "detectron2") into a new `model_dir`;
     returns the summary dict (module docstring)."""
     start = time.time()

@@ -33,7 +33,7 @@ from keras_retina.config_fields import from_dict
 from keras_retina.data import coverage as coverage_lib
 from keras_retina.data import pipeline
 from keras_retina.data.data_config import DataConfig
-from keras_retina.data.splits import open_sources
+from keras_retina.data.splits import Sources, open_sources
 from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation.callback import CocoEvaluation
 from keras_retina.files import exclusive, write_json
@@ -48,10 +48,12 @@ from keras_retina.training import fine_tuning
 from keras_retina.training.optimizer import make_optimizer
 from keras_retina.training.run_summary import format_summary, summarise  # noqa: F401 - format_summary: cli.train
 from keras_retina.training.strategy import is_chief, make_strategy
+from keras_retina.training.train_config import TrainConfig
 
 
-def train(model_dir, model_config, train_config, sources=None, data_config=None, strategy=None,
-          *, allow_other_data=False, coverage_images=500):
+def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, sources: Sources | None = None,
+          data_config: DataConfig | None = None, strategy: tf.distribute.Strategy | None = None,
+          *, allow_other_data: bool = False, coverage_images: int = 500) -> dict:
     """Trains (or resumes) a RetinaNet (module docstring); returns the summary dict.
 
     Args:

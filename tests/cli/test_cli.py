@@ -422,14 +422,13 @@ def test_cli_names_a_file_that_only_fails_when_decoded(tiny_coco, tmp_path):
 
 
 def test_postprocessing_flags_reach_their_settings():
-    from keras_retina.cli.flags import postprocess_overrides
-    from keras_retina.modeling import detection_decoder
+    from keras_retina.cli.flags import postprocess_settings
+    from keras_retina.modeling.detection_decoder import PostprocessSettings
 
     flags = {"nms_score_threshold": 0.3, "pre_nms_top_k": 500, "nms_iou_threshold": 0.6, "max_detections": 20}
-    assert postprocess_overrides(flags) == {"score_threshold": 0.3, "pre_nms_top_k": 500, "nms_iou_threshold": 0.6,
-                                            "max_detections": 20}
-    assert set(postprocess_overrides(flags)) == set(detection_decoder.SETTINGS)
-    assert postprocess_overrides({}) == dict.fromkeys(detection_decoder.SETTINGS)
+    assert postprocess_settings(flags) == PostprocessSettings(score_threshold=0.3, pre_nms_top_k=500,
+                                                              nms_iou_threshold=0.6, max_detections=20)
+    assert postprocess_settings({}) == PostprocessSettings()
 
 
 def test_own_data_in_voc_yolo_and_csv_through_the_commands(tmp_path, tiny_coco):

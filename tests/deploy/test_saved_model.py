@@ -15,6 +15,7 @@ from PIL import Image
 from keras_retina.deploy import saved_model as export
 from keras_retina.errors import UsageError
 from keras_retina.modeling import transform
+from keras_retina.modeling.detection_decoder import PostprocessSettings
 
 from command_line import keras_retina
 from conftest import PETS, REPO, assert_close, make_pets_model_dir
@@ -180,12 +181,27 @@ def test_exports_take_turns_and_leftovers_are_replaced(exported, tmp_path):
 
 def test_postprocessing_set_at_export_time(exported, tmp_path):
     model, _ = exported
-    path = export.export_saved_model(model, LABEL_MAP, str(tmp_path / "strict"), score_threshold=0.3,
-                                     max_detections=10, nms_iou_threshold=0.3)
+    postprocess = PostprocessSettings(score_threshold=0.3, max_detections=10, nms_iou_threshold=0.3)
+    path = export.export_saved_model(model, LABEL_MAP, str(tmp_path / "strict"), postprocess=postprocess)
     out = tf.saved_model.load(path).signatures["serving_default"](inputs=tf.constant([png(random_pictures()[0])]))
     n = int(out["num_detections"][0])
     assert out["detection_boxes"].shape == (1, 10, 4) and 0 < n <= 10
     assert np.all(out["detection_scores"][0, :n].numpy() > 0.3)
+
+
+def test_postprocessing_keywords_of_before_postprocess_settings_still_work_with_a_warning(exported):
+    model, _ = exported
+    with pytest.warns(DeprecationWarning, match="score_threshold= are now postprocess=PostprocessSettings"):
+        old = export.DetectionServer(model, LABEL_MAP, max_detections=7, score_threshold=0.2)
+    new = export.DetectionServer(model, LABEL_MAP, postprocess=PostprocessSettings(max_detections=7,
+                                                                                  score_threshold=0.2))
+    assert old.postprocess_config == new.postprocess_config == {
+        "score_threshold": 0.2, "pre_nms_top_k": model.decoder.pre_nms_top_k,
+        "nms_iou_threshold": model.decoder.nms_iou_threshold, "max_detections": 7}
+    with pytest.raises(TypeError, match="not also"):
+        export.DetectionServer(model, LABEL_MAP, postprocess=PostprocessSettings(), max_detections=7)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        export.DetectionServer(model, LABEL_MAP, max_detection=7)
 
 
 def test_export_and_predict_commands(tmp_path):
@@ -249,8 +265,12 @@ def test_export_and_predict_commands(tmp_path):
     answers = [tf.saved_model.load(str(tmp_path / "serving" / "pets" / v)).signatures["serving_default"](
         inputs=encoded) for v in ("1", "2")]
     assert_close(answers[1]["detection_scores"][0, :5], answers[0]["detection_scores"][0, :5], atol=0.02)
-    assert _conv_dtypes(tmp_path / "serving" / "pets" / "2") == {"DT_BFLOAT16"}
-    assert _conv_dtypes(tmp_path / "serving" / "pets" / "1") == {"DT_FLOAT"}
+    # every conv in bfloat16 but the pyramid's stride-2 P6 and P7 (float32 under bfloat16: fpn.py)
+    bfloat16_convs = _conv_dtypes(tmp_path / "serving" / "pets" / "2")
+    assert set(bfloat16_convs) == {"DT_BFLOAT16", "DT_FLOAT"}, bfloat16_convs.keys()
+    assert {re.search("conv_p[67]", name) is not None for name in bfloat16_convs["DT_FLOAT"]} == {True}, (
+        bfloat16_convs["DT_FLOAT"])
+    assert set(_conv_dtypes(tmp_path / "serving" / "pets" / "1")) == {"DT_FLOAT"}
     info = [json.loads((tmp_path / "serving" / "pets" / v / "assets" / "model_info.json").read_text()) for v in "12"]
     assert [i["compute_precision"] for i in info] == ["float32", "bfloat16"] and "note" in info[1]
     # TF Serving versions are immutable: re-exporting an existing version is a clear error.
@@ -291,14 +311,19 @@ def test_a_crash_in_the_middle_of_predict_keeps_what_was_done(tmp_path):
 
 
 def _conv_dtypes(path):
+    """{dtype: the names of the Conv2D nodes computing in it} in a SavedModel's functions."""
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((path / "saved_model.pb").read_bytes())
-    return {types_pb2.DataType.Name(node.attr["T"].type) for graph in proto.meta_graphs
-            for function in graph.graph_def.library.function for node in function.node_def
-            if node.op == "Conv2D"}
+    found = {}
+    for graph in proto.meta_graphs:
+        for function in graph.graph_def.library.function:
+            for node in function.node_def:
+                if node.op == "Conv2D":
+                    found.setdefault(types_pb2.DataType.Name(node.attr["T"].type), set()).add(node.name)
+    return found
 
 
 SERVE_UNDER_A_MEMORY_LIMIT = """

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from keras_retina.data import synthetic
-from keras_retina.errors import DataError
-from keras_retina.inference.video import detect_video
+from keras_retina.errors import DataError, UsageError
+from keras_retina.inference.video import VideoSettings, detect_video
 
 from command_line import keras_retina
 from conftest import REPO, make_tiny_model_dir
@@ -91,6 +91,29 @@ def test_every_nth_frame_and_max_frames(tmp_path, model_dir):
     lines = (tmp_path / "out" / "clip.detections.jsonl").read_text().splitlines()
     assert [json.loads(line)["frame"] for line in lines] == [0, 3, 6]
     assert len(decoded_frames(tmp_path / "out" / "clip.mp4")) == 7
+
+
+def test_video_settings_choose_the_frames_and_are_checked_when_made(tmp_path):
+    write_video(tmp_path / "clip.mkv", demo_frames(9))
+    calls = []
+
+    def one_box_each(batch):
+        calls.append(len(batch))
+        return [(np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([0.9]), np.array([1]), ["a"])] * len(batch)
+
+    settings = VideoSettings(every_nth_frame=2, max_frames=7, batch_size=3)
+    summary = detect_video(one_box_each, str(tmp_path / "clip.mkv"), str(tmp_path / "o.mp4"), str(tmp_path / "o.jsonl"),
+                           settings=settings)
+    assert (summary.frames, summary.detected, summary.error) == (7, 4, None) and calls == [3, 1]
+    lines = (tmp_path / "o.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == [0, 2, 4, 6]
+    for field, value, message in (("every_nth_frame", 0, "must be positive"),
+                                  ("max_frames", 0, "must be None \\(all\\)"), ("batch_size", -1, "must be positive")):
+        with pytest.raises(UsageError, match=f"^{field}={value} {message}"):
+            VideoSettings(**{field: value})
+    with pytest.raises(UsageError, match="^every_nth_frame=0"):  # the keyword arguments make the same object
+        detect_video(one_box_each, str(tmp_path / "clip.mkv"), str(tmp_path / "p.mp4"), str(tmp_path / "p.jsonl"),
+                     every_nth_frame=0)
 
 
 @pytest.mark.parametrize("suffix, options", [(".mp4", {"movflags": "faststart"}), (".mkv", {})])

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from keras_retina.errors import SettingsError
 from keras_retina.modeling.anchors import AnchorGenerator
-from keras_retina.modeling.detection_decoder import DetectionDecoder
+from keras_retina.modeling.detection_decoder import DetectionDecoder, PostprocessSettings, postprocess_settings
 from keras_retina.ops import box_coder
 from keras_retina.ops import boxes as box_lib
 
@@ -175,3 +176,31 @@ def test_round_trip(tmp_path):
     count = decoder_anchor_count(decoder)
     layer_round_trip(decoder, {"classification": rng.normal(0, 2, (1, count, K)).astype(np.float32),
                                "box": rng.normal(0, 0.2, (1, count, 4)).astype(np.float32)}, tmp_path)
+
+
+def test_postprocess_settings_are_checked_when_made_and_change_only_what_they_give():
+    with pytest.raises(SettingsError, match="^score_threshold: 1.5 must be in \\[0, 1\\)") as refused:
+        PostprocessSettings(score_threshold=1.5)
+    assert refused.value.settings == ("score_threshold",)
+    with pytest.raises(SettingsError, match="^max_detections: 0 must be positive"):
+        PostprocessSettings(max_detections=0)
+    with pytest.raises(TypeError):
+        PostprocessSettings(0.3)  # keyword-only
+    decoder = DetectionDecoder(128, score_threshold=0.1, pre_nms_top_k=50, nms_iou_threshold=0.6, max_detections=20)
+    changed = PostprocessSettings(score_threshold=0.4, max_detections=5).apply(decoder)
+    assert (changed.score_threshold, changed.pre_nms_top_k, changed.nms_iou_threshold, changed.max_detections) == (
+        0.4, 50, 0.6, 5)
+    assert decoder.score_threshold == 0.1 and decoder.max_detections == 20  # a copy: the model's own is kept
+    assert PostprocessSettings().apply(decoder).get_config() == decoder.get_config()
+
+
+def test_postprocess_keywords_from_before_the_settings_object():
+    with pytest.warns(DeprecationWarning, match="in the next release"):
+        assert postprocess_settings(None, {"max_detections": 5}, "f") == PostprocessSettings(max_detections=5)
+    assert postprocess_settings(None, {}, "f") == PostprocessSettings()
+    given = PostprocessSettings(pre_nms_top_k=9)
+    assert postprocess_settings(given, {}, "f") is given
+    with pytest.raises(TypeError, match="^f: give postprocess=PostprocessSettings"):
+        postprocess_settings(given, {"max_detections": 5}, "f")
+    with pytest.raises(TypeError, match="unexpected keyword argument\\(s\\) \\['max_detection'\\]"):
+        postprocess_settings(None, {"max_detection": 5}, "f")
