@@ -18,7 +18,8 @@ decodes `path` with PyAV (FFmpeg: any container and codec it reads) frame by fra
 
 Memory holds one batch of frames and the codecs' buffers, whatever the video's length. A frame
 that fails to decode ends the run: everything before it stays written whole (the video closed
-properly, whole lines) and `VideoSummary.error` names the frame. A file FFmpeg cannot open as a
+properly, whole lines) and `VideoSummary.error` names the frame; so does a file that ends before its
+header's frame count or length, or (MPEG-TS, which has no length) inside a packet. A file FFmpeg cannot open as a
 video is a DataError.
 """
 
@@ -103,6 +104,9 @@ def detect_video(detect_batch: Callable, path: str, output_path: str, detections
     settings = settings or VideoSettings(every_nth_frame=every_nth_frame, max_frames=max_frames,
                                          batch_size=batch_size)
     every_nth_frame, max_frames, batch_size = settings.every_nth_frame, settings.max_frames, settings.batch_size
+    for output in (output_path, detections_path):
+        if os.path.exists(output) and os.path.samefile(output, path):
+            raise UsageError(f"{output}: the video being read would be written over; write elsewhere.")
     av = _import_av()
     try:
         source = av.open(path)
@@ -148,7 +152,8 @@ def detect_video(detect_batch: Callable, path: str, output_path: str, detections
         if pending:
             latest = _flush(pending, latest, detect_batch, sink, lines, draw_threshold, summary=summary)
         if summary.error is None and max_frames is None:
-            summary.error = _ended_early(path, summary.frames, announced, _length(source, stream), last_time, rate)
+            summary.error = (_ended_early(path, summary.frames, announced, _length(source, stream), last_time, rate)
+                             or _cut_inside_a_packet(path, source, summary.frames))
     finally:
         lines.close()
         _close_sink(sink)
@@ -175,6 +180,23 @@ def _ended_early(path, frames, announced, length, last_time, rate):
         return (f"{path}: the video ended at frame {frames}{reached} of the {length:.2f} s its header announces "
                 f"(truncated?)")
     return None
+
+
+# An MPEG transport stream announces no length: its packets have a fixed size instead (188 bytes;
+# 192 in .m2ts, 204 with error-correction bytes), and a file cut at any other byte ends inside one,
+# which FFmpeg drops without a word. A cut that falls on a packet boundary (about 1 in 60) stays unseen.
+TS_PACKET_SIZES = (188, 192, 204)
+
+
+def _cut_inside_a_packet(path, source, frames):
+    """Why a transport stream's file is cut short (its size no whole number of packets), or None."""
+    if "mpegts" not in source.format.name.split(",") or not os.path.isfile(path):
+        return None
+    size = os.path.getsize(path)
+    if any(size % packet == 0 for packet in TS_PACKET_SIZES):
+        return None
+    return (f"{path}: the video ended at frame {frames} inside a transport-stream packet ({size:,} bytes is no "
+            f"whole number of {'/'.join(map(str, TS_PACKET_SIZES))}-byte packets): truncated?")
 
 
 def _flush(pending, latest, detect_batch, sink, lines, draw_threshold, *, summary):

@@ -375,7 +375,8 @@ def test_hostile_serving_input(exported):
     Image.fromarray(random_pictures()[0]).save(jpeg, "JPEG")
     not_an_image = "an input is not a JPEG, PNG, GIF, BMP or still WebP image"
     for bad, message in ((b"", not_an_image), (np.random.default_rng(0).bytes(300), not_an_image),
-                         (jpeg.getvalue()[:200], ""), (huge_png(), "an image has more than 50,000,000 pixels"),
+                         (jpeg.getvalue()[:200], "Invalid JPEG data, size 200"),  # TensorFlow's words: one line
+                         (huge_png(), "an image has more than 50,000,000 pixels"),
                          (gif((20, 20), [(1, 1), (20000, 20000)]), "more than 50,000,000 pixels"),
                          (gif((1, 1), [(65535, 1), (1, 65535)]), "more than 50,000,000 pixels")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):

@@ -21,6 +21,9 @@ av = pytest.importorskip("av")
 ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+_NOTHING = (np.zeros((0, 4)), np.zeros(0), np.zeros(0), [])  # a frame's detections when there are none
+
+
 def write_video(path, frames, rate=10, codec="libx264", options=None):
     with av.open(str(path), mode="w", options=options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
@@ -116,13 +119,15 @@ def test_video_settings_choose_the_frames_and_are_checked_when_made(tmp_path):
                      every_nth_frame=0)
 
 
-@pytest.mark.parametrize("suffix, options", [(".mp4", {"movflags": "faststart"}), (".mkv", {})])
+@pytest.mark.parametrize("suffix, options", [(".mp4", {"movflags": "faststart"}), (".mkv", {}), (".ts", {})])
 def test_a_truncated_video_keeps_what_was_done_and_names_where_it_stopped(tmp_path, model_dir, suffix, options):
-    """An MP4 whose index comes first (a frame count) and a Matroska file (a duration), each cut
-    at 60% of its bytes."""
+    """An MP4 whose index comes first (a frame count), a Matroska file (a duration) and an MPEG
+    transport stream (no length: packets of 188 bytes), each cut at 60% of its bytes."""
     write_video(tmp_path / f"whole{suffix}", demo_frames(40), options=options)
     data = (tmp_path / f"whole{suffix}").read_bytes()
-    (tmp_path / f"cut{suffix}").write_bytes(data[: int(len(data) * 0.6)])
+    cut = int(len(data) * 0.6)
+    cut -= 1 if any(cut % packet == 0 for packet in (188, 192, 204)) else 0
+    (tmp_path / f"cut{suffix}").write_bytes(data[:cut])
     result = _predict(f"--model_dir={model_dir}", f"cut{suffix}", "--output_dir=out", cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     error = [line for line in result.stderr.splitlines() if line.startswith(f"cut{suffix}: ")]
@@ -132,6 +137,12 @@ def test_a_truncated_video_keeps_what_was_done_and_names_where_it_stopped(tmp_pa
     lines = (tmp_path / "out" / "cut.detections.jsonl").read_text().splitlines()
     assert [json.loads(line)["frame"] for line in lines] == list(range(done))  # whole lines, every frame
     assert len(decoded_frames(tmp_path / "out" / "cut.mp4")) == done  # the video closed properly
+    whole = detect_video(lambda batch: [_NOTHING] * len(batch), str(tmp_path / f"whole{suffix}"),
+                         str(tmp_path / "whole-out.mp4"), str(tmp_path / "whole-out.jsonl"))
+    assert (whole.frames, whole.error) == (40, None)  # the file before the cut: no false alarm
+    with pytest.raises(UsageError, match="would be written over"):  # never the video being read
+        detect_video(lambda batch: [], str(tmp_path / f"cut{suffix}"), str(tmp_path / "out" / ".." / f"cut{suffix}"),
+                     str(tmp_path / "o.jsonl"))
 
 
 def test_a_file_that_is_not_a_video_is_one_clear_error(tmp_path, model_dir):
