@@ -67,7 +67,7 @@ def build_parts(config, **given):
         parts["label_encoder"] = LabelEncoder(
             anchor_generator=generator, foreground_iou=config.foreground_iou, background_iou=config.background_iou,
             allow_low_quality_matches=config.allow_low_quality_matches, box_coder_weights=config.box_coder_weights,
-            name="label_encoder")
+            assigner=config.anchor_assigner, atss_top_k=config.atss_top_k, name="label_encoder")
     if "decoder" not in parts:
         parts["decoder"] = DetectionDecoder(
             anchor_generator=generator, box_coder_weights=config.box_coder_weights,

@@ -5,6 +5,8 @@ one with IoU < 0.4 to every box is background, and the rest are ignored. With
 `allow_low_quality_matches=True` (the RPN rule the paper uses, as Detectron, detectron2 and the
 Model Garden do) each ground-truth box also gets its best anchor(s) as foreground whatever their
 IoU, unless it is 0; an anchor that is the best of several boxes goes to the one it overlaps most.
+`assigner="atss"` replaces those rules with ATSS's per-box thresholds (`modeling.atss`; no anchor
+ignored); the targets' format is the same, so the network, its losses and exports are unchanged.
 
 Outputs, per anchor, in anchor order (`modeling.anchors`): `cls_targets` int32, the class 0..K-1
 for foreground, BACKGROUND (-1) or IGNORE (-2); `box_targets` float32 `[ty, tx, th, tw]`
@@ -18,6 +20,7 @@ import tensorflow as tf
 
 from keras_retina import renamed
 from keras_retina.modeling import anchors as anchor_lib
+from keras_retina.modeling import atss
 from keras_retina.ops import box_coder
 from keras_retina.ops import boxes as box_lib
 
@@ -28,6 +31,7 @@ IGNORE = -2
 FOREGROUND_IOU = 0.5
 BACKGROUND_IOU = 0.4
 BOX_CHUNK = 128  # ground-truth boxes compared with every anchor at a time (bounds memory)
+ASSIGNERS = ("max_iou", "atss")  # the paper's fixed IoU thresholds, or ATSS
 
 
 @keras.saving.register_keras_serializable(package="keras_retina")
@@ -42,6 +46,9 @@ class LabelEncoder(keras.layers.Layer):
         unless 0 < background_iou <= foreground_iou <= 1).
       allow_low_quality_matches: each box's best anchor(s) foreground even below `foreground_iou`.
       box_coder_weights: (wy, wx, wh, ww) for `ops.box_coder.encode`.
+      assigner: "max_iou" (the paper's thresholds above) or "atss" (`modeling.atss`; the three
+        settings above are then unused).
+      atss_top_k: ATSS's candidates per level and box (9).
 
     Call: `boxes` `[B, N, 4]` or `[N, 4]` float32 yxyx pixels of the input; `classes` `[B, N]` or `[N]`
     int, 0..K-1, < 0 padding; `input_size` (height, width), default the layer's. Returns {"cls_targets":
@@ -56,6 +63,8 @@ class LabelEncoder(keras.layers.Layer):
         background_iou=BACKGROUND_IOU,
         allow_low_quality_matches=True,
         box_coder_weights=box_coder.DEFAULT_WEIGHTS,
+        assigner="max_iou",
+        atss_top_k=atss.TOP_K,
         **kwargs,
     ):
         input_size = renamed.argument(kwargs, "image_size", "input_size", input_size, "LabelEncoder")
@@ -66,6 +75,10 @@ class LabelEncoder(keras.layers.Layer):
                 f"Need 0 < background_iou <= foreground_iou <= 1, got "
                 f"background_iou={background_iou}, foreground_iou={foreground_iou}."
             )
+        if assigner not in ASSIGNERS or atss_top_k < 1:
+            raise ValueError(f"assigner={assigner!r}, atss_top_k={atss_top_k}: choose an assigner of {ASSIGNERS} "
+                             f"and a positive atss_top_k.")
+        self.assigner, self.atss_top_k = assigner, int(atss_top_k)
         self.input_size = None if input_size is None else anchor_lib.config_input_size(input_size)
         self.anchor_generator = anchor_lib.deserialize_generator(anchor_generator)
         self.foreground_iou = foreground_iou
@@ -87,12 +100,13 @@ class LabelEncoder(keras.layers.Layer):
                 "LabelEncoder expects boxes [B, N, 4] and classes [B, N] (or [N, 4] and [N]); "
                 f"got boxes {boxes.shape} and classes {classes.shape}."
             )
-        cls_targets, box_targets = self._encode(boxes, classes, self.anchor_generator.anchors(input_size))
+        cls_targets, box_targets = self._encode(boxes, classes, self.anchor_generator.anchors(input_size),
+                                                self.anchor_generator.level_counts(input_size))
         if unbatched:
             cls_targets, box_targets = cls_targets[0], box_targets[0]
         return {"cls_targets": cls_targets, "box_targets": box_targets}
 
-    def _encode(self, boxes, classes, anchors):
+    def _encode(self, boxes, classes, anchors, level_counts):
         batch = tf.shape(boxes)[0]
         # One always-invalid padding box keeps every reduction over N non-empty.
         boxes = tf.concat([boxes, tf.zeros([batch, 1, 4])], axis=1)
@@ -100,14 +114,18 @@ class LabelEncoder(keras.layers.Layer):
         valid = classes >= 0  # [B, N]
         anchors = tf.convert_to_tensor(anchors, tf.float32)  # [A, 4]
 
-        best_iou, matched, forced_iou, forced_box = self._match(anchors, boxes, valid)
-        foreground = best_iou >= self.foreground_iou
-        if self.allow_low_quality_matches:
-            forced = forced_iou > 0.0  # the anchor is the best of some box
-            matched = tf.where(forced, forced_box, matched)
-            foreground = tf.logical_or(foreground, forced)
-
-        background = tf.logical_and(best_iou < self.background_iou, tf.logical_not(foreground))
+        if self.assigner == "atss":
+            best_iou, matched = atss.atss_match(anchors, level_counts, boxes, valid, self.atss_top_k, BOX_CHUNK)
+            foreground = best_iou >= 0.0  # a positive of some box (-1: of none)
+            background = tf.logical_not(foreground)
+        else:
+            best_iou, matched, forced_iou, forced_box = self._match(anchors, boxes, valid)
+            foreground = best_iou >= self.foreground_iou
+            if self.allow_low_quality_matches:
+                forced = forced_iou > 0.0  # the anchor is the best of some box
+                matched = tf.where(forced, forced_box, matched)
+                foreground = tf.logical_or(foreground, forced)
+            background = tf.logical_and(best_iou < self.background_iou, tf.logical_not(foreground))
         matched_classes = tf.gather(classes, matched, batch_dims=1)  # [B, A]
         cls_targets = tf.where(
             foreground, matched_classes, tf.where(background, BACKGROUND, IGNORE)
@@ -166,5 +184,7 @@ class LabelEncoder(keras.layers.Layer):
             background_iou=self.background_iou,
             allow_low_quality_matches=self.allow_low_quality_matches,
             box_coder_weights=list(self.box_coder_weights),
+            assigner=self.assigner,
+            atss_top_k=self.atss_top_k,
         )
         return config

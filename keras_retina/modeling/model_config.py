@@ -11,13 +11,13 @@ import dataclasses
 from keras_retina.config_fields import NOT_NEGATIVE, POSITIVE, UNIT, as_tuples, check_fields, setting
 from keras_retina.errors import DataError, UsageError
 from keras_retina.modeling import anchors as anchor_lib
+from keras_retina.modeling import atss, detection_decoder, transform
 from keras_retina.modeling import backbone as backbone_lib
-from keras_retina.modeling import detection_decoder, transform
 from keras_retina.modeling import losses as loss_lib
 from keras_retina.modeling.backbone import BACKBONES, DEFAULT_BACKBONE, FREEZE_AT_CHECK, default_freeze_at
 from keras_retina.modeling.fpn import EXTRA_PADDINGS, P6_INPUTS
 from keras_retina.modeling.heads import NORMS, PRIOR_PROBABILITY
-from keras_retina.modeling.label_encoder import BACKGROUND_IOU, FOREGROUND_IOU
+from keras_retina.modeling.label_encoder import ASSIGNERS, BACKGROUND_IOU, FOREGROUND_IOU
 from keras_retina.ops import box_coder
 
 _POSITIVE, _UNIT, _NOT_NEGATIVE = POSITIVE, UNIT, NOT_NEGATIVE
@@ -111,6 +111,10 @@ class ModelConfig:
                                     _UNIT, flag=False)
     allow_low_quality_matches: bool = setting(True, "Give each box its best anchor(s) (the RPN rule).",
                                               flag=False)
+    anchor_assigner: str = setting(
+        "max_iou", "Which anchors train on a box: max_iou (paper 4: IoU >= 0.5 foreground, < 0.4 background) or "
+        "atss (adaptive thresholds per box, Zhang et al. 2020; modeling/atss.py).", choices=ASSIGNERS)
+    atss_top_k: int = setting(atss.TOP_K, "ATSS candidates per level and box.", _POSITIVE, flag=False)
     box_coder_weights: tuple = setting(box_coder.DEFAULT_WEIGHTS, "(wy, wx, wh, ww) of the box coder.",
                                        (lambda v: len(v) == 4 and all(w > 0 for w in v),
                                         "must be four positive numbers."), flag=False)

@@ -20,12 +20,16 @@ def test_defaults_are_the_papers():
     assert (config.score_threshold, config.pre_nms_top_k, config.nms_iou_threshold, config.max_detections) == (
         0.05, 1000, 0.5, 100)
     assert ModelConfig(classification_loss="focal_star").focal_gamma == 4.0  # FL*'s own default
+    assert config.anchor_assigner == "max_iou"  # the paper's thresholds; ATSS is an option
 
 
 def test_json_round_trip_and_unknown_settings():
     config = ModelConfig(num_classes=3, image_size=(128, 96), resize="square", aspect_ratios=[1.0, 2.0],
                          freeze_backbone_at=0)
     assert ModelConfig(**config.to_json()) == config  # lists from JSON come back as tuples
+    # a config.json written before a setting existed reads as its default
+    before = {k: v for k, v in config.to_json().items() if k not in ("anchor_assigner", "atss_top_k")}
+    assert from_dict(ModelConfig, before, "config.json") == config
     with pytest.raises(DataError, match="config.json: unknown ModelConfig setting"):
         from_dict(ModelConfig, {**config.to_json(), "fpn_channels": 8}, "config.json")
 
@@ -43,6 +47,8 @@ def test_json_round_trip_and_unknown_settings():
     (dict(focal_alpha=1.5), "focal_alpha=1.5: must be in \\[0, 1\\]"),
     (dict(backbone="tiny", freeze_backbone_at=2), "freeze_backbone_at=2: only ResNet backbones"),
     (dict(foreground_iou=0.3), "background_iou=0.4 is above foreground_iou=0.3"),
+    (dict(anchor_assigner="nearest"), "anchor_assigner='nearest': choose one of max_iou, atss"),
+    (dict(atss_top_k=0), "atss_top_k=0: must be positive"),
 ])
 def test_bad_settings_name_the_setting(settings, message):
     with pytest.raises(UsageError, match=message):

@@ -174,7 +174,8 @@ NON_DEFAULT = dict(
     prior_probability=0.02, classification_loss="focal_star", focal_alpha=0.3, focal_gamma=3.0,
     focal_star_beta=0.5, box_loss_weight=2.0, smooth_l1_beta=0.2, foreground_iou=0.55,
     background_iou=0.35, allow_low_quality_matches=False, box_coder_weights=[10.0, 10.0, 5.0, 5.0],
-    score_threshold=0.01, pre_nms_top_k=300, nms_iou_threshold=0.6, max_detections=30,
+    score_threshold=0.01, pre_nms_top_k=300, nms_iou_threshold=0.6, max_detections=30, anchor_assigner="atss",
+    atss_top_k=5,
 )
 
 
