@@ -20,8 +20,27 @@ def test_small_objects_uncovered_get_a_suggestion():
     assert report["small"]["mean_best_iou"] == pytest.approx(36 / 1024, rel=1e-3)
     assert report["large"]["covered"] == 1
     text = coverage.format_coverage(report)
-    assert "WARNING: only 0% of small boxes are covered" in text and "--image_size" in text
-    assert "--anchor_size=3" in text
+    assert "WARNING: only 0% of small boxes are covered" in text
+    assert "Measured on these pictures: --image_size=256 --anchor_size=2 covers 67% of all boxes (33% now)" in text
+
+
+@pytest.mark.parametrize("resize", ["square", "shorter_side"])
+def test_the_suggestion_names_a_setting_that_covers_what_it_says(resize):
+    from keras_retina.modeling.anchors import AnchorGenerator
+
+    boxes = [[10, 10, 22, 22], [100, 100, 112, 112], [40, 150, 70, 170], [0, 0, 200, 200]]
+    report = coverage.anchor_coverage(_examples(boxes), ResizePolicy(128, policy=resize))
+    found = report["suggestion"]
+    assert found["now"] == 0.25 and found["covered"] > found["now"] and found["anchor_size"] <= 4
+    # the named setting, used, covers what the suggestion says
+    side = found["image_size"] if isinstance(found["image_size"], int) else found["image_size"][0]
+    again = coverage.anchor_coverage(_examples(boxes), ResizePolicy(side, policy=resize),
+                                     AnchorGenerator(anchor_size=found["anchor_size"]))
+    covered = sum(again[name]["covered"] for name in ("small", "medium", "large")) / len(boxes)
+    assert covered == pytest.approx(found["covered"])
+    assert ("suggestion" in again) == (covered < 0.9)
+    text = coverage.format_coverage(report)
+    assert f"Measured on these pictures: --image_size={side} --anchor_size={found['anchor_size']:g} covers" in text
 
 
 def test_well_covered_data_has_no_warning():
