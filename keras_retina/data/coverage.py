@@ -29,7 +29,7 @@ import numpy as np
 from keras_retina.data.source import as_source
 from keras_retina.modeling import anchors as anchor_lib
 from keras_retina.modeling.label_encoder import FOREGROUND_IOU
-from keras_retina.modeling.transform import ResizePolicy, resized_size, round_up
+from keras_retina.modeling.transform import ResizePolicy, default_max_size, resized_size, round_up
 from keras_retina.ops import boxes as box_lib
 
 BUCKETS = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
@@ -79,7 +79,8 @@ def _match(pictures, policy, generator):
 
 
 def suggest(pictures, policy, generator, foreground_iou, share):
-    """{"image_size", "anchor_size", "covered", "now"}: the setting that covers the boxes best
+    """{"image_size", "anchor_size", ("max_image_size" when not the default's), "covered", "now"}: the
+    setting that covers the boxes best
     (module docstring), or None when no other setting covers more than `share` now."""
     total = sum(len(boxes) for _, _, boxes in pictures)
     if total > SUGGEST_BOXES:
@@ -100,13 +101,15 @@ def suggest(pictures, policy, generator, foreground_iou, share):
                 continue
             best, _ = _match(pictures, candidate_policy, candidate)
             covered = float((best >= foreground_iou).mean())
-            tried.append((covered, candidate_policy.image_size, anchor_size))
+            setting = {"image_size": candidate_policy.image_size, "anchor_size": anchor_size}
+            if candidate_policy.policy == "shorter_side" and candidate_policy.max_image_size != default_max_size(
+                    candidate_policy.image_size):
+                setting["max_image_size"] = candidate_policy.max_image_size
+            tried.append({**setting, "covered": covered, "now": share})
             if covered >= WARN_BELOW:
-                return {"image_size": tried[-1][1], "anchor_size": anchor_size, "covered": covered, "now": share}
-    best = max(tried, default=None, key=lambda t: t[0])
-    if best is None or best[0] <= share:
-        return None
-    return {"image_size": best[1], "anchor_size": best[2], "covered": best[0], "now": share}
+                return tried[-1]
+    best = max(tried, default=None, key=lambda t: t["covered"])
+    return best if best is not None and best["covered"] > share else None
 
 
 def _scaled_policy(policy, factor):
@@ -118,9 +121,9 @@ def _scaled_policy(policy, factor):
         size = tuple(grow(side) for side in policy.size)
         return ResizePolicy(size[0] if size[0] == size[1] else size, None, "square", policy.pad_color,
                             policy.rounding, method=policy.method)
-    return ResizePolicy(grow(policy.image_size), None if policy.max_image_size is None else grow(policy.max_image_size),
-                        "shorter_side", policy.pad_color, policy.rounding, "tight" if policy.tight else "buckets",
-                        method=policy.method)
+    own_max = policy.max_image_size != default_max_size(policy.image_size)  # given, not the default's
+    return ResizePolicy(grow(policy.image_size), grow(policy.max_image_size) if own_max else None, "shorter_side",
+                        policy.pad_color, policy.rounding, "tight" if policy.tight else "buckets", method=policy.method)
 
 
 def best_ious(boxes, anchors_by_level, anchors_per_location, chunk=4096):
@@ -185,8 +188,9 @@ def _suggestion(bucket, report):
     if found:
         size = found["image_size"]
         size = size if isinstance(size, int) else str(size[0]) if size[0] == size[1] else f"{size[0]},{size[1]}"
-        return (f"Measured on these pictures: --image_size={size} --anchor_size={found['anchor_size']:g} covers "
-                f"{found['covered']:.0%} of all boxes ({found['now']:.0%} now).")
+        longer = f" --max_image_size={found['max_image_size']}" if "max_image_size" in found else ""
+        return (f"Measured on these pictures: --image_size={size}{longer} --anchor_size={found['anchor_size']:g} "
+                f"covers {found['covered']:.0%} of all boxes ({found['now']:.0%} now).")
     if bucket == "small":
         return (f"Try a larger --image_size (now {report['image_size']}; objects grow with it) or "
                 f"smaller anchors, e.g. --anchor_size=3 (anchor areas 24^2..384^2 instead of 32^2..512^2).")

@@ -29,8 +29,11 @@ from keras_retina.model_dir import ModelDir
 from keras_retina.modeling import detection_decoder
 from keras_retina.modeling.precision import set_precision
 
-_NEEDS = ("export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; SavedModel "
-          "versions go in numbered subfolders; --format=tflite|onnx may give --output=FILE instead).")
+
+def _needs():
+    """What export needs, said when it is missing."""
+    return (f"export needs --model_dir (the trained model) and --export_dir (e.g. serving/retinanet; SavedModel "
+            f"versions go in numbered subfolders; --format={'|'.join(FILE_FORMATS)} may give --output=FILE instead).")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,24 +69,24 @@ class ExportSettings:
 
     def _check(self):
         format, quantize, output, input_size = self.format, self.quantize, self.output, self.input_size
-        formats = ("saved_model", *FILE_FORMATS)
+        formats = file_formats.export_formats()
         if format not in formats or quantize not in QUANTIZE:
             raise UsageError(f"--format={format}, --quantize={quantize}: choose a format of {formats} and "
                              f"a quantisation of {QUANTIZE}.")
         if not (self.export_dir or (format != "saved_model" and output)):
-            raise UsageError(_NEEDS)
+            raise UsageError(_needs())
         quantizing = sorted(f.name for f in FILE_FORMATS.values() if f.quantizes)
         if quantize != "none" and format not in quantizing:
             raise UsageError(f"--quantize={quantize} is for --format={'|'.join(quantizing)} (got --format={format}).")
         if self.calibration_images and quantize != "int8":
-            raise UsageError("--calibration_images is for --format=tflite --quantize=int8.")
+            raise UsageError(f"--calibration_images is for --format={'|'.join(quantizing)} --quantize=int8.")
         if self.calibration_images and not os.path.isdir(self.calibration_images):
             raise DataError(f"--calibration_images={self.calibration_images}: no such folder.")
         if format == "saved_model":
             for name, value in (("input_size", input_size), ("output", output)):
                 if value:
-                    raise UsageError(f"--{name}={value} is for --format=tflite|onnx; a SavedModel takes pictures "
-                                     f"of any size and goes into --export_dir.")
+                    raise UsageError(f"--{name}={value} is for --format={'|'.join(FILE_FORMATS)}; a SavedModel "
+                                     f"takes pictures of any size and goes into --export_dir.")
             return
         if self.version:
             raise UsageError(f"--version={self.version} numbers SavedModels; a {format} file is named by --output.")
@@ -118,7 +121,7 @@ def export(model_dir: str, export_dir: str | None = None, format: str = "saved_m
     the keyword arguments; `postprocess`: PostprocessSettings. Returns the path written."""
     postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "export")
     if not model_dir:
-        raise UsageError(_NEEDS)
+        raise UsageError(_needs())
     settings = settings or ExportSettings(
         format=format, export_dir=export_dir, output=output, version=version, input_size=input_size,
         quantize=quantize, calibration_images=calibration_images, calibration_count=calibration_count,

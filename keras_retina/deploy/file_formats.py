@@ -60,6 +60,11 @@ FILE_FORMATS = {f.name: f for f in (
 )}
 
 
+def export_formats():
+    """Every `--format`: "saved_model" (a folder of versions for TF Serving), then the file formats."""
+    return ("saved_model", *FILE_FORMATS)
+
+
 def load(reference):
     """The object a "module:attribute" reference names (an object given instead: itself)."""
     if not isinstance(reference, str):

@@ -16,7 +16,7 @@ checked, DataError naming the file when one is missing or malformed.
 
 import json
 
-from keras_retina.deploy.file_formats import FILE_FORMATS
+from keras_retina.deploy.file_formats import export_formats
 from keras_retina.deploy.fixed_size_detector import INPUT_NAME, MAX_SIDE
 from keras_retina.errors import DataError
 from keras_retina.modeling import detection_decoder
@@ -25,7 +25,7 @@ from keras_retina.version import __version__
 
 KEY = "keras_retina"
 FORMAT = "keras_retina.detector/1"
-EXPORT_FORMATS = ("saved_model", *FILE_FORMATS)  # `keras_retina export --format`
+EXPORT_FORMATS = export_formats()  # `keras_retina export --format`
 QUANTIZE = ("none", "float16", "dynamic", "int8")  # LiteRT's modes (`deploy.litert`); ONNX files are "none"
 OUTPUTS = {
     "detection_boxes": "float32 [B, D, 4] ymin, xmin, ymax, xmax normalised to the input (0..1)",

@@ -26,15 +26,16 @@ from keras_retina.modeling import transform
 
 
 def load(path: str, num_threads: int | None = None) -> "DeployedModel":
-    """The DeployedModel of a .tflite or .onnx file (`num_threads`: the runtime's, None = its default)."""
+    """The DeployedModel of a file of one of `file_formats.FILE_FORMATS` (`num_threads`: the runtime's,
+    None = its default)."""
+    suffixes = " or ".join(f.suffix for f in file_formats.FILE_FORMATS.values())
     if os.path.isdir(path):
-        raise UsageError(f"--model={path} is a folder; give a .tflite or .onnx file (an exported SavedModel "
+        raise UsageError(f"--model={path} is a folder; give a {suffixes} file (an exported SavedModel "
                          f"version folder goes in --saved_model).")
     if not os.path.isfile(path):
         raise DataError(f"--model={path}: no such file.")
     found = file_formats.by_suffix(path)
     if found is None:
-        suffixes = " or ".join(f.suffix for f in file_formats.FILE_FORMATS.values())
         raise UsageError(f"--model={path}: give a {suffixes} file exported by keras_retina export "
                          f"(a SavedModel goes in --saved_model).")
     return file_formats.load(found.runtime)(path, num_threads)

@@ -23,12 +23,15 @@ class CocoEvaluation(keras.callbacks.Callback):
     """Evaluates every `every_steps` optimizer steps (checked at epoch ends) and at the end.
 
     Prints one line per evaluation, writes `model_dir/eval/metrics-<step>.json` (`ModelDir`)
-    and TensorBoard scalars (and, with `image_writer`, pictures with boxes).
+    and TensorBoard scalars (and, with `image_writer`, pictures with boxes). `skip_if`: a callable;
+    while it returns True no epoch end evaluates (training's NaN guard: a broken model is never
+    evaluated, nor kept as the best).
     """
 
     def __init__(self, dataset, label_map, every_steps, run_dir, summary_writer=None,
-                 image_writer=None, *, best_manager=None, best_metric="AP", patience=0):
+                 image_writer=None, *, best_manager=None, best_metric="AP", patience=0, skip_if=None):
         super().__init__()
+        self.skip_if = skip_if or (lambda: False)
         self.best_manager = best_manager
         self.best_metric = best_metric
         self.patience = patience
@@ -93,5 +96,5 @@ class CocoEvaluation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        if self.every_steps and step % self.every_steps == 0:
+        if self.every_steps and step % self.every_steps == 0 and not self.skip_if():
             self.run()

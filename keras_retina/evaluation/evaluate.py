@@ -32,7 +32,6 @@ NO_VALIDATION_DATA = ("No validation data: give --val_annotations/--val_images, 
                       "--val_tfrecord or --demo_data")
 
 
-
 class DeployedFile(Protocol):
     """What evaluation reads of a LiteRT / ONNX file: a `deploy.runtime.DeployedModel` (`load_deployed`)."""
 
@@ -42,6 +41,7 @@ class DeployedFile(Protocol):
     metadata: dict
 
     def detect_picture(self, pixels): ...
+
 
 def validation_source(data_config, run=None):
     """The validation source the data flags name, else the one `run` (a ModelDir) was trained on

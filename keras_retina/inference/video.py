@@ -105,7 +105,7 @@ def detect_video(detect_batch: Callable, path: str, output_path: str, detections
                                          batch_size=batch_size)
     every_nth_frame, max_frames, batch_size = settings.every_nth_frame, settings.max_frames, settings.batch_size
     for output in (output_path, detections_path):
-        if os.path.exists(output) and os.path.samefile(output, path):
+        if os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path):
             raise UsageError(f"{output}: the video being read would be written over; write elsewhere.")
     av = _import_av()
     try:

@@ -3,15 +3,18 @@ Anchor-free Detection via Adaptive Training Sample Selection", CVPR 2020): which
 box trains, decided per box from the statistics of its candidates instead of the paper's fixed IoU
 thresholds (0.5 / 0.4, section 4).
 
-For each box: on every pyramid level the `top_k` (9) anchors whose centres are nearest the box's
-centre are its candidates; its IoU threshold is the mean plus the standard deviation (n - 1) of the
-candidates' IoUs with it; a candidate at or above the threshold whose centre lies inside the box
-(by more than 0.01 pixel) is a positive of that box. An anchor that is a positive of several boxes
-goes to the one it overlaps most (ties: the first box); every other anchor is background (ATSS
-ignores none). On ties in distance the lower anchor index is a candidate first.
+For each box: on every pyramid level the anchors of the `top_k` (9) locations whose centres are
+nearest the box's centre (`top_k` x anchors per location anchors, as the ATSS authors' code takes
+them for RetinaNet's 9 anchors a location) are its candidates; its IoU threshold is the mean plus
+the standard deviation (n - 1) of the candidates' IoUs with it; a candidate at or above the
+threshold whose centre lies inside the box (by more than 0.01 pixel) is a positive of that box. An
+anchor that is a positive of several boxes goes to the one it overlaps most (ties: the first box);
+every other anchor is background (ATSS ignores none). On ties in distance the lower anchor index
+(location) is a candidate first.
 
-`atss_match(anchors, level_counts, boxes, valid, top_k)`: `anchors` float32 `[A, 4]` yxyx pixels in
-anchor order, `level_counts` the anchors of each level in that order, `boxes` float32 `[B, N, 4]`,
+`atss_match(anchors, level_counts, per_location, boxes, valid, top_k)`: `anchors` float32 `[A, 4]` yxyx
+pixels in anchor order, `level_counts` the anchors of each level in that order, `per_location` the
+anchors of one location (A of `modeling.anchors`), `boxes` float32 `[B, N, 4]`,
 `valid` bool `[B, N]`. Returns (the IoU with the box an anchor is a positive of, -1 when none
 `[B, A]`; that box's index `[B, A]` int32). Boxes are taken `chunk` at a time: memory
 O(B * A * chunk), as the max-IoU rule's.
@@ -21,7 +24,7 @@ import tensorflow as tf
 
 from keras_retina.ops import boxes as box_lib
 
-TOP_K = 9  # candidates per level (the ATSS paper's default; its results hold for 7-11)
+TOP_K = 9  # candidate locations per level (the ATSS paper's default; its results hold for 7-11)
 INSIDE_MARGIN = 0.01  # pixels an anchor's centre must lie inside the box (mmdetection's ATSSAssigner)
 
 
@@ -36,7 +39,8 @@ def _anchor_centers(anchors):
 
 
 def _candidates(distance, level_counts, top_k):
-    """bool `[B, A, c]`: per box (last axis), the `top_k` anchors of each level nearest its centre."""
+    """bool `[B, A, c]`: per box (last axis), the `top_k` anchors of each level nearest its centre
+    (ties: the lower anchor index first)."""
     batch, count = tf.shape(distance)[0], tf.shape(distance)[2]
     by_box = tf.transpose(distance, [0, 2, 1])  # [B, c, A]
     chosen, start = [], 0
@@ -53,7 +57,7 @@ def _candidates(distance, level_counts, top_k):
     return tf.scatter_nd(where, tf.ones([batch * count * width], tf.bool), tf.shape(distance))
 
 
-def atss_match(anchors, level_counts, boxes, valid, top_k=TOP_K, chunk=128):
+def atss_match(anchors, level_counts, per_location, boxes, valid, top_k=TOP_K, chunk=128):
     anchors = tf.convert_to_tensor(anchors, tf.float32)
     anchor_centers = _anchor_centers(anchors)  # [A, 2]
     batch, count = tf.shape(boxes)[0], tf.shape(boxes)[1]
@@ -63,7 +67,7 @@ def atss_match(anchors, level_counts, boxes, valid, top_k=TOP_K, chunk=128):
         part = boxes[:, start:start + chunk]  # [B, c, 4]
         iou = box_lib.pairwise_iou(anchors[None], part)  # [B, A, c]
         offset = anchor_centers[None, :, None, :] - _centers(part)[:, None, :, :]  # [B, A, c, 2]
-        candidate = _candidates(tf.norm(offset, axis=-1), level_counts, top_k)
+        candidate = _candidates(tf.norm(offset, axis=-1), level_counts, top_k * per_location)
         n = tf.reduce_sum(tf.cast(candidate, tf.float32), axis=1, keepdims=True)  # [B, 1, c]
         mean = tf.reduce_sum(tf.where(candidate, iou, 0.0), axis=1, keepdims=True) / n
         spread = tf.reduce_sum(tf.where(candidate, tf.square(iou - mean), 0.0), axis=1, keepdims=True)

@@ -48,7 +48,7 @@ class LabelEncoder(keras.layers.Layer):
       box_coder_weights: (wy, wx, wh, ww) for `ops.box_coder.encode`.
       assigner: "max_iou" (the paper's thresholds above) or "atss" (`modeling.atss`; the three
         settings above are then unused).
-      atss_top_k: ATSS's candidates per level and box (9).
+      atss_top_k: ATSS's candidate locations per level and box (9).
 
     Call: `boxes` `[B, N, 4]` or `[N, 4]` float32 yxyx pixels of the input; `classes` `[B, N]` or `[N]`
     int, 0..K-1, < 0 padding; `input_size` (height, width), default the layer's. Returns {"cls_targets":
@@ -115,7 +115,8 @@ class LabelEncoder(keras.layers.Layer):
         anchors = tf.convert_to_tensor(anchors, tf.float32)  # [A, 4]
 
         if self.assigner == "atss":
-            best_iou, matched = atss.atss_match(anchors, level_counts, boxes, valid, self.atss_top_k, BOX_CHUNK)
+            best_iou, matched = atss.atss_match(anchors, level_counts, self.anchor_generator.anchors_per_location,
+                                                boxes, valid, self.atss_top_k, BOX_CHUNK)
             foreground = best_iou >= 0.0  # a positive of some box (-1: of none)
             background = tf.logical_not(foreground)
         else:

@@ -114,7 +114,7 @@ class ModelConfig:
     anchor_assigner: str = setting(
         "max_iou", "Which anchors train on a box: max_iou (paper 4: IoU >= 0.5 foreground, < 0.4 background) or "
         "atss (adaptive thresholds per box, Zhang et al. 2020; modeling/atss.py).", choices=ASSIGNERS)
-    atss_top_k: int = setting(atss.TOP_K, "ATSS candidates per level and box.", _POSITIVE, flag=False)
+    atss_top_k: int = setting(atss.TOP_K, "ATSS candidate locations per level and box.", _POSITIVE, flag=False)
     box_coder_weights: tuple = setting(box_coder.DEFAULT_WEIGHTS, "(wy, wx, wh, ww) of the box coder.",
                                        (lambda v: len(v) == 4 and all(w > 0 for w in v),
                                         "must be four positive numbers."), flag=False)

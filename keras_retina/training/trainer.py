@@ -278,7 +278,8 @@ def build_callbacks(run, model, manager, train_config, val_ds, label_map):
     if val_ds is not None:
         evaluator = CocoEvaluation(val_ds, label_map, train_config.eval_every_steps, run, writer,
                                    cb.image_writer(writer, val_ds, label_map), best_manager=run.best_manager(model),
-                                   best_metric=train_config.best_metric, patience=train_config.early_stopping_evals)
+                                   best_metric=train_config.best_metric, patience=train_config.early_stopping_evals,
+                                   skip_if=lambda: nan_guard.bad_step is not None)
         callbacks.append(evaluator)
     return callbacks, evaluator, nan_guard
 

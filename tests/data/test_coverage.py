@@ -43,6 +43,15 @@ def test_the_suggestion_names_a_setting_that_covers_what_it_says(resize):
     assert f"Measured on these pictures: --image_size={side} --anchor_size={found['anchor_size']:g} covers" in text
 
 
+def test_a_longer_side_limit_of_ones_own_grows_with_the_size_and_is_named():
+    boxes = [[10, 10, 22, 22], [100, 100, 112, 112], [40, 150, 70, 170], [0, 0, 200, 200]]
+    found = coverage.anchor_coverage(_examples(boxes), ResizePolicy(128, 150))["suggestion"]
+    assert found["max_image_size"] > 150 and found["max_image_size"] % 32 == 0
+    text = coverage.format_coverage(coverage.anchor_coverage(_examples(boxes), ResizePolicy(128, 150)))
+    assert f"--image_size={found['image_size']} --max_image_size={found['max_image_size']} --anchor_size=" in text
+    assert "max_image_size" not in coverage.anchor_coverage(_examples(boxes), ResizePolicy(128))["suggestion"]
+
+
 def test_well_covered_data_has_no_warning():
     report = coverage.anchor_coverage(_examples([[0, 0, 128, 128], [64, 64, 192, 192]]), ResizePolicy(256))
     assert report["large"]["covered"] == 2

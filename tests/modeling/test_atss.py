@@ -25,19 +25,22 @@ def _iou(a, b):
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
-def reference(anchors, counts, boxes, valid, top_k):
-    """The ATSS rule written out box by box, anchor by anchor (float64)."""
+def reference(anchors, counts, per_location, boxes, valid, top_k):
+    """The ATSS rule written out box by box, location by location (float64): on each level the
+    `top_k` locations nearest the box's centre, all anchors of each."""
     anchors, boxes = anchors.astype(np.float64), boxes.astype(np.float64)
     iou = _iou(anchors, boxes)
-    centers = np.round((anchors[:, :2] + anchors[:, 2:]) / 2 * 1024) / 1024  # one centre per location
+    centers = (anchors[:, :2] + anchors[:, 2:]) / 2
     best, matched = np.full(len(anchors), -1.0), np.zeros(len(anchors), int)
     for g, box in enumerate(boxes):
         if not valid[g]:
             continue
-        distance = np.linalg.norm(centers - (box[:2] + box[2:]) / 2, axis=1)
         candidates, start = [], 0
         for count in counts:
-            candidates += list(start + np.argsort(distance[start:start + count], kind="stable")[:min(top_k, count)])
+            locations = centers[start:start + count:per_location]  # anchor order is location-major
+            distance = np.linalg.norm(locations - (box[:2] + box[2:]) / 2, axis=1)
+            for location in np.argsort(distance, kind="stable")[:top_k]:
+                candidates += list(range(start + location * per_location, start + (location + 1) * per_location))
             start += count
         values = iou[candidates, g]
         threshold = values.mean() + values.std(ddof=1)
@@ -63,9 +66,9 @@ def test_equal_to_the_rule_written_out_on_random_boxes(top_k):
     boxes = np.stack([_random_boxes(rng, 12) for _ in range(3)])
     valid = np.ones((3, 12), bool)
     valid[1, 8:] = False  # padding
-    best, matched = atss.atss_match(anchors, counts, tf.constant(boxes), tf.constant(valid), top_k, chunk=5)
+    best, matched = atss.atss_match(anchors, counts, 9, tf.constant(boxes), tf.constant(valid), top_k, chunk=5)
     for b in range(3):
-        expected_best, expected_matched = reference(anchors, counts, boxes[b], valid[b], top_k)
+        expected_best, expected_matched = reference(anchors, counts, 9, boxes[b], valid[b], top_k)
         assert np.array_equal(best[b].numpy() >= 0, expected_best >= 0), b
         positive = expected_best >= 0
         assert positive.sum() >= valid[b].sum()  # every box trains at least one anchor here
@@ -74,21 +77,24 @@ def test_equal_to_the_rule_written_out_on_random_boxes(top_k):
 
 
 def test_hand_built_boxes():
-    """One location per level on a 32 x 32 input (levels 4-5: strides 16, 32): a box equal to an
-    anchor takes it, an anchor whose centre is outside the box is never a positive, and an anchor
-    two boxes claim goes to the one it overlaps most."""
+    """One anchor a location on a 32 x 32 input: level 4 (stride 16) has 4 locations, centres
+    (8, 8), (8, 24), (24, 8), (24, 24), and level 5 one, centre (16, 16); 2 candidate locations a
+    level. Worked out by hand: box 0, equal to anchor 0, takes it (IoU 1; candidates' IoUs 1, 1/3
+    and 1/4: threshold 0.94); box 1 takes anchor 3 (0.316 against a threshold of 0.314, its centre
+    inside); box 2 would take anchor 0 (0.25 against 0.24), which box 0 overlaps more; anchors 1,
+    2 and 4 reach no box's threshold."""
     generator = AnchorGenerator(min_level=4, max_level=5, num_scales=1, aspect_ratios=(1.0,), anchor_size=2)
     anchors, counts = generator.anchors((32, 32)), generator.level_counts((32, 32))
-    assert counts == [4, 1] and anchors[0].tolist() == [-8, -8, 24, 24]  # stride 16: centres at 8, 24
+    assert counts == [4, 1] and anchors[0].tolist() == [-8, -8, 24, 24] and anchors[4].tolist() == [-16, -16, 48, 48]
     boxes = tf.constant([[anchors[0], [12, 12, 30, 30], [0, 0, 16, 16]]], tf.float32)
-    best, matched = atss.atss_match(anchors, counts, boxes, tf.ones([1, 3], tf.bool), top_k=2)
-    iou = _iou(anchors, boxes[0].numpy())
-    # anchor 0 (centre 8, 8) is a positive of boxes 0 and 2 (its centre inside both): box 0 (IoU 1) wins
-    assert matched[0, 0] == 0 and float(best[0, 0]) == pytest.approx(1.0)
-    # the centre (24, 24) of anchor 3 lies inside box 1 only: it is box 1's
-    assert matched[0, 3] == 1 and float(best[0, 3]) == pytest.approx(iou[3, 1])
-    # the level-5 anchor (centre 16, 16) is inside boxes 0 and 1 (on box 2's edge: not inside)
-    assert best[0, 4] < 0 or matched[0, 4] in (0, 1)
+    best, matched = atss.atss_match(anchors, counts, 1, boxes, tf.ones([1, 3], tf.bool), top_k=2)
+    assert (best[0].numpy() >= 0).tolist() == [True, False, False, True, False]
+    assert (matched[0, 0], matched[0, 3]) == (0, 1)
+    assert float(best[0, 0]) == pytest.approx(1.0) and float(best[0, 3]) == pytest.approx(324 / 1024)
+    # without box 0, anchor 0 goes to box 2
+    best, matched = atss.atss_match(anchors, counts, 1, boxes, tf.constant([[False, True, True]]), top_k=2)
+    assert (best[0].numpy() >= 0).tolist() == [True, False, False, True, False] and matched[0, 0] == 2
+    assert float(best[0, 0]) == pytest.approx(0.25)
 
 
 def test_the_label_encoder_with_atss_ignores_no_anchor_and_keeps_its_format():
@@ -101,7 +107,7 @@ def test_the_label_encoder_with_atss_ignores_no_anchor_and_keeps_its_format():
     assert out["cls_targets"].shape == paper(boxes, classes)["cls_targets"].shape
     targets = out["cls_targets"].numpy()
     assert IGNORE not in targets and set(np.unique(targets)) <= {BACKGROUND, 0, 1, 2}
-    best, matched = reference(generator.anchors(SIZE), generator.level_counts(SIZE), boxes, classes >= 0, 9)
+    best, matched = reference(generator.anchors(SIZE), generator.level_counts(SIZE), 9, boxes, classes >= 0, 9)
     assert np.array_equal(targets, np.where(best >= 0, classes[matched], BACKGROUND))
     foreground = best >= 0
     deltas = box_coder.encode(boxes[matched[foreground]], generator.anchors(SIZE)[foreground])

@@ -68,6 +68,8 @@ def test_bfloat16_training_leaves_the_kernel_taps_that_only_see_padding_untouche
         fpn(_features(side=side))
     finally:
         keras.mixed_precision.set_global_policy(before)
+    assert [fpn.extra[name].compute_dtype for name in ("P6", "P7")] == ["float32", "float32"]  # on any CPU
+    assert fpn.output_convs["P5"].compute_dtype == "bfloat16"  # the rest of the pyramid stays bfloat16
     kernels = [fpn.extra[name].kernel for name in ("P6", "P7")]
     single = [name for name in ("P6", "P7") if -(-side // 2 ** (int(name[1]) - 1)) == 1]  # convs over one pixel
     assert single == (["P6", "P7"] if side == 32 else ["P7"])
