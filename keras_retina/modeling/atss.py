@@ -12,7 +12,7 @@ anchor that is a positive of several boxes goes to the one it overlaps most (tie
 every other anchor is background (ATSS ignores none). On ties in distance the lower anchor index
 (location) is a candidate first.
 
-`atss_match(anchors, level_counts, per_location, boxes, valid, top_k)`: `anchors` float32 `[A, 4]` yxyx
+`atss_match(anchors, level_counts, per_location, boxes, valid, top_k=, chunk=)`: `anchors` float32 `[A, 4]` yxyx
 pixels in anchor order, `level_counts` the anchors of each level in that order, `per_location` the
 anchors of one location (A of `modeling.anchors`), `boxes` float32 `[B, N, 4]`,
 `valid` bool `[B, N]`. Returns (the IoU with the box an anchor is a positive of, -1 when none
@@ -57,7 +57,7 @@ def _candidates(distance, level_counts, top_k):
     return tf.scatter_nd(where, tf.ones([batch * count * width], tf.bool), tf.shape(distance))
 
 
-def atss_match(anchors, level_counts, per_location, boxes, valid, top_k=TOP_K, chunk=128):
+def atss_match(anchors, level_counts, per_location, boxes, valid, *, top_k=TOP_K, chunk=128):
     anchors = tf.convert_to_tensor(anchors, tf.float32)
     anchor_centers = _anchor_centers(anchors)  # [A, 2]
     batch, count = tf.shape(boxes)[0], tf.shape(boxes)[1]

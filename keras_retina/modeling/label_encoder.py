@@ -63,6 +63,7 @@ class LabelEncoder(keras.layers.Layer):
         background_iou=BACKGROUND_IOU,
         allow_low_quality_matches=True,
         box_coder_weights=box_coder.DEFAULT_WEIGHTS,
+        *,
         assigner="max_iou",
         atss_top_k=atss.TOP_K,
         **kwargs,
@@ -116,7 +117,7 @@ class LabelEncoder(keras.layers.Layer):
 
         if self.assigner == "atss":
             best_iou, matched = atss.atss_match(anchors, level_counts, self.anchor_generator.anchors_per_location,
-                                                boxes, valid, self.atss_top_k, BOX_CHUNK)
+                                                boxes, valid, top_k=self.atss_top_k, chunk=BOX_CHUNK)
             foreground = best_iou >= 0.0  # a positive of some box (-1: of none)
             background = tf.logical_not(foreground)
         else:

@@ -66,7 +66,7 @@ def test_equal_to_the_rule_written_out_on_random_boxes(top_k):
     boxes = np.stack([_random_boxes(rng, 12) for _ in range(3)])
     valid = np.ones((3, 12), bool)
     valid[1, 8:] = False  # padding
-    best, matched = atss.atss_match(anchors, counts, 9, tf.constant(boxes), tf.constant(valid), top_k, chunk=5)
+    best, matched = atss.atss_match(anchors, counts, 9, tf.constant(boxes), tf.constant(valid), top_k=top_k, chunk=5)
     for b in range(3):
         expected_best, expected_matched = reference(anchors, counts, 9, boxes[b], valid[b], top_k)
         assert np.array_equal(best[b].numpy() >= 0, expected_best >= 0), b
