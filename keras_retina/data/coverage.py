@@ -65,17 +65,27 @@ def anchor_coverage(source, policy, anchor_generator=None, foreground_iou=FOREGR
 
 
 def _match(pictures, policy, generator):
-    """([N] best IoU, [N] area) of every box at `policy`'s scale against `generator`'s anchors."""
-    best, areas = [np.zeros(0)], [np.zeros(0)]
+    """([N] best IoU, [N] area) of every box at `policy`'s scale against `generator`'s anchors, the
+    boxes in the pictures' order. Pictures that share a canvas share its anchors: their boxes are
+    matched together, a few array operations per canvas rather than per picture."""
+    by_canvas = {}  # canvas -> [boxes at the model's scale], in picture order
+    order = []  # (canvas, index in its list) per picture
     for height, width, boxes in pictures:
         scale = float(policy.scale(height, width))
         resized = resized_size(height, width, scale, policy.rounding)
-        levels = generator.by_level(tuple(int(s) for s in policy.canvas(resized[0], resized[1])))
+        canvas = tuple(int(s) for s in policy.canvas(resized[0], resized[1]))
         ratios = np.tile(np.asarray(resized, np.float64) / [height, width], 2)  # the resize's own, per axis
-        scaled = (boxes * ratios).astype(np.float32)
-        best.append(best_ious(scaled, levels, generator.anchors_per_location))
-        areas.append((scaled[:, 2] - scaled[:, 0]).astype(np.float64) * (scaled[:, 3] - scaled[:, 1]))
-    return np.concatenate(best), np.concatenate(areas)
+        order.append((canvas, len(by_canvas.setdefault(canvas, []))))
+        by_canvas[canvas].append((boxes * ratios).astype(np.float32))
+    best = {}
+    for canvas, parts in by_canvas.items():
+        scaled = np.concatenate(parts) if parts else np.zeros((0, 4), np.float32)
+        ious = best_ious(scaled, generator.by_level(canvas), generator.anchors_per_location)
+        best[canvas] = np.split(ious, np.cumsum([len(part) for part in parts])[:-1])
+    scaled = [by_canvas[canvas][i] for canvas, i in order]
+    areas = [(boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1]) for boxes in scaled]
+    return (np.concatenate([np.zeros(0)] + [best[canvas][i] for canvas, i in order]),
+            np.concatenate([np.zeros(0)] + areas))
 
 
 def suggest(pictures, policy, generator, foreground_iou, share):

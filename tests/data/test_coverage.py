@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -79,3 +80,28 @@ def test_the_best_anchor_found_near_the_centre_is_the_best_of_all(geometry):
     near = coverage.best_ious(boxes.astype(np.float32), generator.by_level(size), generator.anchors_per_location,
                               chunk=97)
     assert np.abs(near - everything).max() < 1e-5 and (everything >= 0.5).sum() >= 30 and (everything == 0).mean() < 0.5
+
+
+def test_pictures_of_different_canvases_keep_their_own_boxes_in_order():
+    """Boxes are matched a canvas at a time; each box keeps its own picture's scale and anchors,
+    in the pictures' order (a box is matched alone against its picture's canvas here)."""
+    from keras_retina.modeling.anchors import AnchorGenerator
+    from keras_retina.modeling.transform import resized_size
+
+    policy, generator = ResizePolicy(96, 128), AnchorGenerator()
+    pictures = [(192, 256, np.array([[10, 20, 60, 90]], np.float32)), (300, 200, np.zeros((0, 4), np.float32)),
+                (256, 192, np.array([[5, 5, 40, 30], [100, 50, 200, 180]], np.float32)),
+                (192, 256, np.array([[0, 0, 150, 250]], np.float32))]
+    best, areas = coverage._match(pictures, policy, generator)
+    expected_best, expected_areas = [], []
+    for height, width, boxes in pictures:
+        resized = resized_size(height, width, float(policy.scale(height, width)), policy.rounding)
+        canvas = tuple(int(s) for s in policy.canvas(*resized))
+        scaled = boxes * np.tile(np.asarray(resized, np.float64) / [height, width], 2)
+        expected_best += list(coverage.best_ious(scaled, generator.by_level(canvas), generator.anchors_per_location))
+        expected_areas += list((scaled[:, 2] - scaled[:, 0]) * (scaled[:, 3] - scaled[:, 1]))
+    assert len({tuple(int(s) for s in policy.canvas(*resized_size(h, w, float(policy.scale(h, w)), policy.rounding)))
+                for h, w, _ in pictures}) == 2  # landscape, portrait, portrait, landscape
+    np.testing.assert_allclose(best, expected_best, rtol=1e-6)
+    np.testing.assert_allclose(areas, expected_areas, rtol=1e-5)
+    assert len(set(np.round(best, 4))) == 4  # four different boxes, four different matches
