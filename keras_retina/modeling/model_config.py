@@ -101,8 +101,8 @@ class ModelConfig:
     box_loss_type: str = setting(
         "smooth_l1", "Box regression loss: smooth_l1 (paper 4.1, on anchor offsets), l1 (on offsets), giou, diou "
         "or ciou (on the decoded boxes; modeling/box_losses.py).", choices=loss_lib.BOX_LOSS_TYPES)
-    box_loss_weight: float = setting(1.0, "Weight of the box loss (1 for every type: torchvision's and "
-                                     "detectron2's default; not tuned here).", _NOT_NEGATIVE, flag=False)
+    box_loss_weight: float = setting(1.0, "Weight of the box loss beside the classification loss (1: the paper's, "
+                                     "and torchvision's and detectron2's for every box loss).", _NOT_NEGATIVE)
     smooth_l1_beta: float = setting(loss_lib.SMOOTH_L1_BETA, "Smooth-L1 transition point (Detectron: 1/9).",
                                     _NOT_NEGATIVE, flag=False)
     foreground_iou: float = setting(FOREGROUND_IOU, "IoU at or above which an anchor is foreground (paper 4).",

@@ -48,6 +48,7 @@ def _data_flags(coco, val=True):
     (["evaluate", "--model_dir=run"], "--model_dir=run: no config.json"),
     (["train", "--backbone=tiny", "--backbone_weights=imagenet"], "backbone='tiny' has no ImageNet weights"),
     (["train", "--classification_loss=focal_star", "--focal_gamma=0"], "FL* needs a gamma above 0"),
+    (["train", "--box_loss_type=giou", "--box_loss_weight=-1"], "--box_loss_weight=-1"),
     (["train", "--demo_data=d", "--model_dir=run", "--backbone=tiny", "--backbone_weights=nowhere.h5"],
      "backbone_weights='nowhere.h5': no such weights file"),
     (["train", "--flagfile=configs/demo.flags", "--model_dir=run", "--train_annotations=mine.json", "--train_images=."],

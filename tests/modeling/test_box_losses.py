@@ -102,3 +102,12 @@ def test_retinanet_trains_on_decoded_boxes_with_an_iou_loss():
     gradients = tape.gradient(loss, model.trainable_variables)
     assert np.isfinite(float(loss)) and all(np.isfinite(g.numpy()).all() for g in gradients if g is not None)
     assert RetinaNet.from_config(model.get_config()).config.box_loss_type == "giou"
+    # --box_loss_weight scales the box loss, in the total and in what the progress bar shows
+    model.box_loss_tracker.reset_state()
+    total = model.compute_loss(images, y, outputs)
+    weighted = RetinaNet(config=ModelConfig(**{**TINY, "num_classes": 2, "box_loss_type": "giou",
+                                               "box_loss_weight": 2.0}))
+    weighted.set_weights(model.get_weights())
+    weighted.box_loss_tracker.reset_state()
+    assert float(weighted.compute_loss(images, y, outputs)) == pytest.approx(float(total) + expected, rel=1e-4)
+    assert float(weighted.box_loss_tracker.result()) == pytest.approx(2 * expected, rel=1e-4)
