@@ -3,7 +3,8 @@
     model_dir/
       config.json            {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
       label_map.json         [{"id", "name"}], index = contiguous class
-      checkpoints/           tf.train.CheckpointManager (model + optimizer), latest 3: what a resume continues
+      checkpoints/           tf.train.CheckpointManager (model + optimizer, + averaged with --ema_momentum),
+                             latest 3: what a resume continues
       best/                  the checkpoint with the best validation metric (model), and its metrics-<step>.json
       logs/                  TensorBoard
       eval/metrics-<step>.json
@@ -12,7 +13,8 @@
       model.keras            the trained model for keras.saving.load_model
 
 JSON files are written atomically (`files.write_json`): a reader never sees half a file.
-`load_model` restores the best checkpoint when there is one (`which="latest"`: the latest);
+`load_model` restores the best checkpoint when there is one (`which="latest"`: the latest), with
+the averaged weights of a run trained with --ema_momentum (training/weight_averaging.py);
 `restore` refuses a checkpoint that lacks some of the model's weights (a half-random network is
 never evaluated or exported). `load_model` is how evaluate, export and predict get the trained
 model. Model dirs written by keras_retina before this layout do not load.
@@ -29,6 +31,25 @@ from keras_retina.files import read_json, write_json
 
 SECTIONS = ("model", "train", "data")  # of config.json
 CHECKPOINTS = ("best", "latest")  # which checkpoint evaluate, export, predict and --init_from load
+
+
+def averages_holder(model, averages=None):
+    """The "averaged" object of a checkpoint (training/weight_averaging.py): a tf.Module whose
+    `weights` are `averages` (the optimizer's), or new variables shaped like the model's
+    trainable weights, in their order, to restore them into."""
+    holder = tf.Module()
+    holder.weights = list(averages) if averages is not None else [
+        tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in model.trainable_variables]
+    return holder
+
+
+def _holds_averages(path):
+    """Whether the checkpoint at `path` has an "averaged" part (False when it cannot be read:
+    `ModelDir.restore` names the problem)."""
+    try:
+        return bool(path) and any(name.startswith("averaged/") for name, _ in tf.train.list_variables(path))
+    except (tf.errors.OpError, ValueError):
+        return False
 
 
 class ModelDir:
@@ -179,7 +200,12 @@ class ModelDir:
             raise UsageError(f"--checkpoint={which}: choose one of {', '.join(CHECKPOINTS)}.")
         config = self.read_config()
         model = RetinaNet(config=dataclasses.replace(self.model_config(), backbone_weights=None))
-        if checkpoint is None and which == "best":
-            checkpoint = self.best_checkpoint()
-        path = self.restore(tf.train.Checkpoint(model=model), checkpoint, for_inference=True)
+        path = checkpoint or (self.best_checkpoint() if which == "best" else None) or self.latest_checkpoint()
+        if _holds_averages(path):  # trained with weight averaging: the average, not the raw weights
+            holder = averages_holder(model)
+            self.restore(tf.train.Checkpoint(model=model, averaged=holder), path, for_inference=True)
+            for variable, average in zip(model.trainable_variables, holder.weights):
+                variable.assign(average)
+        else:
+            path = self.restore(tf.train.Checkpoint(model=model), path, for_inference=True)
         return model, self.read_label_map(), config, path

@@ -25,12 +25,16 @@ class CocoEvaluation(keras.callbacks.Callback):
     Prints one line per evaluation, writes `model_dir/eval/metrics-<step>.json` (`ModelDir`)
     and TensorBoard scalars (and, with `image_writer`, pictures with boxes). `skip_if`: a callable;
     while it returns True no epoch end evaluates (training's NaN guard: a broken model is never
-    evaluated, nor kept as the best).
+    evaluated, nor kept as the best). `averaged`: with weight averaging, a callable giving a context
+    in which the model holds its averaged weights: those are evaluated and kept as the best, and the
+    metrics say "weights": "averaged" (training/weight_averaging.py).
     """
 
     def __init__(self, dataset, label_map, every_steps, run_dir, summary_writer=None,
-                 image_writer=None, *, best_manager=None, best_metric="AP", patience=0, skip_if=None):
+                 image_writer=None, *, best_manager=None, best_metric="AP", patience=0, skip_if=None,
+                 averaged=None):
         super().__init__()
+        self.averaged = averaged
         self.skip_if = skip_if or (lambda: False)
         self.best_manager = best_manager
         self.best_metric = best_metric
@@ -55,9 +59,16 @@ class CocoEvaluation(keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         if step == self.last_step:
             return self.latest
+        if self.averaged is None:
+            return self._run(step)
+        with self.averaged(self.model):
+            return self._run(step)
+
+    def _run(self, step):
         start = time.time()
         metrics, evaluation = evaluate_coco(self.model, self.dataset, self.label_map, keep=True)
         metrics["step"] = step
+        metrics["weights"] = "raw" if self.averaged is None else "averaged"
         write_json(metrics, self.run_dir.metrics_path(step))
         print(f"\n[eval] step {step}: AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  "
               f"AP75 {metrics['AP75']:.3f}  on {metrics['num_images']} images "

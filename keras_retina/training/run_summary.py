@@ -23,6 +23,8 @@ def summarise(run, chief, model, manager, evaluator, train_config, *, sources, i
                "model_dir": run.path, "checkpoint": manager.latest_checkpoint}
     if init_report is not None:
         summary["init_from"] = init_report
+    if train_config.ema_momentum:  # training/weight_averaging.py
+        summary["weights"] = f"averaged (ema_momentum {train_config.ema_momentum})"
     reports = sources.reports()
     if reports:  # what the readers fixed, skipped or dropped (cleaning.DataReport)
         summary["data"] = {split: report.as_dict() for split, report in reports.items()}

@@ -50,6 +50,11 @@ class TrainConfig:
         None, "Start a new run from this model_dir's weights (a converted COCO model, any trained one, or a "
         "registered detector's name: keras_retina models): its architecture, every weight, and the classifier rows of "
         "classes whose names match (fine_tuning.py).")
+    ema_momentum: float = setting(
+        0.0, "Keep an exponential moving average of the weights with this momentum (e.g. 0.999; 0: off). Evaluation "
+        "during training, model_dir/best/, model.keras, export, predict and evaluate use the averaged weights; "
+        "checkpoints/ keep the raw ones too, for a resume (training/weight_averaging.py).",
+        (lambda v: 0 <= v < 1, "must be in [0, 1)."))
     seed: int = setting(0, "Random seed.")
     deterministic: bool = setting(
         False, "Bit-exact training: deterministic ops and a data order that is a function of the step, so a "

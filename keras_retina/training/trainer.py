@@ -44,7 +44,7 @@ from keras_retina.modeling.precision import set_precision
 from keras_retina.modeling.retinanet import RetinaNet
 from keras_retina.pretrained import published_weights, registry
 from keras_retina.training import callbacks as cb
-from keras_retina.training import fine_tuning
+from keras_retina.training import fine_tuning, weight_averaging
 from keras_retina.training.optimizer import make_optimizer
 from keras_retina.training.run_summary import format_summary, summarise  # noqa: F401 - format_summary: cli.train
 from keras_retina.training.strategy import is_chief, make_strategy
@@ -79,6 +79,9 @@ def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, 
                             f"by keras_retina train or convert, or a registered detector (keras_retina models).")
     strategy = strategy or make_strategy(train_config.strategy)
     resolver = getattr(strategy, "cluster_resolver", None)
+    if train_config.ema_momentum and resolver is not None and resolver.task_type:
+        raise UsageError("--ema_momentum works on one machine (its evaluations swap the averaged weights in on the "
+                         "chief alone); train with --strategy=multi_worker without it.")
     if train_config.early_stopping_evals and resolver is not None and resolver.task_type:
         raise UsageError("--early_stopping_evals works on one machine (the evaluation runs on the chief alone); "
                          "with --strategy=multi_worker the best checkpoint is still kept in model_dir/best.")
@@ -113,7 +116,8 @@ def _train(run, chief, model_config, train_config, sources, data_config, *, stra
     model = build_model(build_config, train_config, strategy)
     if coverage_images:
         coverage(sources, model, coverage_images)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                     **weight_averaging.checkpoint_parts(model))
     manager = run.checkpoint_manager(checkpoint)
     step, init_report = restore(run, model, checkpoint, train_config, sources.label_map, backbone_state,
                                 backbone_name=model_config.backbone_weights)
@@ -131,6 +135,8 @@ def _train(run, chief, model_config, train_config, sources, data_config, *, stra
             f"broken boxes in the data (run keras_retina check-data).")
     if not (manager.latest_checkpoint or "").endswith(f"-{final_step}"):
         manager.save(checkpoint_number=final_step)
+    if weight_averaging.is_on(model):  # what the final evaluation, the report and model.keras hold
+        weight_averaging.use_average(model)
     return summarise(run, chief, model, manager, evaluator, train_config, sources=sources, init_report=init_report,
                      start=start)
 
@@ -279,7 +285,8 @@ def build_callbacks(run, model, manager, train_config, val_ds, label_map):
         evaluator = CocoEvaluation(val_ds, label_map, train_config.eval_every_steps, run, writer,
                                    cb.image_writer(writer, val_ds, label_map), best_manager=run.best_manager(model),
                                    best_metric=train_config.best_metric, patience=train_config.early_stopping_evals,
-                                   skip_if=lambda: nan_guard.bad_step is not None)
+                                   skip_if=lambda: nan_guard.bad_step is not None,
+                                   averaged=weight_averaging.averaged if weight_averaging.is_on(model) else None)
         callbacks.append(evaluator)
     return callbacks, evaluator, nan_guard
 
