@@ -30,8 +30,13 @@ import contextlib
 from keras_retina.model_dir import averages_holder
 
 
+def _averaging(model):
+    """The optimizer keeping the average (inside a float16 loss-scale wrapper too)."""
+    return getattr(model.optimizer, "inner_optimizer", model.optimizer)
+
+
 def is_on(model):
-    return bool(getattr(model.optimizer, "use_ema", False))
+    return bool(getattr(_averaging(model), "use_ema", False))
 
 
 def checkpoint_parts(model):
@@ -39,7 +44,7 @@ def checkpoint_parts(model):
     optimizer's averages} with weight averaging on, else {}."""
     if not is_on(model):
         return {}
-    return {"averaged": averages_holder(model, model.optimizer._model_variables_moving_average)}
+    return {"averaged": averages_holder(model, _averaging(model)._model_variables_moving_average)}
 
 
 @contextlib.contextmanager
@@ -57,5 +62,5 @@ def averaged(model):
 
 def use_average(model):
     """The model's trainable weights become their averages (for good)."""
-    for variable, average in zip(model.trainable_variables, model.optimizer._model_variables_moving_average):
+    for variable, average in zip(model.trainable_variables, _averaging(model)._model_variables_moving_average):
         variable.assign(average)
