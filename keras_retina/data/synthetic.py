@@ -13,7 +13,9 @@ format, with non-contiguous category ids (1, 3, 5, ...) and mixed image sizes,
 so the demo runs exactly the code path of a user's own COCO data.
 `write_other_formats(paths, root)` writes the same pictures and boxes as Pascal VOC, YOLO and
 CSV datasets (what `data.readers.annotation_files` reads). `write_small_data_benchmark(root)`
-writes the harder benchmark of a few hundred pictures the small-data recipe is measured on.
+writes the harder benchmark of a few hundred pictures the small-data recipe is measured on;
+`write_soft_extent_benchmark(root)` one of objects without edges (Gaussian blobs, their box a
+convention), where box fit is the hard part.
 """
 
 import json
@@ -305,21 +307,84 @@ def make_hard_example(rng, size=256, num_classes=6, objects=(5, 15), sides=(10, 
 def write_small_data_benchmark(root, num_train=132, num_val=64, size=256, seed=0):
     """The small-data benchmark as COCO JSON: `root/{train,val}.json` and pictures, validation
     pictures shifted (`make_hard_example`). Written once; returns {"train": (json, dir), "val": (...)}."""
-    paths = {split: (os.path.join(root, f"{split}.json"), os.path.join(root, split)) for split in ("train", "val")}
+    categories = [{"id": k + 1, "name": CLASS_NAMES[k]} for k in range(len(CLASSES))]
+    return _write_benchmark(root, {"train": num_train, "val": num_val}, categories, seed,
+                            lambda rng, split: make_hard_example(rng, size, shifted=split == "val"))
+
+
+# ---------------------------------------------------------------- objects whose extent is a matter of judgement
+SOFT_CLASSES = (("bright", (235, 225, 150)), ("dark", (40, 45, 70)))
+SOFT_EXTENT = 2.0  # a blob's box reaches this many standard deviations from its centre
+
+
+def make_soft_example(rng, size=256, objects=(6, 16), sigmas=(2.5, 7.0), *, shifted=False):
+    """One picture of the soft-extent benchmark: `objects` blobs whose intensity falls off as a
+    Gaussian (standard deviations `sigmas` px per axis, drawn apart: elongated ones too) on a
+    smooth mottled background (`_smooth_texture`), at amplitudes 0.6-0.95; the class is the blob's
+    colour (SOFT_CLASSES). The box is the centre +- SOFT_EXTENT standard deviations (10-28 px
+    wide), clipped to the picture: the object has no edge, only a convention, as a tree crown, a
+    cell or a star on a photograph. Blobs may touch (their boxes overlap by up to IoU 0.2).
+    `shifted` (validation): other lighting, as in `make_hard_example`."""
+    height, width = (size, size) if np.isscalar(size) else size
+    image = _smooth_texture(rng, height, width)
+    yy, xx = np.mgrid[0:height, 0:width] + 0.5
+    placed, classes = [], []
+    for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+        for _attempt in range(30):
+            sigma = rng.uniform(*sigmas, 2)
+            centre = rng.uniform([0, 0], [height, width])
+            box = np.concatenate([centre - SOFT_EXTENT * sigma, centre + SOFT_EXTENT * sigma]).clip(
+                0, [height, width, height, width]).astype(np.float32)
+            if min(box[2] - box[0], box[3] - box[1]) >= 6 and _most_overlap(box, placed) <= 0.2:
+                break
+        else:
+            continue
+        cls = int(rng.integers(0, len(SOFT_CLASSES)))
+        weight = rng.uniform(0.6, 0.95) * np.exp(-0.5 * (((yy - centre[0]) / sigma[0]) ** 2
+                                                         + ((xx - centre[1]) / sigma[1]) ** 2))
+        image = image * (1 - weight[..., None]) + np.asarray(SOFT_CLASSES[cls][1], np.float64) * weight[..., None]
+        placed.append(box)
+        classes.append(cls)
+    if shifted:
+        image = (image - 128.0) * rng.uniform(0.6, 0.8) + 128.0 + rng.uniform(-40, 40)
+    return (image.clip(0, 255).astype(np.uint8), np.asarray(placed, np.float32).reshape(-1, 4),
+            np.asarray(classes, np.int32))
+
+
+def _smooth_texture(rng, height, width, cell=24):
+    """Light and shade varying smoothly over about `cell` px (coarse noise, bilinear), plus pixel noise."""
+    from PIL import Image
+
+    coarse = rng.normal(0, 1, (height // cell + 2, width // cell + 2)).astype(np.float32)
+    shade = np.asarray(Image.fromarray(coarse).resize((width + 2 * cell, height + 2 * cell), Image.BILINEAR))
+    base = 120 + 25 * shade[cell:cell + height, cell:cell + width]
+    return base[..., None] + rng.normal(0, 10, (height, width, 3)) + rng.normal(0, 8, 3)
+
+
+def write_soft_extent_benchmark(root, num_train=160, num_val=64, size=256, seed=0):
+    """The soft-extent benchmark (`make_soft_example`) as COCO JSON, like `write_small_data_benchmark`."""
+    categories = [{"id": k + 1, "name": name} for k, (name, _) in enumerate(SOFT_CLASSES)]
+    return _write_benchmark(root, {"train": num_train, "val": num_val}, categories, seed,
+                            lambda rng, split: make_soft_example(rng, size, shifted=split == "val"))
+
+
+def _write_benchmark(root, counts, categories, seed, make):
+    """`root/{split}.json` and `root/{split}/*.jpg` of `counts[split]` pictures `make(rng, split)`
+    (image, boxes yxyx, classes) gives; written once; returns {split: (json, dir)}."""
+    paths = {split: (os.path.join(root, f"{split}.json"), os.path.join(root, split)) for split in counts}
     if all(os.path.isfile(json_path) for json_path, _ in paths.values()):
         return paths
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    categories = [{"id": k + 1, "name": CLASS_NAMES[k]} for k in range(len(CLASSES))]
-    for split, count in (("train", num_train), ("val", num_val)):
+    for split, count in counts.items():
         os.makedirs(paths[split][1], exist_ok=True)
         images, annotations = [], []
         for index in range(count):
-            image, boxes, classes = make_hard_example(rng, size, shifted=split == "val")
+            image, boxes, classes = make(rng, split)
             name = f"{index:06d}.jpg"
             Image.fromarray(image).save(os.path.join(paths[split][1], name), quality=92)
-            images.append({"id": index + 1, "file_name": name, "height": size, "width": size})
+            images.append({"id": index + 1, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
             for (y0, x0, y1, x1), cls in zip(boxes.tolist(), classes.tolist()):
                 annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": cls + 1,
                                     "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
