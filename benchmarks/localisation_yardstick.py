@@ -203,7 +203,9 @@ def main():
                   "(benchmarks/localisation_yardstick.py's docstring). The tiny model from scratch with the "
                   "small-data recipe (--augment=overhead, check-data's anchor size) plus each row's change; "
                   "the best checkpoint evaluated, with the evaluation report's localisation cost.",
-                  tables, figures={"runs": everything, "steps": args.steps}, page="docs/training.md")
+                  tables, figures={"runs": everything, "steps": args.steps}, page="docs/training.md",
+                  command="python benchmarks/localisation_yardstick.py --dataset=deepforest|soft --variants=ROWS "
+                          "(the rows of a table may come from several runs)")
 
 
 if __name__ == "__main__":
