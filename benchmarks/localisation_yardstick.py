@@ -172,7 +172,10 @@ def main():
     data = (prepare_data(args.cache) + anchors) if args.variants else []
     folder = os.path.join(args.cache, f"runs-{args.dataset}-{args.steps}")
     path = os.path.join(results.RESULTS, "localisation_yardstick.json")
-    everything = json.load(open(path))["figures"]["runs"] if os.path.exists(path) else {}
+    everything = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            everything = json.load(f)["figures"]["runs"]
     runs = everything.setdefault(args.dataset, {})
     for name in [v for v in args.variants.split(",") if v]:  # none: the tables written again from the runs
         runs[name] = []

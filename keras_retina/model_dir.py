@@ -43,13 +43,25 @@ def averages_holder(model, averages=None):
     return holder
 
 
-def _holds_averages(path):
-    """Whether the checkpoint at `path` has an "averaged" part (False when it cannot be read:
-    `ModelDir.restore` names the problem)."""
+def holds_averages(path):
+    """Whether the checkpoint at `path` has an "averaged" part (its object graph's root names one;
+    False when it cannot be read: `ModelDir.restore` names the problem)."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    if not path:
+        return False
     try:
-        return bool(path) and any(name.startswith("averaged/") for name, _ in tf.train.list_variables(path))
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     except (tf.errors.OpError, ValueError):
         return False
+    return any(child.local_name == "averaged" for child in graph.nodes[0].children)
+
+
+def assign_averages(model, averages):
+    """The model's trainable weights take the values of `averages` (in the same order)."""
+    for variable, average in zip(model.trainable_variables, averages):
+        variable.assign(average)
 
 
 class ModelDir:
@@ -201,11 +213,10 @@ class ModelDir:
         config = self.read_config()
         model = RetinaNet(config=dataclasses.replace(self.model_config(), backbone_weights=None))
         path = checkpoint or (self.best_checkpoint() if which == "best" else None) or self.latest_checkpoint()
-        if _holds_averages(path):  # trained with weight averaging: the average, not the raw weights
+        if holds_averages(path):  # trained with weight averaging: the average, not the raw weights
             holder = averages_holder(model)
             self.restore(tf.train.Checkpoint(model=model, averaged=holder), path, for_inference=True)
-            for variable, average in zip(model.trainable_variables, holder.weights):
-                variable.assign(average)
+            assign_averages(model, holder.weights)
         else:
             path = self.restore(tf.train.Checkpoint(model=model), path, for_inference=True)
         return model, self.read_label_map(), config, path

@@ -128,7 +128,6 @@ def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((
 
         raise UsageError(f"--demo_data={root}: the folder holds other files (or a demo dataset of other "
                          f"settings); give a new or empty folder (the demo data is written there).")
-    from PIL import Image
 
     # Written into a folder of its own and renamed into place, so a crash never leaves half a dataset.
     building = f"{root.rstrip(os.sep)}.partial-{os.getpid()}"
@@ -136,22 +135,8 @@ def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((
     rng = np.random.default_rng(seed)
     categories = [{"id": 2 * k + 1, "name": CLASS_NAMES[k]} for k in range(num_classes)]
     for split, count in (("train", num_train), ("val", num_val)):
-        os.makedirs(os.path.join(building, split))
-        images, annotations = [], []
-        for index in range(count):
-            height, width = sizes[rng.integers(len(sizes))]
-            image, boxes, classes = make_example(rng, (height, width), num_classes, max_objects)
-            name = f"{index:06d}.jpg"
-            Image.fromarray(image).save(os.path.join(building, split, name), quality=92)
-            images.append({"id": index + 1, "file_name": name, "height": height, "width": width})
-            for (y0, x0, y1, x1), cls in zip(boxes.tolist(), classes.tolist()):
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": index + 1,
-                    "category_id": categories[cls]["id"],
-                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                    "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0})
-        with open(os.path.join(building, f"{split}.json"), "w", encoding="utf-8") as f:
-            json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+        _write_split(building, split, count, categories, lambda: make_example(
+            rng, tuple(sizes[rng.integers(len(sizes))]), num_classes, max_objects))
     with open(os.path.join(building, "dataset.json"), "w", encoding="utf-8") as f:
         json.dump(params, f)
     try:
@@ -374,21 +359,28 @@ def _write_benchmark(root, counts, categories, seed, make):
     paths = {split: (os.path.join(root, f"{split}.json"), os.path.join(root, split)) for split in counts}
     if all(os.path.isfile(json_path) for json_path, _ in paths.values()):
         return paths
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     for split, count in counts.items():
-        os.makedirs(paths[split][1], exist_ok=True)
-        images, annotations = [], []
-        for index in range(count):
-            image, boxes, classes = make(rng, split)
-            name = f"{index:06d}.jpg"
-            Image.fromarray(image).save(os.path.join(paths[split][1], name), quality=92)
-            images.append({"id": index + 1, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
-            for (y0, x0, y1, x1), cls in zip(boxes.tolist(), classes.tolist()):
-                annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": cls + 1,
-                                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                                    "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0})
-        with open(paths[split][0], "w", encoding="utf-8") as f:
-            json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+        _write_split(root, split, count, categories, lambda: make(rng, split))  # noqa: B023 - called at once
     return paths
+
+
+def _write_split(root, split, count, categories, make):
+    """`root/{split}/*.jpg` and `root/{split}.json` (COCO) of `count` pictures `make()` gives as
+    (image, boxes yxyx, classes); class k is `categories[k]`."""
+    from PIL import Image
+
+    os.makedirs(os.path.join(root, split), exist_ok=True)
+    images, annotations = [], []
+    for index in range(count):
+        image, boxes, classes = make()
+        name = f"{index:06d}.jpg"
+        Image.fromarray(image).save(os.path.join(root, split, name), quality=92)
+        images.append({"id": index + 1, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
+        for (y0, x0, y1, x1), cls in zip(boxes.tolist(), classes.tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": index + 1,
+                                "category_id": categories[cls]["id"],
+                                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                                "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0})
+    with open(os.path.join(root, f"{split}.json"), "w", encoding="utf-8") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)

@@ -43,9 +43,9 @@ class WarmupPiecewiseSchedule(keras.optimizers.schedules.LearningRateSchedule):
 class _RampedAverage:
     """Keras' weight average (`use_ema`) with its momentum ramped up: after step t (counted from 0)
     it is min(ema_momentum, t / (t + 10)), so the first step's weights are copied (as Keras does)
-    and the average then lengthens (0.5 at step 10, 0.99 at step 990), as TensorFlow's
-    ExponentialMovingAverage does with `num_updates`: a short run's average is not held back by
-    the random weights it started from, as with Keras' constant momentum. The average stays in the
+    and the average then lengthens (0.5 at step 10, 0.99 at step 990), much as TensorFlow's
+    ExponentialMovingAverage ramps with `num_updates` ((1 + t) / (10 + t)): a short run's average
+    is not held back by the random weights it started from, as with Keras' constant momentum. The average stays in the
     optimizer at the end of `fit` (Keras would copy it into the model there):
     training/weight_averaging.py decides when the model holds which weights."""
 

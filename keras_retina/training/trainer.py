@@ -105,6 +105,7 @@ def _train(run, chief, model_config, train_config, sources, data_config, *, stra
                   batch=max(1, train_config.batch_size // strategy.num_replicas_in_sync))
     if run.has_config() and ModelDir(run.path).latest_checkpoint() and not allow_other_data:
         check_same_data(run, sources.label_map, data_config)
+    weight_averaging.check_resume(run, train_config)
     if chief:  # the label map first: a config.json never exists without it
         run.write_label_map(sources.label_map)
         run.write_config({"model": model_config.to_json(), "train": train_config.to_json(),

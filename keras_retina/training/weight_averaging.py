@@ -27,7 +27,8 @@ alone would need every worker's part in the assignment.
 
 import contextlib
 
-from keras_retina.model_dir import averages_holder
+from keras_retina.errors import UsageError
+from keras_retina.model_dir import ModelDir, assign_averages, averages_holder, holds_averages
 
 
 def _averaging(model):
@@ -62,5 +63,16 @@ def averaged(model):
 
 def use_average(model):
     """The model's trainable weights become their averages (for good)."""
-    for variable, average in zip(model.trainable_variables, _averaging(model)._model_variables_moving_average):
-        variable.assign(average)
+    assign_averages(model, _averaging(model)._model_variables_moving_average)
+
+
+def check_resume(run, train_config):
+    """UsageError when the run's latest checkpoint was trained with weight averaging and this
+    training is not, or the other way round: the optimizer's saved state is laid out by position
+    and would restore into the wrong slots (the average into the momentum)."""
+    latest = ModelDir(run.path).latest_checkpoint()
+    if latest and holds_averages(latest) != bool(train_config.ema_momentum):
+        had = "with" if holds_averages(latest) else "without"
+        raise UsageError(f"--model_dir={run.path} was trained {had} weight averaging (--ema_momentum) and this "
+                         f"run {'is not' if had == 'with' else 'is'}: resume with the setting it was trained with, "
+                         f"or use a new --model_dir.")

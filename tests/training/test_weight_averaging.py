@@ -93,9 +93,21 @@ def test_evaluation_best_export_and_resume_each_hold_the_weights_they_say(tmp_pa
     at_step, _, _, _ = run.load_model(checkpoint=str(tmp_path / "resumed" / "checkpoints" / f"ckpt-{step}"))
     assert run.best_checkpoint().endswith(f"ckpt-{step}")
     assert all(np.array_equal(a, b) for a, b in zip(from_best, _weights(at_step)))
-    # model.keras is the best model, averaged
+    # model.keras is the best model, averaged; without validation data, the last average
     loaded = keras.saving.load_model(str(tmp_path / "resumed" / "model.keras"))
     assert all(np.allclose(a, b) for a, b in zip(_weights(loaded), from_best))
+    unevaluated = ModelDir(str(tmp_path / "unevaluated"))
+    last_average = _weights(unevaluated.load_model()[0])
+    loaded = keras.saving.load_model(str(tmp_path / "unevaluated" / "model.keras"))
+    assert all(np.allclose(a, b) for a, b in zip(_weights(loaded), last_average))
+    raw = _raw_weights(unevaluated, unevaluated.latest_checkpoint())
+    assert not all(np.allclose(a, b) for a, b in zip(last_average, raw))
+    # the optimizer's state is saved by position: a resume that turns averaging off (or on) is refused
+    config = (tmp_path / "unevaluated" / "config.json").read_text()
+    result = keras_retina(*[a for a in args if a != "--ema_momentum=0.9"], "--model_dir=unevaluated",
+                          "--train_steps=8", cwd=tmp_path)
+    assert result.returncode == 2 and "was trained with weight averaging (--ema_momentum)" in result.stderr
+    assert (tmp_path / "unevaluated" / "config.json").read_text() == config
 
 
 def test_multi_worker_training_refuses_averaging(tmp_path):
