@@ -20,7 +20,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from keras_retina.data import augment, synthetic  # noqa: E402
+from keras_retina.data import augment, benchmark_data  # noqa: E402
 from keras_retina.data.pipeline import train_dataset  # noqa: E402
 from keras_retina.data.readers.coco_json import read_coco_json  # noqa: E402
 from keras_retina.modeling.retinanet import RetinaNet  # noqa: E402
@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=16)
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="keras_retina_augment_speed_")
-    paths = synthetic.write_small_data_benchmark(folder)
+    paths = benchmark_data.write_small_data_benchmark(folder)
     source = read_coco_json(*paths["train"])
     model = RetinaNet(num_classes=len(source.label_map), backbone="tiny", image_size=args.image_size,
                       max_image_size=args.image_size)

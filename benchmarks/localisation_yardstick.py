@@ -16,7 +16,7 @@ SOAP_061 (California, 400 x 400, 37; its Alive and Dead labels are read as Tree)
 Crowns touch and where one ends is a matter of judgement, so the detector lands on most crowns
 but fits them loosely: the report's breakdown shows localisation as by far the largest error.
 
-`--dataset=soft`: synthetic (`data.synthetic.make_soft_example`), 160 training and 64 validation
+`--dataset=soft`: synthetic (`data.benchmark_data.make_soft_example`), 160 training and 64 validation
 pictures of 256 px with 6-16 blobs each, whose intensity falls off as a Gaussian and whose box is
 a convention (2 standard deviations), 10-28 px: the sizes where stride 8's anchors are coarse.
 
@@ -107,10 +107,10 @@ def prepare(data, folder):
 
 
 def prepare_soft(folder):
-    """The soft-extent benchmark (`data.synthetic.write_soft_extent_benchmark`): its train flags."""
-    from keras_retina.data import synthetic
+    """The soft-extent benchmark (`data.benchmark_data.write_soft_extent_benchmark`): its train flags."""
+    from keras_retina.data import benchmark_data
 
-    paths = synthetic.write_soft_extent_benchmark(os.path.join(folder, "soft"))
+    paths = benchmark_data.write_soft_extent_benchmark(os.path.join(folder, "soft"))
     return [f"--train_annotations={paths['train'][0]}", f"--train_images={paths['train'][1]}",
             f"--val_annotations={paths['val'][0]}", f"--val_images={paths['val'][1]}"]
 

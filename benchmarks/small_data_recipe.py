@@ -2,7 +2,7 @@
 
     python benchmarks/small_data_recipe.py [--variants=demo,best,overhead,...] [--steps=1500]
 
-The benchmark (`data.synthetic.write_small_data_benchmark`): 132 training pictures of 256 x 256,
+The benchmark (`data.benchmark_data.write_small_data_benchmark`): 132 training pictures of 256 x 256,
 5-15 small objects each (10-28 px) among distractor shapes of other colours on a striped texture;
 64 validation pictures of another site: another background, darker or brighter and flatter
 lighting, and triangles pointing any way (they all point up in training). Each variant trains from
@@ -80,10 +80,10 @@ def main():
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--data", default=None, help="where the benchmark is written (default: a temporary folder)")
     args = parser.parse_args()
-    from keras_retina.data import synthetic
+    from keras_retina.data import benchmark_data
 
     folder = args.data or tempfile.mkdtemp(prefix="keras_retina_small_data_")
-    paths = synthetic.write_small_data_benchmark(os.path.join(folder, "data"))
+    paths = benchmark_data.write_small_data_benchmark(os.path.join(folder, "data"))
     data = [f"--train_annotations={paths['train'][0]}", f"--train_images={paths['train'][1]}",
             f"--val_annotations={paths['val'][0]}", f"--val_images={paths['val'][1]}"]
     path = os.path.join(results.RESULTS, "small_data_recipe.json")

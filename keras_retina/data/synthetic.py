@@ -12,10 +12,8 @@ tool would: `root/{train,val}/*.jpg` and `root/{train,val}.json` in COCO
 format, with non-contiguous category ids (1, 3, 5, ...) and mixed image sizes,
 so the demo runs exactly the code path of a user's own COCO data.
 `write_other_formats(paths, root)` writes the same pictures and boxes as Pascal VOC, YOLO and
-CSV datasets (what `data.readers.annotation_files` reads). `write_small_data_benchmark(root)`
-writes the harder benchmark of a few hundred pictures the small-data recipe is measured on;
-`write_soft_extent_benchmark(root)` one of objects without edges (Gaussian blobs, their box a
-convention), where box fit is the hard part.
+CSV datasets (what `data.readers.annotation_files` reads). `write_split` writes one split of
+generated pictures as COCO JSON (also for the benchmarks' datasets, `data.benchmark_data`).
 """
 
 import json
@@ -54,19 +52,19 @@ def make_example(rng, size, num_classes=3, max_objects=3, min_side=0.2, max_side
             h, w = rng.uniform(min_side, max_side, 2) * min(height, width)
             y0, x0 = rng.uniform(0, height - h), rng.uniform(0, width - w)
             box = np.array([y0, x0, y0 + h, x0 + w], np.float32)
-            if _most_overlap(box, boxes) <= max_overlap:
+            if most_overlap(box, boxes) <= max_overlap:
                 break
         else:
             continue
         cls = int(rng.integers(0, num_classes))
-        _draw(image, box, *CLASSES[cls])
+        draw(image, box, *CLASSES[cls])
         boxes.append(box)
         classes.append(cls)
     return (image.astype(np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4),
             np.asarray(classes, np.int32))
 
 
-def _most_overlap(box, others):
+def most_overlap(box, others):
     """The highest IoU of yxyx `box` with any of the yxyx `others` (0 with none), by pycocotools (a
     TensorFlow op per attempt costs more than drawing), on C-ordered arrays as it reads them."""
     if not others:
@@ -75,7 +73,7 @@ def _most_overlap(box, others):
     return float(np.max(mask_utils.iou(xywh[:1], xywh[1:], np.zeros(len(others), np.uint8))))
 
 
-def _draw(image, box, shape, colour):
+def draw(image, box, shape, colour):
     y0, x0, y1, x1 = box
     yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]] + 0.5
     inside = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
@@ -135,7 +133,7 @@ def write_coco_dataset(root, num_train=512, num_val=128, num_classes=6, sizes=((
     rng = np.random.default_rng(seed)
     categories = [{"id": 2 * k + 1, "name": CLASS_NAMES[k]} for k in range(num_classes)]
     for split, count in (("train", num_train), ("val", num_val)):
-        _write_split(building, split, count, categories, lambda: make_example(
+        write_split(building, split, count, categories, lambda: make_example(
             rng, tuple(sizes[rng.integers(len(sizes))]), num_classes, max_objects))
     with open(os.path.join(building, "dataset.json"), "w", encoding="utf-8") as f:
         json.dump(params, f)
@@ -217,155 +215,7 @@ def _link(source, target):
 
 
 
-# ---------------------------------------------------------------- a harder benchmark: few small objects in clutter
-HARD_SHAPES = ("square", "disc", "triangle")
-
-
-def _texture(rng, height, width, kind):
-    """A cluttered background: "stripes" (diagonal bands over noise) or "blobs" (smooth patches)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    if kind == "stripes":
-        angle = rng.uniform(0, np.pi)
-        base = 110 + 35 * np.sin((yy * np.cos(angle) + xx * np.sin(angle)) / rng.uniform(4, 9))
-    else:
-        coarse = rng.normal(0, 1, (height // 32 + 2, width // 32 + 2))
-        up = np.kron(coarse, np.ones((32, 32)))[:height, :width]
-        base = 120 + 30 * up
-    rgb = base[..., None] + rng.normal(0, 18, (height, width, 3)) + rng.normal(0, 10, 3)
-    return rgb
-
-
-def _draw_turned(image, box, shape, colour, quarter_turns):
-    """A class shape; a triangle's apex points up turned by `quarter_turns` (0: up)."""
-    if shape != "triangle" or quarter_turns == 0:
-        _draw(image, box, shape, colour)
-        return
-    y0, x0, y1, x1 = box
-    yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]] + 0.5
-    inside = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
-    h, w = y1 - y0, x1 - x0
-    if quarter_turns == 1:  # apex left
-        inside &= np.abs(yy - (y0 + y1) / 2) <= (xx - x0) / w * h / 2
-    elif quarter_turns == 2:  # apex down
-        inside &= np.abs(xx - (x0 + x1) / 2) <= (y1 - yy) / h * w / 2
-    else:  # apex right
-        inside &= np.abs(yy - (y0 + y1) / 2) <= (x1 - xx) / w * h / 2
-    image[inside] = colour
-
-
-def make_hard_example(rng, size=256, num_classes=6, objects=(5, 15), sides=(10, 28), distractors=(4, 10),
-                      *, shifted=False):
-    """One picture of the small-data benchmark: `objects` class shapes of `sides` pixels, `distractors`
-    shapes of other colours, on a textured background. `shifted` (the validation pictures): another
-    background, other lighting, and triangles pointing any way (they point up in training), as a
-    user's new site differs from the one they labelled."""
-    height, width = (size, size) if np.isscalar(size) else size
-    image = _texture(rng, height, width, "blobs" if shifted else "stripes")
-    kinds = ["object"] * int(rng.integers(objects[0], objects[1] + 1))
-    kinds += ["distractor"] * int(rng.integers(distractors[0], distractors[1] + 1))
-    placed, boxes, classes = [], [], []
-    for kind in rng.permutation(kinds):
-        for _attempt in range(30):
-            side = rng.uniform(*sides, 2)
-            y0, x0 = rng.uniform(0, height - side[0]), rng.uniform(0, width - side[1])
-            box = np.array([y0, x0, y0 + side[0], x0 + side[1]], np.float32)
-            if _most_overlap(box, placed) <= 0.05:
-                break
-        else:
-            continue
-        placed.append(box)
-        if kind == "object":
-            cls = int(rng.integers(0, num_classes))
-            shape, colour = CLASSES[cls]
-            _draw_turned(image, box, shape, colour, int(rng.integers(0, 4)) if shifted else 0)
-            boxes.append(box)
-            classes.append(cls)
-        else:  # a distractor: a class shape in a colour no class has
-            colour = tuple(int(c) for c in rng.integers(60, 200, 3))
-            _draw(image, box, HARD_SHAPES[int(rng.integers(0, 3))], colour)
-    if shifted:  # other lighting: darker or brighter, less contrast
-        image = (image - 128.0) * rng.uniform(0.6, 0.8) + 128.0 + rng.uniform(-40, 40)
-    return (image.clip(0, 255).astype(np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4),
-            np.asarray(classes, np.int32))
-
-
-def write_small_data_benchmark(root, num_train=132, num_val=64, size=256, seed=0):
-    """The small-data benchmark as COCO JSON: `root/{train,val}.json` and pictures, validation
-    pictures shifted (`make_hard_example`). Written once; returns {"train": (json, dir), "val": (...)}."""
-    categories = [{"id": k + 1, "name": CLASS_NAMES[k]} for k in range(len(CLASSES))]
-    return _write_benchmark(root, {"train": num_train, "val": num_val}, categories, seed,
-                            lambda rng, split: make_hard_example(rng, size, shifted=split == "val"))
-
-
-# ---------------------------------------------------------------- objects whose extent is a matter of judgement
-SOFT_CLASSES = (("bright", (235, 225, 150)), ("dark", (40, 45, 70)))
-SOFT_EXTENT = 2.0  # a blob's box reaches this many standard deviations from its centre
-
-
-def make_soft_example(rng, size=256, objects=(6, 16), sigmas=(2.5, 7.0), *, shifted=False):
-    """One picture of the soft-extent benchmark: `objects` blobs whose intensity falls off as a
-    Gaussian (standard deviations `sigmas` px per axis, drawn apart: elongated ones too) on a
-    smooth mottled background (`_smooth_texture`), at amplitudes 0.6-0.95; the class is the blob's
-    colour (SOFT_CLASSES). The box is the centre +- SOFT_EXTENT standard deviations (10-28 px
-    wide), clipped to the picture: the object has no edge, only a convention, as a tree crown, a
-    cell or a star on a photograph. Blobs may touch (their boxes overlap by up to IoU 0.2).
-    `shifted` (validation): other lighting, as in `make_hard_example`."""
-    height, width = (size, size) if np.isscalar(size) else size
-    image = _smooth_texture(rng, height, width)
-    yy, xx = np.mgrid[0:height, 0:width] + 0.5
-    placed, classes = [], []
-    for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
-        for _attempt in range(30):
-            sigma = rng.uniform(*sigmas, 2)
-            centre = rng.uniform([0, 0], [height, width])
-            box = np.concatenate([centre - SOFT_EXTENT * sigma, centre + SOFT_EXTENT * sigma]).clip(
-                0, [height, width, height, width]).astype(np.float32)
-            if min(box[2] - box[0], box[3] - box[1]) >= 6 and _most_overlap(box, placed) <= 0.2:
-                break
-        else:
-            continue
-        cls = int(rng.integers(0, len(SOFT_CLASSES)))
-        weight = rng.uniform(0.6, 0.95) * np.exp(-0.5 * (((yy - centre[0]) / sigma[0]) ** 2
-                                                         + ((xx - centre[1]) / sigma[1]) ** 2))
-        image = image * (1 - weight[..., None]) + np.asarray(SOFT_CLASSES[cls][1], np.float64) * weight[..., None]
-        placed.append(box)
-        classes.append(cls)
-    if shifted:
-        image = (image - 128.0) * rng.uniform(0.6, 0.8) + 128.0 + rng.uniform(-40, 40)
-    return (image.clip(0, 255).astype(np.uint8), np.asarray(placed, np.float32).reshape(-1, 4),
-            np.asarray(classes, np.int32))
-
-
-def _smooth_texture(rng, height, width, cell=24):
-    """Light and shade varying smoothly over about `cell` px (coarse noise, bilinear), plus pixel noise."""
-    from PIL import Image
-
-    coarse = rng.normal(0, 1, (height // cell + 2, width // cell + 2)).astype(np.float32)
-    shade = np.asarray(Image.fromarray(coarse).resize((width + 2 * cell, height + 2 * cell), Image.BILINEAR))
-    base = 120 + 25 * shade[cell:cell + height, cell:cell + width]
-    return base[..., None] + rng.normal(0, 10, (height, width, 3)) + rng.normal(0, 8, 3)
-
-
-def write_soft_extent_benchmark(root, num_train=160, num_val=64, size=256, seed=0):
-    """The soft-extent benchmark (`make_soft_example`) as COCO JSON, like `write_small_data_benchmark`."""
-    categories = [{"id": k + 1, "name": name} for k, (name, _) in enumerate(SOFT_CLASSES)]
-    return _write_benchmark(root, {"train": num_train, "val": num_val}, categories, seed,
-                            lambda rng, split: make_soft_example(rng, size, shifted=split == "val"))
-
-
-def _write_benchmark(root, counts, categories, seed, make):
-    """`root/{split}.json` and `root/{split}/*.jpg` of `counts[split]` pictures `make(rng, split)`
-    (image, boxes yxyx, classes) gives; written once; returns {split: (json, dir)}."""
-    paths = {split: (os.path.join(root, f"{split}.json"), os.path.join(root, split)) for split in counts}
-    if all(os.path.isfile(json_path) for json_path, _ in paths.values()):
-        return paths
-    rng = np.random.default_rng(seed)
-    for split, count in counts.items():
-        _write_split(root, split, count, categories, lambda: make(rng, split))  # noqa: B023 - called at once
-    return paths
-
-
-def _write_split(root, split, count, categories, make):
+def write_split(root, split, count, categories, make):
     """`root/{split}/*.jpg` and `root/{split}.json` (COCO) of `count` pictures `make()` gives as
     (image, boxes yxyx, classes); class k is `categories[k]`."""
     from PIL import Image
