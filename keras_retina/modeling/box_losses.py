@@ -14,6 +14,8 @@ small constant EPS sits where torchvision.ops' `generalized_box_iou_loss`, `dist
 and `complete_box_iou_loss` put it, so the numbers are theirs (tested); CIoU's aspect term adds it
 to the heights too, so a box of no height gives a finite loss where torchvision's is NaN.
 
+`aligned_iou(boxes, targets)`: the IoU of each box with its own target (the quality-aware
+classification losses' target, `quality_losses`).
 `BoxIoULoss(kind)`: a Keras loss (`reduction="sum"` in RetinaNet). `losses.box_loss(name, beta)`
 builds any of `BOX_LOSS_TYPES`: "smooth_l1" (paper), "l1" (on deltas: smooth L1 with beta 0,
 torchvision's "l1"), "giou", "diou", "ciou".
@@ -38,6 +40,12 @@ def _parts(boxes, targets):
     union = (y2 - y1) * (x2 - x1) + (y2g - y1g) * (x2g - x1g) - inter
     enclosing = (ops.minimum(y1, y1g), ops.minimum(x1, x1g), ops.maximum(y2, y2g), ops.maximum(x2, x2g))
     return (y1, x1, y2, x2), (y1g, x1g, y2g, x2g), inter, union, enclosing
+
+
+def aligned_iou(boxes, targets):
+    """IoU of each yxyx box `[..., 4]` with its own target `[..., 4]` -> `[...]` (0 for two empty boxes)."""
+    _, _, inter, union, _ = _parts(boxes, targets)
+    return inter / (union + EPS)
 
 
 def giou_loss(boxes, targets):

@@ -11,7 +11,9 @@ The sigmoid is fused into the loss (section 3.2): no Inf or NaN loss or gradient
 Box regression: class-agnostic smooth L1 (`beta`, default 1/9: Detectron's) on `ops.box_coder` targets.
 `detection_losses(cls_targets [B, A], box_targets [B, A, 4], cls_logits [B, A, K], box_outputs [B, A, 4],
 ...)` -> (classification, box): sums over non-ignored (box: foreground) anchors over the global batch's
-foreground count, at least 1 (section 4.1). `classification_loss(name)`: "focal" | "focal_star" | "balanced_ce".
+foreground count, at least 1 (section 4.1). `classification_loss(name)`: "focal" | "focal_star" |
+"balanced_ce", or the quality-aware "quality_focal" | "varifocal" (`quality_losses`: the targets
+are the IoUs of the predicted boxes).
 """
 
 import keras
@@ -20,6 +22,7 @@ from keras import ops
 
 from keras_retina.modeling.box_losses import BOX_LOSS_TYPES, ON_BOXES, BoxIoULoss
 from keras_retina.modeling.label_encoder import BACKGROUND, IGNORE
+from keras_retina.modeling.quality_losses import VFL_ALPHA, QualityFocalLoss, VarifocalLoss
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
@@ -146,7 +149,7 @@ def focal_loss(labels, logits, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA):
     return loss(logits)
 
 
-CLASSIFICATION_LOSSES = ("focal", "focal_star", "balanced_ce")
+CLASSIFICATION_LOSSES = ("focal", "focal_star", "balanced_ce", "quality_focal", "varifocal")
 
 
 def box_loss(name="smooth_l1", beta=SMOOTH_L1_BETA):
@@ -167,11 +170,24 @@ def default_gamma(name):
     return FOCAL_STAR_GAMMA if name == "focal_star" else FOCAL_GAMMA
 
 
-def classification_loss(name, alpha=FOCAL_ALPHA, gamma=None, beta=FOCAL_STAR_BETA):
-    """'focal' (default) | 'focal_star' | 'balanced_ce' -> a loss object that sums
-    (`reduction="sum"`, as `detection_losses` needs). gamma None: `default_gamma(name)`."""
+def default_alpha(name):
+    """The alpha a classification loss uses when none is given: VarifocalNet's 0.75 for 'varifocal'
+    (it weights the negatives), else FOCAL_ALPHA (quality_focal ignores it)."""
+    return VFL_ALPHA if name == "varifocal" else FOCAL_ALPHA
+
+
+def classification_loss(name, alpha=None, gamma=None, beta=FOCAL_STAR_BETA):
+    """'focal' (default) | 'focal_star' | 'balanced_ce' | 'quality_focal' | 'varifocal' (IoU targets,
+    `quality_losses`; quality_focal's beta is `gamma`) -> a loss object that sums (`reduction="sum"`, as
+    `detection_losses` needs). alpha, gamma None: `default_alpha(name)`, `default_gamma(name)`."""
     if gamma is None:
         gamma = default_gamma(name)
+    if alpha is None:
+        alpha = default_alpha(name)
+    if name == "quality_focal":
+        return QualityFocalLoss(gamma, reduction="sum")
+    if name == "varifocal":
+        return VarifocalLoss(alpha, gamma, reduction="sum")
     if name == "focal":
         return FocalLoss(alpha, gamma, reduction="sum")
     if name == "focal_star":
@@ -197,7 +213,7 @@ def global_foreground_count(cls_targets):
     return ops.maximum(ops.stop_gradient(count), 1.0)
 
 
-def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss_fn, box_loss_fn):
+def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss_fn, box_loss_fn, quality=None):
     """Per-replica RetinaNet losses, normalised by the global foreground count.
 
     Args:
@@ -207,6 +223,8 @@ def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss
       box_outputs: `[B, A, 4]` box regression outputs.
       cls_loss_fn, box_loss_fn: Keras losses with `reduction="sum"`, called with
         `(targets, outputs, sample_weight=[B, A])`.
+      quality: optional `[B, A]` float32 in [0, 1]: the true class's target (else 1), for the
+        quality-aware losses.
 
     Returns:
       (classification_loss, box_loss) scalars float32: the sums over this
@@ -219,6 +237,8 @@ def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss
     # one_hot of BACKGROUND / IGNORE (negative ids) is all zeros.
     labels = ops.one_hot(ops.maximum(cls_targets, -1), num_classes)
     labels = ops.where(ops.expand_dims(cls_targets >= 0, -1), labels, 0.0)
+    if quality is not None:
+        labels = labels * ops.expand_dims(ops.cast(quality, "float32"), -1)
     not_ignored = ops.cast(cls_targets != IGNORE, "float32")
     foreground = ops.cast(cls_targets > BACKGROUND, "float32")
     normaliser = global_foreground_count(cls_targets)

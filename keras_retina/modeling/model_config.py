@@ -92,11 +92,14 @@ class ModelConfig:
                              choices=NORMS)
     prior_probability: float = setting(PRIOR_PROBABILITY, "pi of the classification bias init (paper 4.1: 0.01).",
                                        (lambda v: 0 < v < 1, "must be in (0, 1)."), flag=False)
-    classification_loss: str = setting("focal", "focal (paper), focal_star (FL*) or balanced_ce (CE_alpha).",
-                                       choices=loss_lib.CLASSIFICATION_LOSSES)
-    focal_alpha: float = setting(loss_lib.FOCAL_ALPHA, "Focal loss alpha (paper: 0.25).", _UNIT)
-    focal_gamma: float = setting(None, "Focal loss gamma (default: 2 for FL, 4 for FL*).",
-                                 _NOT_NEGATIVE)
+    classification_loss: str = setting(
+        "focal", "focal (paper), focal_star (FL*), balanced_ce (CE_alpha), or the quality-aware quality_focal "
+        "(GFL) or varifocal (VarifocalNet), whose targets are the IoUs of the predicted boxes "
+        "(modeling/quality_losses.py).", choices=loss_lib.CLASSIFICATION_LOSSES)
+    focal_alpha: float = setting(None, "Focal loss alpha (default: 0.25, the paper's; 0.75 for varifocal; "
+                                 "quality_focal has none).", _UNIT)
+    focal_gamma: float = setting(None, "Focal loss gamma (default: 2 for FL, 4 for FL*; quality_focal's beta, "
+                                 "varifocal's gamma: 2).", _NOT_NEGATIVE)
     focal_star_beta: float = setting(loss_lib.FOCAL_STAR_BETA, "beta of FL* (appendix A: 0).", flag=False)
     box_loss_type: str = setting(
         "smooth_l1", "Box regression loss: smooth_l1 (paper 4.1, on anchor offsets), l1 (on offsets), giou, diou "
@@ -137,6 +140,8 @@ class ModelConfig:
             object.__setattr__(self, field.name, as_tuples(getattr(self, field.name)))
         if self.focal_gamma is None:
             object.__setattr__(self, "focal_gamma", loss_lib.default_gamma(self.classification_loss))
+        if self.focal_alpha is None:
+            object.__setattr__(self, "focal_alpha", loss_lib.default_alpha(self.classification_loss))
         check_fields(self)
         try:  # built once here: the model, training, check-data and export read `config.resize_policy`
             object.__setattr__(self, "resize_policy", transform.policy_from_config(self))

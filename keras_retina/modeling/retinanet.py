@@ -24,6 +24,7 @@ from keras import ops
 
 from keras_retina.errors import UsageError
 from keras_retina.modeling import anchors as anchor_lib
+from keras_retina.modeling import box_losses
 from keras_retina.modeling import losses as loss_lib
 from keras_retina.modeling.backbone import DEFAULT_BACKBONE
 from keras_retina.modeling.builder import PART_NAMES, build_parts
@@ -144,14 +145,20 @@ class RetinaNet(keras.Model):
             raise ValueError("RetinaNet does not use sample_weight; pass only (images, targets).")
         targets = self.encode_targets(y, _input_size(x))
         box_targets, box_outputs = targets["box_targets"], y_pred["box"]
-        if getattr(self.box_loss_fn, "on_boxes", False):  # IoU losses compare the decoded boxes
+        quality = None
+        on_boxes = getattr(self.box_loss_fn, "on_boxes", False)  # IoU losses compare the decoded boxes
+        if on_boxes or getattr(self.cls_loss_fn, "quality_aware", False):
             anchors = self.anchor_generator.anchors(_input_size(x))
             weights = self.config.box_coder_weights
-            box_targets = box_coder.decode(box_targets, anchors, weights)
-            box_outputs = box_coder.decode(box_outputs, anchors, weights)
+            decoded_targets = box_coder.decode(box_targets, anchors, weights)
+            decoded_outputs = box_coder.decode(box_outputs, anchors, weights)
+            if getattr(self.cls_loss_fn, "quality_aware", False):  # the score's target: how well the box fits
+                quality = ops.stop_gradient(box_losses.aligned_iou(decoded_outputs, decoded_targets))
+            if on_boxes:
+                box_targets, box_outputs = decoded_targets, decoded_outputs
         cls_loss, box_loss = loss_lib.detection_losses(
             targets["cls_targets"], box_targets, y_pred["classification"], box_outputs, self.cls_loss_fn,
-            self.box_loss_fn,
+            self.box_loss_fn, quality=quality,
         )
         box_loss = self.config.box_loss_weight * box_loss
         total = cls_loss + box_loss

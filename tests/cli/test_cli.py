@@ -80,7 +80,7 @@ def test_help_lists_the_commands_and_each_commands_flags_without_tensorflow_nois
     groups = re.findall(r"^(\S[^:]*):$", result.stdout, re.M)
     assert groups == ["run folder and reports", "data (exactly one training source)", "model (the paper's defaults)",
                       "training (the paper's recipe by default)", "export and postprocessing"]
-    assert "  --focal_alpha=0.25\n      Focal loss alpha (paper: 0.25)." in result.stdout
+    assert "  --focal_alpha=\n      Focal loss alpha (default: 0.25, the paper's; 0.75 for varifocal" in result.stdout
     assert "  --lr_boundaries=60000,80000\n" in result.stdout
     result = run("export", "--help")
     assert "--export_dir" in result.stdout and "--focal_alpha" not in result.stdout
