@@ -71,6 +71,8 @@ OPTIONS = {
     "pre_nms_top_k": ("integer", None, "Candidates per level (default: the model's, 1000).", "export"),
     "nms_iou_threshold": ("float", None, "NMS IoU (default: the model's, 0.5).", "export"),
     "max_detections": ("integer", None, "Detections per image (default: the model's, 100).", "export"),
+    "box_voting_sigma": ("float", None, "Score voting after NMS: 0 (off) or its sigma, 0.025 PAA's (default: the "
+                         "model's, 0: off; modeling/detection_decoder.py).", "export"),
     "saved_model": ("string", None, "An exported SavedModel version folder.", "predict"),
     "model": ("string", None, "predict: a registered detector's name (keras_retina models), or, for predict and "
               "evaluate, a .tflite or .onnx file from keras_retina export (run with "
@@ -130,8 +132,8 @@ _OPTION_CHECKS = {
 }
 # The command-line flag of each postprocessing setting (detection_decoder.SETTINGS), checked by the
 # decoder's own rules (`detection_decoder.CHECKS`).
-POSTPROCESS_FLAGS = dict(zip(("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"),
-                             POSTPROCESS_SETTINGS))
+POSTPROCESS_FLAGS = dict(zip(("nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections",
+                              "box_voting_sigma"), POSTPROCESS_SETTINGS, strict=True))
 _OPTION_CHECKS.update({flag: POSTPROCESS_CHECKS[setting] for flag, setting in POSTPROCESS_FLAGS.items()})
 # The TileSettings field of each tiling flag, checked by its rules (`inference.tiling.CHECKS`).
 TILE_FLAGS = {"tile_overlap": "overlap", "tile_scale": "scale", "detect_batch_size": "batch_size",
@@ -144,7 +146,8 @@ COMMAND_FLAGS = {
               "training": None,
               "export": None},
     "evaluate": {"run": {"model_dir", "output", "checkpoint"}, "predict": {"model"}, "data": None,
-                 "training": {"batch_size", "mixed_precision", "report", "report_pictures", "report_score_threshold"}},
+                 "training": {"batch_size", "mixed_precision", "report", "report_pictures", "report_score_threshold"},
+                 "export": set(POSTPROCESS_FLAGS)},
     "check-data": {"run": {"max_images", "write_coco"}, "data": None,
                    "model": {"image_size", "max_image_size", "resize", "resize_rounding", "canvas", "num_scales",
                              "aspect_ratios", "anchor_size", "anchor_geometry"}},
@@ -153,7 +156,7 @@ COMMAND_FLAGS = {
     "models": {},
     "tile-data": {"tiling": None, "predict": {"tile", "tile_overlap"}, "data": None},
     "predict": {"run": {"model_dir", "checkpoint"}, "predict": None,
-                "export": {"nms_score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections"},
+                "export": set(POSTPROCESS_FLAGS),
                 "training": {"mixed_precision"}},
 }
 

@@ -2,7 +2,8 @@
 
 - `evaluate_model_dir(model_dir, data_config=None, batch_size=16, checkpoint="best")`: the best
   (else the latest) checkpoint on the validation data the data flags name, else the data the
-  model_dir was trained on.
+  model_dir was trained on; `postprocess` (PostprocessSettings) decodes as an export with them would
+  (the metrics say which were given).
 - `evaluate_file(deployed, model_dir=None, data_config=None)`: a LiteRT / ONNX file loaded by
   `deploy.runtime.load`, run by its runtime, each picture letterboxed into its fixed input.
 
@@ -21,11 +22,12 @@ from keras_retina.config_fields import from_dict
 from keras_retina.data import pipeline
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.splits import open_sources
-from keras_retina.errors import DataError, UsageError
+from keras_retina.errors import DataError, SettingsError, UsageError
 from keras_retina.evaluation.coco_metrics import evaluate_coco, evaluate_deployed, format_metrics
 from keras_retina.evaluation.report import report_folder, write_report
 from keras_retina.files import write_json
 from keras_retina.model_dir import ModelDir
+from keras_retina.modeling.detection_decoder import PostprocessSettings
 from keras_retina.modeling.precision import set_precision
 
 NO_VALIDATION_DATA = ("No validation data: give --val_annotations/--val_images, --tfds_name (--tfds_val_split), "
@@ -60,16 +62,21 @@ def validation_source(data_config, run=None):
 
 def evaluate_model_dir(model_dir: str, data_config: DataConfig | None = None, batch_size: int = 16,
                        output: str | None = None, mixed_precision: str = "none", checkpoint: str = "best", *,
-                       report: bool = True, report_pictures: int = 12, report_score_threshold: float = 0.0) -> dict:
+                       report: bool = True, report_pictures: int = 12, report_score_threshold: float = 0.0,
+                       postprocess: PostprocessSettings | None = None) -> dict:
     run = ModelDir(model_dir)
     set_precision(mixed_precision, run.model_config)
     net, label_map, _, checkpoint = run.load_model(which=checkpoint)
+    if postprocess is not None and postprocess.given():  # the settings an export would fix
+        net.decoder = postprocess.apply(net.decoder)
     val = validation_source(data_config, run)
     if [e["id"] for e in val.label_map] != [e["id"] for e in label_map]:
         raise DataError(f"{val.name}: its categories differ from the model's {run.label_map_path}.")
     metrics, evaluation = evaluate_coco(net, pipeline.eval_dataset(val, net.resize_policy, batch_size), label_map,
                                         keep=True)
     metrics["checkpoint"] = checkpoint
+    if postprocess is not None and postprocess.given():
+        metrics["postprocess"] = postprocess.given()
     print(f"COCO evaluation of {checkpoint} on {metrics['num_images']} images:")
     default = run.metrics_path(checkpoint.rsplit("-", 1)[-1])
     if checkpoint == run.best_checkpoint():
@@ -85,7 +92,10 @@ def evaluate_model_dir(model_dir: str, data_config: DataConfig | None = None, ba
 
 def evaluate_file(deployed: DeployedFile, model_dir: str | None = None, data_config: DataConfig | None = None,
                   output: str | None = None, report: bool = True, report_pictures: int = 12,
-                  *, report_score_threshold: float = 0.0) -> dict:
+                  *, report_score_threshold: float = 0.0, postprocess: PostprocessSettings | None = None) -> dict:
+    if postprocess is not None and postprocess.given():
+        raise SettingsError(sorted(postprocess.given()), "a LiteRT / ONNX file's postprocessing was fixed when it "
+                                                         "was exported; export it again with them.")
     path = deployed.path
     val = validation_source(data_config, ModelDir(model_dir) if model_dir else None)
     metrics, evaluation = evaluate_deployed(deployed, val.examples(), val.label_map, keep=True)

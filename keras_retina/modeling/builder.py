@@ -73,6 +73,7 @@ def build_parts(config, **given):
             anchor_generator=generator, box_coder_weights=config.box_coder_weights,
             score_threshold=config.score_threshold, pre_nms_top_k=config.pre_nms_top_k,
             nms_iou_threshold=config.nms_iou_threshold, max_detections=config.max_detections,
+            box_voting_sigma=config.box_voting_sigma,
             clip_boxes=config.clip_boxes, drop_empty_boxes=config.drop_empty_boxes, name="detection_decoder")
     for name in ("classification_loss", "box_loss"):
         if name in parts and getattr(parts[name], "reduction", "sum") != "sum":

@@ -11,7 +11,15 @@ Input: dict `classification` `[B, A_total, K]` logits and `box` `[B, A_total, 4]
 order; `input_size`: the input's (height, width), ints or a tensor; optional `picture_sizes` int
 `[B, 2]`. Output: dict `boxes` `[B, D, 4]` float32 yxyx pixels of the model input, `scores` `[B, D]`
 float32 descending, `classes` `[B, D]` int32 0..K-1, `num_detections` `[B]` int32 (D = max_detections);
-padding rows have boxes 0, scores 0, classes -1. `PostprocessSettings` are SETTINGS chosen after
+padding rows have boxes 0, scores 0, classes -1.
+
+Score voting (`box_voting_sigma` > 0; off by default, the paper has none): after NMS each detection's
+box becomes the average of the candidates of its class (above the score threshold, overlapping it by
+more than 0.01 IoU, itself included), weighted by score x exp(-(1 - IoU)^2 / sigma): the score voting
+of PAA (Kim and Lee, ECCV 2020; sigma 0.025 in the authors' code, the same rule in mmdetection's). Its
+score and class stay. The many overlapping candidates of an object each see its edges a little
+differently; their average fits better than the single best, which matters most at IoU 0.75.
+`PostprocessSettings` are SETTINGS chosen after
 training (export, predict); `.apply(decoder)` copies a decoder with them.
 """
 
@@ -31,7 +39,10 @@ SCORE_THRESHOLD = 0.05
 PRE_NMS_TOP_K = 1000
 NMS_IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 100
-SETTINGS = ("score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections")  # set at export time
+BOX_VOTING_SIGMA = 0.0  # off: the paper's decoder. PAA's score voting uses 0.025
+VOTING_MIN_IOU = 0.01  # candidates overlapping a detection at most this much do not vote (PAA's code)
+SETTINGS = ("score_threshold", "pre_nms_top_k", "nms_iou_threshold", "max_detections",
+            "box_voting_sigma")  # set at export time
 # The rules of SETTINGS, stated once: the decoder checks its arguments with them, ModelConfig its fields
 # and the command line the flags that override them at export and predict time.
 CHECKS = {
@@ -39,6 +50,7 @@ CHECKS = {
     "pre_nms_top_k": (lambda v: v >= 1, "must be positive."),
     "nms_iou_threshold": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
     "max_detections": (lambda v: v >= 1, "must be positive."),
+    "box_voting_sigma": (lambda v: v >= 0, "must be 0 (off) or positive (0.025: PAA's)."),
 }
 CLIPPING = ("before_nms", "after_nms")
 CONVENTIONS = ("clip_boxes", "drop_empty_boxes")  # a library's order of clipping and NMS: the model's
@@ -53,12 +65,14 @@ class PostprocessSettings:
     pre_nms_top_k: candidates kept per pyramid level before NMS, positive (paper: 1000).
     nms_iou_threshold: the overlap at which class-wise NMS drops a box, (0, 1] (paper: 0.5).
     max_detections: detections kept per picture after NMS, positive (100).
+    box_voting_sigma: 0 (off, the paper's) or sigma of score voting (module docstring; PAA: 0.025).
     """
 
     score_threshold: float | None = None
     pre_nms_top_k: int | None = None
     nms_iou_threshold: float | None = None
     max_detections: int | None = None
+    box_voting_sigma: float | None = None
 
     def __post_init__(self):
         for name, value in self.given().items():
@@ -102,6 +116,7 @@ class DetectionDecoder(keras.layers.Layer):
       box_coder_weights: as used by the label encoder.
       score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections:
         the paper's inference parameters.
+      box_voting_sigma: 0 (off) or score voting's sigma (module docstring).
       clip_boxes: "before_nms" or "after_nms"; drop_empty_boxes: bool (module docstring).
     """
 
@@ -114,6 +129,7 @@ class DetectionDecoder(keras.layers.Layer):
         pre_nms_top_k=PRE_NMS_TOP_K,
         nms_iou_threshold=NMS_IOU_THRESHOLD,
         *, max_detections=MAX_DETECTIONS,
+        box_voting_sigma=BOX_VOTING_SIGMA,
         clip_boxes="before_nms",
         drop_empty_boxes=True,
         **kwargs,
@@ -121,7 +137,8 @@ class DetectionDecoder(keras.layers.Layer):
         input_size = renamed.argument(kwargs, "image_size", "input_size", input_size, "DetectionDecoder")
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        for name, value in zip(SETTINGS, (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections)):
+        for name, value in zip(SETTINGS, (score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections,
+                                          box_voting_sigma)):
             if not CHECKS[name][0](value):
                 raise ValueError(f"DetectionDecoder: {name}={value} {CHECKS[name][1]}")
         if clip_boxes not in CLIPPING:
@@ -135,6 +152,7 @@ class DetectionDecoder(keras.layers.Layer):
         self.pre_nms_top_k = pre_nms_top_k
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
+        self.box_voting_sigma = float(box_voting_sigma)
 
     def call(self, outputs, input_size=None, picture_sizes=None, **renamed_arguments):
         input_size = anchor_lib.call_input_size("DetectionDecoder", input_size, self.input_size, renamed_arguments)
@@ -196,6 +214,8 @@ class DetectionDecoder(keras.layers.Layer):
             )
         valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
         kept_boxes = tf.gather(boxes, keep, batch_dims=1)
+        if self.box_voting_sigma > 0:
+            kept_boxes = self._vote(kept_boxes, tf.gather(classes, keep, batch_dims=1), boxes, scores, classes)
         if self.clip_boxes == "after_nms":
             kept_boxes = _clip(kept_boxes, limits)
             if self.drop_empty_boxes:  # after the max_detections cut, as detectron2 drops them
@@ -213,6 +233,19 @@ class DetectionDecoder(keras.layers.Layer):
             "classes": tf.where(valid, tf.gather(classes, keep, batch_dims=1), -1),
             "num_detections": num_detections,
         }
+
+    def _vote(self, kept_boxes, kept_classes, boxes, scores, classes):
+        """Score voting: each kept box `[B, D, 4]` -> the average of the candidates `[B, C, 4]` of its
+        class that score above the threshold and overlap it by more than VOTING_MIN_IOU, weighted by
+        score x exp(-(1 - IoU)^2 / sigma). Fixed shapes (a [B, D, C] weight matrix and a batched
+        matmul), so it runs inside every exported file."""
+        iou = box_lib.pairwise_iou(kept_boxes, boxes)  # [B, D, C]
+        voters = ((kept_classes[:, :, None] == classes[:, None, :]) & (scores[:, None, :] > 0.0)
+                  & (iou > VOTING_MIN_IOU))
+        weights = tf.where(voters, scores[:, None, :] * tf.exp(-tf.square(1.0 - iou) / self.box_voting_sigma), 0.0)
+        total = tf.reduce_sum(weights, axis=-1, keepdims=True)  # > 0 for a real detection: it votes for itself
+        voted = tf.matmul(weights, boxes) / tf.maximum(total, 1e-12)
+        return tf.where(total > 0.0, voted, kept_boxes)
 
     def _nms_one_image(self, args):
         boxes, scores = args
@@ -241,6 +274,7 @@ class DetectionDecoder(keras.layers.Layer):
             pre_nms_top_k=self.pre_nms_top_k,
             nms_iou_threshold=self.nms_iou_threshold,
             max_detections=self.max_detections,
+            box_voting_sigma=self.box_voting_sigma,
             clip_boxes=self.clip_boxes,
             drop_empty_boxes=self.drop_empty_boxes,
         )

@@ -129,6 +129,9 @@ class ModelConfig:
                                        detection_decoder.CHECKS["nms_iou_threshold"], flag=False)
     max_detections: int = setting(detection_decoder.MAX_DETECTIONS, "Detections per image (COCO: 100).",
                                   detection_decoder.CHECKS["max_detections"], flag=False)
+    box_voting_sigma: float = setting(detection_decoder.BOX_VOTING_SIGMA, "Score voting after NMS: 0 (off, the "
+                                      "paper's) or its sigma (PAA: 0.025).",
+                                      detection_decoder.CHECKS["box_voting_sigma"], flag=False)
     clip_boxes: str = setting(
         "before_nms", "Boxes clipped to the picture before NMS (ours, torchvision's) or after it (detectron2's).",
         choices=detection_decoder.CLIPPING, flag=False)

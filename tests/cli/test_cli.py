@@ -49,6 +49,7 @@ def _data_flags(coco, val=True):
     (["train", "--backbone=tiny", "--backbone_weights=imagenet"], "backbone='tiny' has no ImageNet weights"),
     (["train", "--classification_loss=focal_star", "--focal_gamma=0"], "FL* needs a gamma above 0"),
     (["train", "--box_loss_type=giou", "--box_loss_weight=-1"], "--box_loss_weight=-1"),
+    (["evaluate", "--model_dir=run", "--box_voting_sigma=-1"], "--box_voting_sigma=-1"),
     (["train", "--demo_data=d", "--model_dir=run", "--backbone=tiny", "--backbone_weights=nowhere.h5"],
      "backbone_weights='nowhere.h5': no such weights file"),
     (["train", "--flagfile=configs/demo.flags", "--model_dir=run", "--train_annotations=mine.json", "--train_images=."],
@@ -426,9 +427,11 @@ def test_postprocessing_flags_reach_their_settings():
     from keras_retina.cli.flags import postprocess_settings
     from keras_retina.modeling.detection_decoder import PostprocessSettings
 
-    flags = {"nms_score_threshold": 0.3, "pre_nms_top_k": 500, "nms_iou_threshold": 0.6, "max_detections": 20}
+    flags = {"nms_score_threshold": 0.3, "pre_nms_top_k": 500, "nms_iou_threshold": 0.6, "max_detections": 20,
+             "box_voting_sigma": 0.025}
     assert postprocess_settings(flags) == PostprocessSettings(score_threshold=0.3, pre_nms_top_k=500,
-                                                              nms_iou_threshold=0.6, max_detections=20)
+                                                              nms_iou_threshold=0.6, max_detections=20,
+                                                              box_voting_sigma=0.025)
     assert postprocess_settings({}) == PostprocessSettings()
 
 

@@ -21,7 +21,7 @@ from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation import coco_metrics
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling import transform
-from keras_retina.modeling.detection_decoder import NMS_IOU_THRESHOLD, SCORE_THRESHOLD
+from keras_retina.modeling.detection_decoder import NMS_IOU_THRESHOLD, SCORE_THRESHOLD, PostprocessSettings
 from keras_retina.modeling.transform import ResizePolicy
 
 from command_line import keras_retina
@@ -495,3 +495,31 @@ def test_predict_with_a_file_refuses_postprocessing_flags(demo_files, tmp_path):
                           cwd=str(tmp_path))
     assert result.returncode == 2
     assert "--max_detections: a LiteRT / ONNX file's postprocessing was fixed when it was exported" in result.stderr
+
+
+def test_score_voting_is_inside_every_exported_file(tmp_path):
+    """--box_voting_sigma fixed at export: the LiteRT and ONNX files detect what the SavedModel with it
+    detects, whose boxes differ from the model's without it (scores and classes the same: voting
+    moves boxes only); the files' metadata say so."""
+    tf.keras.utils.set_random_seed(4)
+    model = RetinaNet(**TINY, num_classes=2, prior_probability=0.3)
+    label_map = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    voting = PostprocessSettings(box_voting_sigma=0.025)
+    size = (64, 64)
+    image = np.random.default_rng(1).integers(0, 255, (*size, 3), dtype=np.uint8)
+    plain = {k: np.asarray(v) for k, v in model.detect(image[None].astype(np.float32)).items()}  # no voting
+    voted = _saved(tf.saved_model.load(export.export_saved_model(model, label_map, str(tmp_path / "voting"),
+                                                                 postprocess=voting)
+                                       ).signatures["serving_image_tensor"], image)
+    n = int(plain["num_detections"][0])
+    assert n > 5 and int(voted["num_detections"][0]) == n
+    np.testing.assert_allclose(voted["detection_scores"][0, :n], plain["scores"][0, :n], atol=1e-6)
+    np.testing.assert_array_equal(voted["detection_classes"][0, :n], plain["classes"][0, :n] + 1)  # label ids
+    moved = np.abs(voted["detection_boxes"][0, :n] - plain["boxes"][0, :n] / 64).max(axis=-1)
+    assert (moved > 1e-3).sum() >= n // 2  # most detections moved
+    litert.export_litert(model, label_map, str(tmp_path / "voting.tflite"), size, postprocess=voting)
+    onnx_export.export_onnx(model, label_map, str(tmp_path / "voting.onnx"), size, postprocess=voting)
+    for name in ("voting.tflite", "voting.onnx"):
+        deployed = runtime.load(str(tmp_path / name))
+        assert deployed.metadata["postprocess"]["box_voting_sigma"] == 0.025
+        _assert_same_detections(deployed.run(image[None]), voted, name)

@@ -164,6 +164,8 @@ def test_bad_arguments():
         DetectionDecoder(128, max_detections=0)
     with pytest.raises(ValueError, match="clip_boxes"):
         DetectionDecoder(128, clip_boxes="never")
+    with pytest.raises(ValueError, match="box_voting_sigma=-0.1 must be 0 \\(off\\) or positive"):
+        DetectionDecoder(128, box_voting_sigma=-0.1)
 
 
 def test_round_trip(tmp_path):
@@ -171,7 +173,8 @@ def test_round_trip(tmp_path):
     decoder = DetectionDecoder(128, generator,
                                box_coder_weights=(10.0, 10.0, 5.0, 5.0), score_threshold=0.1,
                                pre_nms_top_k=50, nms_iou_threshold=0.6, max_detections=20,
-                               clip_boxes="after_nms", drop_empty_boxes=False, name="decoder_x")
+                               clip_boxes="after_nms", drop_empty_boxes=False, box_voting_sigma=0.05,
+                               name="decoder_x")
     rng = np.random.default_rng(1)
     count = decoder_anchor_count(decoder)
     layer_round_trip(decoder, {"classification": rng.normal(0, 2, (1, count, K)).astype(np.float32),
@@ -204,3 +207,47 @@ def test_postprocess_keywords_from_before_the_settings_object():
         postprocess_settings(given, {"max_detections": 5}, "f")
     with pytest.raises(TypeError, match="unexpected keyword argument\\(s\\) \\['max_detection'\\]"):
         postprocess_settings(None, {"max_detection": 5}, "f")
+
+
+@pytest.mark.parametrize("clip_boxes", ["before_nms", "after_nms"])
+def test_score_voting_averages_the_overlapping_candidates_of_the_class(clip_boxes):
+    """PAA's score voting worked by hand: the detection at anchor a (0.9) becomes the average of a and
+    the concentric anchor b of its class (0.6, suppressed by NMS), weighted by score x exp(-(1 - IoU)^2
+    / sigma); b's other class (0.7) and a far box of a's class (0.5) vote only for themselves; scores,
+    classes and count are NMS's; sigma 0 is the decoder without voting; a batch of two, each picture
+    alone."""
+    sigma = 0.5
+    plain = DetectionDecoder(128, clip_boxes=clip_boxes)
+    voting = DetectionDecoder(128, clip_boxes=clip_boxes, box_voting_sigma=sigma)
+    anchors = _anchors(plain)
+    logits, deltas = _empty(plain, batch=2)
+    base = 9 * (5 * 16 + 5)
+    a, b = base + 1, base + 4  # concentric 1:1 anchors of sides 32 and 40.3 at P3 location (5, 5)
+    far = 9 * (13 * 16 + 2) + 1
+    logits[:, a, 1] = _logit(0.9)
+    logits[:, b, 1] = _logit(0.6)
+    logits[:, b, 2] = _logit(0.7)
+    logits[:, far, 1] = _logit(0.5)
+    deltas[:, a] = [0.2, -0.1, 0.1, 0.05]  # a's box moves off b's centre: the average is not a's or b's
+    box_a = box_coder.decode(deltas[0, a], anchors[a]).numpy()
+    box_b = anchors[b]
+    iou = float(np.asarray(box_lib.pairwise_iou(box_a[None], box_b[None]))[0, 0])
+    assert 0.5 < iou < 0.9
+    weight_b = 0.6 * np.exp(-((1 - iou) ** 2) / sigma)
+    expected = (0.9 * box_a + weight_b * box_b) / (0.9 + weight_b)
+    outputs = {"classification": logits, "box": deltas}
+    before, after = plain(outputs), voting(outputs)
+    assert int(after["num_detections"][0]) == int(before["num_detections"][0]) == 3
+    for key in ("scores", "classes", "num_detections"):
+        np.testing.assert_array_equal(after[key], before[key])
+    assert list(np.asarray(after["classes"][0, :3])) == [1, 2, 1]
+    assert_close(after["boxes"][0, 0], box_lib.clip_to_image(expected, 128, 128), atol=1e-4)
+    assert np.abs(np.asarray(after["boxes"][0, 0]) - np.asarray(before["boxes"][0, 0])).max() > 1.0
+    assert_close(after["boxes"][0, 1:], before["boxes"][0, 1:], atol=1e-5)  # b's class 2, the far box
+    assert_close(after["boxes"][1], after["boxes"][0], atol=1e-6)
+    alone = voting({"classification": logits[:1], "box": deltas[:1]})
+    assert_close(alone["boxes"][0], after["boxes"][0], atol=1e-6)
+    off = DetectionDecoder(128, clip_boxes=clip_boxes, box_voting_sigma=0.0)(outputs)
+    np.testing.assert_array_equal(off["boxes"], before["boxes"])
+    changed = PostprocessSettings(box_voting_sigma=0.025).apply(plain)
+    assert changed.box_voting_sigma == 0.025 and plain.box_voting_sigma == 0.0
