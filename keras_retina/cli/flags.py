@@ -102,9 +102,10 @@ OPTIONS = {
     "tile_scale": ("float", 1.0, "predict --tile: shrink the picture by this first (0.5: a tile covers twice "
                    "its size).", "predict"),
     "tile_merge": ("enum", (TILE_MERGES[0], list(TILE_MERGES)), "predict --tile: nms removes an object's copies from "
-                   "overlapping tiles; merge also joins the parts of an object cut by a tile's border.", "predict"),
-    "tile_merge_iou": ("float", 0.5, "predict --tile: the overlap at which boxes are one object (IoU for nms, "
-                       "of the smaller box for merge).", "predict"),
+                   "overlapping tiles; merge also joins the parts of an object cut by a tile's border; wbf averages "
+                   "the copies (weighted box fusion, weighted by score) and joins the parts.", "predict"),
+    "tile_merge_iou": ("float", 0.5, "predict --tile: the overlap at which boxes are one object (IoU for nms "
+                       "and wbf, of the smaller box for merge and wbf's cut parts).", "predict"),
     "max_tiles": ("integer", MAX_TILES, "predict --tile: refuse a picture needing more tiles than this (its header "
                   "alone decides the count; raise it for a real picture that large, which takes time in "
                   "proportion).", "predict"),

@@ -15,7 +15,11 @@ pixels and merged:
   and the boxes of its class overlapping it by `merge_iou` of the smaller box are merged into
   the box around them (best score kept), greedily from the best score: an object cut by a
   border comes back whole; boxes inside tiles are never merged with each other, and the many
-  low-scoring boxes a detector returns are left as they are.
+  low-scoring boxes a detector returns are left as they are;
+- "wbf": weighted box fusion instead of NMS (`ops.box_fusion`): the copies of an object from
+  overlapping tiles become their score-weighted average (boxes cut by a tile's edge join by the
+  overlap of the smaller box and do not move it; an object no tile holds whole becomes the box
+  around its parts), the best score kept.
 
 `whole_picture=True` also detects on the whole picture shrunk to the model (for objects larger
 than a tile) and merges those detections in the same way. While the tiles are read, a preview
@@ -39,10 +43,11 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_retina.errors import UsageError
+from keras_retina.ops.box_fusion import fuse_boxes
 from keras_retina.ops.large_picture import LargePicture
 from keras_retina.ops.tiles import MAX_TILES, count_windows, iter_windows
 
-MERGES = ("nms", "merge")
+MERGES = ("nms", "merge", "wbf")
 CUT_MARGIN = 2.0  # pixels: a box ending this close to a tile's inner edge was cut by it
 MERGE_MIN_SCORE = 0.3  # boxes below this are not merged (as drawn: ops.drawing.DRAW_THRESHOLD)
 
@@ -79,8 +84,10 @@ class TileSettings:
     overlap: the share of a tile its neighbours also cover, [0, 1).
     scale: the picture shrunk by this first, (0, 1]: a tile covers tile / scale of its pixels.
     batch_size: tiles per call of the detector.
-    merge: "nms" (copies from overlapping tiles removed) or "merge" (boxes cut by a tile's edge joined).
-    merge_iou: the overlap at which two boxes are one object (IoU for nms, of the smaller box for merge).
+    merge: "nms" (copies from overlapping tiles removed), "merge" (boxes cut by a tile's edge joined) or
+      "wbf" (copies averaged, weighted by score; cut boxes joined).
+    merge_iou: the overlap at which two boxes are one object (IoU for nms and wbf, of the smaller box for
+      merge and for wbf's cut boxes).
     whole_picture: also detect on the whole picture shrunk to the model (objects larger than a tile).
     max_tiles: a picture needing more tiles is refused before any is read.
     """
@@ -151,8 +158,11 @@ def detect_tiled(detect_batch: Callable, picture: LargePicture, tile: int | None
     scores = np.concatenate(scores) if scores else np.zeros(0)
     classes = np.concatenate(classes) if classes else np.zeros(0, np.int64)
     cut = np.concatenate(cut) if cut else np.zeros(0, bool)
-    keep = _class_nms(boxes, scores, classes, merge_iou)
-    boxes, scores, classes, cut = boxes[keep], scores[keep], classes[keep], cut[keep]
+    if merge == "wbf":
+        boxes, scores, classes, _ = fuse_boxes(boxes, scores, classes, merge_iou, cut)
+    else:
+        keep = _class_nms(boxes, scores, classes, merge_iou)
+        boxes, scores, classes, cut = boxes[keep], scores[keep], classes[keep], cut[keep]
     if merge == "merge":
         confident = scores >= MERGE_MIN_SCORE
         merged = merge_cut_boxes(boxes[confident], scores[confident], classes[confident], cut[confident], merge_iou)

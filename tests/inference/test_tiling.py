@@ -76,6 +76,14 @@ def test_merge_joins_an_object_cut_by_a_tile_border():
     assert _boxes(found) == sorted([list(o) for o in OBJECTS])
 
 
+def test_weighted_box_fusion_gives_every_object_once_and_whole():
+    """wbf: the copies of an object inside two tiles' overlap are one box (their average: exact here),
+    and the object longer than the overlap, cut by every tile holding it, is the box around its parts."""
+    found = detect_tiled(stand_in, ArrayPicture(_picture()), tile=256, overlap=0.25, merge="wbf")
+    assert _boxes(found) == sorted([list(o) for o in OBJECTS])
+    assert found.scores.tolist() == [0.9] * len(OBJECTS)
+
+
 def test_a_scaled_tile_covers_more_of_the_picture():
     found = detect_tiled(stand_in, ArrayPicture(_picture()), tile=128, overlap=0.25, scale=0.5, merge="merge")
     assert found.tiles == 25  # 128 model pixels = 256 picture pixels
