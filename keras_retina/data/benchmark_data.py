@@ -4,7 +4,8 @@
 validation pictures from another "site" (`make_hard_example`): what the small-data recipe is
 measured on (benchmarks/small_data_recipe.py). `write_soft_extent_benchmark(root)`: objects without
 edges, Gaussian blobs whose box is a convention (`make_soft_example`; benchmarks/
-localisation_yardstick.py). Each returns {"train": (json, dir), "val": (...)} and is written once.
+localisation_yardstick.py; each box at its own 1.5-2.5 sigma, as people who disagree where a soft
+edge is would draw it). Each returns {"train": (json, dir), "val": (...)} and is written once.
 Boxes are yxyx pixels; `make_*` give (image uint8 [H, W, 3], boxes float32 [n, 4], classes int32 [n]).
 """
 
@@ -96,16 +97,21 @@ def write_small_data_benchmark(root, num_train=132, num_val=64, size=256, seed=0
 # ---------------------------------------------------------------- objects whose extent is a matter of judgement
 SOFT_CLASSES = (("bright", (235, 225, 150)), ("dark", (40, 45, 70)))
 SOFT_EXTENT = 2.0  # a blob's box reaches this many standard deviations from its centre
+AMBIGUOUS_EXTENTS = (1.5, 2.5)  # the benchmark's: each box at its own multiple (annotators disagree)
 
 
-def make_soft_example(rng, size=256, objects=(6, 16), sigmas=(2.5, 7.0), *, shifted=False):
+def make_soft_example(rng, size=256, objects=(6, 16), sigmas=(2.5, 7.0), *, shifted=False,
+                      extents=(SOFT_EXTENT, SOFT_EXTENT)):
     """One picture of the soft-extent benchmark: `objects` blobs whose intensity falls off as a
     Gaussian (standard deviations `sigmas` px per axis, drawn apart: elongated ones too) on a
     smooth mottled background (`_smooth_texture`), at amplitudes 0.6-0.95; the class is the blob's
     colour (SOFT_CLASSES). The box is the centre +- SOFT_EXTENT standard deviations (10-28 px
     wide), clipped to the picture: the object has no edge, only a convention, as a tree crown, a
     cell or a star on a photograph. Blobs may touch (their boxes overlap by up to IoU 0.2).
-    `shifted` (validation): other lighting, as in `make_hard_example`."""
+    `shifted` (validation): other lighting, as in `make_hard_example`. `extents` (low, high): each
+    blob's box is drawn at its own multiple of sigma in that range, as annotators who disagree
+    where a soft edge is would draw it (the model cannot see which: the error it leaves is
+    localisation); the default is one convention, SOFT_EXTENT."""
     height, width = (size, size) if np.isscalar(size) else size
     image = _smooth_texture(rng, height, width)
     yy, xx = np.mgrid[0:height, 0:width] + 0.5
@@ -114,7 +120,8 @@ def make_soft_example(rng, size=256, objects=(6, 16), sigmas=(2.5, 7.0), *, shif
         for _attempt in range(30):
             sigma = rng.uniform(*sigmas, 2)
             centre = rng.uniform([0, 0], [height, width])
-            box = np.concatenate([centre - SOFT_EXTENT * sigma, centre + SOFT_EXTENT * sigma]).clip(
+            extent = rng.uniform(*extents) if extents[0] != extents[1] else extents[0]
+            box = np.concatenate([centre - extent * sigma, centre + extent * sigma]).clip(
                 0, [height, width, height, width]).astype(np.float32)
             if min(box[2] - box[0], box[3] - box[1]) >= 6 and most_overlap(box, placed) <= 0.2:
                 break
@@ -142,11 +149,13 @@ def _smooth_texture(rng, height, width, cell=24):
     return base[..., None] + rng.normal(0, 10, (height, width, 3)) + rng.normal(0, 8, 3)
 
 
-def write_soft_extent_benchmark(root, num_train=160, num_val=64, size=256, seed=0):
-    """The soft-extent benchmark (`make_soft_example`) as COCO JSON, like `write_small_data_benchmark`."""
+def write_soft_extent_benchmark(root, num_train=160, num_val=64, size=256, seed=0, extents=AMBIGUOUS_EXTENTS):
+    """The soft-extent benchmark (`make_soft_example`) as COCO JSON, like `write_small_data_benchmark`;
+    each box drawn at `extents` sigmas (AMBIGUOUS_EXTENTS: people disagree about soft edges)."""
     categories = [{"id": k + 1, "name": name} for k, (name, _) in enumerate(SOFT_CLASSES)]
     return _write_benchmark(root, {"train": num_train, "val": num_val}, categories, seed,
-                            lambda rng, split: make_soft_example(rng, size, shifted=split == "val"))
+                            lambda rng, split: make_soft_example(rng, size, shifted=split == "val",
+                                                                 extents=extents))
 
 
 def _write_benchmark(root, counts, categories, seed, make):

@@ -18,6 +18,11 @@ def test_soft_blobs_are_centred_in_boxes_of_two_standard_deviations():
     centre = image[int((y0 + y1) / 2), int((x0 + x1) / 2)].astype(np.float64)
     corner = image[int(y0), int(x0)].astype(np.float64)  # boxes are clipped to the picture
     assert np.abs(centre - colour).sum() < np.abs(corner - colour).sum()
+    # the benchmark's boxes: each at its own multiple of sigma, 1.5-2.5 (sides of 12-20 px at sigma 4)
+    sides = [float(b[2] - b[0]) for seed in range(40) for b in benchmark_data.make_soft_example(
+        np.random.default_rng(seed), 128, objects=(1, 1), sigmas=(4.0, 4.0),
+        extents=benchmark_data.AMBIGUOUS_EXTENTS)[1] if 0 < b[0] and b[2] < 128]
+    assert len(sides) > 20 and 12.0 <= min(sides) < 14.0 and 18.0 < max(sides) <= 20.0
 
 
 def test_benchmarks_are_coco_json_the_readers_take(tmp_path):
