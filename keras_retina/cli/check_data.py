@@ -4,5 +4,5 @@ from keras_retina.data.check import check_data
 
 
 def run(configs, options, args):
-    check_data(configs["data"], configs["model"], options["max_images"], options["write_coco"])
+    check_data(configs["data"], configs["model"], options["max_images"], options["write_coco"], options["output"])
     return 0

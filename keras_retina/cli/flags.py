@@ -50,7 +50,8 @@ OPTIONS = {
     "write_coco": ("string", None, "check-data: also write the training annotations (any format) as this COCO JSON "
                    "file, and the validation ones beside it (-val before the suffix).", "run"),
     "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval, or FILE.metrics.json "
-               "for --model=FILE); export --format=tflite|onnx: the file to write.", "run"),
+               "for --model=FILE); export --format=tflite|onnx: the file to write; check-data: JSON file for the "
+               "counts, problems and anchor coverage of each split.", "run"),
     "export_dir": ("string", None, "SavedModel base folder; versions go in numbered subfolders, as TF Serving "
                    "expects (train exports at the end when set).", "export"),
     "version": ("integer", None, "Version number (default: one more than the latest).", "export"),
@@ -149,7 +150,7 @@ COMMAND_FLAGS = {
     "evaluate": {"run": {"model_dir", "output", "checkpoint"}, "predict": {"model"}, "data": None,
                  "training": {"batch_size", "mixed_precision", "report", "report_pictures", "report_score_threshold"},
                  "export": set(POSTPROCESS_FLAGS)},
-    "check-data": {"run": {"max_images", "write_coco"}, "data": None,
+    "check-data": {"run": {"max_images", "write_coco", "output"}, "data": None,
                    "model": {"image_size", "max_image_size", "resize", "resize_rounding", "canvas", "num_scales",
                              "aspect_ratios", "anchor_size", "anchor_geometry"}},
     "export": {"run": {"model_dir", "output", "checkpoint"}, "export": None, "training": {"mixed_precision"}},

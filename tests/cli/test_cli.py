@@ -148,9 +148,21 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
     assert report["metrics"]["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
     assert len(report["classes"]) == 3 and report["num_images"] == 8 and summary["report"].endswith("index.html")
 
-    result = keras_retina("check-data", "--image_size=64", *_data_flags(tiny_coco), cwd=tmp_path)
+    result = keras_retina("check-data", "--image_size=64", *_data_flags(tiny_coco), "--output=counts.json",
+                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Anchor coverage") == 2  # train and val
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    for split in ("train", "val"):  # the counts against the annotation files themselves
+        coco = json.loads(open(tiny_coco[split][0]).read())
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        row = counts["splits"][split]
+        assert (row["pictures"], row["boxes"], row["problems"]) == (len(coco["images"]), len(coco["annotations"]), 0)
+        assert {n: v["boxes"] for n, v in row["per_class"].items()} == {
+            n: sum(a["category_id"] == i for a in coco["annotations"]) for i, n in names.items()}
+        assert f"[{split}] {row['pictures']} pictures (" in result.stdout
+        assert row["anchor_coverage"]["small"]["boxes"] + row["anchor_coverage"]["medium"]["boxes"] + row[
+            "anchor_coverage"]["large"]["boxes"] == row["boxes"]
 
 
 def test_resume_after_the_process_is_killed(tmp_path, tiny_coco):
