@@ -81,6 +81,20 @@ OPTIONS = {
     "output_dir": ("string", "predictions", "Where pictures and detections.json go.", "predict"),
     "draw_threshold": ("float", DRAW_THRESHOLD, "Draw (and print) detections scoring at least this; the "
                        "decoder's own cut is --nms_score_threshold.", "predict"),
+    "save_annotations": ("string", None, "Also write the detections as pre-labels a labelling tool imports: "
+                         "voc, yolo, coco, csv, labelstudio or cvat (inference/prelabels.py), at each class's "
+                         "labelling threshold.", "predict"),
+    "prelabel_threshold": ("float", None, "--save_annotations: one score threshold for every class (default: per "
+                           "class, the score that still finds 90% of its validation objects in the model_dir's "
+                           "evaluation report; else 0.3).", "predict"),
+    "prelabel_classes": ("string", None, "--save_annotations=yolo: your project's data.yaml or classes.txt, whose "
+                         "class indices the labels use (default: the model's order).", "predict"),
+    "labelstudio_from_name": ("string", "label", "--save_annotations=labelstudio: the RectangleLabels name of your "
+                              "labelling config.", "predict"),
+    "labelstudio_to_name": ("string", "image", "--save_annotations=labelstudio: the Image name of your labelling "
+                            "config (also the task's data key).", "predict"),
+    "labelstudio_image_url": ("string", "/data/local-files/?d=", "--save_annotations=labelstudio: what goes before a "
+                              "picture's file name in its task's URL (your storage's prefix).", "predict"),
     "score_threshold": ("float", None, "Renamed --draw_threshold (the same meaning); this name goes in the next "
                         "release.", "predict"),
     "tiles_dir": ("string", None, "tile-data: the folder for the tiles (train/, val/) and their annotations "

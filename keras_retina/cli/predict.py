@@ -6,11 +6,13 @@ import sys
 
 from keras_retina.cli.flags import TILE_FLAGS, postprocess_settings
 from keras_retina.errors import UsageError
-from keras_retina.files import make_folder
+from keras_retina.files import make_folder, read_json
+from keras_retina.inference import prelabels as prelabel_lib
 from keras_retina.inference import video as video_lib
 from keras_retina.inference.detector import batch_detector
-from keras_retina.inference.pictures import predict_pictures, predict_tiled_pictures
+from keras_retina.inference.pictures import Prelabels, predict_pictures, predict_tiled_pictures
 from keras_retina.inference.tiling import TileSettings
+from keras_retina.model_dir import ModelDir
 from keras_retina.ops.images import EXTENSIONS
 from keras_retina.pretrained import registry
 
@@ -21,6 +23,7 @@ def run(configs, options, args):
     args = expand_folders(args)
     videos = [path for path in args if video_lib.is_video(path)]
     pictures = [path for path in args if not video_lib.is_video(path)]
+    prelabels = _prelabels(options, pictures)  # its flags checked before the model is loaded
     detect_batch = batch_detector(options["model"], options["saved_model"], options["model_dir"],
                                   configs["train"].mixed_precision, options["checkpoint"],
                                   postprocess=postprocess_settings(options))
@@ -31,10 +34,10 @@ def run(configs, options, args):
     if pictures and options["tile"]:
         settings = TileSettings(tile=options["tile"], **{field: options[flag] for flag, field in TILE_FLAGS.items()})
         failed += predict_tiled_pictures(detect_batch, pictures, options["output_dir"], options["draw_threshold"],
-                                         settings=settings)
+                                         settings=settings, prelabels=prelabels)
     elif pictures:
         failed += predict_pictures(lambda pixels: detect_batch(pixels[None])[0], pictures, options["output_dir"],
-                                   options["draw_threshold"])
+                                   options["draw_threshold"], prelabels=prelabels)
     taken = set()
     for path in videos:
         make_folder(options["output_dir"], "--output_dir")
@@ -48,6 +51,32 @@ def run(configs, options, args):
                   flush=True)
             failed += 1
     return 1 if failed else 0
+
+
+def _prelabels(options, pictures):
+    """predict's Prelabels when --save_annotations is set (checked before any picture is detected)."""
+    if not options["save_annotations"]:
+        return None
+    settings = prelabel_lib.PrelabelSettings(
+        format=options["save_annotations"], threshold=options["prelabel_threshold"],
+        classes_file=options["prelabel_classes"], labelstudio_from_name=options["labelstudio_from_name"],
+        labelstudio_to_name=options["labelstudio_to_name"], labelstudio_image_url=options["labelstudio_image_url"])
+    prelabel_lib.check_names(pictures)
+    summary = None
+    if options["model_dir"]:
+        run = ModelDir(options["model_dir"])
+        label_map = run.read_label_map()
+        summary = read_json(run.summary_path) if os.path.isfile(run.summary_path) else None
+    elif options["model"]:
+        from keras_retina.deploy import runtime
+
+        label_map = runtime.load(options["model"]).label_map
+    elif options["saved_model"]:
+        label_map = read_json(os.path.join(options["saved_model"], "assets", "label_map.json"))
+    else:
+        return None  # no model: batch_detector says what predict needs
+    thresholds, how = prelabel_lib.labelling_thresholds(summary, label_map, settings.threshold)
+    return Prelabels(settings, label_map, thresholds, how)
 
 
 FOLDER_EXTENSIONS = EXTENSIONS + (".tif", ".tiff") + video_lib.VIDEO_EXTENSIONS

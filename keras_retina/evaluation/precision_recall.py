@@ -10,6 +10,8 @@ From pycocotools' arrays of the evaluation that gave the AP, so curves and numbe
 - `class_sweeps(matches)`: per class, every detection COCO counted at IoU 0.5, best first, with
   the raw (not interpolated) precision, recall and F1 of keeping it and all better ones.
 - `best_threshold(sweep)`: the score threshold of the highest F1, the threshold to ship.
+- `labelling_threshold(sweep)`: the highest score threshold that still finds LABELLING_RECALL of
+  the class's objects: pre-labels (`predict --save_annotations`) favour recall.
 - `average_precision(scores, is_tp, num_gt)`: COCO's AP of one class at one IoU (its
   `accumulate`: stable sort by score, precision made non-increasing, read at 101 recall points)
   for any list of scored detections: the error breakdown recomputes AP with errors fixed.
@@ -18,6 +20,7 @@ From pycocotools' arrays of the evaluation that gave the AP, so curves and numbe
 import numpy as np
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+LABELLING_RECALL = 0.9
 SIZES = ("small", "medium", "large")  # COCO's area ranges 1..3: below 32^2, to 96^2, above
 
 
@@ -100,6 +103,21 @@ def best_threshold(sweep):
     best = candidates[np.argmax(f1[candidates])]
     return {"threshold": float(scores[best]), "precision": float(sweep["precision"][best]),
             "recall": float(sweep["recall"][best]), "f1": float(f1[best])}
+
+
+def labelling_threshold(sweep, recall=LABELLING_RECALL):
+    """{"threshold", "precision", "recall"} at the highest score whose detections (and all better
+    ones) find `recall` of the class's objects, or, when no score does, at the highest score of the
+    class's best recall; None when no detection is right. A person correcting pre-labels deletes
+    a wrong box faster than they draw a missed one."""
+    scores = sweep["scores"]
+    if not scores.size or sweep["recall"].max() <= 0:
+        return None
+    candidates = np.flatnonzero(np.append(scores[1:] != scores[:-1], True))  # a threshold keeps equal scores
+    reached = candidates[sweep["recall"][candidates] >= recall]
+    chosen = reached[0] if reached.size else candidates[np.argmax(sweep["recall"][candidates])]
+    return {"threshold": float(scores[chosen]), "precision": float(sweep["precision"][chosen]),
+            "recall": float(sweep["recall"][chosen])}
 
 
 def overall_threshold(matches):

@@ -32,6 +32,7 @@ from keras_retina.evaluation.precision_recall import (
     best_threshold,
     class_precision,
     class_sweeps,
+    labelling_threshold,
     overall_threshold,
     pr_curves,
 )
@@ -93,6 +94,7 @@ def build_report(evaluation, label_map, report_threshold=None, **renamed_argumen
             "AP50": float(values[0].mean()) if has_gt else None,
             "AP75": float(values[5].mean()) if has_gt else None,
             "recommended": best_threshold(sweeps[k]),
+            "for_labelling": labelling_threshold(sweeps[k]),
             "errors": errors_by_class[entry["name"]],
         })
     errors = breakdown.summary()

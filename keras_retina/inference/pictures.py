@@ -13,8 +13,12 @@ returns the number of such pictures.
 for large pictures, each read window by window (`ops.large_picture`: tiled TIFFs of any size)
 and detected by tiles (`tiling.detect_tiled`); the drawing is made on the picture's preview
 (longer side at most 4096 pixels), the detections are in the picture's own pixels.
+
+Both take `prelabels` (a `Prelabels`): the detections at each class's labelling threshold are
+also written as a labelling tool's annotation files (`inference.prelabels`).
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -25,6 +29,7 @@ import tensorflow as tf
 
 from keras_retina import renamed
 from keras_retina.files import make_folder, new_name, write_json
+from keras_retina.inference import prelabels as prelabel_lib
 from keras_retina.inference.tiling import TileSettings, detect_tiled
 from keras_retina.ops import boxes as box_lib
 from keras_retina.ops import drawing
@@ -59,7 +64,7 @@ def image_ids(paths):
 
 
 def predict_pictures(detect: Callable, paths: list[str], output_dir: str, draw_threshold: float | None = None,
-                     **renamed_arguments) -> int:
+                     *, prelabels: "Prelabels | None" = None, **renamed_arguments) -> int:
     draw_threshold = renamed.argument(renamed_arguments, "score_threshold", "draw_threshold", draw_threshold,
                                       "predict_pictures")
     renamed.no_others(renamed_arguments, "predict_pictures")
@@ -70,12 +75,14 @@ def predict_pictures(detect: Callable, paths: list[str], output_dir: str, draw_t
         boxes, scores, classes, names = detect(pixels)
         height, width = pixels.shape[:2]
         drawn = drawing.draw_detections(pixels, boxes, scores, names, draw_threshold, classes)
-        return drawn, np.asarray(boxes) * np.array([height, width, height, width]), scores, classes, names
+        return drawn, np.asarray(boxes) * np.array([height, width, height, width]), scores, classes, names, (
+            height, width)
 
-    return _predict(picture, paths, output_dir, draw_threshold)
+    return _predict(picture, paths, output_dir, draw_threshold, prelabels)
 
 
-def predict_tiled_pictures(detect_batch, paths, output_dir, draw_threshold=None, settings=None, **tiling):
+def predict_tiled_pictures(detect_batch, paths, output_dir, draw_threshold=None, settings=None, *, prelabels=None,
+                           **tiling):
     draw_threshold = renamed.argument(tiling, "score_threshold", "draw_threshold", draw_threshold,
                                       "predict_tiled_pictures")
     draw_threshold = drawing.DRAW_THRESHOLD if draw_threshold is None else draw_threshold
@@ -92,9 +99,9 @@ def predict_tiled_pictures(detect_batch, paths, output_dir, draw_threshold=None,
         drawn = drawing.draw_detections(found.preview, normalised, found.scores, found.names, draw_threshold,
                                         found.classes)
         print(f"{path}: {large.width} x {large.height}, {found.tiles} tiles", flush=True)
-        return drawn, found.boxes, found.scores, found.classes, found.names
+        return drawn, found.boxes, found.scores, found.classes, found.names, (large.height, large.width)
 
-    return _predict(picture, paths, output_dir, draw_threshold)
+    return _predict(picture, paths, output_dir, draw_threshold, prelabels)
 
 
 def _tile_progress(path, every=PROGRESS_EVERY_SECONDS):
@@ -116,22 +123,27 @@ def _tile_progress(path, every=PROGRESS_EVERY_SECONDS):
     return progress
 
 
-def _predict(picture, paths, output_dir, draw_threshold):
-    """`picture(path)` -> (drawn PIL image, boxes [n, 4] yxyx pixels, scores, category ids, names)
-    for each path; the drawings, detections.json and the lines printed."""
+def _predict(picture, paths, output_dir, draw_threshold, prelabels=None):
+    """`picture(path)` -> (drawn PIL image, boxes [n, 4] yxyx pixels, scores, category ids, names,
+    (height, width)) for each path; the drawings, detections.json, the pre-labels and the lines printed."""
+    if prelabels is not None:
+        prelabel_lib.check_names(paths)
     make_folder(output_dir, "--output_dir")
+    kept = []
     targets, ids = output_names(paths, output_dir), image_ids(paths)
     results_path = new_name(output_dir, "detections", ".json", targets, paths)
     results, failed, written = [], [], -float("inf")
     for path, target, image_id in zip(paths, targets, ids):
         try:
-            drawn, pixel_boxes, scores, classes, names = picture(path)
+            drawn, pixel_boxes, scores, classes, names, (height, width) = picture(path)
         except (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             print(f"{path}: cannot read this image ({message}); skipped.", file=sys.stderr)
             failed.append(path)
             continue
         drawn.save(target, **({"quality": 95} if target.lower().endswith((".jpg", ".jpeg")) else {}))
+        if prelabels is not None:
+            kept.append(prelabels.cut(path, height, width, pixel_boxes, scores, classes))
         for bbox, score, cls in zip(box_lib.coco_bboxes(np.asarray(pixel_boxes, np.float32)), scores, classes):
             results.append({"image_id": image_id, "file_name": os.path.basename(path),
                             "category_id": int(cls), "bbox": bbox, "score": float(score)})
@@ -143,4 +155,26 @@ def _predict(picture, paths, output_dir, draw_threshold):
             written = time.monotonic()
     write_json(results, results_path, indent=None)
     print(f"Detections (COCO results format) of {len(paths) - len(failed)} picture(s) written to {results_path}")
+    if prelabels is not None:
+        written = prelabel_lib.write_prelabels(prelabels.settings, kept, prelabels.label_map, output_dir)
+        print(f"Pre-labels ({prelabels.settings.format}) of {len(kept)} picture(s), "
+              f"{sum(len(p.boxes) for p in kept)} box(es), written to {written}; threshold: {prelabels.how}")
     return len(failed)
+
+
+@dataclasses.dataclass
+class Prelabels:
+    """What `predict --save_annotations` needs beside the detections: its settings, the model's label
+    map, each category id's labelling threshold and where they come from (`prelabels` module)."""
+
+    settings: prelabel_lib.PrelabelSettings
+    label_map: list
+    thresholds: dict
+    how: str
+
+    def cut(self, path, height, width, boxes, scores, classes):
+        """A picture's detections at their classes' thresholds, as a `prelabels.Picture`."""
+        scores, classes = np.asarray(scores, np.float64), np.asarray(classes, np.int64)
+        keep = scores >= np.array([self.thresholds.get(int(c), prelabel_lib.DEFAULT_THRESHOLD) for c in classes])
+        return prelabel_lib.Picture(path, int(height), int(width), np.asarray(boxes, np.float64).reshape(-1, 4)[keep],
+                                    scores[keep], classes[keep])

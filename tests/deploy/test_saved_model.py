@@ -213,8 +213,10 @@ def test_export_and_predict_commands(tmp_path):
         Image.fromarray(array).save(tmp_path / name)
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     result = keras_retina("predict", "--saved_model=serving/pets/1", "--output_dir=out", "--draw_threshold=0.3",
-                          "a.jpg", "broken.jpg", "b.png", cwd=tmp_path)
+                          "a.jpg", "broken.jpg", "b.png", "--save_annotations=voc", cwd=tmp_path)
     assert result.returncode == 1  # one image failed, the others were done
+    assert sorted(os.listdir(tmp_path / "out" / "prelabels_voc")) == ["a.xml", "b.xml"]
+    assert "Pre-labels (voc) of 2 picture(s)" in result.stdout and "0.3 for every class (no evaluation" in result.stdout
     assert "broken.jpg: cannot read this image" in result.stderr
     assert (tmp_path / "out" / "a.jpg").is_file() and (tmp_path / "out" / "b.png").is_file()
     drawn = np.asarray(Image.open(tmp_path / "out" / "b.png"))

@@ -115,8 +115,12 @@ def test_predict_tile_on_a_tiled_tiff(tmp_path, tiny_model_dir):
                      compression="zlib")
     result = keras_retina("predict", f"--model_dir={tiny_model_dir}", "--tile=64", "--tile_overlap=0.25",
                           "--tile_merge=merge", "--nms_score_threshold=0.0", "--tile_whole_picture", "scan.tif",
-                          "--output_dir=out", cwd=tmp_path)
+                          "--output_dir=out", "--save_annotations=coco", "--prelabel_threshold=0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    prelabelled = json.loads((tmp_path / "out" / "prelabels_coco.json").read_text())  # every detection, threshold 0
+    assert prelabelled["images"] == [{"id": 1, "file_name": "scan.tif", "height": 700, "width": 900}]
+    assert sorted(a["score"] for a in prelabelled["annotations"]) == sorted(
+        d["score"] for d in json.loads((tmp_path / "out" / "detections.json").read_text()))
     assert f"scan.tif: 900 x 700, {len(tile_windows(700, 900, 64, 0.25))} tiles" in result.stdout
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert detections and all(0 <= d["bbox"][0] and d["bbox"][0] + d["bbox"][2] <= 900.01 and

@@ -82,6 +82,20 @@ def _names(names, where):
     return [{"id": int(i), "name": n} for i, n in pairs]
 
 
+def read_yolo_names(path):
+    """The label map (ids = YOLO class indices) of a data.yaml's `names`, or of a classes.txt /
+    obj.names file (one name per line)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file; give a data.yaml or a classes.txt.")
+    if os.path.splitext(path)[1].lower() in (".yaml", ".yml"):
+        document = _read_yaml(path)
+        if not isinstance(document, dict) or "names" not in document:
+            raise DataError(f"{path}: no 'names' key; an Ultralytics data.yaml has one.")
+        return _names(document["names"], path)
+    with open(path, encoding="utf-8") as f:
+        return _names([line.strip() for line in f if line.strip()], path)
+
+
 def _pictures(entry, root, where):
     """Picture paths of a data.yaml split entry (folder, .txt list, or a list of them)."""
     found = []
