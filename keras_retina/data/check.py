@@ -7,7 +7,9 @@ dirty-data report (what training does with each problem, with and without --skip
 and the anchor coverage of its boxes at the model's scale (`coverage`); with `write_coco`, writes
 the training split as that COCO JSON file and the validation split beside it (`-val` before the
 suffix: `data.coco_writer`); with `output`, the counts, problems and coverage of each split as a
-JSON file for scripts. Returns the number of problems.
+JSON file for scripts. Last, copies and overlapping views of one scene within and across the
+splits (`near_duplicates.leakage`), a warning when a group spans training and validation.
+Returns the number of problems.
 """
 
 import dataclasses
@@ -17,6 +19,7 @@ from keras_retina.data import cleaning, coverage
 from keras_retina.data.coco_writer import write_coco_json
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.label_statistics import format_statistics, label_statistics
+from keras_retina.data.near_duplicates import format_leakage, leakage
 from keras_retina.data.splits import open_sources
 from keras_retina.files import write_json
 from keras_retina.modeling.builder import anchor_generator
@@ -52,6 +55,9 @@ def check_data(data_config: DataConfig, model_config: ModelConfig, max_images: i
             path = write_coco if split == "train" else f"{stem}-val{suffix or '.json'}"
             folder = write_coco_json(source, path)
             print(f"[{split}] written as COCO JSON to {path}; its pictures: {folder} (give it as --{split}_images)")
+    splits = {split: source for split, source in (("train", sources.train), ("val", sources.val)) if source}
+    document["leakage"] = leakage(splits)
+    print(format_leakage(document["leakage"]))
     if problems and not data_config.skip_bad_examples:
         print("Training on this data stops with an error listing the problems above; fix them or "
               "pass --skip_bad_examples.")

@@ -163,6 +163,7 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
         assert f"[{split}] {row['pictures']} pictures (" in result.stdout
         assert row["anchor_coverage"]["small"]["boxes"] + row["anchor_coverage"]["medium"]["boxes"] + row[
             "anchor_coverage"]["large"]["boxes"] == row["boxes"]
+    assert counts["leakage"]["pictures"] == 24 and "[leakage] 24 pictures: no copies" in result.stdout
 
 
 def test_resume_after_the_process_is_killed(tmp_path, tiny_coco):

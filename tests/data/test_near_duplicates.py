@@ -1,0 +1,87 @@
+"""Near-duplicate pictures (`data.near_duplicates`): on a set with known copies (resized,
+recompressed, cropped, tiles overlapping by half) every copy is found and no unrelated picture is,
+and check-data warns when training and validation share one."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from keras_retina.data import near_duplicates, synthetic
+from keras_retina.data.near_duplicates import find_near_duplicates, fingerprint
+
+
+def _scene(seed, side=640):
+    """A picture with structure at every scale and no repetition: noise at scales of 4-128 px and
+    shapes of the demo's palette, from `seed`."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((side, side, 3), np.float32)
+    for cell in (4, 16, 64, 128):
+        coarse = rng.normal(0, 30, (side // cell + 2, side // cell + 2, 3)).astype(np.float32)
+        image += np.stack([np.asarray(Image.fromarray(coarse[..., k]).resize((side + 2 * cell,) * 2, Image.BILINEAR))
+                           [cell:cell + side, cell:cell + side] for k in range(3)], -1)
+    image = (image + 120).clip(0, 255).astype(np.uint8)
+    for _ in range(12):
+        size = rng.uniform(20, 60)
+        y, x = rng.uniform(0, side - size, 2)
+        box = np.array([y, x, y + size, x + size])
+        synthetic.draw(image, box, *synthetic.CLASSES[int(rng.integers(0, len(synthetic.CLASSES)))])
+    return image
+
+
+def _jpeg(pixels, quality):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def test_every_known_copy_is_found_and_nothing_else():
+    scene = _scene(0)
+    pictures, names = [], []
+    for y in (0, 128, 256):  # tiles of 256 overlapping by half
+        for x in (0, 128, 256):
+            pictures.append(scene[y:y + 256, x:x + 256])
+            names.append(("tile", y, x))
+    photo = _scene(1, 400)
+    pictures += [photo, np.asarray(Image.fromarray(photo).resize((240, 240), Image.BILINEAR)), _jpeg(photo, 60),
+                 photo[60:340, 40:320], photo.copy()]
+    names += [("photo",), ("resized",), ("jpeg",), ("crop",), ("same",)]
+    for seed in range(2, 14):  # unrelated pictures of the same kind
+        pictures.append(_scene(seed, 300))
+        names.append(("other", seed))
+    groups, pairs = find_near_duplicates([fingerprint(p) for p in pictures])
+    kinds = {(names[i], names[j]): kind for i, j, kind in pairs}
+    assert [sorted(names[i] for i in g) for g in groups] == [
+        sorted(names[:9]), sorted([("photo",), ("resized",), ("jpeg",), ("crop",), ("same",)])]
+    assert kinds[(("photo",), ("same",))] == "exact"
+    assert kinds[(("photo",), ("resized",))] == kinds[(("photo",), ("jpeg",))] == "copy"
+    assert kinds[(("photo",), ("crop",))] == "overlap"
+    tiles = [(a, b) for k, a in enumerate(names[:9]) for b in names[k + 1:9]]
+    overlapping = [(a, b) for a, b in tiles if abs(a[1] - b[1]) < 256 and abs(a[2] - b[2]) < 256]
+    half = [(a, b) for a, b in overlapping if (256 - abs(a[1] - b[1])) * (256 - abs(a[2] - b[2])) >= 256 * 128]
+    assert all(pair in kinds for pair in half)  # every pair sharing half of itself
+    assert not [pair for pair in kinds if pair in tiles and pair not in overlapping]  # tiles apart: never
+
+
+def test_leakage_names_the_pictures_shared_by_the_splits():
+    import tensorflow as tf
+
+    from keras_retina.data.source import DatasetSource
+
+    scene = _scene(7, 384)
+
+    def source(pictures, first_id):
+        examples = {"image_id": tf.constant(np.arange(first_id, first_id + len(pictures)), tf.int64),
+                    "image": tf.constant(np.stack(pictures))}
+        return DatasetSource(tf.data.Dataset.from_tensor_slices(examples), [{"id": 1, "name": "a"}])
+
+    train = source([scene[:256, :256], _scene(8, 256), _scene(9, 256)], 1)
+    val = source([scene[128:, 128:], _scene(10, 256)], 100)  # overlaps the first training picture by a quarter
+    report = near_duplicates.leakage({"train": train, "val": val})
+    assert report["pictures"] == 5 and report["across_splits"] == 1
+    assert report["groups"] == [{"members": [{"split": "train", "picture": "image id 1"},
+                                             {"split": "val", "picture": "image id 100"}], "kinds": ["overlap"]}]
+    text = near_duplicates.format_leakage(report)
+    assert "WARNING: overlap: train:image id 1, val:image id 100 -- in both training and validation" in text
+    assert near_duplicates.format_leakage({"pictures": 3, "groups": [], "across_splits": 0}) == (
+        "[leakage] 3 pictures: no copies or overlapping views found.")
