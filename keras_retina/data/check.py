@@ -2,7 +2,9 @@
 
 `check_data(data_config, model_config, max_images, write_coco=None, output=None)` reads every
 example of the training and validation sources (every image decoded), prints each split's
-classes, its counts (pictures, boxes, per class, per picture, sizes: `label_statistics`), its
+classes, its counts (pictures, boxes, per class, per picture, sizes: `label_statistics`), the
+labels that look wrong (boxes on one object twice, sizes and shapes far from their class's:
+`label_checks`), its
 dirty-data report (what training does with each problem, with and without --skip_bad_examples)
 and the anchor coverage of its boxes at the model's scale (`coverage`); with `write_coco`, writes
 the training split as that COCO JSON file and the validation split beside it (`-val` before the
@@ -18,6 +20,7 @@ import os
 from keras_retina.data import cleaning, coverage
 from keras_retina.data.coco_writer import write_coco_json
 from keras_retina.data.data_config import DataConfig
+from keras_retina.data.label_checks import format_label_checks, label_checks
 from keras_retina.data.label_statistics import format_statistics, label_statistics
 from keras_retina.data.near_duplicates import format_leakage, leakage
 from keras_retina.data.splits import open_sources
@@ -44,11 +47,13 @@ def check_data(data_config: DataConfig, model_config: ModelConfig, max_images: i
         print(f"[{split}] read and decoded {count} images")
         stats = label_statistics(source)
         print(format_statistics(split, stats))
+        checks = label_checks(source)
+        print(format_label_checks(split, checks))
         print(source.report.format(skipping=data_config.skip_bad_examples))
         problems += len(source.report.problems())
         report = coverage.anchor_coverage(source, model_config.resize_policy, anchors, max_images=max_images)
         print(coverage.format_coverage(report))
-        document["splits"][split] = {"source": source.name, **stats,
+        document["splits"][split] = {"source": source.name, **stats, "label_checks": checks,
                                      "problems": len(source.report.problems()), "anchor_coverage": report}
         if write_coco:
             stem, suffix = os.path.splitext(write_coco)

@@ -15,17 +15,20 @@ other sources (TFRecord, TFDS, a dataset) are read example by example.
 import numpy as np
 
 
-def _annotations(source):
-    """(classes [N] int, is_crowd [N] bool, boxes [N, 4] yxyx) of every picture of `source`."""
+def annotations(source, with_ids=False):
+    """(classes [N] int, is_crowd [N] bool, boxes [N, 4] yxyx[, image id]) of every picture of `source`:
+    a picture source's from memory (no picture decoded), others' from their examples."""
     images = getattr(source, "images", None)
     if images is not None:  # a picture source: its annotations are in memory
         for entry in images:
-            yield (np.asarray(entry["classes"], np.int64).reshape(-1), np.asarray(entry["is_crowd"], bool).reshape(-1),
+            row = (np.asarray(entry["classes"], np.int64).reshape(-1), np.asarray(entry["is_crowd"], bool).reshape(-1),
                    np.asarray(entry["boxes"], np.float64).reshape(-1, 4))
+            yield (*row, int(entry["id"])) if with_ids else row
         return
     for example in source.examples():
-        yield (example["classes"].numpy().astype(np.int64), example["is_crowd"].numpy().astype(bool),
+        row = (example["classes"].numpy().astype(np.int64), example["is_crowd"].numpy().astype(bool),
                example["boxes"].numpy().astype(np.float64).reshape(-1, 4))
+        yield (*row, int(example["image_id"])) if with_ids else row
 
 
 def _spread(values):
@@ -39,7 +42,7 @@ def label_statistics(source):
     boxes_of, pictures_of = np.zeros(len(names), np.int64), np.zeros(len(names), np.int64)
     per_picture, sizes = [], []
     crowd = unlisted = 0
-    for classes, is_crowd, boxes in _annotations(source):
+    for classes, is_crowd, boxes in annotations(source):
         trainable = (classes >= 0) & ~is_crowd
         crowd += int(is_crowd.sum())
         unlisted += int(((classes < 0) & ~is_crowd).sum())

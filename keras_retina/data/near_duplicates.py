@@ -13,9 +13,10 @@ gets three fingerprints (`fingerprint`, from its pixels):
   picture's own scale (reduced by a fixed factor, the same for every picture). A crop or a tile
   overlapping another holds the same corners with the same surroundings, shifted by one offset:
   two pictures with at least PATCH_MATCHES patch hashes in common (within PATCH_BITS bits) whose
-  positions agree on one shift (to OFFSET_TOLERANCE reduced pixels), and that are SHARED_PEAKS (30%) of the corners inside
-  the region that shift makes common, are overlapping views. The shift and the share rule out
-  chance: textures and repeated objects share a few patches, one scene shares its corners.
+  positions agree on one shift (to OFFSET_TOLERANCE reduced pixels), and that are SHARED_PEAKS
+  (30%) of the corners inside the region that shift makes common, are overlapping views. The
+  shift and the share rule out chance: textures and repeated objects share a few patches, one
+  scene shares its corners.
 
 `leakage(sources)`: the fingerprints of every picture of the splits ({split: source}, pictures
 decoded as training reads them) and what they share: a JSON-ready dict, `format_leakage` the
@@ -32,7 +33,8 @@ NEON orthophoto overlapping by half it found 5 of 82 overlapping pairs (its regi
 fixed brightness threshold, and a forest canopy is one dark region), and it took 0.1 s a picture
 against 0.014 s here; these corner patches found all 82 and no false pair among 64 tiles, and
 none among the demo's 640 pictures of flat shapes (where brightness peaks on straight edges had
-matched by chance: hence corners, and the share of corners). A crop that is also resized is not an overlap here (only a copy, when whole).
+matched by chance: hence corners, and the share of corners). A crop that is also resized is not
+an overlap here (only a copy, when whole).
 """
 
 import hashlib
