@@ -47,6 +47,9 @@ OPTIONS = {
     "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
     "checkpoint": ("enum", ("best", ["best", "latest"]), "evaluate, export, predict: the model_dir's best "
                    "checkpoint (its best validation metric; the latest when none was kept) or its latest.", "run"),
+    "report_dir": ("string", None, "check-data: write the data report page (counts, box sizes and shapes against "
+                   "the anchors, samples of each class, labels to look at, copies across splits) into this folder.",
+                   "run"),
     "write_coco": ("string", None, "check-data: also write the training annotations (any format) as this COCO JSON "
                    "file, and the validation ones beside it (-val before the suffix).", "run"),
     "output": ("string", None, "evaluate: JSON file for the metrics (default model_dir/eval, or FILE.metrics.json "
@@ -164,7 +167,7 @@ COMMAND_FLAGS = {
     "evaluate": {"run": {"model_dir", "output", "checkpoint"}, "predict": {"model"}, "data": None,
                  "training": {"batch_size", "mixed_precision", "report", "report_pictures", "report_score_threshold"},
                  "export": set(POSTPROCESS_FLAGS)},
-    "check-data": {"run": {"max_images", "write_coco", "output"}, "data": None,
+    "check-data": {"run": {"max_images", "write_coco", "output", "report_dir"}, "data": None,
                    "model": {"image_size", "max_image_size", "resize", "resize_rounding", "canvas", "num_scales",
                              "aspect_ratios", "anchor_size", "anchor_geometry"}},
     "export": {"run": {"model_dir", "output", "checkpoint"}, "export": None, "training": {"mixed_precision"}},

@@ -11,7 +11,8 @@ the training split as that COCO JSON file and the validation split beside it (`-
 suffix: `data.coco_writer`); with `output`, the counts, problems and coverage of each split as a
 JSON file for scripts. Last, copies and overlapping views of one scene within and across the
 splits (`near_duplicates.leakage`), a warning when a group spans training and validation.
-Returns the number of problems.
+`keep` (a dict) receives the sources read ("sources": {split: source}) and the numbers
+("document"), for the data report. Returns the number of problems.
 """
 
 import dataclasses
@@ -30,7 +31,7 @@ from keras_retina.modeling.model_config import ModelConfig
 
 
 def check_data(data_config: DataConfig, model_config: ModelConfig, max_images: int = 1000,
-               write_coco: str | None = None, output: str | None = None) -> int:
+               write_coco: str | None = None, output: str | None = None, *, keep: dict | None = None) -> int:
     # Count everything rather than stop at the first bad image; say at the end what training does.
     sources = open_sources(dataclasses.replace(data_config, skip_bad_examples=True), need_train=False,
                            load_train=True, verify_images=True)
@@ -66,6 +67,8 @@ def check_data(data_config: DataConfig, model_config: ModelConfig, max_images: i
     if problems and not data_config.skip_bad_examples:
         print("Training on this data stops with an error listing the problems above; fix them or "
               "pass --skip_bad_examples.")
+    if keep is not None:  # what the data report draws (`evaluation.data_report`)
+        keep.update(sources=splits, document={**document, "problems": problems})
     if output:
         write_json({**document, "problems": problems}, output)
         print(f"Counts, problems and anchor coverage written to {output}")

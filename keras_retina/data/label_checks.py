@@ -72,18 +72,19 @@ def label_checks(source):
         for k in np.unique(classes[kept]):
             rows = np.flatnonzero(kept & (classes == k))
             for i, j, iou in _duplicates(boxes[rows]):
-                report["duplicates"].append({"picture": where, "class": names[k], "boxes": [
+                report["duplicates"].append({"picture": where, "image_id": image_id, "class": names[k], "boxes": [
                     boxes[rows[i]].tolist(), boxes[rows[j]].tolist()], "iou": round(iou, 3)})
-            by_class.setdefault(int(k), []).extend((where, box) for box in boxes[rows])
+            by_class.setdefault(int(k), []).extend((where, image_id, box) for box in boxes[rows])
     for k, entries in by_class.items():
         if len(entries) < MIN_CLASS_BOXES:
             continue
-        boxes = np.array([box for _, box in entries])
+        boxes = np.array([box for _, _, box in entries])
         heights, widths = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-3), np.maximum(boxes[:, 3] - boxes[:, 1], 1e-3)
         for key, values in (("size_outliers", np.log(np.sqrt(heights * widths))), ("shape_outliers",
                                                                                  np.log(heights / widths))):
             outlier, z = _robust_outliers(values)
-            report[key] += [{"picture": entries[i][0], "class": names[k], "box": entries[i][1].tolist(),
+            report[key] += [{"picture": entries[i][0], "image_id": entries[i][1], "class": names[k],
+                             "box": entries[i][2].tolist(),
                              "robust_z": round(float(z[i]), 1)} for i in np.flatnonzero(outlier)]
     for key in ("duplicates", "size_outliers", "shape_outliers"):
         report["counts"][key] = len(report[key])

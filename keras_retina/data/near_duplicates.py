@@ -185,13 +185,14 @@ def _picture_names(source):
 
 
 def leakage(sources):
-    """{"pictures", "groups": [{"members": [{"split", "picture"}], "kinds"}], "across_splits"} of {split: source}."""
+    """{"pictures", "groups": [{"members": [{"split", "picture", "image_id"}], "kinds"}], "across_splits"} of
+    {split: source}."""
     keys, prints = [], []
     for split, source in sources.items():
         names = _picture_names(source)
         for example in source.examples():
             image_id = int(example["image_id"])
-            keys.append({"split": split, "picture": names.get(image_id, f"image id {image_id}")})
+            keys.append({"split": split, "picture": names.get(image_id, f"image id {image_id}"), "image_id": image_id})
             prints.append(fingerprint(example["image"].numpy()))
     groups, pairs = find_near_duplicates(prints)
     kinds = {}

@@ -79,8 +79,9 @@ def test_leakage_names_the_pictures_shared_by_the_splits():
     val = source([scene[128:, 128:], _scene(10, 256)], 100)  # overlaps the first training picture by a quarter
     report = near_duplicates.leakage({"train": train, "val": val})
     assert report["pictures"] == 5 and report["across_splits"] == 1
-    assert report["groups"] == [{"members": [{"split": "train", "picture": "image id 1"},
-                                             {"split": "val", "picture": "image id 100"}], "kinds": ["overlap"]}]
+    assert report["groups"] == [{"members": [{"split": "train", "picture": "image id 1", "image_id": 1},
+                                             {"split": "val", "picture": "image id 100", "image_id": 100}],
+                                 "kinds": ["overlap"]}]
     text = near_duplicates.format_leakage(report)
     assert "WARNING: overlap: train:image id 1, val:image id 100 -- in both training and validation" in text
     assert near_duplicates.format_leakage({"pictures": 3, "groups": [], "across_splits": 0}) == (
