@@ -148,6 +148,13 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
     assert report["metrics"]["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
     assert len(report["classes"]) == 3 and report["num_images"] == 8 and summary["report"].endswith("index.html")
 
+    # the postprocessing an export would fix, measured first: one detection a picture, score voting
+    result = keras_retina("evaluate", "--model_dir=run", "--max_detections=1", "--box_voting_sigma=0.025",
+                          "--report=false", "--output=one.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["postprocess"] == {"max_detections": 1, "box_voting_sigma": 0.025} and one["AR100"] == one["AR1"]
+
     result = keras_retina("check-data", "--image_size=64", *_data_flags(tiny_coco), "--output=counts.json",
                           cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
