@@ -3,7 +3,8 @@
 Exactly one training source: annotation files (`train_annotations`: COCO JSON, Pascal VOC, YOLO
 or CSV, `readers.annotation_files`), a TFDS dataset (`tfds_name`), TFRecords (`train_tfrecord`)
 or the synthetic demo data (`demo_data`). `val_fraction` holds out part of the training
-pictures for validation when no validation data is given. The
+pictures for validation when no validation data is given (`val_split`: by scene, or by name as
+before; `saved_data_settings` reads an older config.json as it was made). The
 command line's data flags and `config.json["data"]` (which `evaluate` reads to find the
 validation data again) derive from these fields; `data.splits.open_sources` reads them.
 """
@@ -12,6 +13,8 @@ import dataclasses
 
 from keras_retina.config_fields import check_fields, setting
 from keras_retina.data.readers.annotation_files import FORMATS
+
+VAL_SPLITS = ("scenes", "names")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,10 @@ class DataConfig:
         0.0, "Hold out this share of the training pictures for validation when no validation data is given: "
         "chosen by a hash of each file name, so the split stays when pictures are added.",
         (lambda v: 0 <= v < 1, "must be in [0, 1)."))
+    val_split: str = setting(
+        "scenes", "--val_fraction: scenes (copies and overlapping views of one scene, e.g. tiles of one picture, stay "
+        "on one side: data/near_duplicates.py) or names (each picture by its file name alone: how model_dirs made "
+        "before keras_retina 0.3 were split, and resume).", choices=VAL_SPLITS)
     tfds_name: str = setting(None, "TFDS dataset, e.g. coco/2017.")
     tfds_data_dir: str = setting(None, "TFDS data_dir.")
     tfds_train_split: str = setting("train", "TFDS training split.")
@@ -51,4 +58,12 @@ class DataConfig:
         """Whether any data source is named (evaluate falls back to the model_dir's otherwise)."""
         return any(getattr(self, f.name) for f in dataclasses.fields(self)
                    if f.name not in ("tfds_train_split", "tfds_val_split", "skip_bad_examples", "annotation_format",
-                                     "classes", "val_fraction"))
+                                     "classes", "val_fraction", "val_split"))
+
+
+def saved_data_settings(values):
+    """Data settings as a config.json holds them -> the same data: a model_dir made before
+    `val_split` existed held its --val_fraction pictures out by name."""
+    if isinstance(values, dict) and "val_split" not in values:
+        values = {**values, "val_split": "names"}
+    return values

@@ -22,6 +22,13 @@ gets three fingerprints (`fingerprint`, from its pixels):
 decoded as training reads them) and what they share: a JSON-ready dict, `format_leakage` the
 lines check-data prints (every group spanning splits is a WARNING, naming its pictures).
 
+`file_fingerprints(paths)`: the fingerprints of picture files, cached in
+`files.cache_home()`/fingerprints (one JSON file per folder, an entry per picture keyed by its
+name, size and modification time): a training start fingerprints only pictures it has not seen.
+A picture TensorFlow cannot decode whole (a tiled TIFF, read window by window) is its own
+scene. `scene_groups(paths)`: the groups of those files (lists of indices of two or more), what
+`--val_fraction` keeps on one side (`data.splits`).
+
 `find_near_duplicates(fingerprints)` compares no pair it need not: candidates come from
 multi-index hashing (a 64-bit hash cut into 16-bit chunks: two hashes within 3 bits share a chunk
 exactly, pigeonhole), so the work grows with the pictures and their near matches, not with every
@@ -39,9 +46,14 @@ an overlap here (only a copy, when whole).
 
 import hashlib
 import itertools
+import json
+import os
 
 import numpy as np
 from PIL import Image
+
+from keras_retina.files import cache_home, write_json
+from keras_retina.ops import images as image_lib
 
 WHOLE_BITS = 3
 REDUCE = 2  # every picture is reduced by this factor before its patches are found (the same for all)
@@ -156,7 +168,7 @@ def find_near_duplicates(fingerprints):
             found(i, j, "exact")
     by_whole, by_patch = {}, {}
     for i, (_, whole, patches, _) in enumerate(fingerprints):
-        for chunk in _chunks(whole):
+        for chunk in _chunks(whole) if whole is not None else ():
             for j in by_whole.get(chunk, ()):
                 if _bits(whole, fingerprints[j][1]) <= WHOLE_BITS:
                     found(i, j, "copy")
@@ -223,3 +235,53 @@ def format_leakage(report, shown=5):
     if len(groups) > shown:
         lines.append(f"  ... {len(groups) - shown} more group(s) (--output lists them all)")
     return "\n".join(lines)
+
+
+def _to_json(found):
+    exact, whole, patches, shape = found
+    return [exact.hex(), None if whole is None else str(whole), [[str(h), y, x] for h, y, x in patches], list(shape)]
+
+
+def _from_json(row):
+    exact, whole, patches, shape = row
+    return (bytes.fromhex(exact), None if whole is None else int(whole), [(int(h), y, x) for h, y, x in patches],
+            tuple(shape))
+
+
+def file_fingerprints(paths):
+    """[fingerprint] of picture files (module docstring), from the cache where a file is unchanged."""
+    out, by_folder = [None] * len(paths), {}
+    for i, path in enumerate(paths):
+        by_folder.setdefault(os.path.dirname(os.path.abspath(path)), []).append(i)
+    for folder, indices in by_folder.items():
+        cache = os.path.join(cache_home(), "fingerprints", hashlib.sha1(folder.encode("utf-8", "surrogateescape"))
+                             .hexdigest() + ".json")
+        try:
+            with open(cache, encoding="utf-8") as f:  # our own cache file
+                known = json.load(f)
+        except (OSError, ValueError):
+            known = {}
+        changed = False
+        for i in indices:
+            stat = os.stat(paths[i])
+            key = f"{os.path.basename(paths[i])}|{stat.st_size}|{stat.st_mtime_ns}"
+            if key in known:
+                out[i] = _from_json(known[key])
+                continue
+            try:
+                out[i] = fingerprint(image_lib.read_picture(paths[i]).numpy())
+            except image_lib.BadImage:  # a picture read window by window (a tiled TIFF): its own scene
+                out[i] = (hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest(), None, [], (0, 0))
+            known[key] = _to_json(out[i])
+            changed = True
+        if changed:
+            try:
+                write_json(known, cache, indent=None)
+            except OSError:  # a read-only cache: fingerprints again next time
+                pass
+    return out
+
+
+def scene_groups(paths):
+    """[[index]] of `paths` that are copies or overlapping views of one scene (two or more each)."""
+    return find_near_duplicates(file_fingerprints(paths))[0]

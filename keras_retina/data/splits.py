@@ -5,14 +5,16 @@ while parsing; TFRecord, TFDS: `RecordSource.checked`, one pass without decoding
 image decoded too under --skip_bad_examples or `verify_images`). Problems are a DataError listing
 them unless --skip_bad_examples, then skipped or dropped and counted in each source's `report`.
 With `val_fraction`, the training pictures whose file name hashes below it become the validation
-source (`held_out`: stable when pictures are added, the same on every run and in `evaluate`).
+source (`held_out`: stable when pictures are added, the same on every run and in `evaluate`); with
+`val_split="scenes"` (the default) copies and overlapping views of one scene (`near_duplicates`)
+all follow the name that comes first among them, so no scene is on both sides.
 """
 
 import dataclasses
 import hashlib
 import os
 
-from keras_retina.data import synthetic
+from keras_retina.data import near_duplicates, synthetic
 from keras_retina.data.label_map import read_class_names, read_label_map
 from keras_retina.data.readers import tfds_coco, tfrecord
 from keras_retina.data.readers.annotation_files import read_annotations
@@ -104,11 +106,22 @@ def _hold_out(found, config):
     if not hasattr(train, "subset"):
         raise UsageError(f"--val_fraction works with annotation files (COCO JSON, Pascal VOC, YOLO, CSV); "
                          f"{train.name} is a TFRecord / TFDS source: give its validation split instead.")
-    val = [i for i, image in enumerate(train.images) if held_out(image["file"], config.val_fraction)]
+    files = [image["file"] for image in train.images]
+    deciding = list(range(len(files)))  # the picture whose name decides each picture's side
+    if config.val_split == "scenes":
+        for group in near_duplicates.scene_groups(files):
+            first = min(group, key=lambda i: os.path.basename(files[i]))
+            for i in group:
+                deciding[i] = first
+    val = [i for i in range(len(files)) if held_out(files[deciding[i]], config.val_fraction)]
+    chosen = set(val)
+    moved = sum(held_out(files[i], config.val_fraction) != (i in chosen) for i in range(len(files)))
+    if moved:
+        print(f"[data] --val_fraction={config.val_fraction:g}: {moved} picture(s) follow a copy or an overlapping "
+              f"view of their scene to its side (--val_split=scenes)", flush=True)
     if not val or len(val) == len(train.images):
         raise UsageError(f"--val_fraction={config.val_fraction} holds out {len(val)} of {len(train.images)} "
                          f"pictures of {train.name}; choose a fraction that leaves both splits some.")
-    chosen = set(val)
     return {"train": train.subset([i for i in range(len(train.images)) if i not in chosen], train.name),
             "val": train.subset(val, f"{train.name} (held out: {config.val_fraction:g})")}
 

@@ -13,7 +13,7 @@ import sys
 import tensorflow as tf
 
 from keras_retina.config_fields import from_dict
-from keras_retina.data.data_config import DataConfig
+from keras_retina.data.data_config import DataConfig, saved_data_settings
 from keras_retina.data.splits import open_sources
 from keras_retina.errors import DataError, UsageError
 from keras_retina.modeling.transform import letterbox
@@ -39,7 +39,7 @@ def calibration_inputs(run, config, input_size, policy, folder=None, count=200):
                 skipped += 1
         source_name = f"{folder} ({skipped} unreadable skipped)" if skipped else folder
     else:
-        data = from_dict(DataConfig, config["data"], run.config_path)
+        data = from_dict(DataConfig, saved_data_settings(config["data"]), run.config_path)
         try:  # no dirty-data pass over the whole split: a few hundred pictures are read
             sources = open_sources(data, need_train=False, load_train=True, verify_images=False)
         except UsageError as error:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from keras_retina.config_fields import from_dict
 from keras_retina.data import pipeline
-from keras_retina.data.data_config import DataConfig
+from keras_retina.data.data_config import DataConfig, saved_data_settings
 from keras_retina.data.splits import open_sources
 from keras_retina.errors import DataError, SettingsError, UsageError
 from keras_retina.evaluation.coco_metrics import evaluate_coco, evaluate_deployed, format_metrics
@@ -52,7 +52,7 @@ def validation_source(data_config, run=None):
     if not data_config.sources_given():
         if run is None:
             raise UsageError(f"{NO_VALIDATION_DATA}, or --model_dir (its data).")
-        saved = from_dict(DataConfig, run.read_config()["data"], run.config_path)
+        saved = from_dict(DataConfig, saved_data_settings(run.read_config()["data"]), run.config_path)
         data_config = dataclasses.replace(saved, skip_bad_examples=data_config.skip_bad_examples)
     val = open_sources(data_config, need_train=False).val
     if val is None:

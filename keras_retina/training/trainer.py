@@ -32,7 +32,7 @@ import tensorflow as tf
 from keras_retina.config_fields import from_dict
 from keras_retina.data import coverage as coverage_lib
 from keras_retina.data import pipeline
-from keras_retina.data.data_config import DataConfig
+from keras_retina.data.data_config import DataConfig, saved_data_settings
 from keras_retina.data.splits import Sources, open_sources
 from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation.callback import CocoEvaluation
@@ -85,6 +85,7 @@ def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, 
     if train_config.early_stopping_evals and resolver is not None and resolver.task_type:
         raise UsageError("--early_stopping_evals works on one machine (the evaluation runs on the chief alone); "
                          "with --strategy=multi_worker the best checkpoint is still kept in model_dir/best.")
+    data_config = _as_made(ModelDir(model_dir), data_config)
     sources = sources or open_data(data_config)
     chief = is_chief(strategy)
     run = ModelDir(model_dir, None if chief else strategy.cluster_resolver.task_id)
@@ -180,6 +181,18 @@ def resolve_model_settings(model_config, previous, model_dir):
     return model_config
 
 
+def _as_made(run, data_config):
+    """A resumed model_dir made before --val_split existed keeps the split it was made with (by name)."""
+    if not data_config.val_fraction or not run.has_config():
+        return data_config
+    saved = run.read_config().get("data", {})
+    if "val_split" not in saved and data_config.val_split != "names":
+        print(f"[data] --model_dir={run.path} was split by file name (made before --val_split): it resumes on that "
+              f"split (--val_split=names); a new --model_dir splits by scene.", flush=True)
+        return dataclasses.replace(data_config, val_split="names")
+    return data_config
+
+
 def check_same_data(run, label_map, data_config):
     """A resumed run must train on the data it started with: the same label map (same ids and
     names) and the same data flags; otherwise a UsageError naming what changed."""
@@ -191,7 +204,7 @@ def check_same_data(run, label_map, data_config):
         raise UsageError(f"--model_dir={run.path} was trained on other categories ({shown(previous)}) than this "
                          f"data's ({shown(label_map)}); use a new --model_dir, or --resume_with_other_data to "
                          f"continue this model on the new data.")
-    saved = {**dataclasses.asdict(DataConfig()), **run.read_config()["data"]}  # settings added since: defaults
+    saved = {**dataclasses.asdict(DataConfig()), **saved_data_settings(run.read_config()["data"])}
     same = lambda a, b: a == b or (isinstance(a, str) and isinstance(b, str)  # noqa: E731
                                    and os.path.normpath(a) == os.path.normpath(b))
     changed = sorted(k for k, v in dataclasses.asdict(data_config).items()

@@ -3,6 +3,8 @@ recompressed, cropped, tiles overlapping by half) every copy is found and no unr
 and check-data warns when training and validation share one."""
 
 import io
+import json
+import os
 
 import numpy as np
 from PIL import Image
@@ -86,3 +88,60 @@ def test_leakage_names_the_pictures_shared_by_the_splits():
     assert "WARNING: overlap: train:image id 1, val:image id 100 -- in both training and validation" in text
     assert near_duplicates.format_leakage({"pictures": 3, "groups": [], "across_splits": 0}) == (
         "[leakage] 3 pictures: no copies or overlapping views found.")
+
+
+def _tiles_dataset(folder):
+    """COCO JSON of 12 pictures: 9 tiles of one scene overlapping by half (names t0..t8 spread over
+    the alphabet's order with the others) and 3 unrelated pictures; one box each."""
+    folder.mkdir()
+    scene = _scene(3)
+    pictures = {f"t{k}.png": scene[y:y + 256, x:x + 256] for k, (y, x) in enumerate(
+        (y, x) for y in (0, 128, 256) for x in (0, 128, 256))}
+    pictures.update({f"other{k}.png": _scene(20 + k, 256) for k in range(3)})
+    images, annotations = [], []
+    for n, (name, pixels) in enumerate(sorted(pictures.items()), start=1):
+        Image.fromarray(pixels).save(folder / name)
+        images.append({"id": n, "file_name": name, "height": 256, "width": 256})
+        annotations.append({"id": n, "image_id": n, "category_id": 1, "bbox": [10, 10, 50, 50], "area": 2500,
+                            "iscrowd": 0})
+    path = folder / "labels.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "tree"}]}))
+    return str(path), str(folder)
+
+
+def test_val_fraction_keeps_a_scene_on_one_side(tmp_path, monkeypatch, capsys):
+    """By name the tiles of one scene land on both sides; by scene (the default) all follow the first
+    tile's name, and a model_dir made before --val_split resumes on its split by name."""
+    import dataclasses
+
+    from keras_retina.data.data_config import DataConfig, saved_data_settings
+    from keras_retina.data.splits import held_out, open_sources
+    from keras_retina.model_dir import ModelDir
+    from keras_retina.training.trainer import _as_made
+
+    monkeypatch.setenv("KERAS_RETINA_HOME", str(tmp_path / "home"))  # the fingerprints' cache
+    annotations, folder = _tiles_dataset(tmp_path / "pictures")
+    tiles = [f"t{k}.png" for k in range(9)]
+    fraction = 0.5
+    by_name = {name for name in tiles if held_out(name, fraction)}
+    assert 0 < len(by_name) < 9  # by name, the scene is on both sides
+    config = DataConfig(train_annotations=annotations, train_images=folder, val_fraction=fraction)
+    assert config.val_split == "scenes"
+    sides = {}
+    for split in ("scenes", "names"):
+        sources = open_sources(dataclasses.replace(config, val_split=split))
+        sides[split] = {os.path.basename(i["file"]) for i in sources.val.images}
+    assert sides["names"] & set(tiles) == by_name
+    assert sides["scenes"] & set(tiles) in (set(), set(tiles))  # one side for the whole scene
+    assert (sides["scenes"] & set(tiles)) == (set(tiles) if held_out("t0.png", fraction) else set())
+    assert "picture(s) follow a copy or an overlapping view" in capsys.readouterr().out
+    assert os.listdir(tmp_path / "home" / "fingerprints")  # cached: the next start decodes nothing
+    # a config.json written before --val_split: read and resumed as made
+    assert saved_data_settings({"val_fraction": 0.5})["val_split"] == "names"
+    run = ModelDir(str(tmp_path / "old_run"))
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "val_split"}
+    run.write_config({"model": {}, "train": {}, "data": old})
+    assert _as_made(run, config).val_split == "names"
+    run.write_config({"model": {}, "train": {}, "data": json.loads(json.dumps(dataclasses.asdict(config)))})
+    assert _as_made(run, config).val_split == "scenes"
