@@ -285,3 +285,22 @@ def file_fingerprints(paths):
 def scene_groups(paths):
     """[[index]] of `paths` that are copies or overlapping views of one scene (two or more each)."""
     return find_near_duplicates(file_fingerprints(paths))[0]
+
+
+CHECK_AT_START = 600  # pictures: a training start checks its splits for shared scenes up to this many (~10 s)
+
+
+def split_warning(train, val):
+    """At a training start: a WARNING line when picture sources `train` and `val` share scenes (their
+    fingerprints cached: a later start decodes nothing), "" when they do not or cannot be checked
+    here (another kind of source, or more than CHECK_AT_START pictures: check-data checks those)."""
+    pictures = [getattr(source, "images", None) for source in (train, val)]
+    if None in pictures or sum(map(len, pictures)) > CHECK_AT_START:
+        return ""
+    files = [entry["file"] for entry in pictures[0]] + [entry["file"] for entry in pictures[1]]
+    crossing = [g for g in scene_groups(files) if min(g) < len(pictures[0]) <= max(g)]
+    if not crossing:
+        return ""
+    shown = ", ".join(os.path.basename(files[i]) for i in crossing[0][:4])
+    return (f"WARNING: training and validation share {len(crossing)} scene(s) (copies or overlapping views, e.g. "
+            f"{shown}): the validation metrics overstate the model; keras_retina check-data lists them.")

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from keras_retina.config_fields import from_dict
 from keras_retina.data import coverage as coverage_lib
-from keras_retina.data import pipeline
+from keras_retina.data import near_duplicates, pipeline
 from keras_retina.data.data_config import DataConfig, saved_data_settings
 from keras_retina.data.splits import Sources, open_sources
 from keras_retina.errors import DataError, UsageError
@@ -118,6 +118,10 @@ def _train(run, chief, model_config, train_config, sources, data_config, *, stra
     model = build_model(build_config, train_config, strategy)
     if coverage_images:
         coverage(sources, model, coverage_images)
+        if chief and sources.train is not None and sources.val is not None:
+            warning = near_duplicates.split_warning(sources.train, sources.val)
+            if warning:
+                print(warning, flush=True)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                      **weight_averaging.checkpoint_parts(model))
     manager = run.checkpoint_manager(checkpoint)

@@ -145,3 +145,17 @@ def test_val_fraction_keeps_a_scene_on_one_side(tmp_path, monkeypatch, capsys):
     assert _as_made(run, config).val_split == "names"
     run.write_config({"model": {}, "train": {}, "data": json.loads(json.dumps(dataclasses.asdict(config)))})
     assert _as_made(run, config).val_split == "scenes"
+
+
+def test_a_training_start_warns_when_its_splits_share_a_scene(tmp_path, monkeypatch):
+    from keras_retina.data.readers.coco_json import read_coco_json
+
+    monkeypatch.setenv("KERAS_RETINA_HOME", str(tmp_path / "home"))
+    annotations, folder = _tiles_dataset(tmp_path / "pictures")
+    source = read_coco_json(annotations, folder)
+    tiles = [i for i, e in enumerate(source.images) if os.path.basename(e["file"]).startswith("t")]
+    others = [i for i, e in enumerate(source.images) if i not in tiles]
+    train, val = source.subset(tiles[:5] + others, "train"), source.subset(tiles[5:], "val")
+    warning = near_duplicates.split_warning(train, val)
+    assert warning.startswith("WARNING: training and validation share 1 scene(s)") and "t0.png" in warning
+    assert near_duplicates.split_warning(source.subset(tiles, "train"), source.subset(others, "val")) == ""
