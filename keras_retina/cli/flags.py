@@ -41,7 +41,8 @@ COMMANDS = {
 
 # The commands' own flags: name -> (kind, default, help, group).
 OPTIONS = {
-    "model_dir": ("string", None, "The run folder: checkpoints, logs, metrics, the model.", "run"),
+    "model_dir": ("string", None, "The run folder: checkpoints, logs, metrics, the model (check-data: a trained "
+                  "model whose confident detections on no label point at labels that may be missing).", "run"),
     "resume_with_other_data": ("boolean", False, "train: continue a model_dir on another label map or other "
                                "data flags than it was trained on (refused otherwise).", "run"),
     "max_images": ("integer", 1000, "Images for the anchor-coverage report (check-data reads every image).", "run"),
@@ -167,7 +168,7 @@ COMMAND_FLAGS = {
     "evaluate": {"run": {"model_dir", "output", "checkpoint"}, "predict": {"model"}, "data": None,
                  "training": {"batch_size", "mixed_precision", "report", "report_pictures", "report_score_threshold"},
                  "export": set(POSTPROCESS_FLAGS)},
-    "check-data": {"run": {"max_images", "write_coco", "output", "report_dir"}, "data": None,
+    "check-data": {"run": {"max_images", "write_coco", "output", "report_dir", "model_dir"}, "data": None,
                    "model": {"image_size", "max_image_size", "resize", "resize_rounding", "canvas", "num_scales",
                              "aspect_ratios", "anchor_size", "anchor_geometry"}},
     "export": {"run": {"model_dir", "output", "checkpoint"}, "export": None, "training": {"mixed_precision"}},

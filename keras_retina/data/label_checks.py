@@ -14,6 +14,11 @@ really hold giants). `label_checks(source)` -> a JSON-ready dict:
   object.
 Each entry names the picture (a picture source's file, else the image id), the box (yxyx pixels)
 and its class; the lists are capped at MAX_LISTED each, with the counts in full.
+
+`unlabelled_objects(source, detect, thresholds)`: with a trained model (`detect`: a picture ->
+(boxes yxyx normalised, scores, category ids), `inference.detector`), the pictures whose labels
+look incomplete: the model's confident detections (at least its class's threshold) that overlap
+no label of their class (IoU below UNLABELLED_IOU 0.3), pictures with the most first.
 `format_label_checks(report)`: the lines check-data prints.
 """
 
@@ -25,6 +30,7 @@ DUPLICATE_IOU = 0.8
 OUTLIER_SPREAD = 4.0
 MIN_CLASS_BOXES = 20
 MAX_LISTED = 200
+UNLABELLED_IOU = 0.3
 
 
 def _duplicates(boxes):
@@ -36,7 +42,6 @@ def _duplicates(boxes):
     cells = {}
     for i, key in enumerate(map(tuple, keys)):
         cells.setdefault(key, []).append(i)
-    area = np.maximum(heights, 0) * np.maximum(widths, 0)
     found = []
     for i, (cy, cx) in enumerate(keys):
         # two boxes at IoU >= 0.8 have centres closer than a quarter of the larger one's longer side
@@ -46,11 +51,17 @@ def _duplicates(boxes):
         if not near:
             continue
         near = np.asarray(near)
-        inter = (np.maximum(np.minimum(boxes[i, 2], boxes[near, 2]) - np.maximum(boxes[i, 0], boxes[near, 0]), 0)
-                 * np.maximum(np.minimum(boxes[i, 3], boxes[near, 3]) - np.maximum(boxes[i, 1], boxes[near, 1]), 0))
-        iou = inter / np.maximum(area[i] + area[near] - inter, 1e-12)
+        iou = _ious(boxes[i], boxes[near])
         found += [(i, int(j), float(v)) for j, v in zip(near, iou) if v >= DUPLICATE_IOU]
     return found
+
+
+def _ious(box, others):
+    """IoU of one yxyx box with each of `others` [n, 4]."""
+    inter = (np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0)
+             * np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0))
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum((box[2] - box[0]) * (box[3] - box[1]) + areas - inter, 1e-12)
 
 
 def _robust_outliers(values):
@@ -90,6 +101,47 @@ def label_checks(source):
         report["counts"][key] = len(report[key])
         report[key] = report[key][:MAX_LISTED]
     return report
+
+
+def unlabelled_objects(source, detect, thresholds):
+    """{"pictures": [{"picture", "image_id", "boxes", "scores", "classes"}] (most such detections first,
+    capped at MAX_LISTED), "detections": count, "pictures_checked"} (module docstring)."""
+    names = {e["id"]: e["name"] for e in source.label_map}
+    pictures = {int(e["id"]): e["file"] for e in getattr(source, "images", None) or []}
+    found, checked = [], 0
+    for example in source.examples():
+        checked += 1
+        pixels = example["image"].numpy()
+        height, width = pixels.shape[:2]
+        boxes, scores, categories = (np.asarray(v) for v in detect(pixels)[:3])
+        boxes = boxes.reshape(-1, 4) * [height, width, height, width]
+        labels = example["boxes"].numpy().reshape(-1, 4)
+        label_ids = np.array([source.label_map[c]["id"] if c >= 0 else -1 for c in example["classes"].numpy()])
+        keep = []
+        for box, score, category in zip(boxes, scores, categories):
+            if score < thresholds.get(int(category), 1.0):
+                continue
+            same = labels[label_ids == category]
+            if not len(same) or _ious(box, same).max() < UNLABELLED_IOU:
+                keep.append((box.tolist(), float(score), names.get(int(category), str(category))))
+        if keep:
+            image_id = int(example["image_id"])
+            found.append({"picture": pictures.get(image_id, f"image id {image_id}"), "image_id": image_id,
+                          "boxes": [k[0] for k in keep], "scores": [k[1] for k in keep],
+                          "classes": [k[2] for k in keep]})
+    found.sort(key=lambda entry: -len(entry["boxes"]))
+    return {"pictures": found[:MAX_LISTED], "pictures_with_some": len(found),
+            "detections": sum(len(e["boxes"]) for e in found), "pictures_checked": checked}
+
+
+def format_unlabelled(name, report, how, shown=3):
+    lines = [f"[{name}] the model's confident detections ({how}) on no label: {report['detections']} in "
+             f"{report['pictures_with_some']} of {report['pictures_checked']} pictures"
+             + (" (labels that may be missing; most first)" if report["detections"] else "")]
+    for entry in report["pictures"][:shown]:
+        lines.append(f"  {entry['picture']}: {len(entry['boxes'])}, e.g. {entry['classes'][0]} "
+                     f"{entry['scores'][0]:.2f} at {[round(v) for v in entry['boxes'][0]]}")
+    return "\n".join(lines)
 
 
 def format_label_checks(name, report, shown=3):

@@ -164,15 +164,19 @@ def _samples(sources, rows, names):
 
 
 def _label_checks(sources, document, rows):
-    out = ["<h2>Labels to look at</h2><p>Two boxes of one class on one object, and boxes far outside their "
-           "class's usual size or shape (more than 4 robust standard deviations): listed, not changed.</p>"]
+    out = ["<h2>Labels to look at</h2><p>Two boxes of one class on one object, boxes far outside their "
+           "class's usual size or shape (more than 4 robust standard deviations), and, with --model_dir, the "
+           "trained model's confident detections that no label covers (a label that may be missing): listed, "
+           "not changed.</p>"]
     items, total = [], 0
     for split, source in sources.items():
         checks = document["splits"][split]["label_checks"]
-        entries = ([("duplicate", e, e["boxes"]) for e in checks["duplicates"]]
+        unlabelled = checks.get("unlabelled", {"pictures": [], "detections": 0})
+        entries = ([("no label", e, e["boxes"]) for e in unlabelled["pictures"]]
+                   + [("duplicate", e, e["boxes"]) for e in checks["duplicates"]]
                    + [("size", e, [e["box"]]) for e in checks["size_outliers"]]
                    + [("shape", e, [e["box"]]) for e in checks["shape_outliers"]])
-        total += sum(checks["counts"].values())
+        total += sum(checks["counts"].values()) + len(unlabelled["pictures"])
         shown = entries[:max(0, MAX_THUMBNAILS - len(items))]
         pictures = _pictures(source, [e["image_id"] for _, e, _ in shown])
         for kind, entry, boxes in shown:

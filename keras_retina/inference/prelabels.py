@@ -87,19 +87,25 @@ def check_names(paths):
         seen[name] = path
 
 
+def report_thresholds(run_summary, key):
+    """({category id: threshold} of the training's evaluation report, each class's `key`
+    ("for_labelling" or "recommended": the best F1), the report.json path) or ({}, None)."""
+    report = (run_summary or {}).get("report")
+    path = os.path.join(os.path.dirname(report), "report.json") if report else None
+    measured = {}
+    if path and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:  # our own file, written by training's evaluation
+            for entry in json.load(f).get("classes", []):
+                if entry.get(key):
+                    measured[entry["id"]] = entry[key]["threshold"]
+    return measured, path
+
+
 def labelling_thresholds(run_summary, label_map, given=None):
     """({category id: threshold}, a sentence saying where they come from) (module docstring)."""
     if given is not None:
         return {e["id"]: given for e in label_map}, f"--prelabel_threshold={given:g} for every class"
-    measured = {}
-    report = (run_summary or {}).get("report")
-    path = os.path.join(os.path.dirname(report), "report.json") if report else None
-    if path and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:  # our own file, written by training's evaluation
-            for entry in json.load(f).get("classes", []):
-                found = entry.get("for_labelling")
-                if found:
-                    measured[entry["id"]] = found["threshold"]
+    measured, path = report_thresholds(run_summary, "for_labelling")
     thresholds = {e["id"]: measured.get(e["id"], DEFAULT_THRESHOLD) for e in label_map}
     if not measured:
         return thresholds, (f"{DEFAULT_THRESHOLD:g} for every class (no evaluation report to measure a threshold "

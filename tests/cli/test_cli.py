@@ -156,7 +156,7 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
     assert one["postprocess"] == {"max_detections": 1, "box_voting_sigma": 0.025} and one["AR100"] == one["AR1"]
 
     result = keras_retina("check-data", "--image_size=64", *_data_flags(tiny_coco), "--output=counts.json",
-                          cwd=tmp_path)
+                          "--model_dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Anchor coverage") == 2  # train and val
     counts = json.loads((tmp_path / "counts.json").read_text())
@@ -171,6 +171,8 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
         assert row["anchor_coverage"]["small"]["boxes"] + row["anchor_coverage"]["medium"]["boxes"] + row[
             "anchor_coverage"]["large"]["boxes"] == row["boxes"]
     assert counts["leakage"]["pictures"] == 24 and "[leakage] 24 pictures: no copies" in result.stdout
+    unlabelled = counts["splits"]["train"]["label_checks"]["unlabelled"]  # the trained run's detections
+    assert unlabelled["pictures_checked"] == 16 and "[train] the model's confident detections (" in result.stdout
 
 
 def test_resume_after_the_process_is_killed(tmp_path, tiny_coco):

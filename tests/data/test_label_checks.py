@@ -64,3 +64,27 @@ def test_thousands_of_boxes_without_comparing_every_pair():
     found = _duplicates(boxes)
     assert time.process_time() - start < 20
     assert sorted((i, j) for i, j, _ in found) == sorted((int(d), 20000 + k) for k, d in enumerate(doubles))
+
+
+def test_confident_detections_on_no_label_point_at_missing_labels():
+    """A detection on its label, one of another class there, one on nothing above the threshold and one
+    below it: the two confident ones on no label of their class are listed, the picture named."""
+    import tensorflow as tf
+
+    from keras_retina.data.label_checks import format_unlabelled, unlabelled_objects
+    from keras_retina.data.source import DatasetSource
+
+    examples = {"image_id": tf.constant([7], tf.int64), "image": tf.zeros((1, 100, 200, 3), tf.uint8),
+                "boxes": tf.constant([[[10.0, 10.0, 50.0, 50.0]]]), "classes": tf.constant([[0]], tf.int32)}
+    source = DatasetSource(tf.data.Dataset.from_tensor_slices(examples), LABEL_MAP)
+
+    def detect(pixels):  # normalised boxes, scores, category ids
+        return (np.array([[0.1, 0.05, 0.5, 0.25], [0.1, 0.05, 0.5, 0.25], [0.6, 0.6, 0.9, 0.9], [0.6, 0.1, 0.9, 0.3]]),
+                np.array([0.9, 0.8, 0.7, 0.2]), np.array([1, 2, 1, 1]))
+
+    found = unlabelled_objects(source, detect, {1: 0.5, 2: 0.5})
+    assert (found["detections"], found["pictures_with_some"], found["pictures_checked"]) == (2, 1, 1)
+    entry = found["pictures"][0]
+    assert entry["picture"] == "image id 7" and entry["classes"] == ["car", "tree"]
+    np.testing.assert_allclose(entry["boxes"], [[10, 10, 50, 50], [60, 120, 90, 180]])
+    assert "2 in 1 of 1 pictures" in format_unlabelled("train", found, "score >= 0.5")
