@@ -34,7 +34,7 @@ def _unlabelled(options, configs, keep):
 
     run = ModelDir(options["model_dir"])
     summary = read_json(run.summary_path) if os.path.isfile(run.summary_path) else None
-    measured, _ = report_thresholds(summary, "recommended")
+    measured, _ = report_thresholds(summary, "recommended", run.path)
     label_map = next(iter(keep["sources"].values())).label_map
     thresholds = {e["id"]: measured.get(e["id"], CONFIDENT) for e in label_map}
     how = "each class's best-F1 score from the model's evaluation" if measured else f"score >= {CONFIDENT}"

@@ -75,7 +75,8 @@ def _prelabels(options, pictures):
         label_map = read_json(os.path.join(options["saved_model"], "assets", "label_map.json"))
     else:
         return None  # no model: batch_detector says what predict needs
-    thresholds, how = prelabel_lib.labelling_thresholds(summary, label_map, settings.threshold)
+    thresholds, how = prelabel_lib.labelling_thresholds(summary, label_map, settings.threshold,
+                                                        options["model_dir"])
     return Prelabels(settings, label_map, thresholds, how)
 
 

@@ -65,5 +65,5 @@ def saved_data_settings(values):
     """Data settings as a config.json holds them -> the same data: a model_dir made before
     `val_split` existed held its --val_fraction pictures out by name."""
     if isinstance(values, dict) and "val_split" not in values:
-        values = {**values, "val_split": "names"}
+        values = {**values, "val_split": "names" if values.get("val_fraction") else "scenes"}
     return values

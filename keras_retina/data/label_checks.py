@@ -31,6 +31,7 @@ OUTLIER_SPREAD = 4.0
 MIN_CLASS_BOXES = 20
 MAX_LISTED = 200
 UNLABELLED_IOU = 0.3
+MIN_SPREAD = 0.1  # log units: a class of (nearly) one size or shape is not a class of outliers
 
 
 def _duplicates(boxes):
@@ -68,7 +69,7 @@ def _robust_outliers(values):
     """[bool] values more than OUTLIER_SPREAD robust standard deviations from their median, and the z."""
     median = np.median(values)
     spread = 1.4826 * np.median(np.abs(values - median))
-    z = (values - median) / max(spread, 1e-6)
+    z = (values - median) / max(spread, MIN_SPREAD)
     return np.abs(z) > OUTLIER_SPREAD, z
 
 

@@ -50,6 +50,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from keras_retina.files import cache_home, write_json
@@ -270,7 +271,8 @@ def file_fingerprints(paths):
                 continue
             try:
                 out[i] = fingerprint(image_lib.read_picture(paths[i]).numpy())
-            except image_lib.BadImage:  # a picture read window by window (a tiled TIFF): its own scene
+            except (image_lib.BadImage, tf.errors.InvalidArgumentError, OSError):
+                # read window by window (a tiled TIFF) or not decodable (the dirty-data pass names it): its own scene
                 out[i] = (hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest(), None, [], (0, 0))
             known[key] = _to_json(out[i])
             changed = True

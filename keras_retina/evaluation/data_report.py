@@ -1,4 +1,4 @@
-"""`check-data --report`: one offline HTML page to look at the data before training.
+"""`check-data --report_dir`: one offline HTML page to look at the data before training.
 
 `write_data_report(folder, sources, document, policy, generator)`: `sources` {split: source},
 `document` check-data's numbers (`data.check.check_data`: counts, label checks, leakage),
@@ -82,7 +82,7 @@ def _gallery(items, total, what):
 
 
 def write_data_report(folder, sources, document, policy, generator):
-    make_folder(folder, "--report")
+    make_folder(folder, "--report_dir")
     label_map = next(iter(sources.values())).label_map
     names = [e["name"] for e in label_map]
     rows = {split: _rows(source, policy) for split, source in sources.items()}
@@ -176,7 +176,7 @@ def _label_checks(sources, document, rows):
                    + [("duplicate", e, e["boxes"]) for e in checks["duplicates"]]
                    + [("size", e, [e["box"]]) for e in checks["size_outliers"]]
                    + [("shape", e, [e["box"]]) for e in checks["shape_outliers"]])
-        total += sum(checks["counts"].values()) + len(unlabelled["pictures"])
+        total += sum(checks["counts"].values()) + unlabelled.get("pictures_with_some", 0)
         shown = entries[:max(0, MAX_THUMBNAILS - len(items))]
         pictures = _pictures(source, [e["image_id"] for _, e, _ in shown])
         for kind, entry, boxes in shown:

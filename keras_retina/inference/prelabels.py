@@ -87,11 +87,14 @@ def check_names(paths):
         seen[name] = path
 
 
-def report_thresholds(run_summary, key):
+def report_thresholds(run_summary, key, run_path=None):
     """({category id: threshold} of the training's evaluation report, each class's `key`
     ("for_labelling" or "recommended": the best F1), the report.json path) or ({}, None)."""
     report = (run_summary or {}).get("report")
     path = os.path.join(os.path.dirname(report), "report.json") if report else None
+    if path and not os.path.isfile(path) and run_path and f"{os.sep}eval{os.sep}" in os.sep + path:
+        # written relative to the folder training ran in: found again from the model_dir itself
+        path = os.path.join(run_path, "eval", (os.sep + path).rsplit(f"{os.sep}eval{os.sep}", 1)[1])
     measured = {}
     if path and os.path.isfile(path):
         with open(path, encoding="utf-8") as f:  # our own file, written by training's evaluation
@@ -101,11 +104,11 @@ def report_thresholds(run_summary, key):
     return measured, path
 
 
-def labelling_thresholds(run_summary, label_map, given=None):
+def labelling_thresholds(run_summary, label_map, given=None, run_path=None):
     """({category id: threshold}, a sentence saying where they come from) (module docstring)."""
     if given is not None:
         return {e["id"]: given for e in label_map}, f"--prelabel_threshold={given:g} for every class"
-    measured, path = report_thresholds(run_summary, "for_labelling")
+    measured, path = report_thresholds(run_summary, "for_labelling", run_path)
     thresholds = {e["id"]: measured.get(e["id"], DEFAULT_THRESHOLD) for e in label_map}
     if not measured:
         return thresholds, (f"{DEFAULT_THRESHOLD:g} for every class (no evaluation report to measure a threshold "

@@ -78,7 +78,11 @@ def _best_match(box, is_cut, cls, fused, has_whole, cluster_class, near, thresho
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
     iou = inter / np.maximum(area + areas - inter, 1e-12)
     of_smaller = inter / np.maximum(np.minimum(area, areas), 1e-12)
-    overlap = np.where(is_cut | ~has_whole[near], of_smaller, iou)
+    # a cut part joins a whole view by how much of the part lies in it (never the other way round: a
+    # small whole box inside a large part is another object), two cut parts by the smaller
+    overlap = np.where(is_cut & ~has_whole[near], of_smaller,
+                       np.where(is_cut, inter / max(area, 1e-12),
+                                np.where(~has_whole[near], inter / np.maximum(areas, 1e-12), iou)))
     chosen = int(np.argmax(overlap))
     return int(near[chosen]) if overlap[chosen] >= threshold else None
 

@@ -88,3 +88,9 @@ def test_confident_detections_on_no_label_point_at_missing_labels():
     assert entry["picture"] == "image id 7" and entry["classes"] == ["car", "tree"]
     np.testing.assert_allclose(entry["boxes"], [[10, 10, 50, 50], [60, 120, 90, 180]])
     assert "2 in 1 of 1 pictures" in format_unlabelled("train", found, "score >= 0.5")
+
+
+def test_a_class_of_one_size_has_no_outliers_for_a_pixel_more():
+    boxes = np.array([[k * 30, 0, k * 30 + 20, 20] for k in range(30)] + [[0, 40, 21, 61]], np.float64)
+    report = label_checks(_Source([(boxes, [0] * 31)]))
+    assert report["counts"] == {"duplicates": 0, "size_outliers": 0, "shape_outliers": 0}

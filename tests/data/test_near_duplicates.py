@@ -139,6 +139,15 @@ def test_val_fraction_keeps_a_scene_on_one_side(tmp_path, monkeypatch, capsys):
     assert os.listdir(tmp_path / "home" / "fingerprints")  # cached: the next start decodes nothing
     # a config.json written before --val_split: read and resumed as made
     assert saved_data_settings({"val_fraction": 0.5})["val_split"] == "names"
+    assert saved_data_settings({"val_fraction": 0.0})["val_split"] == "scenes"  # no split to keep: resumes
+    from keras_retina.training.trainer import check_same_data
+
+    plain = DataConfig(train_annotations=annotations, train_images=folder)
+    unsplit = ModelDir(str(tmp_path / "old_unsplit"))
+    unsplit.write_label_map([{"id": 1, "name": "tree"}])
+    unsplit.write_config({"model": {}, "train": {}, "data": {k: v for k, v in dataclasses.asdict(plain).items()
+                                                             if k != "val_split"}})
+    check_same_data(unsplit, [{"id": 1, "name": "tree"}], plain)  # a run made before, without --val_fraction
     run = ModelDir(str(tmp_path / "old_run"))
     old = {k: v for k, v in dataclasses.asdict(config).items() if k != "val_split"}
     run.write_config({"model": {}, "train": {}, "data": old})

@@ -56,3 +56,10 @@ def test_the_grid_finds_what_checking_every_cluster_finds(seed):
 def test_nothing_in_nothing_out():
     fused, best, kept, members = fuse_boxes(np.zeros((0, 4)), [], np.zeros(0, np.int64))
     assert fused.shape == (0, 4) and best.shape == kept.shape == members.shape == (0,)
+
+
+def test_a_small_whole_box_inside_a_large_cut_part_is_another_object():
+    fused, best, _, members = fuse_boxes([[0, 0, 200, 300], [50, 50, 80, 80]], [0.8, 0.6], [1, 1], 0.5,
+                                         cut=[True, False])
+    assert fused.tolist() == [[0, 0, 200, 300], [50, 50, 80, 80]] and members.tolist() == [1, 1]
+    assert best.tolist() == [0.8, 0.6]
