@@ -6,11 +6,19 @@ import os
 from keras_retina.data.check import check_data
 from keras_retina.data.label_checks import format_unlabelled, unlabelled_objects
 from keras_retina.files import read_json, write_json
+from keras_retina.model_dir import ModelDir
 
 CONFIDENT = 0.5  # a detection's score that counts as confident when the model's report gives none
 
 
 def run(configs, options, args):
+    model_dir = options["model_dir"]
+    if model_dir and not ModelDir(model_dir).latest_checkpoint():
+        # a training flagfile names the run folder training will write: no model to compare with yet
+        print(f"[labels] --model_dir={model_dir} holds no trained model yet: the labels are not compared with "
+              f"a model's detections.", flush=True)
+        model_dir = None
+    options = {**options, "model_dir": model_dir}
     keep = {} if options["report_dir"] or options["model_dir"] else None
     check_data(configs["data"], configs["model"], options["max_images"], options["write_coco"], options["output"],
                keep=keep)
@@ -30,7 +38,6 @@ def _unlabelled(options, configs, keep):
     """The model's confident detections that no label covers, split by split (`label_checks`)."""
     from keras_retina.inference.detector import batch_detector
     from keras_retina.inference.prelabels import report_thresholds
-    from keras_retina.model_dir import ModelDir
 
     run = ModelDir(options["model_dir"])
     summary = read_json(run.summary_path) if os.path.isfile(run.summary_path) else None
