@@ -80,7 +80,7 @@ def label_checks(source):
     by_class = {}  # class -> [(picture index, box)]
     for index, (classes, is_crowd, boxes, image_id) in enumerate(annotations(source, with_ids=True)):
         where = pictures[index]["file"] if index in pictures else f"image id {image_id}"
-        kept = (classes >= 0) & ~is_crowd
+        kept = (classes >= 0) & ~is_crowd & np.isfinite(boxes).all(axis=1)  # a NaN box is the dirty-data report's
         for k in np.unique(classes[kept]):
             rows = np.flatnonzero(kept & (classes == k))
             for i, j, iou in _duplicates(boxes[rows]):

@@ -197,7 +197,7 @@ def test_postprocessing_keywords_of_before_postprocess_settings_still_work_with_
                                                                                   score_threshold=0.2))
     assert old.postprocess_config == new.postprocess_config == {
         "score_threshold": 0.2, "pre_nms_top_k": model.decoder.pre_nms_top_k,
-        "nms_iou_threshold": model.decoder.nms_iou_threshold, "max_detections": 7}
+        "nms_iou_threshold": model.decoder.nms_iou_threshold, "max_detections": 7, "box_voting_sigma": 0.0}
     with pytest.raises(TypeError, match="not also"):
         export.DetectionServer(model, LABEL_MAP, postprocess=PostprocessSettings(), max_detections=7)
     with pytest.raises(TypeError, match="unexpected keyword"):
