@@ -213,7 +213,7 @@ def global_foreground_count(cls_targets):
     return ops.maximum(ops.stop_gradient(count), 1.0)
 
 
-def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss_fn, box_loss_fn, quality=None):
+def detection_losses(cls_targets, box_targets, cls_logits, box_outputs, cls_loss_fn, box_loss_fn, *, quality=None):
     """Per-replica RetinaNet losses, normalised by the global foreground count.
 
     Args:

@@ -46,8 +46,8 @@ def fuse_boxes(boxes, scores, classes, threshold=0.55, cut=None, cell=256.0):
     count = 0
     for i in np.argsort(-scores, kind="stable"):
         box = boxes[i]
-        found = _best_match(box, cut[i], classes[i], fused, has_whole, cluster_class, _near(grid, box, cell),
-                            threshold)
+        found = _best_match(box, cut[i], classes[i], fused=fused, has_whole=has_whole, cluster_class=cluster_class,
+                            near=_near(grid, box, cell), threshold=threshold)
         if found is None:
             found, count = count, count + 1
             best[found], cluster_class[found], around[found] = scores[i], classes[i], box
@@ -66,7 +66,7 @@ def fuse_boxes(boxes, scores, classes, threshold=0.55, cut=None, cell=256.0):
     return fused[:count], best[:count], cluster_class[:count], members[:count]
 
 
-def _best_match(box, is_cut, cls, fused, has_whole, cluster_class, near, threshold):
+def _best_match(box, is_cut, cls, *, fused, has_whole, cluster_class, near, threshold):
     """The cluster `box` joins (module docstring), or None."""
     near = np.array(sorted(c for c in near if cluster_class[c] == cls), np.int64)
     if not near.size:

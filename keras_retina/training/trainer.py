@@ -32,7 +32,7 @@ import tensorflow as tf
 from keras_retina.config_fields import from_dict
 from keras_retina.data import coverage as coverage_lib
 from keras_retina.data import near_duplicates, pipeline
-from keras_retina.data.data_config import DataConfig, saved_data_settings
+from keras_retina.data.data_config import DataConfig
 from keras_retina.data.splits import Sources, open_sources
 from keras_retina.errors import DataError, UsageError
 from keras_retina.evaluation.callback import CocoEvaluation
@@ -47,6 +47,7 @@ from keras_retina.training import callbacks as cb
 from keras_retina.training import fine_tuning, weight_averaging
 from keras_retina.training.optimizer import make_optimizer
 from keras_retina.training.run_summary import format_summary, summarise  # noqa: F401 - format_summary: cli.train
+from keras_retina.training.same_data import as_made, check_same_data
 from keras_retina.training.strategy import is_chief, make_strategy
 from keras_retina.training.train_config import TrainConfig
 
@@ -85,7 +86,7 @@ def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, 
     if train_config.early_stopping_evals and resolver is not None and resolver.task_type:
         raise UsageError("--early_stopping_evals works on one machine (the evaluation runs on the chief alone); "
                          "with --strategy=multi_worker the best checkpoint is still kept in model_dir/best.")
-    data_config = _as_made(ModelDir(model_dir), data_config)
+    data_config = as_made(ModelDir(model_dir), data_config)
     sources = sources or open_data(data_config)
     chief = is_chief(strategy)
     run = ModelDir(model_dir, None if chief else strategy.cluster_resolver.task_id)
@@ -183,40 +184,6 @@ def resolve_model_settings(model_config, previous, model_dir):
         raise UsageError(f"--model_dir={model_dir} holds a model with different settings ({differences}); "
                          f"give its settings to resume it, or a new --model_dir to start over.")
     return model_config
-
-
-def _as_made(run, data_config):
-    """A resumed model_dir made before --val_split existed keeps the split it was made with (by name)."""
-    if not data_config.val_fraction or not run.has_config():
-        return data_config
-    saved = run.read_config().get("data", {})
-    if "val_split" not in saved and data_config.val_split != "names":
-        print(f"[data] --model_dir={run.path} was split by file name (made before --val_split): it resumes on that "
-              f"split (--val_split=names); a new --model_dir splits by scene.", flush=True)
-        return dataclasses.replace(data_config, val_split="names")
-    return data_config
-
-
-def check_same_data(run, label_map, data_config):
-    """A resumed run must train on the data it started with: the same label map (same ids and
-    names) and the same data flags; otherwise a UsageError naming what changed."""
-    if not tf.io.gfile.exists(run.label_map_path):
-        raise DataError(f"--model_dir={run.path} has checkpoints but no label_map.json; use a new --model_dir.")
-    previous = run.read_label_map()
-    if previous != label_map:
-        shown = lambda entries: ", ".join(f"{e['id']}:{e['name']}" for e in entries[:6])  # noqa: E731
-        raise UsageError(f"--model_dir={run.path} was trained on other categories ({shown(previous)}) than this "
-                         f"data's ({shown(label_map)}); use a new --model_dir, or --resume_with_other_data to "
-                         f"continue this model on the new data.")
-    saved = {**dataclasses.asdict(DataConfig()), **saved_data_settings(run.read_config()["data"])}
-    same = lambda a, b: a == b or (isinstance(a, str) and isinstance(b, str)  # noqa: E731
-                                   and os.path.normpath(a) == os.path.normpath(b))
-    changed = sorted(k for k, v in dataclasses.asdict(data_config).items()
-                     if k != "skip_bad_examples" and not same(saved.get(k), v))
-    if changed:
-        raise UsageError(f"--model_dir={run.path} was trained on other data ({', '.join(changed)} differ from its "
-                         f"config.json); use a new --model_dir, or --resume_with_other_data to continue it on "
-                         f"this data.")
 
 
 def coverage(sources, model, max_images):

@@ -118,7 +118,7 @@ def test_val_fraction_keeps_a_scene_on_one_side(tmp_path, monkeypatch, capsys):
     from keras_retina.data.data_config import DataConfig, saved_data_settings
     from keras_retina.data.splits import held_out, open_sources
     from keras_retina.model_dir import ModelDir
-    from keras_retina.training.trainer import _as_made
+    from keras_retina.training.same_data import as_made as _as_made
 
     monkeypatch.setenv("KERAS_RETINA_HOME", str(tmp_path / "home"))  # the fingerprints' cache
     annotations, folder = _tiles_dataset(tmp_path / "pictures")
@@ -140,7 +140,7 @@ def test_val_fraction_keeps_a_scene_on_one_side(tmp_path, monkeypatch, capsys):
     # a config.json written before --val_split: read and resumed as made
     assert saved_data_settings({"val_fraction": 0.5})["val_split"] == "names"
     assert saved_data_settings({"val_fraction": 0.0})["val_split"] == "scenes"  # no split to keep: resumes
-    from keras_retina.training.trainer import check_same_data
+    from keras_retina.training.same_data import check_same_data
 
     plain = DataConfig(train_annotations=annotations, train_images=folder)
     unsplit = ModelDir(str(tmp_path / "old_unsplit"))
