@@ -43,6 +43,14 @@ def _unlabelled(options, configs, keep):
     summary = read_json(run.summary_path) if os.path.isfile(run.summary_path) else None
     measured, _ = report_thresholds(summary, "recommended", run.path)
     label_map = next(iter(keep["sources"].values())).label_map
+    theirs, ours = {e["id"]: e["name"] for e in run.read_label_map()}, {e["id"]: e["name"] for e in label_map}
+    if theirs != ours:
+        differ = sorted(f"{cid}: {theirs.get(cid, '-')} / {ours.get(cid, '-')}" for cid in set(theirs) | set(ours)
+                        if theirs.get(cid) != ours.get(cid))
+        print(f"[labels] --model_dir={run.path} was trained on other classes than these labels have (id: model / "
+              f"data: {'; '.join(differ[:6])}{' ...' if len(differ) > 6 else ''}): its detections are not "
+              f"compared with them.", flush=True)
+        return
     thresholds = {e["id"]: measured.get(e["id"], CONFIDENT) for e in label_map}
     how = "each class's best-F1 score from the model's evaluation" if measured else f"score >= {CONFIDENT}"
     detect = batch_detector(model_dir=options["model_dir"], mixed_precision=configs["train"].mixed_precision)

@@ -7,7 +7,9 @@ gets three fingerprints (`fingerprint`, from its pixels):
 - exact: a hash of its pixels (the same picture under another name or format);
 - whole: a 64-bit difference hash (dHash: a 9 x 8 grey thumbnail, one bit per pair of
   neighbours) of the whole picture, which a re-save, a resize or recompression changes by a few
-  bits at most: copies are within WHOLE_BITS bits;
+  bits at most: copies are within WHOLE_BITS bits. A flat picture (its thumbnail's neighbours
+  differ by less than FLAT grey levels: fog, a blank sky, a lens cap) has none: its bits would be
+  noise and every flat picture a "copy" of every other;
 - patches: dHashes of the small patches around the picture's KEYPOINTS strongest corners
   (Shi and Tomasi's: where the brightness changes along both axes), with their positions, at the
   picture's own scale (reduced by a fixed factor, the same for every picture). A crop or a tile
@@ -67,11 +69,19 @@ OFFSET_TOLERANCE = 1.5
 SHARED_PEAKS = 0.3
 
 
-def dhash(grey):
-    """64-bit difference hash of a 2-D grey array: 9 x 8 thumbnail, bit = left pixel brighter than its neighbour."""
+FLAT = 1.0  # grey levels: a thumbnail whose neighbours differ less than this on average has no shape to hash
+CACHE_VERSION = "2"  # fingerprints cached under another version are made again
+
+
+def dhash(grey, flat=None):
+    """64-bit difference hash of a 2-D grey array: 9 x 8 thumbnail, bit = left pixel brighter than its
+    neighbour; None for a thumbnail flatter than `flat` (its bits would be noise, and every flat
+    picture, a blank sky or a lens cap, would be a copy of every other)."""
     small = np.asarray(Image.fromarray(np.asarray(grey, np.float32)).resize((9, 8), Image.BILINEAR))
-    bits = (small[:, :-1] > small[:, 1:]).flatten()
-    return int(np.packbits(bits).view(">u8")[0])
+    differences = small[:, :-1] - small[:, 1:]
+    if flat is not None and np.mean(np.abs(differences)) < flat:
+        return None
+    return int(np.packbits((differences > 0).flatten()).view(">u8")[0])
 
 
 def fingerprint(pixels):
@@ -80,7 +90,7 @@ def fingerprint(pixels):
     pixels = np.ascontiguousarray(pixels)
     exact = hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).digest()
     grey = np.asarray(Image.fromarray(pixels).convert("L"), np.float32)
-    whole = dhash(grey)
+    whole = dhash(grey, FLAT)
     height, width = grey.shape
     if min(height, width) // REDUCE < PATCH + PEAK_WINDOW:
         return exact, whole, [], (height // REDUCE, width // REDUCE)
@@ -262,10 +272,12 @@ def file_fingerprints(paths):
                 known = json.load(f)
         except (OSError, ValueError):
             known = {}
-        changed = False
+        before = len(known)
+        known = {key: value for key, value in known.items() if key.startswith(f"{CACHE_VERSION}|")}
+        changed = len(known) != before
         for i in indices:
             stat = os.stat(paths[i])
-            key = f"{os.path.basename(paths[i])}|{stat.st_size}|{stat.st_mtime_ns}"
+            key = f"{CACHE_VERSION}|{os.path.basename(paths[i])}|{stat.st_size}|{stat.st_mtime_ns}"
             if key in known:
                 out[i] = _from_json(known[key])
                 continue

@@ -108,8 +108,10 @@ def _hold_out(found, config):
                          f"{train.name} is a TFRecord / TFDS source: give its validation split instead.")
     files = [image["file"] for image in train.images]
     deciding = list(range(len(files)))  # the picture whose name decides each picture's side
+    largest = []
     if config.val_split == "scenes":
         for group in near_duplicates.scene_groups(files):
+            largest = max(largest, group, key=len)
             first = min(group, key=lambda i: os.path.basename(files[i]))
             for i in group:
                 deciding[i] = first
@@ -119,6 +121,13 @@ def _hold_out(found, config):
     if moved:
         print(f"[data] --val_fraction={config.val_fraction:g}: {moved} picture(s) follow a copy or an overlapping "
               f"view of their scene to its side (--val_split=scenes)", flush=True)
+    if (not val or len(val) == len(train.images)) and len(largest) > len(files) // 2:
+        raise UsageError(f"--val_fraction={config.val_fraction}: {len(largest)} of the {len(files)} pictures of "
+                         f"{train.name} are one scene (copies or overlapping views of one another, e.g. "
+                         f"{', '.join(os.path.basename(files[i]) for i in largest[:3])}: a fixed camera, tiles of one "
+                         f"picture), which a split by scenes keeps on one side. Give validation pictures of other "
+                         f"scenes (--val_annotations), or split by file name with --val_split=names (the metrics "
+                         f"then measure pictures the model has nearly seen).")
     if not val or len(val) == len(train.images):
         raise UsageError(f"--val_fraction={config.val_fraction} holds out {len(val)} of {len(train.images)} "
                          f"pictures of {train.name}; choose a fraction that leaves both splits some.")

@@ -81,6 +81,9 @@ def evaluate_model_dir(model_dir: str, data_config: DataConfig | None = None, ba
     default = run.metrics_path(checkpoint.rsplit("-", 1)[-1])
     if checkpoint == run.best_checkpoint():
         default = default.replace("metrics-", "metrics-best-")  # beside the training's own evaluation of that step
+    if postprocess is not None and postprocess.given():  # other settings: never over the training's own file
+        tag = "".join(f"-{k}{v:g}" for k, v in sorted(postprocess.given().items()))
+        default = default[:-len(".json")] + tag + ".json"
     path = output or default
     _report(metrics, path)
     if report:

@@ -127,7 +127,7 @@ def _predict(picture, paths, output_dir, draw_threshold, prelabels=None):
     """`picture(path)` -> (drawn PIL image, boxes [n, 4] yxyx pixels, scores, category ids, names,
     (height, width)) for each path; the drawings, detections.json, the pre-labels and the lines printed."""
     if prelabels is not None:
-        prelabel_lib.check_names(paths)
+        prelabel_lib.check_names(paths, prelabels.settings.format)
     make_folder(output_dir, "--output_dir")
     kept = []
     targets, ids = output_names(paths, output_dir), image_ids(paths)

@@ -10,17 +10,19 @@ scoring at least its class's labelling threshold (`labelling_thresholds`), as:
                (a data.yaml or classes.txt of the user's project) when given, else the model's order;
   coco         prelabels_coco.json: images, categories (the model's ids) and annotations with a
                "score" each;
-  csv          prelabels.csv: fizyr's `path,x1,y1,x2,y2,class` (a picture without detections:
-               `path,,,,,`);
+  csv          prelabels.csv: fizyr's `path,x1,y1,x2,y2,class` in integer pixels (a picture without
+               detections: `path,,,,,`);
   labelstudio  prelabels_labelstudio.json: Label Studio tasks with predictions (rectanglelabels in
                percent of the picture; `from_name`, `to_name` and the picture URL prefix of the
-               user's project from --labelstudio_from_name / _to_name / _image_url);
+               user's project from --labelstudio_from_name / _to_name / _image_url; the file name
+               percent-encoded in the URL);
   cvat         prelabels_cvat.xml: CVAT for images 1.1 (boxes with source="auto").
 
-Every format names a picture by its file name (two pictures of one name are refused before any is
-detected); VOC, YOLO, COCO and CSV files read back through keras_retina's own readers with the
-pictures' folder as --train_images (a CSV beside the pictures) give the same boxes to a pixel
-(VOC's corners are integers). Nothing already there is overwritten: a name in use gets -2, -3...
+Every format names a picture by its file name (two pictures of one name, and for VOC and YOLO of
+one name without its extension, are refused before any is detected); VOC, YOLO, COCO and CSV
+files read back through keras_retina's own readers with the pictures' folder as --train_images (a
+CSV beside the pictures) give the same boxes to a pixel (VOC's and CSV's corners are integers).
+Nothing already there is overwritten: a name in use gets -2, -3...
 Boxes are in the pictures' pixels as viewers show them (EXIF orientation applied), as the readers
 read them.
 
@@ -36,6 +38,7 @@ import csv
 import dataclasses
 import json
 import os
+import urllib.parse
 import xml.etree.ElementTree as ElementTree  # writing only: nothing here parses a file
 
 import numpy as np
@@ -76,32 +79,58 @@ class Picture:
     classes: np.ndarray  # category ids
 
 
-def check_names(paths):
-    """Pre-labels name pictures by file name: two pictures of one name are refused (UsageError)."""
+def check_names(paths, format=None):
+    """Pre-labels name pictures by file name (VOC and YOLO files by its stem: a.jpg and a.png would
+    both be a.xml): two pictures of one name are refused (UsageError)."""
     seen = {}
     for path in paths:
         name = os.path.basename(path)
-        if name in seen:
-            raise UsageError(f"--save_annotations names pictures by file name, and {name} is both {seen[name]} and "
-                             f"{path}: predict them in separate runs.")
-        seen[name] = path
+        key = os.path.splitext(name)[0] if format in ("voc", "yolo") else name
+        if key in seen:
+            what = f"by the file name without its extension ({key}.{'xml' if format == 'voc' else 'txt'})" if (
+                format in ("voc", "yolo")) else "by file name"
+            raise UsageError(f"--save_annotations={format or '...'} names pictures {what}, and {seen[key]} and {path} "
+                             f"would share one: predict them in separate runs.")
+        seen[key] = path
 
 
-def report_thresholds(run_summary, key, run_path=None):
-    """({category id: threshold} of the training's evaluation report, each class's `key`
-    ("for_labelling" or "recommended": the best F1), the report.json path) or ({}, None)."""
+def yolo_order(settings, label_map):
+    """The class names by YOLO index: the --prelabel_classes file's order (every class of the model
+    must be in it, else a UsageError), else the model's; None at an index the model does not use."""
+    order = [e["name"] for e in label_map]
+    if not settings.classes_file:
+        return order
+    from keras_retina.data.readers.yolo import read_yolo_names
+
+    theirs = read_yolo_names(settings.classes_file)
+    missing = [n for n in order if n not in {e["name"] for e in theirs}]
+    if missing:
+        raise UsageError(f"--prelabel_classes={settings.classes_file} has no class {', '.join(missing[:10])} of "
+                         f"the model's; add them there or leave the flag out (the model's order).")
+    order = [None] * (max(e["id"] for e in theirs) + 1)
+    for entry in theirs:
+        order[entry["id"]] = entry["name"]
+    return order
+
+
+def report_classes(run_summary, run_path=None):
+    """(the classes of the training's evaluation report.json, its path), or ([], None) without one."""
     report = (run_summary or {}).get("report")
     path = os.path.join(os.path.dirname(report), "report.json") if report else None
     if path and not os.path.isfile(path) and run_path and f"{os.sep}eval{os.sep}" in os.sep + path:
         # written relative to the folder training ran in: found again from the model_dir itself
         path = os.path.join(run_path, "eval", (os.sep + path).rsplit(f"{os.sep}eval{os.sep}", 1)[1])
-    measured = {}
-    if path and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:  # our own file, written by training's evaluation
-            for entry in json.load(f).get("classes", []):
-                if entry.get(key):
-                    measured[entry["id"]] = entry[key]["threshold"]
-    return measured, path
+    if not (path and os.path.isfile(path)):
+        return [], None
+    with open(path, encoding="utf-8") as f:  # our own file, written by training's evaluation
+        return json.load(f).get("classes", []), path
+
+
+def report_thresholds(run_summary, key, run_path=None):
+    """({category id: threshold} of the training's evaluation report, each class's `key`
+    ("for_labelling" or "recommended": the best F1), the report.json path) or ({}, None)."""
+    classes, path = report_classes(run_summary, run_path)
+    return {entry["id"]: entry[key]["threshold"] for entry in classes if entry.get(key)}, path
 
 
 def labelling_thresholds(run_summary, label_map, given=None, run_path=None):
@@ -162,18 +191,7 @@ def _voc(settings, pictures, names, label_map, output_dir):
 
 
 def _yolo(settings, pictures, names, label_map, output_dir):
-    order = [e["name"] for e in label_map]
-    if settings.classes_file:
-        from keras_retina.data.readers.yolo import read_yolo_names
-
-        theirs = read_yolo_names(settings.classes_file)
-        missing = [n for n in order if n not in {e["name"] for e in theirs}]
-        if missing:
-            raise UsageError(f"--prelabel_classes={settings.classes_file} has no class {', '.join(missing[:10])} of "
-                             f"the model's; add them there or leave the flag out (the model's order).")
-        order = [None] * (max(e["id"] for e in theirs) + 1)
-        for entry in theirs:
-            order[entry["id"]] = entry["name"]
+    order = yolo_order(settings, label_map)
     index = {name: i for i, name in enumerate(order) if name is not None}
     folder = _folder(output_dir, "prelabels_yolo")
     os.makedirs(os.path.join(folder, "labels"))
@@ -215,7 +233,8 @@ def _csv(settings, pictures, names, label_map, output_dir):
             if not len(picture.boxes):
                 rows.writerow([name, "", "", "", "", ""])
             for (y0, x0, y1, x1), category in zip(picture.boxes, picture.classes):
-                rows.writerow([name, f"{x0:.2f}", f"{y0:.2f}", f"{x1:.2f}", f"{y1:.2f}", names[int(category)]])
+                x0, y0 = round(x0), round(y0)  # integers: fizyr's reader refuses decimals
+                rows.writerow([name, x0, y0, max(round(x1), x0 + 1), max(round(y1), y0 + 1), names[int(category)]])
     return path
 
 
@@ -235,7 +254,7 @@ def _labelstudio(settings, pictures, names, label_map, output_dir):
                 "score": float(score)})
         mean = float(np.mean(picture.scores)) if len(picture.scores) else 0.0
         tasks.append({"data": {settings.labelstudio_to_name: settings.labelstudio_image_url
-                               + os.path.basename(picture.path)},
+                               + urllib.parse.quote(os.path.basename(picture.path))},
                       "predictions": [{"model_version": "keras_retina", "score": mean, "result": result}]})
     path = new_name(output_dir, "prelabels_labelstudio", ".json")
     write_json(tasks, path)

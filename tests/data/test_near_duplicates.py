@@ -168,3 +168,24 @@ def test_a_training_start_warns_when_its_splits_share_a_scene(tmp_path, monkeypa
     warning = near_duplicates.split_warning(train, val)
     assert warning.startswith("WARNING: training and validation share 1 scene(s)") and "t0.png" in warning
     assert near_duplicates.split_warning(source.subset(tiles, "train"), source.subset(others, "val")) == ""
+
+
+def test_flat_pictures_are_not_copies_of_one_another(tmp_path, monkeypatch):
+    """Blank frames of different greys have no shape to hash: no copies (their thumbnails' bits would
+    all agree); a scene taking most of the pictures is named when a split by scenes cannot hold out."""
+    import pytest
+
+    from keras_retina.data.data_config import DataConfig
+    from keras_retina.data.splits import open_sources
+    from keras_retina.errors import UsageError
+
+    flats = [np.full((120, 160, 3), value, np.uint8) for value in (0, 40, 90, 140, 200, 255)]
+    assert all(fingerprint(p)[1] is None for p in flats)
+    assert near_duplicates.dhash(np.zeros((8, 9))) == 0  # without the flatness test every blank hashes alike
+    groups, _ = find_near_duplicates([fingerprint(p) for p in flats + [flats[2].copy()]])
+    assert groups == [[2, 6]]  # the identical one only
+
+    monkeypatch.setenv("KERAS_RETINA_HOME", str(tmp_path / "home"))
+    annotations, folder = _tiles_dataset(tmp_path / "pictures")  # 9 tiles of one scene, 3 others
+    with pytest.raises(UsageError, match=r"9 of the 12 pictures of .* are one scene .* --val_split=names"):
+        open_sources(DataConfig(train_annotations=annotations, train_images=folder, val_fraction=0.001))
