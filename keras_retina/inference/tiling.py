@@ -116,48 +116,84 @@ def detect_tiled(detect_batch: Callable, picture: LargePicture, tile: int | None
     `settings` (a TileSettings) or one made of `tile` and the keyword `options` (its fields).
     `progress(done, total)` is called after each batch of tiles."""
     settings = settings or TileSettings(tile=tile, **options)
-    tile, overlap, scale, batch_size = settings.tile, settings.overlap, settings.scale, settings.batch_size
-    merge, merge_iou, max_tiles = settings.merge, settings.merge_iou, settings.max_tiles
-    source_tile = max(1, int(round(tile / scale)))
-    total = count_windows(picture.height, picture.width, source_tile, overlap)
-    if total > max_tiles:
-        raise UsageError(f"{getattr(picture, 'path', 'the picture')}: {picture.width:,} x {picture.height:,} pixels "
-                         f"need {total:,} tiles of {source_tile} pixels, above --max_tiles={max_tiles:,}; raise "
-                         f"--max_tiles to run them all (it takes time in proportion), or use a larger --tile or a "
-                         f"smaller --tile_scale.")
-    windows = iter_windows(picture.height, picture.width, source_tile, overlap)
+    source_tile, total = tile_count(picture, settings)
+    windows = iter_windows(picture.height, picture.width, source_tile, settings.overlap)
     preview_scale = min(1.0, preview_side / max(picture.height, picture.width))
     preview = np.zeros((max(1, round(picture.height * preview_scale)), max(1, round(picture.width * preview_scale)), 3),
                        np.uint8)
-    boxes, scores, classes, cut, names = [], [], [], [], {}
-    for start in range(0, total, batch_size):
-        chunk = list(itertools.islice(windows, batch_size))
-        pixels = [picture.read(window) for window in chunk]
-        for window, part in zip(chunk, pixels):
-            _paste(preview, part, window, preview_scale)
-        batch = np.stack([_model_tile(part, source_tile, tile) for part in pixels])
-        for window, (found_boxes, found_scores, found_classes, found_names) in zip(chunk, detect_batch(batch)):
-            y0, x0, y1, x1 = window
-            pixels_box = np.asarray(found_boxes, np.float64) * source_tile + np.array([y0, x0, y0, x0])
-            pixels_box = np.minimum(pixels_box, np.array([y1, x1, y1, x1]))  # padding beyond a short side
-            boxes.append(pixels_box)
-            cut.append(_cut_by_inner_edge(pixels_box, window, picture.height, picture.width))
-            scores.append(np.asarray(found_scores, np.float64))
-            classes.append(np.asarray(found_classes, np.int64))
-            names.update(zip(np.asarray(found_classes, np.int64).tolist(), found_names))
+    parts = []
+    for start in range(0, total, settings.batch_size):
+        chunk = list(itertools.islice(windows, settings.batch_size))
+        parts += detect_windows(detect_batch, picture, chunk, settings, preview=(preview, preview_scale))
         if progress is not None:
-            progress(min(start + batch_size, total), total)
+            progress(min(start + settings.batch_size, total), total)
     if settings.whole_picture:
         (found_boxes, found_scores, found_classes, found_names), = detect_batch(preview[None])
-        boxes.append(np.asarray(found_boxes, np.float64) * np.array([picture.height, picture.width] * 2))
-        cut.append(np.zeros(len(boxes[-1]), bool))
-        scores.append(np.asarray(found_scores, np.float64))
-        classes.append(np.asarray(found_classes, np.int64))
-        names.update(zip(np.asarray(found_classes, np.int64).tolist(), found_names))
-    boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
-    scores = np.concatenate(scores) if scores else np.zeros(0)
-    classes = np.concatenate(classes) if classes else np.zeros(0, np.int64)
-    cut = np.concatenate(cut) if cut else np.zeros(0, bool)
+        found_classes = np.asarray(found_classes, np.int64)
+        parts.append(TileParts(np.asarray(found_boxes, np.float64) * np.array([picture.height, picture.width] * 2),
+                               np.asarray(found_scores, np.float64), found_classes, np.zeros(len(found_classes), bool),
+                               dict(zip(found_classes.tolist(), found_names))))
+    boxes, scores, classes, names = merge_tiles(parts, settings)
+    return TiledDetections(boxes, scores, classes, names, total, preview, preview_scale)
+
+
+def tile_count(picture, settings):
+    """(the tile's side in the picture's pixels, the number of tiles) of `picture`; a picture needing
+    more than settings.max_tiles is a UsageError before any window is read."""
+    source_tile = max(1, int(round(settings.tile / settings.scale)))
+    total = count_windows(picture.height, picture.width, source_tile, settings.overlap)
+    if total > settings.max_tiles:
+        raise UsageError(f"{getattr(picture, 'path', 'the picture')}: {picture.width:,} x {picture.height:,} pixels "
+                         f"need {total:,} tiles of {source_tile} pixels, above --max_tiles={settings.max_tiles:,}; "
+                         f"raise --max_tiles to run them all (it takes time in proportion), or use a larger --tile "
+                         f"or a smaller --tile_scale.")
+    return source_tile, total
+
+
+@dataclasses.dataclass
+class TileParts:
+    """One tile's detections in the picture's pixels, before the merge (small: what travels between
+    the stages of a batch pipeline, never the pixels)."""
+
+    boxes: np.ndarray  # [n, 4] yxyx
+    scores: np.ndarray
+    classes: np.ndarray
+    cut: np.ndarray  # [n] bool: ends at an edge the tile shares with a neighbour
+    names: dict  # category id -> name
+
+
+def detect_windows(detect_batch, picture, windows, settings, *, preview=None):
+    """TileParts of each of `windows` (one call of `detect_batch`); `preview` (array, scale): the
+    windows' pixels are pasted into it too."""
+    source_tile = max(1, int(round(settings.tile / settings.scale)))
+    pixels = [picture.read(window) for window in windows]
+    if preview is not None:
+        for window, part in zip(windows, pixels):
+            _paste(preview[0], part, window, preview[1])
+    batch = np.stack([_model_tile(part, source_tile, settings.tile) for part in pixels])
+    parts = []
+    for window, (found_boxes, found_scores, found_classes, found_names) in zip(windows, detect_batch(batch)):
+        y0, x0, y1, x1 = window
+        pixels_box = np.asarray(found_boxes, np.float64) * source_tile + np.array([y0, x0, y0, x0])
+        pixels_box = np.minimum(pixels_box, np.array([y1, x1, y1, x1]))  # padding beyond a short side
+        found_classes = np.asarray(found_classes, np.int64)
+        parts.append(TileParts(pixels_box, np.asarray(found_scores, np.float64), found_classes,
+                               _cut_by_inner_edge(pixels_box, window, picture.height, picture.width),
+                               dict(zip(found_classes.tolist(), found_names))))
+    return parts
+
+
+def merge_tiles(parts, settings):
+    """(boxes [N, 4] yxyx, scores, category ids, names) of a picture from its tiles' TileParts,
+    merged by settings.merge (module docstring), best score first."""
+    merge, merge_iou = settings.merge, settings.merge_iou
+    names = {}
+    for part in parts:
+        names.update(part.names)
+    boxes = np.concatenate([p.boxes for p in parts]) if parts else np.zeros((0, 4))
+    scores = np.concatenate([p.scores for p in parts]) if parts else np.zeros(0)
+    classes = np.concatenate([p.classes for p in parts]) if parts else np.zeros(0, np.int64)
+    cut = np.concatenate([p.cut for p in parts]) if parts else np.zeros(0, bool)
     if merge == "wbf":
         boxes, scores, classes, _ = fuse_boxes(boxes, scores, classes, merge_iou, cut)
     else:
@@ -169,8 +205,7 @@ def detect_tiled(detect_batch: Callable, picture: LargePicture, tile: int | None
         boxes, scores, classes = (np.concatenate([part, rest]) for part, rest in
                                   zip(merged, (boxes[~confident], scores[~confident], classes[~confident])))
     order = np.argsort(-scores, kind="stable")
-    return TiledDetections(boxes[order], scores[order], classes[order], [names[int(c)] for c in classes[order]],
-                           total, preview, preview_scale)
+    return boxes[order], scores[order], classes[order], [names[int(c)] for c in classes[order]]
 
 
 def _cut_by_inner_edge(boxes, window, height, width):

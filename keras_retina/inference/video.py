@@ -107,18 +107,7 @@ def detect_video(detect_batch: Callable, path: str, output_path: str, detections
     for output in (output_path, detections_path):
         if os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path):
             raise UsageError(f"{output}: the video being read would be written over; write elsewhere.")
-    av = _import_av()
-    try:
-        source = av.open(path)
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise DataError(f"{path}: not a video FFmpeg can read ({error}).") from None
-    if not source.streams.video:
-        kinds = sorted({stream.type for stream in source.streams}) or ["no streams at all"]
-        source.close()
-        raise DataError(f"{path}: holds no video stream ({', '.join(kinds)}); nothing to detect on.")
-    stream = source.streams.video[0]
-    stream.thread_type = "AUTO"
-    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    av, source, stream, rate = open_video(path)
     announced = stream.frames or None
     width, height = stream.codec_context.width, stream.codec_context.height
     sink = _open_sink(av, output_path, rate, width + width % 2, height + height % 2)
@@ -162,6 +151,23 @@ def detect_video(detect_batch: Callable, path: str, output_path: str, detections
     if progress is not None:
         progress(summary.frames, summary.frames / max(summary.seconds, 1e-9))
     return summary
+
+
+def open_video(path):
+    """(av, the opened container, its first video stream decoding on threads, its frame rate); a
+    file FFmpeg cannot open, or without a video stream, is a DataError naming it."""
+    av = _import_av()
+    try:
+        source = av.open(path)
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise DataError(f"{path}: not a video FFmpeg can read ({error}).") from None
+    if not source.streams.video:
+        kinds = sorted({stream.type for stream in source.streams}) or ["no streams at all"]
+        source.close()
+        raise DataError(f"{path}: holds no video stream ({', '.join(kinds)}); nothing to detect on.")
+    stream = source.streams.video[0]
+    stream.thread_type = "AUTO"
+    return av, source, stream, stream.average_rate or stream.guessed_rate or Fraction(25)
 
 
 def _length(source, stream):
