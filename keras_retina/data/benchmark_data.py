@@ -5,7 +5,9 @@ validation pictures from another "site" (`make_hard_example`): what the small-da
 measured on (benchmarks/small_data_recipe.py). `write_soft_extent_benchmark(root)`: objects without
 edges, Gaussian blobs whose box is a convention (`make_soft_example`; benchmarks/
 localisation_yardstick.py; each box at its own 1.5-2.5 sigma, as people who disagree where a soft
-edge is would draw it). Each returns {"train": (json, dir), "val": (...)} and is written once.
+edge is would draw it). `write_labelling_pool(root)`: a pool of pictures whose classes are
+long-tailed, for the labelling-rounds benchmark (which pictures to label next; its splits are
+"pool" and "val"). Each returns {split: (json, dir)} and is written once.
 Boxes are yxyx pixels; `make_*` give (image uint8 [H, W, 3], boxes float32 [n, 4], classes int32 [n]).
 """
 
@@ -51,11 +53,12 @@ def _draw_turned(image, box, shape, colour, quarter_turns):
 
 
 def make_hard_example(rng, size=256, num_classes=6, objects=(5, 15), sides=(10, 28), distractors=(4, 10),
-                      *, shifted=False):
+                      *, shifted=False, class_shares=None):
     """One picture of the small-data benchmark: `objects` class shapes of `sides` pixels, `distractors`
     shapes of other colours, on a textured background. `shifted` (the validation pictures): another
     background, other lighting, and triangles pointing any way (they point up in training), as a
-    user's new site differs from the one they labelled."""
+    user's new site differs from the one they labelled. `class_shares`: each class's probability
+    (default: all equal)."""
     height, width = (size, size) if np.isscalar(size) else size
     image = _texture(rng, height, width, "blobs" if shifted else "stripes")
     kinds = ["object"] * int(rng.integers(objects[0], objects[1] + 1))
@@ -72,7 +75,7 @@ def make_hard_example(rng, size=256, num_classes=6, objects=(5, 15), sides=(10, 
             continue
         placed.append(box)
         if kind == "object":
-            cls = int(rng.integers(0, num_classes))
+            cls = int(rng.choice(num_classes, p=class_shares) if class_shares else rng.integers(0, num_classes))
             shape, colour = CLASSES[cls]
             _draw_turned(image, box, shape, colour, int(rng.integers(0, 4)) if shifted else 0)
             boxes.append(box)
@@ -92,6 +95,21 @@ def write_small_data_benchmark(root, num_train=132, num_val=64, size=256, seed=0
     categories = [{"id": k + 1, "name": CLASS_NAMES[k]} for k in range(len(CLASSES))]
     return _write_benchmark(root, {"train": num_train, "val": num_val}, categories, seed,
                             lambda rng, split: make_hard_example(rng, size, shifted=split == "val"))
+
+
+# Classes as a user's labels have them: a few common, the rest rare (the labelling-rounds benchmark).
+LONG_TAIL = (0.4, 0.25, 0.15, 0.1, 0.06, 0.04)
+
+
+def write_labelling_pool(root, num_pool=480, num_val=200, size=128, seed=0):
+    """The labelling-rounds benchmark (benchmarks/labelling_rounds.py) as COCO JSON: `root/pool.json`
+    (all labelled; the benchmark reveals the labels of the pictures it picks) and `root/val.json`,
+    pictures like `make_hard_example`'s at `size` px with 1-4 objects of LONG_TAIL's classes each,
+    so which pictures are labelled decides how much of the rare classes a model sees."""
+    categories = [{"id": k + 1, "name": CLASS_NAMES[k]} for k in range(len(CLASSES))]
+    return _write_benchmark(root, {"pool": num_pool, "val": num_val}, categories, seed,
+                            lambda rng, split: make_hard_example(rng, size, objects=(1, 4), sides=(12, 36),
+                                                                 distractors=(0, 3), class_shares=LONG_TAIL))
 
 
 # ---------------------------------------------------------------- objects whose extent is a matter of judgement
