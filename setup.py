@@ -29,6 +29,9 @@ OFFICIAL = ["tf-models-official~=2.20.0"]
 SERVING = ["tensorflow-serving-api~=2.20.0"]  # export/client.py over gRPC
 LITERT = ["ai-edge-litert>=2.3,<3"]  # runs .tflite files (predict/evaluate --model); TensorFlow converts them
 ONNX = ["tf2onnx>=1.17,<2", "onnx>=1.17", "onnxruntime>=1.20"]  # export --format=onnx, runs .onnx files
+# detect-batch and write-records (keras_retina/batch): Beam pins protobuf < 7, pillow < 13, pyarrow < 26 and
+# numpy < 2.5, so it is an environment of its own, never in "test" (docs/scale.md).
+BEAM = ["apache-beam>=2.77,<3"]
 
 setup(
     name="keras-retina",
@@ -45,6 +48,7 @@ setup(
         "serving": SERVING,
         "litert": LITERT,
         "onnx": ONNX,
+        "beam": BEAM,
         "test": ["pytest>=8", "pytest-xdist>=3.5"] + OFFICIAL + SERVING + LITERT + ONNX,
         "bench": ["keras-hub>=0.32,<0.33"] + OFFICIAL,
         # differential tests: files torch.save wrote (weight_files), torchvision RetinaNets next to converted

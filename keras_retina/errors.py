@@ -13,6 +13,9 @@
 All are `ValueError`s, so library callers that catch `ValueError` keep working. The command
 line prints their message and exits with status 2; any other exception is a bug and keeps its
 traceback.
+
+`WorkerLost`: a multi-worker training lost one of its workers (it crashed, was killed or stopped
+answering TensorFlow's heartbeats); the message says what to run again. Exit status 4.
 """
 
 
@@ -30,3 +33,7 @@ class SettingsError(UsageError):
     def __init__(self, settings, detail):
         self.settings, self.detail = tuple(settings), detail
         super().__init__(f"{', '.join(self.settings)}: {detail}")
+
+
+class WorkerLost(RuntimeError):
+    """A worker of a multi-worker training stopped; the message names the checkpoint the rerun resumes from."""

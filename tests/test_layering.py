@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_retina"
 # The chain of CONTRIBUTING.md, earliest first; packages in one tuple sit side by side and do not import
 # each other.
 CHAIN = (("errors", "version", "renamed"), ("config_fields", "files"), ("ops",), ("modeling",), ("data",),
-         ("model_dir",), ("evaluation",), ("pretrained",), ("training", "deploy"), ("inference",), ("cli",))
+         ("model_dir",), ("evaluation",), ("pretrained",), ("training", "deploy"), ("inference",), ("batch",), ("cli",))
 
 
 def _place(module):

@@ -7,7 +7,8 @@
 Flagfiles may include others (`--flagfile=configs/r50.flags` inside a file); a flagfile named
 relative to the current folder that does not exist there is looked up in the installed configs.
 Bad flag values and unknown commands are refused, naming the flag, before any work starts; they,
-a data or a usage problem are one line on stderr and exit status 2; a NaN loss exit status 3; a
+a data or a usage problem are one line on stderr and exit status 2; a NaN loss exit status 3; a multi-worker
+training's lost worker exit status 4; a
 full disk one line and status 2; anything else is a bug and keeps its traceback. Each command is a module of this
 package with `run(configs, options, args)`; `bin/keras_retina` hides TensorFlow's start-up
 lines unless --verbose=3.
@@ -30,23 +31,26 @@ from keras_retina.cli.flags import (
 
 
 def _command(name):
-    from keras_retina.cli import check_data, convert, evaluate, export, models, predict, tile_data, train
+    import importlib
 
-    return {"train": train, "evaluate": evaluate, "check-data": check_data, "export": export,
-            "predict": predict, "convert": convert, "models": models, "tile-data": tile_data}[name]
+    return importlib.import_module(f"keras_retina.cli.{name.replace('-', '_')}")  # check-data: cli/check_data.py
+
+
+TAKES_PATHS = ("predict", "rank")  # the commands given pictures (and videos) after their flags
+MAY_TAKE_PATHS = ("detect-batch",)  # and the one that may have them in a --input_list file instead
 
 
 def main(argv):
     from absl import flags, logging
 
     command = argv[1] if len(argv) > 1 else None
-    if command not in COMMANDS or (len(argv) > 2) != (command == "predict"):
+    if command not in COMMANDS or (command not in MAY_TAKE_PATHS and (len(argv) > 2) != (command in TAKES_PATHS)):
+        unexpected = f"; unexpected arguments {argv[1:]}" if len(argv) > 1 else ""
         print(f"usage: keras_retina {{{','.join(COMMANDS)}}} [--flagfile=FILE] [--flag=value ...]"
-              " (predict also takes IMAGE ...)" + (f"; unexpected arguments {argv[1:]}" if len(argv) > 1 else ""),
-              file=sys.stderr)
+              f" (predict, rank and detect-batch also take IMAGE ...){unexpected}", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would drown the progress
-    from keras_retina.errors import DataError, UsageError
+    from keras_retina.errors import DataError, UsageError, WorkerLost
 
     values = {name: flags.FLAGS[name].value for name in _GROUPS}
     try:
@@ -64,6 +68,9 @@ def main(argv):
     except FloatingPointError as error:  # NaN/Inf loss: message names the step and the cause
         print(f"keras_retina {command}: error: {error}", file=sys.stderr)
         return 3
+    except WorkerLost as error:  # multi-worker training: another worker stopped
+        print(f"keras_retina {command}: error: {error}", file=sys.stderr)
+        return 4
     except Exception as error:  # noqa: BLE001 - only a full disk is handled here; the rest re-raised
         if not _disk_full(error):
             raise

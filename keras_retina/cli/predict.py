@@ -4,7 +4,8 @@ and videos; a folder stands for its pictures and videos (by extension, sorted, n
 import os
 import sys
 
-from keras_retina.cli.flags import TILE_FLAGS, postprocess_settings
+from keras_retina.cli.flags import postprocess_settings
+from keras_retina.cli.options import TILE_FLAGS
 from keras_retina.errors import UsageError
 from keras_retina.files import make_folder, read_json
 from keras_retina.inference import prelabels as prelabel_lib
@@ -61,7 +62,7 @@ def _prelabels(options, pictures):
         format=options["save_annotations"], threshold=options["prelabel_threshold"],
         classes_file=options["prelabel_classes"], labelstudio_from_name=options["labelstudio_from_name"],
         labelstudio_to_name=options["labelstudio_to_name"], labelstudio_image_url=options["labelstudio_image_url"])
-    prelabel_lib.check_names(pictures)
+    prelabel_lib.check_names(pictures, settings.format)
     summary = None
     if options["model_dir"]:
         run = ModelDir(options["model_dir"])
@@ -75,6 +76,8 @@ def _prelabels(options, pictures):
         label_map = read_json(os.path.join(options["saved_model"], "assets", "label_map.json"))
     else:
         return None  # no model: batch_detector says what predict needs
+    if settings.format == "yolo":
+        prelabel_lib.yolo_order(settings, label_map)  # --prelabel_classes checked before any detection
     thresholds, how = prelabel_lib.labelling_thresholds(summary, label_map, settings.threshold,
                                                         options["model_dir"])
     return Prelabels(settings, label_map, thresholds, how)

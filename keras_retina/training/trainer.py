@@ -34,7 +34,7 @@ from keras_retina.data import coverage as coverage_lib
 from keras_retina.data import near_duplicates, pipeline
 from keras_retina.data.data_config import DataConfig
 from keras_retina.data.splits import Sources, open_sources
-from keras_retina.errors import DataError, UsageError
+from keras_retina.errors import DataError, UsageError, WorkerLost
 from keras_retina.evaluation.callback import CocoEvaluation
 from keras_retina.files import exclusive, write_json
 from keras_retina.model_dir import ModelDir
@@ -97,6 +97,22 @@ def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, 
         except tf.errors.InvalidArgumentError:
             raise_if_undecodable(sources)
             raise  # not a data problem: TensorFlow's error and traceback
+        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+            if getattr(strategy, "cluster_resolver", None) is None or not strategy.cluster_resolver.task_type:
+                raise
+            raise_worker_lost(error, model_dir)
+
+
+def raise_worker_lost(error, model_dir):
+    """A multi-worker run's collective ops aborted because a worker stopped (TensorFlow sees a crashed
+    worker's connection close at once, a frozen one within its heartbeat timeout): WorkerLost, naming
+    the checkpoint every worker resumes from when the same command runs again on each."""
+    reason = next((line.strip() for line in str(error).splitlines() if "unhealthy" in line or "reset by peer" in line
+                   or "aborted" in line.lower()), str(error).strip().splitlines()[0] if str(error).strip() else "")
+    latest = ModelDir(model_dir).latest_checkpoint()
+    resume = f"the chief's checkpoint {latest}" if latest else "the start (no checkpoint was written yet)"
+    raise WorkerLost(f"a worker of the cluster stopped ({reason[:300]}); training stops here. Run the same command on "
+                     f"every worker again: they resume from {resume}.") from None
 
 
 def _train(run, chief, model_config, train_config, sources, data_config, *, strategy, allow_other_data,

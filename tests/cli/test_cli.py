@@ -18,7 +18,7 @@ from keras_retina.model_dir import ModelDir
 from keras_retina.modeling import precision
 
 from command_line import keras_retina
-from conftest import REPO, TINY_FLAGS, assert_same_final_weights, checkpoint_values
+from conftest import REPO, TINY_FLAGS, assert_same_final_weights, checkpoint_values, make_tiny_model_dir
 from dirty_data import DIRTY_RECORDS_COUNTS, dirty_records, jpeg, scene, write_corpus, write_tfrecord
 
 
@@ -149,11 +149,14 @@ def test_train_evaluate_check_data(tmp_path, tiny_coco):
     assert len(report["classes"]) == 3 and report["num_images"] == 8 and summary["report"].endswith("index.html")
 
     # the postprocessing an export would fix, measured first: one detection a picture, score voting
+    # (of the latest checkpoint: written beside training's own evaluation of that step, never over it)
     result = keras_retina("evaluate", "--model_dir=run", "--max_detections=1", "--box_voting_sigma=0.025",
-                          "--report=false", "--output=one.json", cwd=tmp_path)
+                          "--report=false", "--checkpoint=latest", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    one = json.loads((tmp_path / "one.json").read_text())
+    eval_dir = tmp_path / "run" / "eval"
+    one = json.loads((eval_dir / f"metrics-{summary['steps']}-box_voting_sigma0.025-max_detections1.json").read_text())
     assert one["postprocess"] == {"max_detections": 1, "box_voting_sigma": 0.025} and one["AR100"] == one["AR1"]
+    assert "postprocess" not in json.loads((eval_dir / f"metrics-{summary['steps']}.json").read_text())
 
     result = keras_retina("check-data", "--image_size=64", *_data_flags(tiny_coco), "--output=counts.json",
                           "--model_dir=run", cwd=tmp_path)
@@ -265,6 +268,46 @@ def test_multi_worker_on_two_local_processes(tmp_path, tiny_coco):
     different = [name for name in chief if not np.array_equal(chief[name], worker[name])]
     assert chief.keys() == worker.keys() and not different, different[:5]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 9
+
+
+def test_a_killed_worker_stops_the_other_with_a_clear_message_and_both_resume(tmp_path, tiny_coco):
+    """A worker SIGKILLed mid-run: the other stops within a bounded time (its collective ops abort when
+    the connection closes) with one line saying what to do, exit status 4; the same command on both
+    resumes from the chief's checkpoint and finishes."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    args = ["train", *TINY_FLAGS, "--model_dir=run", "--strategy=multi_worker", "--checkpoint_every_steps=5",
+            "--eval_every_steps=1000", *_data_flags(tiny_coco)]
+
+    def start(steps):
+        return [subprocess.Popen([sys.executable, "-m", "keras_retina.cli", *args, f"--train_steps={steps}"],
+                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                      "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                               "task": {"type": "worker", "index": index}})})
+                for index in range(2)]
+
+    chief, worker = start(2000)
+    index = tmp_path / "run" / "checkpoints" / "checkpoint"
+    deadline = time.monotonic() + 300
+    while not index.exists() and time.monotonic() < deadline and chief.poll() is None:
+        time.sleep(0.2)
+    assert index.exists(), chief.communicate()[0][-3000:]
+    worker.kill()
+    worker.wait()
+    killed_at = time.monotonic()
+    output = chief.communicate(timeout=120)[0]
+    assert time.monotonic() - killed_at < 60  # no hang: TensorFlow closes the collective ops
+    assert chief.returncode == 4, output[-3000:]
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("keras_retina train: error: a worker of the cluster stopped (") and (
+        "Run the same command on every worker again: they resume from the chief's checkpoint") in last, last
+    step = _latest_step(index)
+    assert step >= 5 and f"ckpt-{step}" in last
+
+    outputs = [p.communicate(timeout=600)[0] for p in start(step + 5)]
+    assert all(re.search(rf"Resuming from \S*run/checkpoints/ckpt-{step} at step {step}", out) for out in outputs), (
+        outputs[0][-2000:] + outputs[1][-2000:])
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == step + 5
 
 
 @pytest.mark.parametrize("config,size", [("r50", "600"), ("r50_800", "800"), ("r101", "800")])
@@ -456,6 +499,15 @@ def test_postprocessing_flags_reach_their_settings():
                                                               box_voting_sigma=0.025)
     assert postprocess_settings({}) == PostprocessSettings()
 
+
+def test_check_data_with_a_model_of_other_classes(tmp_path, tiny_coco):
+    """A model_dir trained on other classes is named, and its detections not compared with these labels."""
+    make_tiny_model_dir(tmp_path / "other")  # classes a and b, ids 1 and 2; the data's are 1, 3, 5
+    result = keras_retina("check-data", "--image_size=64", *_data_flags(tiny_coco), "--model_dir=other",
+                          cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "was trained on other classes than these labels have (id: model / data: 1: a / red_square" in result.stdout
+    assert "the model's confident detections" not in result.stdout
 
 def test_own_data_in_voc_yolo_and_csv_through_the_commands(tmp_path, tiny_coco):
     """The same commands as for COCO JSON on a labelImg-style VOC folder with --val_fraction (the

@@ -1,0 +1,125 @@
+"""The units of a batch run, and a worker's job on each: a picture, a group of tile windows, a range of frames.
+
+`BatchSettings`: what every worker needs to know (tiles, video frames, how many frames a range
+holds); frozen and small, it travels with the pipeline.
+`expand(shard, uri, settings)` -> the `Work` items of one input: a picture (one item), a large
+picture with `settings.tile` (its tile windows in groups of the tile batch, as `predict --tile`
+detects them), a video (ranges of frames, `inference.frame_ranges`). Only names, windows and
+frame numbers are in a Work: pixels are read by the worker that detects them.
+`do_work(work, detect_batch, settings)` -> a result dict: {"uri", "shard", "kind", "part",
+"parts"} and either the detections ("picture": height, width, boxes [n, 4] yxyx pixels, scores,
+classes, names; "tiles": height, width and a list of `tiling.TileParts`; "frames": the JSON lines
+of `detect_video`) or "error": why the input could not be read (a dead letter, never an
+exception: one bad picture must not stop the run). `outputs.write_part` keeps each result as a
+file, so results never gather in one process.
+`local_file(uri)`: a URI of a remote filesystem copied to a local temporary file (kept for the
+next work on the same input in this process), a local path as it is.
+"""
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from keras_retina.errors import DataError, UsageError
+from keras_retina.inference import frame_ranges
+from keras_retina.inference.tiling import TileSettings, detect_windows, tile_count
+from keras_retina.inference.video import VideoSettings, is_video
+from keras_retina.ops import images as image_lib
+from keras_retina.ops.large_picture import open_large_picture
+from keras_retina.ops.tiles import iter_windows
+
+READ_ERRORS = (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage, DataError)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchSettings:
+    tile: TileSettings | None = None  # large pictures by tiles (predict --tile)
+    video: VideoSettings = VideoSettings()
+    frames_per_range: int = frame_ranges.FRAMES_PER_RANGE
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    uri: str
+    shard: int
+    kind: str  # "picture", "tiles" or "frames"
+    part: int = 0
+    parts: int = 1
+    windows: tuple = ()  # tiles: the windows (y0, x0, y1, x1) of this group
+    frames: tuple = ()  # frames: (start, stop)
+    size: tuple = ()  # tiles: the picture's (height, width)
+
+
+_COPY = {}  # uri -> local copy, one at a time per process
+
+
+def local_file(uri):
+    """A local path for `uri` (module docstring)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return uri[len("file://"):] if uri.startswith("file://") else uri
+    if uri not in _COPY:
+        from apache_beam.io.filesystems import FileSystems
+
+        for path in _COPY.values():
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+        _COPY.clear()
+        folder = tempfile.mkdtemp(prefix="keras_retina_batch_")
+        path = os.path.join(folder, os.path.basename(uri.split("?")[0]) or "input")
+        with FileSystems.open(uri) as source, open(path, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+        _COPY[uri] = path
+    return _COPY[uri]
+
+
+def _failed(uri, shard, error, part=0, parts=1):
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return {"uri": uri, "shard": shard, "kind": "failed", "part": part, "parts": parts, "error": reason[:500]}
+
+
+def expand(shard, uri, settings):
+    """The Work items of one input, or [a failed result] (module docstring)."""
+    try:
+        if is_video(uri):
+            ranges = frame_ranges.frame_ranges(local_file(uri), settings.video, settings.frames_per_range)
+            return [Work(uri, shard, "frames", i, len(ranges), frames=r) for i, r in enumerate(ranges)]
+        if settings.tile is None:
+            return [Work(uri, shard, "picture")]
+        with contextlib.closing(open_large_picture(local_file(uri))) as picture:
+            source_tile, total = tile_count(picture, settings.tile)
+            windows = list(iter_windows(picture.height, picture.width, source_tile, settings.tile.overlap))
+            size = (picture.height, picture.width)
+    except UsageError as error:  # a picture above --max_tiles: its own reason, the run goes on
+        return [_failed(uri, shard, error)]
+    except READ_ERRORS as error:
+        return [_failed(uri, shard, error)]
+    step = settings.tile.batch_size
+    groups = [tuple(windows[i:i + step]) for i in range(0, total, step)]
+    return [Work(uri, shard, "tiles", i, len(groups), windows=group, size=size) for i, group in enumerate(groups)]
+
+
+def do_work(work, detect_batch, settings):
+    """The detections of one Work item, or its error (module docstring)."""
+    result = {"uri": work.uri, "shard": work.shard, "kind": work.kind, "part": work.part, "parts": work.parts}
+    try:
+        path = local_file(work.uri)
+        if work.kind == "frames":
+            result["lines"] = frame_ranges.detect_frame_range(detect_batch, path, *work.frames, settings.video)
+        elif work.kind == "tiles":
+            with contextlib.closing(open_large_picture(path)) as picture:
+                result["tiles"] = detect_windows(detect_batch, picture, list(work.windows), settings.tile)
+            result["height"], result["width"] = work.size
+        else:
+            pixels = image_lib.read_picture(path).numpy()
+            boxes, scores, classes, names = detect_batch(pixels[None])[0]
+            height, width = pixels.shape[:2]
+            result.update(height=height, width=width, scores=np.asarray(scores, np.float64),
+                          boxes=np.asarray(boxes, np.float64) * np.array([height, width, height, width]),
+                          classes=np.asarray(classes, np.int64), names=list(names))
+    except READ_ERRORS as error:
+        return _failed(work.uri, work.shard, error, work.part, work.parts)
+    return result

@@ -1,0 +1,150 @@
+"""`keras_retina detect-batch` (Apache Beam, the local runner) against `predict` on the same inputs.
+
+The pipeline runs in the Beam environment (tests/beam_env.py); `predict` runs here. Pictures are
+detected one by one in both, tiles and frames in the same batches, so detections agree to float32
+rounding (1e-4 pixel, 1e-6 score: the two environments' numpy versions differ). A run killed
+mid-way and run again, and a run whose shards were partly written, end with the same files:
+nothing lost, nothing twice.
+"""
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from beam_env import needs_beam, run_beam
+from command_line import keras_retina
+from conftest import make_tiny_model_dir
+
+pytestmark = needs_beam
+av = pytest.importorskip("av")
+
+
+PICTURES = 240
+
+
+def _batch(*args, cwd, wait=True):
+    return run_beam("detect-batch", *args, cwd=cwd, wait=wait)
+
+
+def _video(path, count=21):
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"g": "6"})
+        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
+        rng = np.random.default_rng(1)
+        for _ in range(count):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 96, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A tiny model_dir; 240 pictures of three sizes, one that does not decode, and a video."""
+    root = tmp_path_factory.mktemp("archive")
+    make_tiny_model_dir(root / "run")
+    pictures = root / "pictures"
+    pictures.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(PICTURES):
+        size = ((64, 80), (80, 64), (72, 72))[i % 3]
+        Image.fromarray(rng.integers(0, 255, (*size, 3), np.uint8)).save(pictures / f"p{i:03d}.jpg")
+    (pictures / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
+    _video(pictures / "clip.mp4")
+    large = root / "large"
+    large.mkdir()
+    Image.fromarray(rng.integers(0, 255, (150, 230, 3), np.uint8)).save(large / "orthophoto.png")
+    return root
+
+
+def _coco(path):
+    found = json.loads(open(path).read())
+    return sorted(found, key=lambda d: (d["image_id"], -d["score"], d["category_id"], d["bbox"]))
+
+
+def _assert_same(ours, theirs):
+    assert len(ours) == len(theirs) and len(ours) > 0
+    for a, b in zip(ours, theirs):
+        assert (a["image_id"], a["file_name"], a["category_id"]) == (b["image_id"], b["file_name"], b["category_id"])
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-4)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+
+
+def _lines(folder, kind):
+    return [json.loads(line) for name in sorted(os.listdir(folder)) if name.startswith(f"{kind}-")
+            for line in open(os.path.join(folder, name))]
+
+
+def test_pictures_and_a_video_as_predict_finds_them_with_a_dead_letter(archive, tmp_path):
+    predicted = keras_retina("predict", f"--model_dir={archive / 'run'}", archive / "pictures", "--output_dir=predict",
+                             "--detect_batch_size=4", cwd=tmp_path)
+    assert predicted.returncode == 1  # the broken picture
+    result = _batch(f"--model_dir={archive / 'run'}", archive / "pictures", "--output_dir=batch", "--shards=4",
+                    "--workers=2", "--detect_batch_size=4", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]  # done, with one input failed
+    assert f"{PICTURES + 2} input(s) in 4 shard(s)" in result.stdout
+    assert f"{PICTURES} picture(s), 1 video(s) (21 frames detected)" in result.stdout
+    assert "1 input(s) failed" in result.stdout
+    _assert_same(_coco(tmp_path / "batch" / "detections.json"), _coco(tmp_path / "predict" / "detections.json"))
+    failures = _lines(tmp_path / "batch", "failures")
+    assert [f["input"] for f in failures] == [str(archive / "pictures" / "broken.jpg")] and failures[0]["reason"]
+    frames = [line for line in _lines(tmp_path / "batch", "detections") if "video" in line]
+    video_lines = [json.loads(line) for line in open(tmp_path / "predict" / "clip.detections.jsonl")]
+    assert [f["frame"] for f in frames] == [v["frame"] for v in video_lines] == list(range(21))
+    for ours, theirs in zip(frames, video_lines):
+        assert ours["time"] == theirs["time"] and len(ours["detections"]) == len(theirs["detections"])
+        for a, b in zip(ours["detections"], theirs["detections"]):
+            np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.011)  # predict's video lines round to 0.01
+            assert a["score"] == pytest.approx(b["score"], abs=1e-5) and a["category_id"] == b["category_id"]
+    pictures = [line["picture"] for line in _lines(tmp_path / "batch", "detections") if "picture" in line]
+    assert len(pictures) == len(set(pictures)) == PICTURES
+
+
+def test_a_large_picture_by_tiles_as_predict_merges_it(archive, tmp_path):
+    flags = ["--tile=64", "--tile_overlap=0.25", "--detect_batch_size=3", "--tile_merge=wbf"]
+    predicted = keras_retina("predict", f"--model_dir={archive / 'run'}", archive / "large", "--output_dir=predict",
+                             *flags, cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    result = _batch(f"--model_dir={archive / 'run'}", f"{archive / 'large'}/*.png", "--output_dir=batch",
+                    "--workers=1", *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same(_coco(tmp_path / "batch" / "detections.json"), _coco(tmp_path / "predict" / "detections.json"))
+    (line,) = _lines(tmp_path / "batch", "detections")
+    assert (line["height"], line["width"]) == (150, 230)
+
+
+def test_a_killed_run_and_a_half_written_one_end_with_the_same_files(archive, tmp_path):
+    flags = [f"--model_dir={archive / 'run'}", archive / "pictures", "--shards=6", "--workers=1"]
+    whole = _batch(*flags, "--output_dir=whole", cwd=tmp_path)
+    assert whole.returncode == 1, whole.stderr[-3000:]
+    expected = {name: (tmp_path / "whole" / name).read_bytes() for name in os.listdir(tmp_path / "whole")}
+    assert len([n for n in expected if n.startswith("detections-")]) == 6
+
+    killed = _batch(*flags, "--output_dir=again", cwd=tmp_path, wait=False)  # killed while it detects
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "again" / "batch_run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    rerun = _batch(*flags, "--output_dir=again", cwd=tmp_path)
+    assert rerun.returncode == 1, rerun.stderr[-3000:]
+    assert {name: (tmp_path / "again" / name).read_bytes() for name in os.listdir(tmp_path / "again")} == expected
+
+    # A crash between shards: two shards' files gone, one written halfway (its temporary name). The
+    # rerun does those two only and ends with the same files.
+    for name in ("detections-00001-of-00006.jsonl", "detections-00004-of-00006.jsonl"):
+        os.remove(tmp_path / "again" / name)
+    (tmp_path / "again" / "detections-00004-of-00006.jsonl.partial-0badf00d").write_text('{"picture": "p')
+    resumed = _batch(*flags, "--output_dir=again", cwd=tmp_path)
+    assert "4 of 6 shard(s) were finished before: skipped" in resumed.stdout, resumed.stdout
+    assert {name: (tmp_path / "again" / name).read_bytes() for name in os.listdir(tmp_path / "again")} == expected
+
+    other = _batch(*flags[:-2], "--shards=3", "--workers=1", "--output_dir=again", cwd=tmp_path)
+    assert other.returncode == 2 and "holds a batch run that asked other shards" in other.stderr

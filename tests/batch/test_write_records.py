@@ -1,0 +1,75 @@
+"""`keras_retina write-records` (Apache Beam, the local runner): annotation files -> sharded TFRecords that
+our TFRecord reader reads back as the same examples; a picture that does not decode is a dead letter;
+a rerun skips the finished shards and writes the same bytes. The pipeline runs in the Beam
+environment (tests/beam_env.py)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+from keras_retina.data.data_config import DataConfig
+from keras_retina.data.readers.tfrecord import tfrecord_source
+from keras_retina.data.splits import open_sources
+
+from beam_env import needs_beam, run_beam
+from conftest import write_tiny_coco
+
+pytestmark = needs_beam
+
+
+def _flags(data):
+    return [f"--train_annotations={data['train'][0]}", f"--train_images={data['train'][1]}",
+            f"--val_annotations={data['val'][0]}", f"--val_images={data['val'][1]}"]
+
+
+def _examples(source):
+    return {int(e["image_id"]): e for e in source.examples().as_numpy_iterator()}
+
+
+def test_annotations_become_records_read_back_as_the_same_examples(tmp_path):
+    data = write_tiny_coco(tmp_path / "data")
+    result = run_beam("write-records", *_flags(data), "--records_dir=records", "--shards=3", "--workers=1",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[train] 16 pictures -> records/train-*-of-00003.tfrecord, 3 shard(s)" in result.stdout
+    assert "[train] 16 pictures (0 without boxes)" in result.stdout  # check-data's counts, as training reads them
+    label_map = json.loads((tmp_path / "records" / "label_map.json").read_text())
+    sources = open_sources(DataConfig(train_annotations=data["train"][0], train_images=data["train"][1],
+                                      val_annotations=data["val"][0], val_images=data["val"][1]))
+    assert label_map == sources.label_map and (tmp_path / "records" / "label_map.pbtxt").is_file()
+    for split, source in (("train", sources.train), ("val", sources.val)):
+        records = tfrecord_source(str(tmp_path / "records" / f"{split}-*.tfrecord"), label_map)
+        ours, theirs = _examples(records), _examples(source)
+        assert ours.keys() == theirs.keys() and len(ours) == (16 if split == "train" else 8)
+        for image_id, example in theirs.items():
+            np.testing.assert_array_equal(ours[image_id]["image"], example["image"])  # the file's own bytes
+            np.testing.assert_allclose(ours[image_id]["boxes"], example["boxes"], atol=1e-3)
+            np.testing.assert_array_equal(ours[image_id]["classes"], example["classes"])
+            np.testing.assert_array_equal(ours[image_id]["is_crowd"], example["is_crowd"])
+    assert (tmp_path / "records" / "failures.jsonl").read_text() == ""
+
+    written = {name: (tmp_path / "records" / name).read_bytes() for name in os.listdir(tmp_path / "records")}
+    os.remove(tmp_path / "records" / "train-00001-of-00003.tfrecord")
+    again = run_beam("write-records", *_flags(data), "--records_dir=records", "--shards=3", "--workers=1",
+                      cwd=tmp_path)
+    assert again.returncode == 0 and "(2 finished before: skipped)" in again.stdout, again.stdout
+    assert {name: (tmp_path / "records" / name).read_bytes() for name in os.listdir(tmp_path / "records")} == written
+
+
+def test_a_picture_that_does_not_decode_is_a_dead_letter(tmp_path):
+    data = write_tiny_coco(tmp_path / "data")
+    broken = sorted(os.listdir(data["train"][1]))[0]
+    path = os.path.join(data["train"][1], broken)
+    whole = open(path, "rb").read()
+    shutil.copy(path, tmp_path / "kept.jpg")
+    with open(path, "wb") as f:  # its header reads; its pixels do not
+        f.write(whole[:len(whole) // 3])
+    result = run_beam("write-records", *_flags(data), "--records_dir=records", "--workers=1", cwd=tmp_path)
+    assert result.returncode == 1 and broken in result.stderr, result.stderr[-3000:]
+    (failure,) = [json.loads(line) for line in open(tmp_path / "records" / "failures.jsonl")]
+    assert failure["input"] == path and failure["reason"]
+    assert "[train] 15 pictures -> records/train-*-of-00001.tfrecord" in result.stdout
+    label_map = json.loads((tmp_path / "records" / "label_map.json").read_text())
+    assert len(_examples(tfrecord_source(str(tmp_path / "records" / "train-*.tfrecord"), label_map))) == 15

@@ -1,0 +1,29 @@
+"""The Apache Beam environment the batch pipelines' tests run `keras_retina` in.
+
+Beam pins numpy, protobuf and pyarrow below what the test environment holds, so the pipelines run
+in an environment of their own, installed as the README says (`pip install "keras-retina[beam]"`):
+its python is $KERAS_RETINA_BEAM_PYTHON, which `.ci/run` makes; there the tests never skip.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+BEAM = os.environ.get("KERAS_RETINA_BEAM_PYTHON")
+needs_beam = pytest.mark.skipif(not BEAM and os.environ.get("CI") != "true",
+                                reason="no Beam environment ($KERAS_RETINA_BEAM_PYTHON)")
+
+
+def run_beam(*args, cwd, wait=True):
+    """`keras_retina ARGS` in the Beam environment: a CompletedProcess, or with wait=False the
+    running Popen (its own process group, for a kill)."""
+    assert BEAM, "CI makes the Beam environment: $KERAS_RETINA_BEAM_PYTHON is unset"
+    command = [BEAM, "-m", "keras_retina.cli", *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
