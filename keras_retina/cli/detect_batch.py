@@ -9,6 +9,7 @@ import time
 from keras_retina.cli.flags import postprocess_settings
 from keras_retina.cli.options import TILE_FLAGS
 from keras_retina.errors import UsageError
+from keras_retina.inference.detector import check_model
 from keras_retina.inference.tiling import TileSettings
 from keras_retina.inference.video import VideoSettings
 from keras_retina.pretrained import registry
@@ -52,17 +53,21 @@ def run(configs, options, args):
     spec = ModelSpec(options["model"], options["saved_model"], options["model_dir"], options["checkpoint"],
                      configs["train"].mixed_precision)
     postprocess = postprocess_settings(options)
+    # Workers load the model; a wrong flag is said here, before the run's manifest is written.
+    check_model(spec.model, spec.saved_model, spec.model_dir, spec.checkpoint, postprocess=postprocess)
     asked = {"model": {k: v for k, v in vars(spec).items() if v}, "postprocess": postprocess.given(),
              "tile": vars(tile) if tile else None, "video": vars(video)}
     workers = f" ({options['workers']} worker process(es))" if options["runner"] == "direct" else ""
     print(f"detect-batch: {len(inputs):,} input(s) in {shards} shard(s) -> {output_dir} on the {options['runner']} "
           f"runner{workers}", flush=True)
     start = time.monotonic()
-    counts, before = run_detect_batch(
+    counts, before, items = run_detect_batch(
         inputs, output_dir, spec, settings, shards=shards, postprocess=postprocess, asked=asked,
         options=pipeline_options(options["runner"], options["workers"], options["beam_options"]))
     seconds = time.monotonic() - start
-    resumed = f" ({before} of {shards} shard(s) were finished before: skipped)" if before else ""
+    resumed = [f"{before} of {shards} shard(s) were finished before" if before else "",
+               f"{items:,} work item(s) were done before" if items else ""]
+    resumed = f" ({' and '.join(r for r in resumed if r)}: skipped)" if any(resumed) else ""
     print(f"Done in {seconds:.1f} s{resumed}: {counts['pictures']:,} picture(s), {counts['videos']} video(s) "
           f"({counts['frames']:,} frames detected), {counts['detections']:,} detection(s), "
           f"{len(counts['failures'])} input(s) failed.", flush=True)

@@ -63,7 +63,7 @@ COMMAND_FLAGS = {
                                  "max_frames", "detect_batch_size"},
                      "export": set(POSTPROCESS_FLAGS), "training": {"mixed_precision"}},
     "write-records": {"batch": {"runner", "workers", "shards", "beam_options", "records_dir"}, "data": None},
-    "rank": {"run": {"model_dir", "checkpoint", "output"}, "predict": {"model", "saved_model", "rank_mirror"},
+    "rank": {"run": {"model_dir", "checkpoint", "output"}, "predict": {"model", "saved_model"}, "rank": None,
              "export": set(POSTPROCESS_FLAGS), "training": {"mixed_precision"}},
     "predict": {"run": {"model_dir", "checkpoint"}, "predict": None,
                 "export": set(POSTPROCESS_FLAGS),
@@ -164,7 +164,7 @@ def print_command_help(command, groups):
     titles = {"run": "run folder and reports", "data": "data (exactly one training source)",
               "model": "model (the paper's defaults)", "training": "training (the paper's recipe by default)",
               "export": "export and postprocessing", "predict": "predict", "convert": "convert",
-              "tiling": "tiling", "batch": "batch pipeline (Apache Beam)"}
+              "tiling": "tiling", "batch": "batch pipeline (Apache Beam)", "rank": "rank"}
     text, example = COMMANDS[command]
     lines = [f"keras_retina {command}: {text}", f"  e.g. {example}"]
     for group, wanted in COMMAND_FLAGS[command].items():

@@ -109,7 +109,7 @@ OPTIONS = {
     "max_frames": ("integer", 0, "predict on videos: stop after this many frames (0: all).", "predict"),
     "detect_batch_size": ("integer", 4, "predict: video frames or tiles per call of the model.", "predict"),
     "rank_mirror": ("boolean", True, "rank: also detect each picture mirrored and count where the two disagree "
-                    "(twice the detection time).", "predict"),
+                    "(twice the detection time).", "rank"),
     "runner": ("enum", ("direct", ["direct", "prism", "dataflow", "flink", "spark"]), "detect-batch, "
                "write-records: the Beam runner (direct: processes on this machine, offline; the others: "
                "docs/scale.md).", "batch"),
@@ -138,6 +138,8 @@ OPTION_CHECKS = {
     "tile_min_visible": (lambda v: 0 < v <= 1, "must be in (0, 1]."),
     "every_nth_frame": VIDEO_CHECKS["every_nth_frame"],  # VideoSettings' rule; --max_frames' 0 is its None
     "max_frames": (lambda v: v >= 0, "must be 0 (all) or positive."),
+    "workers": (lambda v: v >= 1, "must be 1 (all in this process) or more."),
+    "shards": (lambda v: v >= 0, "must be 0 (one per 1,000 inputs) or positive."),
 }
 # The command-line flag of each postprocessing setting (detection_decoder.SETTINGS), checked by the
 # decoder's own rules (`detection_decoder.CHECKS`).

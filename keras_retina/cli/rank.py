@@ -14,7 +14,7 @@ from keras_retina.files import new_name, read_json
 from keras_retina.inference import prelabels as prelabel_lib
 from keras_retina.inference import ranking
 from keras_retina.inference import video as video_lib
-from keras_retina.inference.detector import batch_detector
+from keras_retina.inference.detector import batch_detector, check_model
 from keras_retina.model_dir import ModelDir
 from keras_retina.pretrained import registry
 
@@ -32,10 +32,12 @@ def run(configs, options, args):
     if os.path.lexists(output):
         stem, suffix = os.path.splitext(os.path.basename(output))
         output = new_name(os.path.dirname(output), stem, suffix or ".csv")
+    postprocess = postprocess_settings(options)
+    check_model(options["model"], options["saved_model"], options["model_dir"], options["checkpoint"],
+                postprocess=postprocess)
     weights, names, how = _class_weights(options)
     detect_batch = batch_detector(options["model"], options["saved_model"], options["model_dir"],
-                                  configs["train"].mixed_precision, options["checkpoint"],
-                                  postprocess=postprocess_settings(options))
+                                  configs["train"].mixed_precision, options["checkpoint"], postprocess=postprocess)
     bar = keras.utils.Progbar(len(paths), unit_name="picture")
     rows, failed = ranking.rank_pictures(detect_batch, paths, weights, mirror=options["rank_mirror"], names=names,
                                          progress=bar.update)
@@ -57,6 +59,10 @@ def run(configs, options, args):
 
 def _class_weights(options):
     """({category id: weight}, {category id: name}, a sentence saying where the weights come from)."""
+    if options["saved_model"]:
+        names = {e["id"]: e["name"] for e in read_json(os.path.join(options["saved_model"], "assets",
+                                                                   "label_map.json"))}
+        return {}, names, "equally (a SavedModel has no evaluation report to count its classes in)"
     if not options["model_dir"]:
         return {}, None, "equally (a model file has no evaluation report to count its classes in)"
     run = ModelDir(options["model_dir"])

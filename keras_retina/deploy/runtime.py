@@ -28,6 +28,11 @@ from keras_retina.modeling import transform
 def load(path: str, num_threads: int | None = None) -> "DeployedModel":
     """The DeployedModel of a file of one of `file_formats.FILE_FORMATS` (`num_threads`: the runtime's,
     None = its default)."""
+    return file_formats.load(check_file(path).runtime)(path, num_threads)
+
+
+def check_file(path: str):
+    """The file format of `path`, or a UsageError / DataError naming --model (`load` without loading)."""
     suffixes = " or ".join(f.suffix for f in file_formats.FILE_FORMATS.values())
     if os.path.isdir(path):
         raise UsageError(f"--model={path} is a folder; give a {suffixes} file (an exported SavedModel "
@@ -38,7 +43,7 @@ def load(path: str, num_threads: int | None = None) -> "DeployedModel":
     if found is None:
         raise UsageError(f"--model={path}: give a {suffixes} file exported by keras_retina export "
                          f"(a SavedModel goes in --saved_model).")
-    return file_formats.load(found.runtime)(path, num_threads)
+    return found
 
 
 class DeployedModel:

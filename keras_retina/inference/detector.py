@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras_retina.deploy import runtime
 from keras_retina.deploy import saved_model as saved_model_lib
 from keras_retina.errors import DataError, SettingsError, UsageError
-from keras_retina.model_dir import ModelDir
+from keras_retina.model_dir import CHECKPOINTS, ModelDir
 from keras_retina.modeling import detection_decoder
 from keras_retina.modeling.precision import set_precision
 from keras_retina.ops import images as image_lib
@@ -54,15 +54,8 @@ def batch_detector(model: str | None = None, saved_model: str | None = None, mod
     """A function: uint8 pictures of one size `[B, H, W, 3]` -> B detections (module docstring);
     the arguments are `picture_detector`'s."""
     postprocess = detection_decoder.postprocess_settings(postprocess, renamed_keywords, "batch_detector")
-    given = [f"--{name}={value}" for name, value in (("model", model), ("saved_model", saved_model),
-                                                      ("model_dir", model_dir)) if value]
-    if len(given) > 1:
-        raise UsageError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'each'} name a model; give one.")
+    check_model(model, saved_model, model_dir, checkpoint, postprocess=postprocess)
     if model:
-        settings = sorted(postprocess.given())
-        if settings:
-            raise SettingsError(settings, "a LiteRT / ONNX file's postprocessing was fixed when it was exported; "
-                                          "export it again with them.")
         detect_picture = runtime.load(model).detect_picture
         return lambda batch: [detect_picture(pixels) for pixels in batch]
     if saved_model:
@@ -82,6 +75,35 @@ def batch_detector(model: str | None = None, saved_model: str | None = None, mod
         return lambda batch: _per_picture(server.serve_image_tensor(tf.convert_to_tensor(batch)))
     raise UsageError("predict needs --model (a .tflite / .onnx file), --saved_model (an exported version "
                      "folder) or --model_dir.")
+
+
+def check_model(model: str | None = None, saved_model: str | None = None, model_dir: str | None = None,
+                checkpoint: str = "best", *, postprocess: detection_decoder.PostprocessSettings | None = None):
+    """What `batch_detector` would refuse, found without loading the model (a batch run's launcher
+    checks it before any worker loads it): two models named, a missing file or folder, a model_dir
+    without config.json or checkpoint, an unknown --checkpoint, postprocessing settings for a
+    LiteRT / ONNX file. A UsageError / DataError naming the flag."""
+    given = [f"--{name}={value}" for name, value in (("model", model), ("saved_model", saved_model),
+                                                      ("model_dir", model_dir)) if value]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} {'both' if len(given) == 2 else 'each'} name a model; give one.")
+    if model:
+        settings = sorted(postprocess.given()) if postprocess is not None else []
+        if settings:
+            raise SettingsError(settings, "a LiteRT / ONNX file's postprocessing was fixed when it was exported; "
+                                          "export it again with them.")
+        runtime.check_file(model)
+    elif saved_model:
+        if not tf.io.gfile.exists(saved_model.rstrip("/") + "/saved_model.pb"):
+            raise DataError(f"--saved_model={saved_model}: not an exported keras_retina version folder (no "
+                            f"saved_model.pb there; give EXPORT_DIR/NAME/VERSION).")
+    elif model_dir:
+        if checkpoint not in CHECKPOINTS:
+            raise UsageError(f"--checkpoint={checkpoint}: choose one of {', '.join(CHECKPOINTS)}.")
+        run = ModelDir(model_dir)
+        run.model_config()  # a DataError naming the folder when config.json is missing or not ours
+        if run.latest_checkpoint() is None:
+            raise DataError(f"--model_dir={model_dir}: no checkpoint in {run.checkpoint_dir} yet.")
 
 
 def _per_picture(out):

@@ -34,6 +34,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from keras_retina.files import replace_atomically
 from keras_retina.ops import boxes as box_lib
 from keras_retina.ops import images as image_lib
 
@@ -117,7 +118,7 @@ def rank_pictures(detect_batch, paths, weights=None, *, mirror=True, names=None,
 
     detect_batch: uint8 `[B, H, W, 3]` -> B detections (`detector.batch_detector`).
     mirror: also detect the mirrored picture (disagreement; twice the detection time).
-    names: {category id: class name} for the rows' class counts.
+    names: {category id: class name} for the rows' class counts (else the names the detector gives).
     progress: called with the number of pictures done (e.g. a Keras Progbar's update).
     Returns (rows, [(path, reason) of pictures that could not be read]).
     """
@@ -129,6 +130,8 @@ def rank_pictures(detect_batch, paths, weights=None, *, mirror=True, names=None,
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             print(f"{path}: cannot read this image ({reason}); left out of the ranking.", file=sys.stderr)
             failed.append((path, reason))
+            if progress:
+                progress(done)
             continue
         if mirror:
             plain, flipped = detect_batch(np.stack([pixels, pixels[:, ::-1]]))
@@ -136,9 +139,9 @@ def rank_pictures(detect_batch, paths, weights=None, *, mirror=True, names=None,
         else:
             plain, flipped = detect_batch(pixels[None])[0], None
         uncertainty, disagreement, classes = picture_score(plain, flipped, weights)
-        counted = {}
+        counted, own = {}, {int(c): name for c, name in zip(plain[2], plain[3])}  # the model's own class names
         for c in classes:
-            name = (names or {}).get(int(c), str(int(c)))
+            name = (names or {}).get(int(c)) or own.get(int(c), str(int(c)))
             counted[name] = counted.get(name, 0) + 1
         rows.append(Ranked(path, uncertainty + disagreement, uncertainty, disagreement, len(classes), counted))
         if progress:
@@ -148,13 +151,18 @@ def rank_pictures(detect_batch, paths, weights=None, *, mirror=True, names=None,
 
 
 def write_ranking(rows, path):
-    """The ranking as CSV (COLUMNS), best first; classes as "name:count;name:count"."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for rank, row in enumerate(rows, 1):
-            writer.writerow([rank, row.path, f"{row.score:.4f}", f"{row.uncertainty:.4f}", f"{row.disagreement:.4f}",
-                             row.detections, ";".join(f"{name}:{n}" for name, n in sorted(row.classes.items()))])
+    """The ranking as CSV (COLUMNS), best first; classes as "name:count;name:count"; written whole
+    (under a temporary name renamed into place)."""
+    def write(temporary):
+        with open(temporary, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(COLUMNS)
+            for rank, row in enumerate(rows, 1):
+                writer.writerow([rank, row.path, f"{row.score:.4f}", f"{row.uncertainty:.4f}",
+                                 f"{row.disagreement:.4f}", row.detections,
+                                 ";".join(f"{name}:{n}" for name, n in sorted(row.classes.items()))])
+
+    replace_atomically(path, write)
 
 
 def read_ranking(path):

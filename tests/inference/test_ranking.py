@@ -117,5 +117,8 @@ def test_rank_command_writes_the_ranking_and_never_overwrites(tmp_path):
         (row,) = list(csv.DictReader(f))
     assert float(row["disagreement"]) == 0.0
     assert ranking.read_ranking(str(tmp_path / "out" / "ranking.csv"))[0] == rows[0]["picture"]
+    typo = keras_retina("rank", f"--model_dir={tmp_path / 'rnu'}", pictures, cwd=tmp_path)
+    assert typo.returncode == 2 and f"--model_dir={tmp_path / 'rnu'}" in typo.stderr, typo.stderr[-2000:]
+    assert "Traceback" not in typo.stderr
     refused = keras_retina("rank", f"--model_dir={run}", cwd=tmp_path)
     assert refused.returncode == 2 and "rank and detect-batch also take IMAGE" in refused.stderr
