@@ -27,3 +27,12 @@ def run_beam(*args, cwd, wait=True):
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def run_beam_python(script, *args):
+    """`python -c SCRIPT ARGS` in the Beam environment (keras_retina importable): its stdout; fails on an error."""
+    assert BEAM, "CI makes the Beam environment: $KERAS_RETINA_BEAM_PYTHON is unset"
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([BEAM, "-c", script, *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

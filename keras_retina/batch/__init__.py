@@ -6,5 +6,5 @@ picture, a group of tile windows or a range of frames, and the worker's job on i
 (RunInference's ModelHandler: the detector loaded once per worker), outputs (shard files written
 whole, the dead-letter files, the merged COCO results, the run's counts), detect_pipeline (the
 detect-batch pipeline), records_pipeline (annotations -> sharded TFRecords), runners (the runner
-and its options).
+and its options), filesystem (files of any filesystem Beam reads, written whole).
 """

@@ -1,7 +1,8 @@
 """`keras_retina detect-batch`: detection over many pictures, videos and large pictures as Beam pipelines.
 
     inputs (sorted, dealt into shards)                         [launcher: inputs.list_inputs, deal]
-      -> (shard, uri) of the shards not finished yet           [a rerun skips finished shards]
+      -> (shard, uri) of the shards not finished yet           [a rerun skips finished shards; read
+                                                                from OUTPUT_DIR/pending_inputs.jsonl]
       -> Work items: a picture, tile windows, frame ranges     [work.expand, on the workers; items
                                                                 whose part file exists are skipped]
       -> RunInference(DetectorHandler)                         [model loaded once per worker]
@@ -18,13 +19,18 @@ inputs: pictures detected one by one, tiles and frames in `predict`'s batches, m
 code.
 """
 
+import json
+
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
+from keras_retina.batch import filesystem as fs
 from keras_retina.batch import inputs as input_lib
 from keras_retina.batch import outputs
 from keras_retina.batch.model_handler import DetectorHandler
 from keras_retina.batch.work import Work, expand
+
+PENDING = "pending_inputs.jsonl"  # [shard, uri] of each input of the unfinished shards, while the run detects
 
 
 def _is_failed(item, _count):
@@ -39,19 +45,25 @@ def _expand(pair, settings, output_dir):
 def run_detect_batch(inputs, output_dir, spec, settings, *, shards, options, postprocess=None, asked=None,
                      max_batch_size=8):
     """Runs the pipelines (module docstring) on `inputs` (sorted URIs) into `output_dir`; returns
-    (counts of `outputs.merge_results`, shards finished before this run)."""
-    input_lib.check_manifest(output_dir, inputs, shards, asked or {})
-    outputs.remove_partials(output_dir)
-    done = outputs.finished_shards(output_dir, shards)
+    (counts of `outputs.merge_results`, shards finished before this run, work items of the other
+    shards done before it)."""
+    input_lib.check_manifest(output_dir, inputs, shards, asked or {}, started=outputs.has_results(output_dir))
+    outputs.remove_unfinished(output_dir)
+    done, items_done = outputs.finished_shards(output_dir, shards), outputs.done_items(output_dir)
     dealt = input_lib.deal(inputs, shards)
     for shard, uris in dealt.items():  # more shards than inputs: the empty ones are finished at once
         if not uris and shard not in done:
             outputs.write_shard(shard, [], output_dir, shards)
     pending = [(shard, uri) for shard, uris in sorted(dealt.items()) if shard not in done for uri in uris]
     if pending:
+        # The inputs reach the workers as a file they read, not inside the job's description (a
+        # cluster runner's job graph has a size limit that an archive's list of names would pass).
+        listed = fs.join(output_dir, PENDING)
+        fs.write_json_lines(listed, pending)
         with beam.Pipeline(options=options) as pipeline:
             items = (pipeline
-                     | "Inputs" >> beam.Create(pending, reshuffle=False)
+                     | "Inputs" >> beam.io.ReadFromText(listed)
+                     | "Parse" >> beam.Map(json.loads)
                      | "Spread inputs" >> beam.Reshuffle()
                      | "Work items" >> beam.FlatMap(_expand, settings, output_dir))
             work, failed = items | "Readable" >> beam.Partition(_is_failed, 2)
@@ -67,4 +79,5 @@ def run_detect_batch(inputs, output_dir, spec, settings, *, shards, options, pos
                  | "Shards" >> beam.Create(sorted({shard for shard, _ in pending}), reshuffle=False)
                  | "Spread shards" >> beam.Reshuffle()
                  | "Write shards" >> beam.Map(outputs.combine_shard, output_dir, shards, settings.tile))
-    return outputs.merge_results(output_dir, shards, input_lib.pictures_of(inputs)), len(done)
+        fs.delete([listed])
+    return outputs.merge_results(output_dir, shards, inputs), len(done), items_done

@@ -20,8 +20,9 @@ import json
 import math
 import os
 
+from keras_retina.batch import filesystem as fs
 from keras_retina.errors import UsageError
-from keras_retina.inference.video import VIDEO_EXTENSIONS, is_video
+from keras_retina.inference.video import VIDEO_EXTENSIONS
 from keras_retina.ops.images import EXTENSIONS
 
 FILE_EXTENSIONS = EXTENSIONS + (".tif", ".tiff") + VIDEO_EXTENSIONS
@@ -29,36 +30,42 @@ SHARD_PICTURES = 1000  # inputs per shard when --shards is not given
 MANIFEST = "batch_run.json"
 
 
-def _filesystems():
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems
-
-
 def _match(pattern):
-    """Every file matching `pattern` (a glob, or a folder's pictures and videos)."""
-    found = _filesystems().match([pattern])[0].metadata_list
-    return [m.path for m in found if m.path.lower().endswith(FILE_EXTENSIONS)]
+    """Every picture or video matching `pattern` (a glob, or FOLDER/*), by extension."""
+    return [path for path in fs.match(pattern) if path.lower().endswith(FILE_EXTENSIONS)]
+
+
+def _listed(input_list):
+    """The lines of the --input_list file (blank lines and # comments left out)."""
+    if not fs.exists(input_list):
+        raise UsageError(f"--input_list={input_list}: no such file.")
+    try:
+        text = fs.read_bytes(input_list).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--input_list={input_list}: not a text file (one path or URI a line).") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
 def list_inputs(args, input_list=None):
     """The run's inputs, sorted and distinct (module docstring)."""
-    names = list(args)
+    named = [(name, "") for name in args]
     if input_list:
-        with _filesystems().open(input_list) as f:
-            names += [line.strip() for line in f.read().decode("utf-8").splitlines()
-                      if line.strip() and not line.startswith("#")]
+        named += [(name, f" (listed in --input_list={input_list})") for name in _listed(input_list)]
     found = []
-    for name in names:
+    for name, where in named:
+        remote = "://" in name
         if any(c in name for c in "*?["):
-            matched = _match(name)
-        elif "://" not in name and os.path.isdir(name) or name.endswith("/"):
-            matched = _match(name.rstrip("/") + "/*")
-        else:
-            matched = [name] if _filesystems().exists(name) else []
+            matched, why = _match(name), "no picture or video matches it"
+        elif name.endswith("/") or not remote and os.path.isdir(name):
+            matched, why = _match(fs.join(name.rstrip("/"), "*")), "a folder holding no picture or video"
+        elif fs.exists(name):
+            matched, why = [name], ""
+        else:  # an object store's folder named without its trailing slash, or nothing at all
+            matched = _match(fs.join(name, "*")) if remote else []
+            why = "no such picture, video or folder"
         if not matched:
-            raise UsageError(f"{name}: {'nothing matches it' if '*' in name else 'no such picture, video or folder'}"
-                             f"{' (a listed input of --input_list=' + input_list + ')' if name not in args else ''}.")
+            raise UsageError(f"{name}{where}: {why} (pictures: {', '.join(EXTENSIONS)}, .tif; videos: "
+                             f"{', '.join(VIDEO_EXTENSIONS)}; a folder's sub-folders are not read).")
         found += matched
     return sorted(set(found))
 
@@ -74,31 +81,20 @@ def deal(inputs, shards):
     return dealt
 
 
-def pictures_of(inputs):
-    return [uri for uri in inputs if not is_video(uri)]
-
-
-def check_manifest(output_dir, inputs, shards, asked):
-    """Writes the run's manifest, or checks a rerun asks what the first run asked (module docstring)."""
-    from keras_retina.files import write_json
-
+def check_manifest(output_dir, inputs, shards, asked, *, started=True, name=MANIFEST, flag="--output_dir"):
+    """Writes the run's manifest, or checks a rerun asks what the first run asked (module docstring);
+    a run that had not `started` any work (it stopped on a wrong flag, say) is replaced."""
     digest = hashlib.sha256("\n".join(inputs).encode("utf-8")).hexdigest()
     manifest = {"inputs": len(inputs), "inputs_sha256": digest, "shards": shards, **asked}
-    path = os.path.join(output_dir, MANIFEST)
-    fs = _filesystems()
-    if fs.exists(path):
-        with fs.open(path) as f:
-            before = json.loads(f.read().decode("utf-8"))
+    path = fs.join(output_dir, name)
+    if fs.exists(path) and started:
+        before = json.loads(fs.read_bytes(path).decode("utf-8"))
         differ = sorted(key for key in set(before) | set(manifest) if before.get(key) != manifest.get(key))
         if differ:
-            raise UsageError(f"--output_dir={output_dir} holds a batch run that asked other "
+            raise UsageError(f"{flag}={output_dir} holds a batch run that asked other "
                              f"{', '.join(differ)} ({path}): a rerun resumes only the same run; write this one "
-                             f"to another --output_dir.")
+                             f"to another {flag}.")
         return False
-    if "://" in output_dir:
-        with fs.create(path) as f:
-            f.write(json.dumps(manifest, indent=1).encode("utf-8"))
-    else:
-        os.makedirs(output_dir, exist_ok=True)
-        write_json(manifest, path)
+    fs.write_json(path, manifest)
     return True
+

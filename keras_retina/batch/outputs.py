@@ -8,11 +8,14 @@ In `output_dir`, for each shard s of n (`inputs.deal`):
                                    `predict`'s .detections.jsonl); inputs in sorted order, a
                                    video's frames in order;
   failures-SSSSS-of-NNNNN.jsonl    the dead letters: {"input": uri, "reason"} of every input that
-                                   could not be read (empty when none).
+                                   could not be read (empty when none); a video that stops early
+                                   (truncated, or it cannot be decoded further) also has
+                                   "frames_read", and its frames before are in the detections.
 While the run detects, each work item's result is a file of its own, `parts/SSSSS/<input's
-hash>-<part>.json` (`write_part`), written by the worker that detected it: results never gather in
-one process, so memory stays flat however many pictures there are, and a rerun skips the items
-already done (`has_part`). `combine_shard` then reads a shard's parts (inputs sorted, tiles merged
+hash>-<part>.json`, or `.failed.json` for an item that could not be read (`write_part`), written by
+the worker that detected it: results never gather in one process, so memory stays flat however
+many pictures there are, and a rerun skips the items already done (`has_part`) and tries the
+failed ones again (`remove_unfinished`). `combine_shard` then reads a shard's parts (inputs sorted, tiles merged
 per picture) and writes its two files. Every file is written under a temporary name and renamed
 into place, the failures before the detections: a shard whose detections file exists is finished,
 whole, and a rerun skips it (`finished_shards`); a worker that dies or is retried rewrites the
@@ -23,57 +26,43 @@ as `predict` gives them) from the shards, line by line, and returns the run's co
 import hashlib
 import json
 import os
-import uuid
 
 import numpy as np
 
+from keras_retina.batch import filesystem as fs
+from keras_retina.inference import frame_ranges
 from keras_retina.inference.pictures import image_ids
 from keras_retina.inference.tiling import TileParts, merge_tiles
+from keras_retina.inference.video import is_video
 from keras_retina.ops import boxes as box_lib
+
+FAILED = ".failed.json"  # a part file of an item that failed: not done (`has_part`), retried by a rerun
 
 
 def shard_name(kind, shard, shards):
     return f"{kind}-{shard:05d}-of-{shards:05d}.jsonl"
 
 
-def _fs():
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems
-
-
-def _join(folder, name):
-    return _fs().join(folder, name) if "://" in folder else os.path.join(folder, name)
-
-
 def finished_shards(output_dir, shards):
-    return {s for s in range(shards) if _fs().exists(_join(output_dir, shard_name("detections", s, shards)))}
+    return {s for s in range(shards) if fs.exists(fs.join(output_dir, shard_name("detections", s, shards)))}
 
 
-def remove_partials(output_dir):
-    """Removes the temporary files of writes a crash cut short (never read: their shard is not finished)."""
-    found = [m for pattern in ("*.partial-*", "parts/*/*.partial-*")
-             for m in _fs().match([_join(output_dir, pattern)])[0].metadata_list]
-    if found:
-        _fs().delete([m.path for m in found])
+def remove_unfinished(output_dir):
+    """Before a run: removes the temporary files of writes a crash cut short (never read: their shard
+    is not finished) and the part files of items that failed in an unfinished shard, so the run
+    tries those items again (a remote file that could not be read may read now)."""
+    fs.delete([path for pattern in (fs.PARTIAL, "parts/*/" + fs.PARTIAL, "parts/*/*" + FAILED)
+               for path in fs.match(fs.join(output_dir, pattern))])
 
 
-def _write_whole(path, lines):
-    """`lines` into `path` under a temporary name, then renamed into place."""
-    temporary = f"{path}.partial-{uuid.uuid4().hex[:8]}"
-    data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode("utf-8")
-    if "://" in path:
-        with _fs().create(temporary) as f:
-            f.write(data)
-        if _fs().exists(path):  # a retried bundle: the same bytes again
-            _fs().delete([path])
-        _fs().rename([temporary], [path])
-    else:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
+def done_items(output_dir):
+    """How many work items of unfinished shards are done (their part files; after `remove_unfinished`)."""
+    return len(fs.match(fs.join(output_dir, "parts/*/*.json")))
+
+
+def has_results(output_dir):
+    """Whether a run into `output_dir` has finished any work (a part or a shard)."""
+    return any(fs.match(fs.join(output_dir, pattern)) for pattern in ("detections-*-of-*.jsonl", "parts/*/*.json"))
 
 
 def _detections(boxes, scores, classes, names):
@@ -97,8 +86,11 @@ def shard_lines(results, tile_settings=None):
             failures.append({"input": uri, "reason": failed[0]})
             continue
         kind = parts[0]["kind"]
-        if kind == "frames":
-            lines += [{"video": uri, **line} for part in parts for line in part["lines"]]
+        if kind == "frames":  # a video: the frames detected, and a failure too when it stopped early
+            end, early = frame_ranges.video_end(uri, parts[0]["ends"], [(p["last"], p["stopped"]) for p in parts])
+            lines += [{"video": uri, **line} for part in parts for line in part["lines"] if line["frame"] < end]
+            if early:  # its frames before are in the detections, as predict writes them
+                failures.append({"input": uri, "reason": early, "frames_read": end})
             continue
         if kind == "tiles":
             boxes, scores, classes, names = merge_tiles([tile for part in parts for tile in part["tiles"]],
@@ -113,21 +105,22 @@ def shard_lines(results, tile_settings=None):
 def write_shard(shard, results, output_dir, shards, tile_settings=None):
     """Writes one shard's failures, then its detections (module docstring); returns its counts."""
     lines, failures = shard_lines(results, tile_settings)
-    _write_whole(_join(output_dir, shard_name("failures", shard, shards)), failures)
-    _write_whole(_join(output_dir, shard_name("detections", shard, shards)), lines)
+    fs.write_json_lines(fs.join(output_dir, shard_name("failures", shard, shards)), failures)
+    fs.write_json_lines(fs.join(output_dir, shard_name("detections", shard, shards)), lines)
     return {"shard": shard, "lines": len(lines), "failures": len(failures)}
 
 
 def _parts_dir(output_dir, shard):
-    return _join(_join(output_dir, "parts"), f"{shard:05d}")
+    return fs.join(fs.join(output_dir, "parts"), f"{shard:05d}")
 
 
-def part_path(output_dir, uri, shard, part):
-    return _join(_parts_dir(output_dir, shard), f"{hashlib.sha1(uri.encode()).hexdigest()[:20]}-{part:05d}.json")
+def part_path(output_dir, uri, shard, part, failed=False):
+    name = f"{hashlib.sha1(uri.encode()).hexdigest()[:20]}-{part:05d}"
+    return fs.join(_parts_dir(output_dir, shard), name + (FAILED if failed else ".json"))
 
 
 def has_part(output_dir, work):
-    return _fs().exists(part_path(output_dir, work.uri, work.shard, work.part))
+    return fs.exists(part_path(output_dir, work.uri, work.shard, work.part))
 
 
 def _plain(value):
@@ -147,10 +140,8 @@ def _plain(value):
 
 def write_part(result, output_dir):
     """One work item's result (`work.do_work`, or a failed input) as its part file; returns its shard."""
-    path = part_path(output_dir, result["uri"], result["shard"], result["part"])
-    if "://" not in path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    _write_whole(path, [_plain(result)])
+    path = part_path(output_dir, result["uri"], result["shard"], result["part"], failed=result["kind"] == "failed")
+    fs.write_json_lines(path, [_plain(result)])
     return result["shard"]
 
 
@@ -167,11 +158,10 @@ def _result(part):
 
 def combine_shard(shard, output_dir, shards, tile_settings=None):
     """A shard's files from its part files (module docstring); the parts are removed after."""
-    found = _fs().match([_join(_parts_dir(output_dir, shard), "*.json")])[0].metadata_list
-    results = [_result(line) for m in sorted(found, key=lambda m: m.path) for line in _read_lines(m.path)]
+    found = sorted(fs.match(fs.join(_parts_dir(output_dir, shard), "*.json")))
+    results = [_result(line) for path in found for line in fs.read_lines(path)]
     counts = write_shard(shard, results, output_dir, shards, tile_settings)
-    if found:
-        _fs().delete([m.path for m in found])
+    fs.delete(found)
     _remove_empty(_parts_dir(output_dir, shard))
     return counts
 
@@ -185,30 +175,21 @@ def _remove_empty(folder):
             pass
 
 
-def _read_lines(path):
-    with _fs().open(path) as f:
-        for raw in f.read().decode("utf-8").splitlines():
-            if raw.strip():
-                yield json.loads(raw)
-
-
-def merge_results(output_dir, shards, pictures):
+def merge_results(output_dir, shards, inputs):
     """detections.json (COCO results of the pictures, `predict`'s image ids) and the run's counts:
-    {"pictures", "videos", "frames", "detections", "failures": [{"input", "reason"}]}."""
+    {"pictures", "videos" (read, whole or in part), "frames", "detections", "failures": [{"input", "reason"}]}."""
+    pictures = [uri for uri in inputs if not is_video(uri)]
     ids = dict(zip(pictures, image_ids(pictures)))
     counts = {"pictures": 0, "videos": set(), "frames": 0, "detections": 0, "failures": []}
-    path = _join(output_dir, "detections.json")
-    temporary = f"{path}.partial-{uuid.uuid4().hex[:8]}"
-    opened = _fs().create(temporary) if "://" in path else open(temporary, "wb")
-    with opened as out:
+    path = fs.join(output_dir, "detections.json")
+    with fs.writing(path) as out:
         out.write(b"[")
         first = True
         for shard in range(shards):
-            counts["failures"] += list(_read_lines(_join(output_dir, shard_name("failures", shard, shards))))
-            for line in _read_lines(_join(output_dir, shard_name("detections", shard, shards))):
+            counts["failures"] += list(fs.read_lines(fs.join(output_dir, shard_name("failures", shard, shards))))
+            for line in fs.read_lines(fs.join(output_dir, shard_name("detections", shard, shards))):
                 counts["detections"] += len(line["detections"])
                 if "video" in line:
-                    counts["videos"].add(line["video"])
                     counts["frames"] += 1
                     continue
                 counts["pictures"] += 1
@@ -219,13 +200,8 @@ def merge_results(output_dir, shards, pictures):
                     out.write((b"" if first else b",") + json.dumps(entry).encode("utf-8"))
                     first = False
         out.write(b"]")
-    if "://" in path:
-        if _fs().exists(path):
-            _fs().delete([path])
-        _fs().rename([temporary], [path])
-    else:
-        os.replace(temporary, path)
-    _remove_empty(_join(output_dir, "parts"))
-    counts["videos"] = len(counts["videos"])
+    _remove_empty(fs.join(output_dir, "parts"))
+    unread = {f["input"] for f in counts["failures"] if "frames_read" not in f}  # a video read in part counts
+    counts["videos"] = sum(1 for uri in inputs if is_video(uri) and uri not in unread)
     counts["failures"].sort(key=lambda f: f["input"])
     return counts

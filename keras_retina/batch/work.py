@@ -9,11 +9,13 @@ frame numbers are in a Work: pixels are read by the worker that detects them.
 `do_work(work, detect_batch, settings)` -> a result dict: {"uri", "shard", "kind", "part",
 "parts"} and either the detections ("picture": height, width, boxes [n, 4] yxyx pixels, scores,
 classes, names; "tiles": height, width and a list of `tiling.TileParts`; "frames": the JSON lines
-of `detect_video`) or "error": why the input could not be read (a dead letter, never an
+of `detect_video`, the last frame read, why decoding stopped (or None) and what the file says of its
+end) or "error": why the input could not be read (a dead letter, never an
 exception: one bad picture must not stop the run). `outputs.write_part` keeps each result as a
 file, so results never gather in one process.
-`local_file(uri)`: a URI of a remote filesystem copied to a local temporary file (kept for the
-next work on the same input in this process), a local path as it is.
+`local_file(uri)`: a context giving a local path: a URI of a remote filesystem copied to a local
+temporary file (downloaded once per process while items of that input run, in whatever thread, and
+the last KEEP_COPIES kept for the next items), a local path as it is.
 """
 
 import contextlib
@@ -21,6 +23,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -53,27 +56,57 @@ class Work:
     windows: tuple = ()  # tiles: the windows (y0, x0, y1, x1) of this group
     frames: tuple = ()  # frames: (start, stop)
     size: tuple = ()  # tiles: the picture's (height, width)
+    ends: tuple = ()  # frames: what the file says of its end (`frame_ranges.Plan.ends`)
 
 
-_COPY = {}  # uri -> local copy, one at a time per process
+KEEP_COPIES = 2  # remote inputs kept on local disk after use, for the next items of the same input
 
 
+class _Copy:
+    def __init__(self):
+        self.lock, self.path, self.users = threading.Lock(), None, 0
+
+
+_COPIES = {}  # uri -> _Copy, oldest first; RunInference may detect in several threads of one process
+_COPIES_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
 def local_file(uri):
-    """A local path for `uri` (module docstring)."""
+    """A local path for `uri` while the block runs (module docstring)."""
     if "://" not in uri or uri.startswith("file://"):
-        return uri[len("file://"):] if uri.startswith("file://") else uri
-    if uri not in _COPY:
-        from apache_beam.io.filesystems import FileSystems
+        yield uri[len("file://"):] if uri.startswith("file://") else uri
+        return
+    with _COPIES_LOCK:
+        copy = _COPIES.setdefault(uri, _Copy())
+        copy.users += 1
+    try:
+        with copy.lock:  # one download per input and process; the others wait for it
+            if copy.path is None:
+                copy.path = _download(uri)
+        yield copy.path
+    finally:
+        with _COPIES_LOCK:
+            copy.users -= 1
+            unused = [u for u, c in _COPIES.items() if c.users == 0]
+            for old in unused[:max(0, len(unused) - KEEP_COPIES)]:
+                gone = _COPIES.pop(old)
+                if gone.path:
+                    shutil.rmtree(os.path.dirname(gone.path), ignore_errors=True)
 
-        for path in _COPY.values():
-            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
-        _COPY.clear()
-        folder = tempfile.mkdtemp(prefix="keras_retina_batch_")
-        path = os.path.join(folder, os.path.basename(uri.split("?")[0]) or "input")
+
+def _download(uri):
+    from apache_beam.io.filesystems import FileSystems
+
+    folder = tempfile.mkdtemp(prefix="keras_retina_batch_")
+    path = os.path.join(folder, os.path.basename(uri.split("?")[0]) or "input")
+    try:
         with FileSystems.open(uri) as source, open(path, "wb") as target:
             shutil.copyfileobj(source, target, 1 << 20)
-        _COPY[uri] = path
-    return _COPY[uri]
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return path
 
 
 def _failed(uri, shard, error, part=0, parts=1):
@@ -83,16 +116,18 @@ def _failed(uri, shard, error, part=0, parts=1):
 
 def expand(shard, uri, settings):
     """The Work items of one input, or [a failed result] (module docstring)."""
+    if not is_video(uri) and settings.tile is None:
+        return [Work(uri, shard, "picture")]
     try:
-        if is_video(uri):
-            ranges = frame_ranges.frame_ranges(local_file(uri), settings.video, settings.frames_per_range)
-            return [Work(uri, shard, "frames", i, len(ranges), frames=r) for i, r in enumerate(ranges)]
-        if settings.tile is None:
-            return [Work(uri, shard, "picture")]
-        with contextlib.closing(open_large_picture(local_file(uri))) as picture:
-            source_tile, total = tile_count(picture, settings.tile)
-            windows = list(iter_windows(picture.height, picture.width, source_tile, settings.tile.overlap))
-            size = (picture.height, picture.width)
+        with local_file(uri) as path:
+            if is_video(uri):
+                plan = frame_ranges.frame_ranges(path, settings.video, settings.frames_per_range)
+                return [Work(uri, shard, "frames", i, len(plan.ranges), frames=r, ends=plan.ends)
+                        for i, r in enumerate(plan.ranges)]
+            with contextlib.closing(open_large_picture(path)) as picture:
+                source_tile, total = tile_count(picture, settings.tile)
+                windows = list(iter_windows(picture.height, picture.width, source_tile, settings.tile.overlap))
+                size = (picture.height, picture.width)
     except UsageError as error:  # a picture above --max_tiles: its own reason, the run goes on
         return [_failed(uri, shard, error)]
     except READ_ERRORS as error:
@@ -106,15 +141,18 @@ def do_work(work, detect_batch, settings):
     """The detections of one Work item, or its error (module docstring)."""
     result = {"uri": work.uri, "shard": work.shard, "kind": work.kind, "part": work.part, "parts": work.parts}
     try:
-        path = local_file(work.uri)
-        if work.kind == "frames":
-            result["lines"] = frame_ranges.detect_frame_range(detect_batch, path, *work.frames, settings.video)
-        elif work.kind == "tiles":
-            with contextlib.closing(open_large_picture(path)) as picture:
-                result["tiles"] = detect_windows(detect_batch, picture, list(work.windows), settings.tile)
-            result["height"], result["width"] = work.size
-        else:
-            pixels = image_lib.read_picture(path).numpy()
+        with local_file(work.uri) as path:
+            if work.kind == "frames":
+                result["lines"], result["last"], result["stopped"] = frame_ranges.detect_frame_range(
+                    detect_batch, path, *work.frames, settings.video)
+                result["ends"] = list(work.ends)
+            elif work.kind == "tiles":
+                with contextlib.closing(open_large_picture(path)) as picture:
+                    result["tiles"] = detect_windows(detect_batch, picture, list(work.windows), settings.tile)
+                result["height"], result["width"] = work.size
+            else:
+                pixels = image_lib.read_picture(path).numpy()
+        if work.kind == "picture":
             boxes, scores, classes, names = detect_batch(pixels[None])[0]
             height, width = pixels.shape[:2]
             result.update(height=height, width=width, scores=np.asarray(scores, np.float64),

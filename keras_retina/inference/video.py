@@ -196,11 +196,19 @@ TS_PACKET_SIZES = (188, 192, 204)
 
 def _cut_inside_a_packet(path, source, frames):
     """Why a transport stream's file is cut short (its size no whole number of packets), or None."""
+    size = cut_stream_size(path, source)
+    return cut_stream_message(path, frames, size) if size else None
+
+
+def cut_stream_size(path, source):
+    """The size of a transport stream's file when it is no whole number of packets (cut short), else None."""
     if "mpegts" not in source.format.name.split(",") or not os.path.isfile(path):
         return None
     size = os.path.getsize(path)
-    if any(size % packet == 0 for packet in TS_PACKET_SIZES):
-        return None
+    return None if any(size % packet == 0 for packet in TS_PACKET_SIZES) else size
+
+
+def cut_stream_message(path, frames, size):
     return (f"{path}: the video ended at frame {frames} inside a transport-stream packet ({size:,} bytes is no "
             f"whole number of {'/'.join(map(str, TS_PACKET_SIZES))}-byte packets): truncated?")
 

@@ -9,6 +9,7 @@ nothing lost, nothing twice.
 
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beam_env import needs_beam, run_beam
+from beam_env import needs_beam, run_beam, run_beam_python
 from command_line import keras_retina
 from conftest import make_tiny_model_dir
 
@@ -31,8 +32,8 @@ def _batch(*args, cwd, wait=True):
     return run_beam("detect-batch", *args, cwd=cwd, wait=wait)
 
 
-def _video(path, count=21):
-    with av.open(str(path), mode="w") as container:
+def _video(path, count=21, options=None):
+    with av.open(str(path), mode="w", options=options or {}) as container:
         stream = container.add_stream("libx264", rate=10, options={"g": "6"})
         stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
         rng = np.random.default_rng(1)
@@ -46,7 +47,7 @@ def _video(path, count=21):
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    """A tiny model_dir; 240 pictures of three sizes, one that does not decode, and a video."""
+    """A tiny model_dir; 240 pictures of three sizes, one that does not decode, a video and one cut short."""
     root = tmp_path_factory.mktemp("archive")
     make_tiny_model_dir(root / "run")
     pictures = root / "pictures"
@@ -57,6 +58,9 @@ def archive(tmp_path_factory):
         Image.fromarray(rng.integers(0, 255, (*size, 3), np.uint8)).save(pictures / f"p{i:03d}.jpg")
     (pictures / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
     _video(pictures / "clip.mp4")
+    _video(root / "whole.mp4", 30, options={"movflags": "faststart"})  # cut short: predict keeps its first frames
+    data = (root / "whole.mp4").read_bytes()
+    (pictures / "cut.mp4").write_bytes(data[:int(len(data) * 0.6)])
     large = root / "large"
     large.mkdir()
     Image.fromarray(rng.integers(0, 255, (150, 230, 3), np.uint8)).save(large / "orthophoto.png")
@@ -87,21 +91,28 @@ def test_pictures_and_a_video_as_predict_finds_them_with_a_dead_letter(archive, 
     assert predicted.returncode == 1  # the broken picture
     result = _batch(f"--model_dir={archive / 'run'}", archive / "pictures", "--output_dir=batch", "--shards=4",
                     "--workers=2", "--detect_batch_size=4", cwd=tmp_path)
-    assert result.returncode == 1, result.stderr[-3000:]  # done, with one input failed
-    assert f"{PICTURES + 2} input(s) in 4 shard(s)" in result.stdout
-    assert f"{PICTURES} picture(s), 1 video(s) (21 frames detected)" in result.stdout
-    assert "1 input(s) failed" in result.stdout
+    assert result.returncode == 1, result.stderr[-3000:]  # done, with two inputs failed
+    cut = [json.loads(line) for line in open(tmp_path / "predict" / "cut.detections.jsonl")]
+    assert 0 < len(cut) < 30
+    assert f"{PICTURES + 3} input(s) in 4 shard(s)" in result.stdout
+    assert f"{PICTURES} picture(s), 2 video(s) ({21 + len(cut)} frames detected)" in result.stdout, result.stdout
+    assert "2 input(s) failed" in result.stdout
     _assert_same(_coco(tmp_path / "batch" / "detections.json"), _coco(tmp_path / "predict" / "detections.json"))
-    failures = _lines(tmp_path / "batch", "failures")
-    assert [f["input"] for f in failures] == [str(archive / "pictures" / "broken.jpg")] and failures[0]["reason"]
-    frames = [line for line in _lines(tmp_path / "batch", "detections") if "video" in line]
-    video_lines = [json.loads(line) for line in open(tmp_path / "predict" / "clip.detections.jsonl")]
-    assert [f["frame"] for f in frames] == [v["frame"] for v in video_lines] == list(range(21))
-    for ours, theirs in zip(frames, video_lines):
-        assert ours["time"] == theirs["time"] and len(ours["detections"]) == len(theirs["detections"])
-        for a, b in zip(ours["detections"], theirs["detections"]):
-            np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.011)  # predict's video lines round to 0.01
-            assert a["score"] == pytest.approx(b["score"], abs=1e-5) and a["category_id"] == b["category_id"]
+    failures = {f["input"]: f for f in _lines(tmp_path / "batch", "failures")}
+    assert sorted(failures) == [str(archive / "pictures" / name) for name in ("broken.jpg", "cut.mp4")]
+    assert failures[str(archive / "pictures" / "broken.jpg")]["reason"]
+    # predict's words for the cut video (it names the path it was given, here the same)
+    assert f"{failures[str(archive / 'pictures' / 'cut.mp4')]['reason']};" in predicted.stderr, predicted.stderr
+    for name, frames in (("clip", 21), ("cut", len(cut))):
+        ours = [line for line in _lines(tmp_path / "batch", "detections")
+                if line.get("video", "").endswith(f"/{name}.mp4")]
+        theirs = [json.loads(line) for line in open(tmp_path / "predict" / f"{name}.detections.jsonl")]
+        assert [f["frame"] for f in ours] == [v["frame"] for v in theirs] == list(range(frames))
+        for a_line, b_line in zip(ours, theirs):
+            assert a_line["time"] == b_line["time"] and len(a_line["detections"]) == len(b_line["detections"])
+            for a, b in zip(a_line["detections"], b_line["detections"]):
+                np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.011)  # predict's video lines round to 0.01
+                assert a["score"] == pytest.approx(b["score"], abs=1e-5) and a["category_id"] == b["category_id"]
     pictures = [line["picture"] for line in _lines(tmp_path / "batch", "detections") if "picture" in line]
     assert len(pictures) == len(set(pictures)) == PICTURES
 
@@ -128,13 +139,14 @@ def test_a_killed_run_and_a_half_written_one_end_with_the_same_files(archive, tm
 
     killed = _batch(*flags, "--output_dir=again", cwd=tmp_path, wait=False)  # killed while it detects
     deadline = time.monotonic() + 120
-    while not (tmp_path / "again" / "batch_run.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    parts = tmp_path / "again" / "parts"
+    while time.monotonic() < deadline and sum(len(files) for _, _, files in os.walk(parts)) < 20:
+        time.sleep(0.1)  # killed once some pictures are done, while the rest are detected
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     rerun = _batch(*flags, "--output_dir=again", cwd=tmp_path)
     assert rerun.returncode == 1, rerun.stderr[-3000:]
+    assert "work item(s) were done before" in rerun.stdout or "were finished before" in rerun.stdout, rerun.stdout
     assert {name: (tmp_path / "again" / name).read_bytes() for name in os.listdir(tmp_path / "again")} == expected
 
     # A crash between shards: two shards' files gone, one written halfway (its temporary name). The
@@ -148,3 +160,48 @@ def test_a_killed_run_and_a_half_written_one_end_with_the_same_files(archive, tm
 
     other = _batch(*flags[:-2], "--shards=3", "--workers=1", "--output_dir=again", cwd=tmp_path)
     assert other.returncode == 2 and "holds a batch run that asked other shards" in other.stderr
+
+
+# The parts a run killed while it detects leaves in an unfinished shard: each item's result, written
+# by outputs.write_part as the pipeline does; argv: output folder, then a JSON list of results.
+_CRASHED = """
+import json, sys
+from keras_retina.batch import outputs
+for result in json.loads(sys.argv[2]):
+    outputs.write_part(result, sys.argv[1])
+"""
+
+
+def test_a_rerun_keeps_the_items_done_and_tries_the_failed_ones_again(archive, tmp_path):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for name in ("p000.jpg", "p001.jpg", "p002.jpg"):
+        shutil.copy(archive / "pictures" / name, folder / name)
+    (folder / "late.jpg").write_bytes(b"\xff\xd8 not all there yet")  # a sync still copying it, say
+    flags = [f"--model_dir={archive / 'run'}", folder, "--output_dir=out", "--shards=1", "--workers=1"]
+    typo = _batch(f"--model_dir={archive / 'rnu'}", *flags[1:], cwd=tmp_path)  # said before any worker starts
+    assert typo.returncode == 2 and "rnu" in typo.stderr and "Traceback" not in typo.stderr, typo.stderr[-3000:]
+    first = _batch(*flags, cwd=tmp_path)  # the corrected command, into the same folder
+    assert first.returncode == 1 and "1 input(s) failed" in first.stdout, first.stderr[-3000:]
+    before = {line["picture"]: line for line in _lines(tmp_path / "out", "detections")}
+    assert len(before[str(folder / "p000.jpg")]["detections"]) > 0
+
+    # The state of a crash while it detects: the shard's files not written; p000.jpg's part done (with
+    # no detections, so the test sees it is kept, not detected again), late.jpg's part a failure.
+    for name in os.listdir(tmp_path / "out"):
+        if name.endswith(".jsonl") or name == "detections.json":
+            os.remove(tmp_path / "out" / name)
+    kept = {"uri": str(folder / "p000.jpg"), "shard": 0, "kind": "picture", "part": 0, "parts": 1, "height": 64,
+            "width": 80, "boxes": [], "scores": [], "classes": [], "names": []}
+    failed = {"uri": str(folder / "late.jpg"), "shard": 0, "kind": "failed", "part": 0, "parts": 1,
+              "error": "not a picture"}
+    run_beam_python(_CRASHED, tmp_path / "out", json.dumps([kept, failed]))
+    shutil.copy(archive / "pictures" / "p003.jpg", folder / "late.jpg")  # now there whole
+    rerun = _batch(*flags, cwd=tmp_path)
+    assert rerun.returncode == 0 and "0 input(s) failed" in rerun.stdout, rerun.stderr[-3000:]
+    assert "1 work item(s) were done before" in rerun.stdout, rerun.stdout
+    after = {line["picture"]: line for line in _lines(tmp_path / "out", "detections")}
+    assert after[str(folder / "p000.jpg")]["detections"] == []  # its part was kept: not detected again
+    assert len(after[str(folder / "late.jpg")]["detections"]) > 0  # its failure was tried again
+    assert after[str(folder / "p001.jpg")] == before[str(folder / "p001.jpg")]
+    assert not (tmp_path / "out" / "parts").exists() and not (tmp_path / "out" / "pending_inputs.jsonl").exists()
