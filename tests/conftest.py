@@ -112,11 +112,9 @@ def assert_same_final_weights(straight_dir, other_dir, earlier_checkpoint):
 
 def tf_feature(values, kind):
     """A tf.train.Feature of "bytes", "float" or "int" values (for test TFRecords)."""
-    if kind == "bytes":
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    if kind == "float":
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    from keras_retina.data.readers.tfrecord import feature
+
+    return feature(values, kind)
 
 
 def tfds_records(records):

@@ -14,9 +14,14 @@ reads:
   map's category id), image/object/class/text, image/object/is_crowd, image/object/area.
 
 Files: RECORDS_DIR/{split}-SSSSS-of-NNNNN.tfrecord, each written under a temporary name and renamed
-whole (a rerun skips the finished ones), RECORDS_DIR/label_map.json and label_map.pbtxt, and
-RECORDS_DIR/failures.jsonl: the pictures that did not decode, with the reason (left out of the
-records; the run goes on).
+whole; RECORDS_DIR/label_map.json and label_map.pbtxt; RECORDS_DIR/failures.jsonl: the pictures
+that did not decode, with the reason (left out of the records; the run goes on);
+RECORDS_DIR/records_run.json: what the run was asked (its pictures, shards per split, label map),
+so a rerun into the folder resumes the same run (it skips the finished shards and writes the same
+bytes) and a run asking for something else is refused. Only shard keys travel in the pipeline:
+the launcher writes each pending shard's picture entries to RECORDS_DIR/work/ (removed at the
+end), and the worker writing a shard reads, encodes and writes its pictures one by one, so no
+process holds the encoded pictures of more than the record being written.
 """
 
 import hashlib
@@ -29,21 +34,17 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
+from keras_retina.batch import filesystem as fs
+from keras_retina.data.readers.tfrecord import feature
 from keras_retina.ops import images as image_lib
 
 READ_ERRORS = (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage)
+MANIFEST = "records_run.json"  # what the run was asked (`batch.inputs.check_manifest`)
+WORK = "work"  # each pending shard's pictures and, once written, its failures; removed at the end
 
 
 def shard_path(records_dir, split, shard, shards):
     return os.path.join(records_dir, f"{split}-{shard:05d}-of-{shards:05d}.tfrecord")
-
-
-def _feature(values, kind):
-    if kind == "bytes":
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    if kind == "int":
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
 def encode_example(entry, label_map):
@@ -73,95 +74,99 @@ def encode_example(entry, label_map):
     area = np.asarray(entry.get("area", np.zeros(len(known))), np.float64).reshape(-1)[known]
     ids = [label_map[c]["id"] for c in classes]
     features = {
-        "image/encoded": _feature([encoded], "bytes"), "image/format": _feature([kind], "bytes"),
-        "image/filename": _feature([os.path.basename(path).encode()], "bytes"),
-        "image/source_id": _feature([str(entry["id"]).encode()], "bytes"),
-        "image/key/sha256": _feature([hashlib.sha256(encoded).hexdigest().encode()], "bytes"),
-        "image/height": _feature([height], "int"), "image/width": _feature([width], "int"),
-        **{f"image/object/bbox/{name}": _feature(boxes[:, i].tolist(), "float")
+        "image/encoded": feature([encoded], "bytes"), "image/format": feature([kind], "bytes"),
+        "image/filename": feature([os.path.basename(path).encode()], "bytes"),
+        "image/source_id": feature([str(entry["id"]).encode()], "bytes"),
+        "image/key/sha256": feature([hashlib.sha256(encoded).hexdigest().encode()], "bytes"),
+        "image/height": feature([height], "int"), "image/width": feature([width], "int"),
+        **{f"image/object/bbox/{name}": feature(boxes[:, i].tolist(), "float")
            for i, name in enumerate(("ymin", "xmin", "ymax", "xmax"))},
-        "image/object/class/label": _feature(ids, "int"),
-        "image/object/class/text": _feature([label_map[c]["name"].encode() for c in classes], "bytes"),
-        "image/object/is_crowd": _feature(crowd.tolist(), "int"),
-        "image/object/area": _feature(area.tolist(), "float"),
+        "image/object/class/label": feature(ids, "int"),
+        "image/object/class/text": feature([label_map[c]["name"].encode() for c in classes], "bytes"),
+        "image/object/is_crowd": feature(crowd.tolist(), "int"),
+        "image/object/area": feature(area.tolist(), "float"),
     }
     example = tf.train.Example(features=tf.train.Features(feature=features))
     return example.SerializeToString(deterministic=True)  # map fields in one order: a rerun writes the same bytes
 
 
-def _encode(item, label_map):
-    split, shard, index, entry = item
-    try:
-        return split, shard, index, encode_example(entry, label_map), None
-    except READ_ERRORS as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return split, shard, index, None, {"input": entry["file"], "reason": reason[:500]}
+def _work_path(records_dir, split, shard):
+    return os.path.join(records_dir, WORK, f"{split}-{shard:05d}.jsonl")
 
 
-def _key(encoded):
-    return (encoded[0], encoded[1]), encoded
+def _failures_path(records_dir, split, shard):
+    return os.path.join(records_dir, WORK, f"{split}-{shard:05d}.failures.jsonl")
 
 
-def _write_shard(grouped, records_dir, shards):
-    (split, shard), items = grouped
-    items = sorted(items, key=lambda item: item[2])
-    path = shard_path(records_dir, split, shard, shards[split])
+def _plain(entry):
+    return {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in entry.items()
+            if key in ("id", "file", "orientation", "boxes", "classes", "is_crowd", "area")}
+
+
+def _write_shard(key, records_dir, shards, label_map):
+    """One shard: its pictures (from its work file) encoded in order and written under a temporary
+    name renamed whole, its failures (beside its work file) first."""
+    split, shard = key
+    failures, path = [], shard_path(records_dir, split, shard, shards[split])
     temporary = f"{path}.partial-{uuid.uuid4().hex[:8]}"
     with tf.io.TFRecordWriter(temporary) as writer:
-        for _, _, _, record, _ in items:
-            if record is not None:
-                writer.write(record)
+        for entry in fs.read_lines(_work_path(records_dir, split, shard)):
+            try:
+                writer.write(encode_example(entry, label_map))
+            except READ_ERRORS as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                failures.append({"input": entry["file"], "reason": reason[:500]})
+    fs.write_json_lines(_failures_path(records_dir, split, shard), failures)
     tf.io.gfile.rename(temporary, path, overwrite=True)
-    return [failure for *_, failure in items if failure is not None]
 
 
 def write_records(entries, label_map, records_dir, shards, options):
     """Writes `entries` ({split: [picture entries]}) as sharded TFRecords (module docstring);
     returns ({split: records written}, [failures], {split: shards finished before})."""
-    tf.io.gfile.makedirs(records_dir)
-    for stale in tf.io.gfile.glob(os.path.join(records_dir, "*.partial-*")):
-        tf.io.gfile.remove(stale)
-    done = {split: {s for s in range(shards[split])
-                    if tf.io.gfile.exists(shard_path(records_dir, split, s, shards[split]))} for split in entries}
-    pending = [(split, i % shards[split], i, entry) for split, rows in entries.items() for i, entry in enumerate(rows)
-               if i % shards[split] not in done[split]]
-    failed_path = os.path.join(records_dir, "failures.jsonl")
-    failures = []
-    if tf.io.gfile.exists(failed_path):
-        with tf.io.gfile.GFile(failed_path) as f:
-            failures = [json.loads(line) for line in f if line.strip()]
+    from keras_retina.batch.inputs import check_manifest
+
+    files = [f"{split}\t{entry['file']}" for split, rows in entries.items() for entry in rows]
+    done = {split: {s for s in range(shards[split]) if fs.exists(shard_path(records_dir, split, s, shards[split]))}
+            for split in entries}
+    check_manifest(records_dir, files, shards, {"label_map": label_map}, name=MANIFEST, flag="--records_dir",
+                   started=bool(fs.match(os.path.join(records_dir, "*.tfrecord"))))
+    fs.delete(fs.match(os.path.join(records_dir, fs.PARTIAL)))
+    pending = sorted({(split, i % shards[split]) for split, rows in entries.items() for i in range(len(rows))}
+                     - {(split, s) for split, finished in done.items() for s in finished})
+    for split, shard in pending:  # each pending shard's pictures, for the worker that writes it
+        fs.write_json_lines(_work_path(records_dir, split, shard),
+                            [_plain(e) for i, e in enumerate(entries[split]) if i % shards[split] == shard])
     if pending:
         with beam.Pipeline(options=options) as pipeline:
             _ = (pipeline
-                 | "Pictures" >> beam.Create(pending)
+                 | "Shards" >> beam.Create(pending, reshuffle=False)
                  | "Spread" >> beam.Reshuffle()
-                 | "Encode" >> beam.Map(_encode, label_map)
-                 | "By shard" >> beam.Map(_key)
-                 | "Shards" >> beam.GroupByKey()
-                 | "Write shards" >> beam.FlatMap(_write_shard, records_dir, shards)
-                 | "Failures" >> beam.combiners.ToList()
-                 | "Record failures" >> beam.Map(_add_failures, failed_path))
-        with tf.io.gfile.GFile(failed_path) as f:
-            failures = [json.loads(line) for line in f if line.strip()]
+                 | "Write shards" >> beam.Map(_write_shard, records_dir, shards, label_map))
+    failures = _record_failures(entries, records_dir, shards, pending)
     _write_label_maps(label_map, records_dir)
     written = {split: len(rows) - sum(f["input"] in {e["file"] for e in rows} for f in failures)
                for split, rows in entries.items()}
     return written, failures, {split: len(finished) for split, finished in done.items()}
 
 
-def _add_failures(found, path):
-    before = []
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            before = [json.loads(line) for line in f if line.strip()]
-    known = {f["input"] for f in before}
-    every = sorted(before + [f for f in found if f["input"] not in known], key=lambda f: f["input"])
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write("".join(json.dumps(line) + "\n" for line in every))
+def _record_failures(entries, records_dir, shards, pending):
+    """failures.jsonl, written whole: the failures of every shard written since the last complete
+    run (their files in WORK, a crashed run's too), and those listed before of the other shards;
+    then WORK is removed."""
+    path = os.path.join(records_dir, "failures.jsonl")
+    rewritten = {entry["file"] for split, shard in pending
+                 for i, entry in enumerate(entries[split]) if i % shards[split] == shard}
+    every = {f["input"]: f for f in (fs.read_lines(path) if fs.exists(path) else []) if f["input"] not in rewritten}
+    for found in sorted(fs.match(os.path.join(records_dir, WORK, "*.failures.jsonl"))):
+        every.update((f["input"], f) for f in fs.read_lines(found))
+    every = [every[name] for name in sorted(every)]
+    fs.write_json_lines(path, every)
+    if tf.io.gfile.exists(os.path.join(records_dir, WORK)):
+        tf.io.gfile.rmtree(os.path.join(records_dir, WORK))
+    return every
 
 
 def _write_label_maps(label_map, records_dir):
-    with tf.io.gfile.GFile(os.path.join(records_dir, "label_map.json"), "w") as f:
-        f.write(json.dumps(label_map, indent=1) + "\n")
-    with tf.io.gfile.GFile(os.path.join(records_dir, "label_map.pbtxt"), "w") as f:
-        f.write("".join(f"item {{\n  id: {e['id']}\n  name: {json.dumps(e['name'])}\n}}\n" for e in label_map))
+    fs.write_json(os.path.join(records_dir, "label_map.json"), label_map)
+    fs.write_whole(os.path.join(records_dir, "label_map.pbtxt"), "".join(
+        f"item {{\n  id: {e['id']}\n  name: {json.dumps(e['name'])}\n}}\n" for e in label_map).encode("utf-8"))

@@ -56,6 +56,10 @@ def test_annotations_become_records_read_back_as_the_same_examples(tmp_path):
                       cwd=tmp_path)
     assert again.returncode == 0 and "(2 finished before: skipped)" in again.stdout, again.stdout
     assert {name: (tmp_path / "records" / name).read_bytes() for name in os.listdir(tmp_path / "records")} == written
+    other = run_beam("write-records", *_flags(data), "--records_dir=records", "--shards=2", "--workers=1",
+                     cwd=tmp_path)  # other shards into the same folder would write every picture twice
+    assert other.returncode == 2 and "--records_dir=records holds a batch run that asked other shards" in \
+        other.stderr, other.stderr[-2000:]
 
 
 def test_a_picture_that_does_not_decode_is_a_dead_letter(tmp_path):

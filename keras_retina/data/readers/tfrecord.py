@@ -10,6 +10,7 @@ the common format (`data.source`): boxes yxyx in pixels of the decoded image, cl
 through the label map (-1 when not in it). A numeric `source_id` becomes the image id; any other
 string is hashed; a missing one is a hash of the image bytes, as in the Model Garden.
 `example_decoder(use_official)`: our parser (the default) or the Model Garden's `TfExampleDecoder`.
+`feature(values, kind)`: a tf.train.Feature of "bytes", "float" or "int" values, for writing records.
 DataError: no file matches `pattern`, or a record cannot be read while scanning the label map.
 """
 
@@ -32,6 +33,17 @@ _FEATURES = {
     "image/object/area": tf.io.VarLenFeature(tf.float32),
     "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
 }
+
+
+def feature(values, kind):
+    """A tf.train.Feature of `values` of `kind` "bytes", "float" or "int" (module docstring)."""
+    if kind == "bytes":
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    if kind == "float":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    if kind == "int":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    raise ValueError(f"feature kind {kind!r}: bytes, float or int")
 
 
 def _parse(serialized):
