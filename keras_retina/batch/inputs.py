@@ -12,7 +12,9 @@ shard per SHARD_PICTURES inputs.
 
 The manifest (`OUTPUT_DIR/batch_run.json`) records what a run was asked (a hash of its inputs,
 their count, the shards, the model, the settings); a run into a folder holding another run's
-manifest must ask the same, else it is refused (a rerun resumes; other work needs another folder).
+manifest must ask the same, else it is refused (a rerun resumes; other work needs another folder),
+unless that run finished no work at all (it stopped on a wrong flag, say): then it is replaced.
+write-records keeps its own manifest the same way (`records_pipeline.MANIFEST`).
 """
 
 import hashlib
@@ -26,7 +28,7 @@ from keras_retina.inference.video import VIDEO_EXTENSIONS
 from keras_retina.ops.images import EXTENSIONS
 
 FILE_EXTENSIONS = EXTENSIONS + (".tif", ".tiff") + VIDEO_EXTENSIONS
-SHARD_PICTURES = 1000  # inputs per shard when --shards is not given
+SHARD_PICTURES = 1000  # inputs (detect-batch) or pictures (write-records) per shard when --shards is not given
 MANIFEST = "batch_run.json"
 
 

@@ -38,7 +38,6 @@ from keras_retina.batch import filesystem as fs
 from keras_retina.data.readers.tfrecord import feature
 from keras_retina.ops import images as image_lib
 
-READ_ERRORS = (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage)
 MANIFEST = "records_run.json"  # what the run was asked (`batch.inputs.check_manifest`)
 WORK = "work"  # each pending shard's pictures and, once written, its failures; removed at the end
 
@@ -113,9 +112,8 @@ def _write_shard(key, records_dir, shards, label_map):
         for entry in fs.read_lines(_work_path(records_dir, split, shard)):
             try:
                 writer.write(encode_example(entry, label_map))
-            except READ_ERRORS as error:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                failures.append({"input": entry["file"], "reason": reason[:500]})
+            except image_lib.READ_ERRORS as error:
+                failures.append({"input": entry["file"], "reason": image_lib.unreadable_reason(error)[:500]})
     fs.write_json_lines(_failures_path(records_dir, split, shard), failures)
     tf.io.gfile.rename(temporary, path, overwrite=True)
 

@@ -26,7 +26,6 @@ import tempfile
 import threading
 
 import numpy as np
-import tensorflow as tf
 
 from keras_retina.errors import DataError, UsageError
 from keras_retina.inference import frame_ranges
@@ -36,7 +35,7 @@ from keras_retina.ops import images as image_lib
 from keras_retina.ops.large_picture import open_large_picture
 from keras_retina.ops.tiles import iter_windows
 
-READ_ERRORS = (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage, DataError)
+READ_ERRORS = image_lib.READ_ERRORS + (DataError,)  # and a video FFmpeg cannot open
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -110,8 +109,8 @@ def _download(uri):
 
 
 def _failed(uri, shard, error, part=0, parts=1):
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return {"uri": uri, "shard": shard, "kind": "failed", "part": part, "parts": parts, "error": reason[:500]}
+    return {"uri": uri, "shard": shard, "kind": "failed", "part": part, "parts": parts,
+            "error": image_lib.unreadable_reason(error)[:500]}
 
 
 def expand(shard, uri, settings):

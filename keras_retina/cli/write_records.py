@@ -3,20 +3,18 @@
 (`batch.records_pipeline`); needs the beam extra."""
 
 import logging
-import math
 import sys
 import time
 
 from keras_retina.cli.detect_batch import _beam
 from keras_retina.errors import UsageError
 
-RECORDS_PER_SHARD = 1000  # pictures per shard when --shards is not given
-
 
 def run(configs, options, args):
     _beam()
     for name in ("apache_beam", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from keras_retina.batch.inputs import shard_count
     from keras_retina.batch.records_pipeline import write_records
     from keras_retina.batch.runners import pipeline_options
     from keras_retina.data.label_statistics import format_statistics, label_statistics
@@ -37,8 +35,7 @@ def run(configs, options, args):
         print(source.report.format(skipping=data.skip_bad_examples), flush=True)
         source.report.raise_if_bad(data.skip_bad_examples)
         entries[split] = [dict(entry) for entry in source.images if not entry.get("bad")]
-    shards = {split: options["shards"] or max(1, math.ceil(len(rows) / RECORDS_PER_SHARD))
-              for split, rows in entries.items()}
+    shards = {split: shard_count(len(rows), options["shards"]) for split, rows in entries.items()}
     start = time.monotonic()
     written, failures, before = write_records(
         entries, sources.label_map, options["records_dir"], shards,

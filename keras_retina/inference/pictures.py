@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import tensorflow as tf
 
 from keras_retina import renamed
 from keras_retina.files import make_folder, new_name, write_json
@@ -136,9 +135,8 @@ def _predict(picture, paths, output_dir, draw_threshold, prelabels=None):
     for path, target, image_id in zip(paths, targets, ids):
         try:
             drawn, pixel_boxes, scores, classes, names, (height, width) = picture(path)
-        except (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            print(f"{path}: cannot read this image ({message}); skipped.", file=sys.stderr)
+        except image_lib.READ_ERRORS as error:
+            print(f"{path}: cannot read this image ({image_lib.unreadable_reason(error)}); skipped.", file=sys.stderr)
             failed.append(path)
             continue
         drawn.save(target, **({"quality": 95} if target.lower().endswith((".jpg", ".jpeg")) else {}))

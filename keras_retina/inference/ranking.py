@@ -32,7 +32,6 @@ import dataclasses
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 from keras_retina.files import replace_atomically
 from keras_retina.ops import boxes as box_lib
@@ -126,8 +125,8 @@ def rank_pictures(detect_batch, paths, weights=None, *, mirror=True, names=None,
     for done, path in enumerate(paths, 1):
         try:
             pixels = image_lib.read_picture(path).numpy()
-        except (OSError, tf.errors.InvalidArgumentError, image_lib.BadImage) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        except image_lib.READ_ERRORS as error:
+            reason = image_lib.unreadable_reason(error)
             print(f"{path}: cannot read this image ({reason}); left out of the ranking.", file=sys.stderr)
             failed.append((path, reason))
             if progress:

@@ -65,6 +65,16 @@ class BadImage(Exception):
         self.kind = kind
 
 
+# What reading a picture raises for a file that is not a readable picture (a counted skip, not a bug).
+READ_ERRORS = (OSError, tf.errors.InvalidArgumentError, BadImage)
+
+
+def unreadable_reason(error):
+    """Why a picture could not be read, in one line: the error's first line, else its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def encoded_pixels(encoded):
     """An upper bound of the pixels TensorFlow's decoder allocates for `encoded` (a string
     tensor), read from the file's header without decoding: height x width for JPEG, PNG, BMP and
