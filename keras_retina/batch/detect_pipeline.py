@@ -48,8 +48,9 @@ def run_detect_batch(inputs, output_dir, spec, settings, *, shards, options, pos
     (counts of `outputs.merge_results`, shards finished before this run, work items of the other
     shards done before it)."""
     input_lib.check_manifest(output_dir, inputs, shards, asked or {}, started=outputs.has_results(output_dir))
-    outputs.remove_unfinished(output_dir)
-    done, items_done = outputs.finished_shards(output_dir, shards), outputs.done_items(output_dir)
+    done = outputs.finished_shards(output_dir, shards)
+    outputs.remove_unfinished(output_dir, done)
+    items_done = outputs.done_items(output_dir)
     dealt = input_lib.deal(inputs, shards)
     for shard, uris in dealt.items():  # more shards than inputs: the empty ones are finished at once
         if not uris and shard not in done:

@@ -10,7 +10,8 @@ In `output_dir`, for each shard s of n (`inputs.deal`):
   failures-SSSSS-of-NNNNN.jsonl    the dead letters: {"input": uri, "reason"} of every input that
                                    could not be read (empty when none); a video that stops early
                                    (truncated, or it cannot be decoded further) also has
-                                   "frames_read", and its frames before are in the detections.
+                                   "frames_read" (the frames decoded, as predict counts them),
+                                   and its frames before are in the detections.
 While the run detects, each work item's result is a file of its own, `parts/SSSSS/<input's
 hash>-<part>.json`, or `.failed.json` for an item that could not be read (`write_part`), written by
 the worker that detected it: results never gather in one process, so memory stays flat however
@@ -18,8 +19,9 @@ many pictures there are, and a rerun skips the items already done (`has_part`) a
 failed ones again (`remove_unfinished`). `combine_shard` then reads a shard's parts (inputs sorted, tiles merged
 per picture) and writes its two files. Every file is written under a temporary name and renamed
 into place, the failures before the detections: a shard whose detections file exists is finished,
-whole, and a rerun skips it (`finished_shards`); a worker that dies or is retried rewrites the
-same bytes. `merge_results` then writes detections.json (COCO results of every picture, image ids
+whole, and a rerun skips it (`finished_shards`); a retried item writes its part again (a success
+beside an earlier failure of the same item counts), and a retried shard that is already written is
+left as it is. `merge_results` then writes detections.json (COCO results of every picture, image ids
 as `predict` gives them) from the shards, line by line, and returns the run's counts.
 """
 
@@ -47,12 +49,14 @@ def finished_shards(output_dir, shards):
     return {s for s in range(shards) if fs.exists(fs.join(output_dir, shard_name("detections", s, shards)))}
 
 
-def remove_unfinished(output_dir):
+def remove_unfinished(output_dir, finished=()):
     """Before a run: removes the temporary files of writes a crash cut short (never read: their shard
-    is not finished) and the part files of items that failed in an unfinished shard, so the run
-    tries those items again (a remote file that could not be read may read now)."""
-    fs.delete([path for pattern in (fs.PARTIAL, "parts/*/" + fs.PARTIAL, "parts/*/*" + FAILED)
-               for path in fs.match(fs.join(output_dir, pattern))])
+    is not finished), the part files of items that failed in an unfinished shard, so the run tries
+    those items again (a remote file that could not be read may read now), and the parts a crash
+    left of the `finished` shards (written, not yet removed)."""
+    patterns = [fs.PARTIAL, "parts/*/" + fs.PARTIAL, "parts/*/*" + FAILED]
+    patterns += [f"parts/{shard:05d}/*" for shard in sorted(finished)]
+    fs.delete([path for pattern in patterns for path in fs.match(fs.join(output_dir, pattern))])
 
 
 def done_items(output_dir):
@@ -62,7 +66,8 @@ def done_items(output_dir):
 
 def has_results(output_dir):
     """Whether a run into `output_dir` has finished any work (a part or a shard)."""
-    return any(fs.match(fs.join(output_dir, pattern)) for pattern in ("detections-*-of-*.jsonl", "parts/*/*.json"))
+    return bool(fs.match(fs.join(output_dir, "detections-*-of-*.jsonl"))) or any(
+        not path.endswith(FAILED) for path in fs.match(fs.join(output_dir, "parts/*/*.json")))
 
 
 def _detections(boxes, scores, classes, names):
@@ -73,9 +78,14 @@ def _detections(boxes, scores, classes, names):
 
 def shard_lines(results, tile_settings=None):
     """(detection lines, failure lines) of one shard's results (`work.do_work`), inputs sorted."""
-    by_uri = {}
+    by_part = {}  # a retried item may have left a failure beside its success: the success counts
     for result in results:
-        by_uri.setdefault(result["uri"], []).append(result)
+        key = (result["uri"], result["part"])
+        if key not in by_part or by_part[key]["kind"] == "failed":
+            by_part[key] = result
+    by_uri = {}
+    for (uri, _), result in by_part.items():
+        by_uri.setdefault(uri, []).append(result)
     lines, failures = [], []
     for uri in sorted(by_uri):
         parts = sorted(by_uri[uri], key=lambda r: r["part"])
@@ -87,10 +97,11 @@ def shard_lines(results, tile_settings=None):
             continue
         kind = parts[0]["kind"]
         if kind == "frames":  # a video: the frames detected, and a failure too when it stopped early
-            end, early = frame_ranges.video_end(uri, parts[0]["ends"], [(p["last"], p["stopped"]) for p in parts])
+            end, decoded, early = frame_ranges.video_end(uri, parts[0]["ends"],
+                                                         [(p["last"], p["stopped"]) for p in parts])
             lines += [{"video": uri, **line} for part in parts for line in part["lines"] if line["frame"] < end]
             if early:  # its frames before are in the detections, as predict writes them
-                failures.append({"input": uri, "reason": early, "frames_read": end})
+                failures.append({"input": uri, "reason": early, "frames_read": decoded})
             continue
         if kind == "tiles":
             boxes, scores, classes, names = merge_tiles([tile for part in parts for tile in part["tiles"]],
@@ -157,7 +168,11 @@ def _result(part):
 
 
 def combine_shard(shard, output_dir, shards, tile_settings=None):
-    """A shard's files from its part files (module docstring); the parts are removed after."""
+    """A shard's files from its part files (module docstring); the parts are removed after. A shard
+    already written (a retried bundle that wrote it before failing on another) is left as it is:
+    its parts are gone, and writing it again would write it empty."""
+    if fs.exists(fs.join(output_dir, shard_name("detections", shard, shards))):
+        return {"shard": shard, "lines": None, "failures": None}
     found = sorted(fs.match(fs.join(_parts_dir(output_dir, shard), "*.json")))
     results = [_result(line) for path in found for line in fs.read_lines(path)]
     counts = write_shard(shard, results, output_dir, shards, tile_settings)

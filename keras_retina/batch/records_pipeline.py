@@ -126,8 +126,9 @@ def write_records(entries, label_map, records_dir, shards, options):
     files = [f"{split}\t{entry['file']}" for split, rows in entries.items() for entry in rows]
     done = {split: {s for s in range(shards[split]) if fs.exists(shard_path(records_dir, split, s, shards[split]))}
             for split in entries}
-    check_manifest(records_dir, files, shards, {"label_map": label_map}, name=MANIFEST, flag="--records_dir",
-                   started=bool(fs.match(os.path.join(records_dir, "*.tfrecord"))))
+    if check_manifest(records_dir, files, shards, {"label_map": label_map}, name=MANIFEST, flag="--records_dir",
+                      started=bool(fs.match(os.path.join(records_dir, "*.tfrecord")))):
+        _remove_work(records_dir)  # a new run: nothing of an earlier one's work folder belongs to it
     fs.delete(fs.match(os.path.join(records_dir, fs.PARTIAL)))
     pending = sorted({(split, i % shards[split]) for split, rows in entries.items() for i in range(len(rows))}
                      - {(split, s) for split, finished in done.items() for s in finished})
@@ -159,9 +160,13 @@ def _record_failures(entries, records_dir, shards, pending):
         every.update((f["input"], f) for f in fs.read_lines(found))
     every = [every[name] for name in sorted(every)]
     fs.write_json_lines(path, every)
+    _remove_work(records_dir)
+    return every
+
+
+def _remove_work(records_dir):
     if tf.io.gfile.exists(os.path.join(records_dir, WORK)):
         tf.io.gfile.rmtree(os.path.join(records_dir, WORK))
-    return every
 
 
 def _write_label_maps(label_map, records_dir):

@@ -59,10 +59,8 @@ def run(configs, options, args):
 
 def _class_weights(options):
     """({category id: weight}, {category id: name}, a sentence saying where the weights come from)."""
-    if options["saved_model"]:
-        names = {e["id"]: e["name"] for e in read_json(os.path.join(options["saved_model"], "assets",
-                                                                   "label_map.json"))}
-        return {}, names, "equally (a SavedModel has no evaluation report to count its classes in)"
+    if options["saved_model"]:  # its class names come with its detections
+        return {}, None, "equally (a SavedModel has no evaluation report to count its classes in)"
     if not options["model_dir"]:
         return {}, None, "equally (a model file has no evaluation report to count its classes in)"
     run = ModelDir(options["model_dir"])

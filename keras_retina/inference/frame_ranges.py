@@ -74,8 +74,8 @@ def frame_ranges(path, settings, frames_per_range=FRAMES_PER_RANGE):
 
 
 def video_end(path, ends, ranges):
-    """(one past the number of the last frame read, why the video stopped early or None, in
-    `predict`'s words and with its count of frames) from the Plan's `ends` and each range's (frames
+    """(one past the number of the last frame read, the frames decoded (`predict`'s count), why the
+    video stopped early or None, in `predict`'s words) from the Plan's `ends` and each range's (frames
     read, FFmpeg's reason or None) of `detect_frame_range`, in order: the first range whose
     decoding stopped ends the video there, as it ends `predict`."""
     announced, length, rate, cut_size = ends
@@ -86,9 +86,9 @@ def video_end(path, ends, ranges):
             if last[1] >= end:
                 end, last_time = last[1], last[2]
         if stopped:
-            return end, f"{path}: decoding stopped at frame {decoded} ({stopped})"
+            return end, decoded, f"{path}: decoding stopped at frame {decoded} ({stopped})"
     early = _ended_early(path, decoded, announced, length, last_time, rate) if announced or length else None
-    return end, early or (cut_stream_message(path, decoded, cut_size) if cut_size else None)
+    return end, decoded, early or (cut_stream_message(path, decoded, cut_size) if cut_size else None)
 
 
 def _frames_from(av, path, start):

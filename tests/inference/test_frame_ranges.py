@@ -50,8 +50,8 @@ def test_ranges_give_the_lines_of_the_whole_video(tmp_path, suffix, key_every, e
     done = [detect_frame_range(_square, str(path), start, stop, settings) for start, stop in ranges]
     parts = [line for lines, _, _ in done for line in lines]
     assert parts == whole  # same frames, same boxes, same batches (the score says the batch's size)
-    end, early = video_end(str(path), plan.ends, [(last, stopped) for _, last, stopped in done])
-    assert early is None and end == (max_frames or 83)
+    end, decoded, early = video_end(str(path), plan.ends, [(last, stopped) for _, last, stopped in done])
+    assert early is None and end == decoded == (max_frames or 83)
     assert len(whole) == len(range(0, max_frames or 83, every_nth))
 
 
@@ -71,10 +71,10 @@ def test_a_truncated_video_gives_predicts_frames_and_its_reason(tmp_path, suffix
     assert summary.error and 0 < len(whole) < 83
     plan = frame_ranges(path, settings, frames_per_range=16)
     done = [detect_frame_range(_square, path, start, stop, settings) for start, stop in plan.ranges]
-    end, early = video_end(path, plan.ends, [(last, stopped) for _, last, stopped in done])
+    end, decoded, early = video_end(path, plan.ends, [(last, stopped) for _, last, stopped in done])
     ours = [line for lines, _, _ in done for line in lines if line["frame"] < end]
     seen = [(line["time"], line["detections"]) for line in ours]
     assert seen == [(line["time"], line["detections"]) for line in whole]
     if suffix != ".ts":  # the cut transport stream loses a frame: predict numbers the frames it decodes
         assert ours == whole
-    assert early == summary.error  # the same words, the same count of frames
+    assert early == summary.error and decoded == summary.frames  # the same words, the same count of frames
