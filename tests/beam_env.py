@@ -17,12 +17,16 @@ needs_beam = pytest.mark.skipif(not BEAM and os.environ.get("CI") != "true",
                                 reason="no Beam environment ($KERAS_RETINA_BEAM_PYTHON)")
 
 
-def run_beam(*args, cwd, wait=True):
+def run_beam(*args, cwd, wait=True, store=None):
     """`keras_retina ARGS` in the Beam environment: a CompletedProcess, or with wait=False the
-    running Popen (its own process group, for a kill)."""
+    running Popen (its own process group, for a kill). With `store` (a folder), the command also
+    reads and writes store:// URIs, objects kept in that folder (tests/object_store.py)."""
     assert BEAM, "CI makes the Beam environment: $KERAS_RETINA_BEAM_PYTHON is unset"
     command = [BEAM, "-m", "keras_retina.cli", *map(str, args)]
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if store is not None:
+        command[1:3] = [os.path.join(REPO, "tests", "object_store.py")]
+        env["KERAS_RETINA_TEST_STORE"] = str(store)
     if not wait:
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)

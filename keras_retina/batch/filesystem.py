@@ -1,20 +1,36 @@
 """Files of a batch run on any filesystem Apache Beam reads: local paths and URIs (gs://, s3://, hdfs://).
 
+`local(path)`: a `file://` URI as the local path it names (Beam has no filesystem for the scheme),
+any other path as it is. `check_path(path, said)`: a UsageError naming the path when Beam cannot
+reach `path` here (a scheme it has no filesystem for, or whose Beam extra is not installed:
+`EXTRAS`), and for a folder the run writes (`folder=True`), when its name holds glob characters
+(Beam reads the run's own file names as patterns).
+
 `join(folder, name)`; `exists(path)`; `match(pattern)` -> the paths matching a glob;
 `delete(paths)`; `read_lines(path)` -> the JSON values of a JSON-lines file, one a line.
 `writing(path)`: a file to write through, and `write_whole(path, data)`: bytes written under a
 temporary name (`path.partial-XXXXXXXX`) and renamed into place, so a reader (or a rerun after a
-crash) sees the old file or the whole new one, never half of it; `write_json_lines(path, values)`
+crash) sees the old file or the whole new one, never half of it (an object store's rename writes
+over the old object; only where a rename refuses to, as HDFS's does, is the old file deleted
+first); `write_json_lines(path, values)`
 and `write_json(path, value)` through it. `PARTIAL`: the glob of such temporary files, which a
 rerun removes.
 """
 
 import contextlib
+import importlib.util
 import json
 import os
+import urllib.parse
 import uuid
 
+from keras_retina.errors import UsageError
+
 PARTIAL = "*.partial-*"
+GLOB = "*?["
+# A scheme's Beam filesystem, the module it needs, and the Beam extra that installs that module.
+EXTRAS = {"gs": ("google.cloud.storage", "gcp"), "s3": ("boto3", "aws"), "azfs": ("azure.storage.blob", "azure"),
+          "hdfs": ("hdfs", "hadoop")}
 
 
 def _fs():
@@ -25,6 +41,52 @@ def _fs():
 
 def _remote(path):
     return "://" in path and not path.startswith("file://")
+
+
+def local(path):
+    """A `file://` URI -> its local path; any other path as it is."""
+    if not path.startswith("file://"):
+        return path
+    parts = urllib.parse.urlsplit(path)
+    if parts.netloc not in ("", "localhost"):
+        raise UsageError(f"{path}: a file:// URI names a file of this machine (file:///path), not of "
+                         f"{parts.netloc}.")
+    return urllib.parse.unquote(parts.path)
+
+
+def scheme(path):
+    return path.split("://", 1)[0] if _remote(path) else None
+
+
+def check_path(path, said=None, *, folder=False):
+    """A UsageError when Beam cannot reach `path` here, or a `folder` the run writes has glob
+    characters in its name (module docstring); it starts with `said` (how the user named the path:
+    `--output_dir=...`), else the path."""
+    said = said or path
+    if folder and any(c in path for c in GLOB):
+        raise UsageError(f"{said}: a folder whose name holds {' '.join(GLOB)} cannot hold a batch run "
+                         f"(Beam reads the run's file names as patterns); choose another name.")
+    name = scheme(path)
+    if name is None:
+        return
+    module, extra = EXTRAS.get(name, (None, None))
+    if extra is None:
+        from apache_beam.io.filesystem import FileSystem
+
+        if name in {system.scheme() for system in FileSystem.get_all_subclasses()}:
+            return
+        raise UsageError(f"{said}: Beam has no filesystem for {name}:// (local paths, file://, gs://, "
+                         f"s3://, azfs:// and hdfs:// are read).")
+    if not _installed(module):
+        raise UsageError(f"{said}: {name}:// needs Beam's {extra} extra, which is not installed here: "
+                         f"pip install \"apache-beam[{extra}]\" (docs/scale.md).")
+
+
+def _installed(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def join(folder, name):
@@ -61,11 +123,17 @@ def writing(path):
     block ends without an exception; left as a temporary file otherwise."""
     temporary = f"{path}.partial-{uuid.uuid4().hex[:8]}"
     if _remote(path):
+        from apache_beam.io.filesystem import BeamIOError
+
         with _fs().create(temporary) as f:
             yield f
-        if _fs().exists(path):  # a retried bundle or a rerun: the same bytes again
-            _fs().delete([path])
-        _fs().rename([temporary], [path])
+        try:
+            _fs().rename([temporary], [path])
+        except BeamIOError:  # a rename that will not replace a file (HDFS)
+            if not _fs().exists(path):
+                raise
+            _fs().delete([path])  # a retried bundle or a rerun: the same bytes again
+            _fs().rename([temporary], [path])
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(temporary, "wb") as f:

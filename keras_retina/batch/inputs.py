@@ -2,9 +2,10 @@
 
 `list_inputs(args, input_list)` -> the sorted, distinct paths / URIs of the pictures and videos
 named by `args` (files; folders: their pictures and videos, not their sub-folders, as `predict`;
-globs `*`, `?`, `[...]`: every match) and by the lines of the `input_list` file. Local paths and
-URIs of every filesystem Apache Beam reads (gs://, s3://, hdfs://, ...) are matched through
-Beam's FileSystems. A name that matches nothing is a UsageError naming it.
+globs `*`, `?`, `[...]`: every match, unless a local file has that very name) and by the lines
+of the `input_list` file. Local paths and URIs of every filesystem Apache Beam reads (gs://,
+s3://, hdfs://, ...) are matched through Beam's FileSystems (`file://` URIs as local paths). A
+name that matches nothing, or whose filesystem Beam cannot reach here, is a UsageError naming it.
 
 `deal(inputs, shards)` -> {shard: [inputs]}: input i (in sorted order) goes to shard i % shards,
 so the same inputs always give the same shards. `shard_count(n, given)`: `given`, else one
@@ -39,6 +40,7 @@ def _match(pattern):
 
 def _listed(input_list):
     """The lines of the --input_list file (blank lines and # comments left out)."""
+    fs.check_path(input_list, f"--input_list={input_list}")
     if not fs.exists(input_list):
         raise UsageError(f"--input_list={input_list}: no such file.")
     try:
@@ -50,13 +52,14 @@ def _listed(input_list):
 
 def list_inputs(args, input_list=None):
     """The run's inputs, sorted and distinct (module docstring)."""
-    named = [(name, "") for name in args]
+    named = [(fs.local(name), "") for name in args]
     if input_list:
-        named += [(name, f" (listed in --input_list={input_list})") for name in _listed(input_list)]
+        named += [(fs.local(name), f" (listed in --input_list={input_list})") for name in _listed(fs.local(input_list))]
     found = []
     for name, where in named:
+        fs.check_path(name, f"{name}{where}")
         remote = "://" in name
-        if any(c in name for c in "*?["):
+        if any(c in name for c in fs.GLOB) and not (remote or os.path.isfile(name)):
             matched, why = _match(name), "no picture or video matches it"
         elif name.endswith("/") or not remote and os.path.isdir(name):
             matched, why = _match(fs.join(name.rstrip("/"), "*")), "a folder holding no picture or video"

@@ -16,7 +16,8 @@ reads:
 Files: RECORDS_DIR/{split}-SSSSS-of-NNNNN.tfrecord, each written under a temporary name and renamed
 whole; RECORDS_DIR/label_map.json and label_map.pbtxt; RECORDS_DIR/failures.jsonl: the pictures
 that did not decode, with the reason (left out of the records; the run goes on);
-RECORDS_DIR/records_run.json: what the run was asked (its pictures, shards per split, label map),
+RECORDS_DIR/records_run.json: what the run was asked (its pictures and their annotations, shards
+per split, label map),
 so a rerun into the folder resumes the same run (it skips the finished shards and writes the same
 bytes) and a run asking for something else is refused. Only shard keys travel in the pipeline:
 the launcher writes each pending shard's picture entries to RECORDS_DIR/work/ (removed at the
@@ -28,6 +29,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
 import uuid
 
 import apache_beam as beam
@@ -104,10 +107,12 @@ def _plain(entry):
 
 def _write_shard(key, records_dir, shards, label_map):
     """One shard: its pictures (from its work file) encoded in order and written under a temporary
-    name renamed whole, its failures (beside its work file) first."""
+    name renamed whole (on a filesystem TensorFlow does not write, through a local file copied there
+    whole), its failures (beside its work file) first."""
     split, shard = key
     failures, path = [], shard_path(records_dir, split, shard, shards[split])
-    temporary = f"{path}.partial-{uuid.uuid4().hex[:8]}"
+    remote = fs.scheme(records_dir) is not None
+    temporary = os.path.join(tempfile.mkdtemp(), "shard") if remote else f"{path}.partial-{uuid.uuid4().hex[:8]}"
     with tf.io.TFRecordWriter(temporary) as writer:
         for entry in fs.read_lines(_work_path(records_dir, split, shard)):
             try:
@@ -115,7 +120,12 @@ def _write_shard(key, records_dir, shards, label_map):
             except image_lib.READ_ERRORS as error:
                 failures.append({"input": entry["file"], "reason": image_lib.unreadable_reason(error)[:500]})
     fs.write_json_lines(_failures_path(records_dir, split, shard), failures)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    if not remote:
+        os.replace(temporary, path)
+        return
+    with open(temporary, "rb") as source, fs.writing(path) as target:
+        shutil.copyfileobj(source, target, 1 << 22)
+    shutil.rmtree(os.path.dirname(temporary))
 
 
 def write_records(entries, label_map, records_dir, shards, options):
@@ -123,10 +133,13 @@ def write_records(entries, label_map, records_dir, shards, options):
     returns ({split: records written}, [failures], {split: shards finished before})."""
     from keras_retina.batch.inputs import check_manifest
 
-    files = [f"{split}\t{entry['file']}" for split, rows in entries.items() for entry in rows]
+    # The manifest's hash covers each picture's annotations, so a rerun after they changed is refused
+    # instead of mixing shards of the old and the new.
+    pictures = [f"{split}\t{json.dumps(_plain(entry), sort_keys=True)}" for split, rows in entries.items()
+                for entry in rows]
     done = {split: {s for s in range(shards[split]) if fs.exists(shard_path(records_dir, split, s, shards[split]))}
             for split in entries}
-    if check_manifest(records_dir, files, shards, {"label_map": label_map}, name=MANIFEST, flag="--records_dir",
+    if check_manifest(records_dir, pictures, shards, {"label_map": label_map}, name=MANIFEST, flag="--records_dir",
                       started=bool(fs.match(os.path.join(records_dir, "*.tfrecord")))):
         _remove_work(records_dir)  # a new run: nothing of an earlier one's work folder belongs to it
     fs.delete(fs.match(os.path.join(records_dir, fs.PARTIAL)))
@@ -165,8 +178,10 @@ def _record_failures(entries, records_dir, shards, pending):
 
 
 def _remove_work(records_dir):
-    if tf.io.gfile.exists(os.path.join(records_dir, WORK)):
-        tf.io.gfile.rmtree(os.path.join(records_dir, WORK))
+    work = os.path.join(records_dir, WORK)
+    fs.delete(fs.match(os.path.join(work, "*")))
+    if fs.scheme(work) is None and os.path.isdir(work):
+        os.rmdir(work)
 
 
 def _write_label_maps(label_map, records_dir):

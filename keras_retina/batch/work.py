@@ -108,15 +108,19 @@ def _download(uri):
     return path
 
 
-def _failed(uri, shard, error, part=0, parts=1):
-    return {"uri": uri, "shard": shard, "kind": "failed", "part": part, "parts": parts,
-            "error": image_lib.unreadable_reason(error)[:500]}
+def _failed(uri, shard, error, part=0, parts=1, *, path=None):
+    """A failed result; the reason names the input's URI where it named `path`, its local copy."""
+    reason = image_lib.unreadable_reason(error)
+    if path and path != uri:
+        reason = reason.replace(path, uri)
+    return {"uri": uri, "shard": shard, "kind": "failed", "part": part, "parts": parts, "error": reason[:500]}
 
 
 def expand(shard, uri, settings):
     """The Work items of one input, or [a failed result] (module docstring)."""
     if not is_video(uri) and settings.tile is None:
         return [Work(uri, shard, "picture")]
+    path = None
     try:
         with local_file(uri) as path:
             if is_video(uri):
@@ -127,10 +131,8 @@ def expand(shard, uri, settings):
                 source_tile, total = tile_count(picture, settings.tile)
                 windows = list(iter_windows(picture.height, picture.width, source_tile, settings.tile.overlap))
                 size = (picture.height, picture.width)
-    except UsageError as error:  # a picture above --max_tiles: its own reason, the run goes on
-        return [_failed(uri, shard, error)]
-    except READ_ERRORS as error:
-        return [_failed(uri, shard, error)]
+    except (UsageError, *READ_ERRORS) as error:  # a picture above --max_tiles too: the run goes on
+        return [_failed(uri, shard, error, path=path)]
     step = settings.tile.batch_size
     groups = [tuple(windows[i:i + step]) for i in range(0, total, step)]
     return [Work(uri, shard, "tiles", i, len(groups), windows=group, size=size) for i, group in enumerate(groups)]
@@ -139,6 +141,7 @@ def expand(shard, uri, settings):
 def do_work(work, detect_batch, settings):
     """The detections of one Work item, or its error (module docstring)."""
     result = {"uri": work.uri, "shard": work.shard, "kind": work.kind, "part": work.part, "parts": work.parts}
+    path = None
     try:
         with local_file(work.uri) as path:
             if work.kind == "frames":
@@ -158,5 +161,5 @@ def do_work(work, detect_batch, settings):
                           boxes=np.asarray(boxes, np.float64) * np.array([height, width, height, width]),
                           classes=np.asarray(classes, np.int64), names=list(names))
     except READ_ERRORS as error:
-        return _failed(work.uri, work.shard, error, work.part, work.parts)
+        return _failed(work.uri, work.shard, error, work.part, work.parts, path=path)
     return result

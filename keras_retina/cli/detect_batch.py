@@ -27,6 +27,7 @@ def run(configs, options, args):
     _beam()
     for name in ("apache_beam", "absl"):  # Beam's start-up notes (optional cloud clients, ...) are not the user's
         logging.getLogger(name).setLevel(logging.ERROR)
+    from keras_retina.batch import filesystem as fs
     from keras_retina.batch import inputs as input_lib
     from keras_retina.batch.detect_pipeline import run_detect_batch
     from keras_retina.batch.model_handler import ModelSpec
@@ -45,11 +46,13 @@ def run(configs, options, args):
     video = VideoSettings(every_nth_frame=options["every_nth_frame"], max_frames=options["max_frames"] or None,
                           batch_size=options["detect_batch_size"])
     settings = BatchSettings(tile=tile, video=video)
+    beam_options = pipeline_options(options["runner"], options["workers"], options["beam_options"])
+    output_dir = fs.local(options["output_dir"])
+    fs.check_path(output_dir, f"--output_dir={options['output_dir']}", folder=True)
     inputs = input_lib.list_inputs(args, options["input_list"])
     if not inputs:
         raise UsageError("detect-batch: no input (give pictures, videos, folders, globs or --input_list).")
     shards = input_lib.shard_count(len(inputs), options["shards"])
-    output_dir = options["output_dir"]
     spec = ModelSpec(options["model"], options["saved_model"], options["model_dir"], options["checkpoint"],
                      configs["train"].mixed_precision)
     postprocess = postprocess_settings(options)
@@ -63,7 +66,7 @@ def run(configs, options, args):
     start = time.monotonic()
     counts, before, items = run_detect_batch(
         inputs, output_dir, spec, settings, shards=shards, postprocess=postprocess, asked=asked,
-        options=pipeline_options(options["runner"], options["workers"], options["beam_options"]))
+        options=beam_options)
     seconds = time.monotonic() - start
     resumed = [f"{before} of {shards} shard(s) were finished before" if before else "",
                f"{items:,} work item(s) were done before" if items else ""]

@@ -14,6 +14,7 @@ def run(configs, options, args):
     _beam()
     for name in ("apache_beam", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from keras_retina.batch import filesystem as fs
     from keras_retina.batch.inputs import shard_count
     from keras_retina.batch.records_pipeline import write_records
     from keras_retina.batch.runners import pipeline_options
@@ -23,6 +24,9 @@ def run(configs, options, args):
     data = configs["data"]
     if not options["records_dir"]:
         raise UsageError("write-records needs --records_dir (where the TFRecord shards go).")
+    beam_options = pipeline_options(options["runner"], options["workers"], options["beam_options"])
+    records_dir = fs.local(options["records_dir"])
+    fs.check_path(records_dir, f"--records_dir={options['records_dir']}", folder=True)
     if data.tfds_name or data.train_tfrecord:
         raise UsageError("write-records writes annotation files (COCO JSON, VOC, YOLO, CSV) as TFRecords; "
                          "--tfds_name / --train_tfrecord are records already.")
@@ -37,22 +41,20 @@ def run(configs, options, args):
         entries[split] = [dict(entry) for entry in source.images if not entry.get("bad")]
     shards = {split: shard_count(len(rows), options["shards"]) for split, rows in entries.items()}
     start = time.monotonic()
-    written, failures, before = write_records(
-        entries, sources.label_map, options["records_dir"], shards,
-        pipeline_options(options["runner"], options["workers"], options["beam_options"]))
+    written, failures, before = write_records(entries, sources.label_map, records_dir, shards, beam_options)
     seconds = time.monotonic() - start
     for split in entries:
         resumed = f" ({before[split]} finished before: skipped)" if before[split] else ""
-        print(f"[{split}] {written[split]:,} pictures -> {options['records_dir']}/{split}-*-of-{shards[split]:05d}"
+        print(f"[{split}] {written[split]:,} pictures -> {records_dir}/{split}-*-of-{shards[split]:05d}"
               f".tfrecord, {shards[split]} shard(s){resumed}", flush=True)
-    print(f"Done in {seconds:.1f} s; label map: {options['records_dir']}/label_map.pbtxt (and .json). Train on them "
-          f"with --train_tfrecord='{options['records_dir']}/train-*.tfrecord' "
-          f"--label_map={options['records_dir']}/label_map.json.", flush=True)
+    print(f"Done in {seconds:.1f} s; label map: {records_dir}/label_map.pbtxt (and .json). Train on them "
+          f"with --train_tfrecord='{records_dir}/train-*.tfrecord' "
+          f"--label_map={records_dir}/label_map.json.", flush=True)
     for failure in failures[:10]:
         print(f"  failed: {failure['input']}: {failure['reason']}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} picture(s) could not be read and are not in the records: "
-              f"{options['records_dir']}/failures.jsonl", file=sys.stderr)
+              f"{records_dir}/failures.jsonl", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -60,6 +60,31 @@ def test_annotations_become_records_read_back_as_the_same_examples(tmp_path):
                      cwd=tmp_path)  # other shards into the same folder would write every picture twice
     assert other.returncode == 2 and "--records_dir=records holds a batch run that asked other shards" in \
         other.stderr, other.stderr[-2000:]
+    coco = json.loads(open(data["train"][0]).read())
+    coco["annotations"][0]["bbox"][0] += 1  # a box edited since: the shards written would mix old and new
+    with open(data["train"][0], "w") as f:
+        json.dump(coco, f)
+    edited = run_beam("write-records", *_flags(data), "--records_dir=records", "--shards=3", "--workers=1",
+                      cwd=tmp_path)
+    assert edited.returncode == 2 and "holds a batch run that asked other inputs_sha256" in edited.stderr, \
+        edited.stderr[-2000:]
+
+
+def test_records_written_to_an_object_store_are_the_local_files(tmp_path):
+    """store:// is an object store as GCS and S3 are (tests/object_store.py): the run's objects hold the
+    bytes a run into a local folder writes."""
+    data = write_tiny_coco(tmp_path / "data")
+    for where, store in (("--records_dir=records", None), ("--records_dir=store://bucket/records", tmp_path / "store")):
+        result = run_beam("write-records", *_flags(data), where, "--shards=2", "--workers=1", cwd=tmp_path,
+                          store=store)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "[train] 16 pictures -> " in result.stdout
+    local, remote = tmp_path / "records", tmp_path / "store" / "bucket" / "records"
+    names = sorted(os.listdir(local))
+    assert names == sorted(path.name for path in remote.rglob("*") if path.is_file())  # no work or temporary file
+    assert "train-00001-of-00002.tfrecord" in names and "records_run.json" in names
+    for name in names:
+        assert (remote / name).read_bytes() == (local / name).read_bytes(), name
 
 
 def test_a_picture_that_does_not_decode_is_a_dead_letter(tmp_path):

@@ -1,0 +1,80 @@
+"""keras_retina.batch.filesystem in the Beam environment (tests/beam_env.py): file:// URIs, what a
+path Beam cannot reach says, and files written whole on an object store and on a filesystem whose
+rename will not replace a file (as HDFS's)."""
+
+from beam_env import needs_beam, run_beam_python
+
+pytestmark = needs_beam
+
+_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+os.environ["KERAS_RETINA_TEST_STORE"] = sys.argv[1]
+import object_store
+from apache_beam.io.filesystem import BeamIOError
+from keras_retina.batch import filesystem as fs
+from keras_retina.errors import UsageError
+
+
+def refused(path, said=None, **kw):
+    try:
+        fs.check_path(path, said, **kw)
+    except UsageError as error:
+        return str(error)
+    raise AssertionError(f"{path} was not refused")
+
+
+assert fs.local("file:///data/my%20photo.jpg") == "/data/my photo.jpg"
+assert fs.local("file://localhost/data/a.jpg") == "/data/a.jpg" and fs.local("/data/a.jpg") == "/data/a.jpg"
+try:
+    fs.local("file://server/data/a.jpg")
+    raise AssertionError("file://server/... taken")
+except UsageError as error:
+    assert "a file:// URI names a file of this machine (file:///path), not of server" in str(error)
+fs.check_path("store://bucket/x")  # a scheme Beam has a filesystem for
+fs.check_path("relative/folder", folder=True)
+assert refused("nosuch://bucket/a.jpg").startswith("nosuch://bucket/a.jpg: Beam has no filesystem for nosuch://")
+assert refused("out*", "--output_dir=out*", folder=True).startswith("--output_dir=out*: a folder whose name holds")
+assert 'pip install "apache-beam[aws]"' in refused("s3://bucket/a.jpg")  # the [beam] extra alone
+assert 'pip install "apache-beam[hadoop]"' in refused("hdfs://host/a.jpg")
+
+fs.write_whole("store://bucket/a.json", b"old")
+fs.write_whole("store://bucket/a.json", b"new")  # over the old object
+assert fs.read_bytes("store://bucket/a.json") == b"new" and fs.match("store://bucket/*") == ["store://bucket/a.json"]
+
+
+class Hdfs(object_store.StoreFileSystem):
+    @classmethod
+    def scheme(cls):
+        return "hdfsish"
+
+    def rename(self, sources, destinations):
+        if any(self.exists(d) for d in destinations):
+            raise BeamIOError("Rename operation failed", {d: FileExistsError(d) for d in destinations})
+        super().rename(sources, destinations)
+
+
+def as_hdfsish(url):
+    return url.replace("hdfsish://", "store://")
+
+
+object_store.local = (lambda plain: lambda url: plain(as_hdfsish(url)))(object_store.local)
+fs.write_whole("hdfsish://bucket/b.json", b"old")
+fs.write_whole("hdfsish://bucket/b.json", b"new")
+assert fs.read_bytes("hdfsish://bucket/b.json") == b"new"
+assert sorted(os.listdir(os.path.join(sys.argv[1], "bucket"))) == ["a.json", "b.json"]  # no temporary file left
+try:
+    with fs.writing("store://bucket/c.json") as f:
+        f.write(b"half")
+        raise KeyboardInterrupt
+except KeyboardInterrupt:
+    pass
+assert not fs.exists("store://bucket/c.json") and fs.match("store://bucket/c.json" + fs.PARTIAL[1:])
+print("ok")
+"""
+
+
+def test_uris_said_and_files_written_whole_on_other_filesystems(tmp_path):
+    from conftest import REPO
+
+    assert run_beam_python(_SCRIPT, tmp_path, f"{REPO}/tests").strip().endswith("ok")
