@@ -5,6 +5,11 @@ SavedModel, and import tensorflow_hub; this one loads any model `predict` takes
 (`inference.detector.batch_detector`: a model_dir, an exported SavedModel, a LiteRT / ONNX file)
 and runs `work.do_work` on each item of a batch. What it receives and returns are small (names,
 windows, frame numbers in; detections out): pixels are read inside `run_inference`.
+
+`check_model_location(spec)`: where the workers can read the model from, said before the run
+starts. TensorFlow reads a model_dir or a SavedModel from local paths and from gs:// (its own
+filesystems: TF_SCHEMES), not from the other schemes Beam reads (s3://, azfs://); the LiteRT and
+ONNX runtimes read a file of the worker's own disk. Anything else is a UsageError naming the flag.
 """
 
 import dataclasses
@@ -12,7 +17,11 @@ import logging
 
 from apache_beam.ml.inference.base import ModelHandler
 
+from keras_retina.batch import filesystem as fs
 from keras_retina.batch.work import do_work
+from keras_retina.errors import UsageError
+
+TF_SCHEMES = ("gs", "hdfs")  # the URIs TensorFlow 2.20's own filesystems read (hdfs:// with libhdfs)
 
 
 class _WithoutMemoryNote(logging.Filter):
@@ -35,6 +44,18 @@ class ModelSpec:
     model_dir: str | None = None
     checkpoint: str = "best"
     mixed_precision: str = "none"
+
+
+def check_model_location(spec):
+    """A UsageError when the workers could not read `spec`'s model where it is (module docstring)."""
+    if spec.model and fs.scheme(spec.model):
+        raise UsageError(f"--model={spec.model}: the LiteRT and ONNX runtimes read a file of the worker's own disk; "
+                         f"give a path every worker has, or give an exported SavedModel on gs:// with --saved_model.")
+    for flag, value in (("saved_model", spec.saved_model), ("model_dir", spec.model_dir)):
+        if value and fs.scheme(value) not in (None, *TF_SCHEMES):
+            raise UsageError(f"--{flag}={value}: TensorFlow reads a model from local paths and from "
+                             f"{', '.join(s + '://' for s in TF_SCHEMES)}, not from {fs.scheme(value)}://; copy it "
+                             f"to one of those (docs/scale.md).")
 
 
 class DetectorHandler(ModelHandler):

@@ -8,7 +8,7 @@ import time
 
 from keras_retina.cli.flags import postprocess_settings
 from keras_retina.cli.options import TILE_FLAGS
-from keras_retina.errors import UsageError
+from keras_retina.errors import DataError, UsageError
 from keras_retina.inference.detector import check_model
 from keras_retina.inference.tiling import TileSettings
 from keras_retina.inference.video import VideoSettings
@@ -25,12 +25,14 @@ def _beam():
 
 def run(configs, options, args):
     _beam()
+    import tensorflow as tf
+
     for name in ("apache_beam", "absl"):  # Beam's start-up notes (optional cloud clients, ...) are not the user's
         logging.getLogger(name).setLevel(logging.ERROR)
     from keras_retina.batch import filesystem as fs
     from keras_retina.batch import inputs as input_lib
     from keras_retina.batch.detect_pipeline import run_detect_batch
-    from keras_retina.batch.model_handler import ModelSpec
+    from keras_retina.batch.model_handler import ModelSpec, check_model_location
     from keras_retina.batch.runners import pipeline_options
     from keras_retina.batch.work import BatchSettings
 
@@ -57,7 +59,13 @@ def run(configs, options, args):
                      configs["train"].mixed_precision)
     postprocess = postprocess_settings(options)
     # Workers load the model; a wrong flag is said here, before the run's manifest is written.
-    check_model(spec.model, spec.saved_model, spec.model_dir, spec.checkpoint, postprocess=postprocess)
+    check_model_location(spec)
+    try:
+        check_model(spec.model, spec.saved_model, spec.model_dir, spec.checkpoint, postprocess=postprocess)
+    except tf.errors.OpError as error:  # a bucket without credentials, say
+        named = next(f"--{flag}={value}" for flag, value in vars(spec).items() if flag in (
+            "model", "saved_model", "model_dir") and value)
+        raise DataError(f"{named}: could not be read here: {error.message.splitlines()[0]}") from None
     asked = {"model": {k: v for k, v in vars(spec).items() if v}, "postprocess": postprocess.given(),
              "tile": vars(tile) if tile else None, "video": vars(video)}
     workers = f" ({options['workers']} worker process(es))" if options["runner"] == "direct" else ""

@@ -1,6 +1,6 @@
 """keras_retina.batch.filesystem in the Beam environment (tests/beam_env.py): file:// URIs, what a
 path Beam cannot reach says, and files written whole on an object store and on a filesystem whose
-rename will not replace a file (as HDFS's)."""
+rename will not replace a file (as HDFS's), and where the workers can read a model from."""
 
 from beam_env import needs_beam, run_beam_python
 
@@ -70,6 +70,19 @@ try:
 except KeyboardInterrupt:
     pass
 assert not fs.exists("store://bucket/c.json") and fs.match("store://bucket/c.json" + fs.PARTIAL[1:])
+
+from keras_retina.batch.model_handler import ModelSpec, check_model_location
+check_model_location(ModelSpec(saved_model="gs://bucket/serving/1"))  # TensorFlow reads gs:// itself
+check_model_location(ModelSpec(model_dir="runs/mine"))
+for spec, said in ((ModelSpec(saved_model="s3://bucket/serving/1"), "--saved_model=s3://bucket/serving/1: "
+                    "TensorFlow reads a model from local paths and from gs://, hdfs://, not from s3://"),
+                   (ModelSpec(model="store://bucket/model.tflite"), "--model=store://bucket/model.tflite: the LiteRT "
+                    "and ONNX runtimes read a file of the worker's own disk")):
+    try:
+        check_model_location(spec)
+        raise AssertionError(f"{spec} taken")
+    except UsageError as error:
+        assert str(error).startswith(said), error
 print("ok")
 """
 
