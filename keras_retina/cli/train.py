@@ -19,7 +19,7 @@ def run(configs, options, args):
     strategy = make_strategy(configs["train"].strategy)
     summary = trainer.train(options["model_dir"], configs["model"], configs["train"], data_config=configs["data"],
                             strategy=strategy, allow_other_data=options["resume_with_other_data"],
-                            coverage_images=min(options["max_images"], 500))
+                            coverage_images=min(options["max_images"], 500), postprocess=postprocess)
     print(trainer.format_summary(summary), flush=True)
     if settings is not None and is_chief(strategy):
         export.export(options["model_dir"], settings=settings, postprocess=postprocess)

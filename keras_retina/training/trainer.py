@@ -39,6 +39,7 @@ from keras_retina.evaluation.callback import CocoEvaluation
 from keras_retina.files import exclusive, write_json
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.backbone import PYTORCH_RESNETS
+from keras_retina.modeling.detection_decoder import SETTINGS as POSTPROCESSING
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
 from keras_retina.modeling.precision import set_precision
 from keras_retina.modeling.retinanet import RetinaNet
@@ -54,7 +55,7 @@ from keras_retina.training.train_config import TrainConfig
 
 def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, sources: Sources | None = None,
           data_config: DataConfig | None = None, strategy: tf.distribute.Strategy | None = None,
-          *, allow_other_data: bool = False, coverage_images: int = 500) -> dict:
+          *, allow_other_data: bool = False, coverage_images: int = 500, postprocess=None) -> dict:
     """Trains (or resumes) a RetinaNet (module docstring); returns the summary dict.
 
     Args:
@@ -67,6 +68,10 @@ def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, 
         must exist before TensorFlow runs any op).
       allow_other_data: resume on another label map or other data flags (`check_same_data`).
       coverage_images: pictures the anchor-coverage report reads (0: no report).
+      postprocess: a `detection_decoder.PostprocessSettings` (or None): how the run decodes its
+        detections (score voting, the score cut, ...), kept in its ModelConfig, so its evaluations,
+        best checkpoint, `evaluate`, `predict` and `export` all decode that way; a resumed run
+        keeps its own unless given others (`resolve_model_settings`).
     """
     data_config = data_config or DataConfig()
     weights = model_config.backbone_weights
@@ -93,7 +98,8 @@ def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, 
     with exclusive(run.write_path, "keras_retina train"):  # one writer per model_dir
         try:
             return _train(run, chief, model_config, train_config, sources, data_config, strategy=strategy,
-                          allow_other_data=allow_other_data, coverage_images=coverage_images)
+                          allow_other_data=allow_other_data, coverage_images=coverage_images,
+                          postprocess=postprocess)
         except tf.errors.InvalidArgumentError:
             raise_if_undecodable(sources)
             raise  # not a data problem: TensorFlow's error and traceback
@@ -116,9 +122,9 @@ def raise_worker_lost(error, model_dir):
 
 
 def _train(run, chief, model_config, train_config, sources, data_config, *, strategy, allow_other_data,
-           coverage_images):
+           coverage_images, postprocess):
     start = time.time()
-    model_config = model_settings(run, model_config, train_config, sources.label_map)
+    model_config = model_settings(run, model_config, train_config, sources.label_map, postprocess)
     set_precision(train_config.mixed_precision, model_config, "training", strategy=strategy,
                   batch=max(1, train_config.batch_size // strategy.num_replicas_in_sync))
     if run.has_config() and ModelDir(run.path).latest_checkpoint() and not allow_other_data:
@@ -172,28 +178,35 @@ def open_data(data_config):
     return sources
 
 
-def model_settings(run, model_config, train_config, label_map):
+def model_settings(run, model_config, train_config, label_map, postprocess=None):
     """The ModelConfig this run trains: K from the label map, --init_from's architecture
     (`fine_tuning.settings_from`), and for a resumed run its own settings (`resolve_model_settings`)."""
     model_config = dataclasses.replace(model_config, num_classes=len(label_map))
     if train_config.init_from:
         model_config = fine_tuning.settings_from(model_config, train_config.init_from, run.path)
     previous = run.read_config()["model"] if run.has_config() else None
-    return resolve_model_settings(model_config, previous, run.path)
+    return resolve_model_settings(model_config, previous, run.path, postprocess)
 
 
-def resolve_model_settings(model_config, previous, model_dir):
+def resolve_model_settings(model_config, previous, model_dir, postprocess=None):
     """`model_config` with an unset `freeze_backbone_at` taken from the resumed run (`previous`,
-    config.json's "model" dict, or None for a new run) or from `backbone.default_freeze_at`. Any
-    other difference from `previous` (but backbone_weights, which only initialises a new run) is
-    a UsageError."""
+    config.json's "model" dict, or None for a new run) or from `backbone.default_freeze_at`. The
+    postprocessing settings (`detection_decoder.SETTINGS`: they decode, they do not train) are
+    those `postprocess` gives (a PostprocessSettings, or None) or `model_config` sets, else the
+    resumed run's: a run may change them when it resumes. Any other difference from `previous`
+    (but backbone_weights, which only initialises a new run) is a UsageError."""
+    given = postprocess.given() if postprocess is not None else {}
     if previous is None:
-        return model_config.resolved()
+        return dataclasses.replace(model_config, **given).resolved()
     previous = from_dict(ModelConfig, upgrade_settings(previous), f"{model_dir}/config.json")
     if model_config.freeze_backbone_at is None:
         model_config = dataclasses.replace(model_config, freeze_backbone_at=previous.freeze_backbone_at)
-    changed = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name != "backbone_weights"
-                     and getattr(previous, f.name) != getattr(model_config, f.name))
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    kept = {name: getattr(previous, name) for name in POSTPROCESSING
+            if getattr(model_config, name) == defaults[name]}  # not asked for: the resumed run's
+    model_config = dataclasses.replace(model_config, **{**kept, **given})
+    changed = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("backbone_weights",
+                     *POSTPROCESSING) and getattr(previous, f.name) != getattr(model_config, f.name))
     if changed:
         differences = "; ".join(f"{name}: {getattr(previous, name)!r} there, {getattr(model_config, name)!r} asked"
                                 for name in changed)

@@ -96,6 +96,21 @@ def test_freeze_backbone_at_default_and_resume():
         resolve({**resnet, "freeze_backbone_at": 0}, saved)
 
 
+def test_postprocessing_settings_are_the_runs_and_may_change_when_it_resumes():
+    from keras_retina.modeling.detection_decoder import PostprocessSettings
+
+    def resolve(previous=None, model=TINY, **given):
+        config = trainer.resolve_model_settings(ModelConfig(**model), previous, "runs/x", PostprocessSettings(**given))
+        return config.box_voting_sigma, config.score_threshold
+
+    assert resolve() == (0.0, 0.05)  # the paper's decoder
+    assert resolve(box_voting_sigma=0.025) == (0.025, 0.05)  # kept in the new run's config
+    saved = ModelConfig(**{**TINY, "box_voting_sigma": 0.025}).resolved().to_json()
+    assert resolve(saved) == (0.025, 0.05)  # a resume without the flag keeps the run's voting
+    assert resolve(saved, box_voting_sigma=0.0, score_threshold=0.1) == (0.0, 0.1)  # given: changed, not refused
+    assert resolve(saved, model={**TINY, "score_threshold": 0.2}) == (0.025, 0.2)  # set in Python's ModelConfig
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_coco):
     sources = open_sources(DataConfig(train_annotations=tiny_coco["train"][0], train_images=tiny_coco["train"][1]))
     config = _config(optimizer="sgd", learning_rate=1e12, warmup_steps=0, lr_boundaries=[], train_steps=12,
