@@ -54,6 +54,7 @@ PACKAGE = "deepforest==2.1.0"
 TRAIN = ("2019_YELL_2_528000_4978000_image_crop2",)
 VAL = ("2019_YELL_2_541000_4977000_image_crop", "OSBS_029", "SOAP_061")
 TILE = 256
+OLD_RUNS_CPU = "AMD EPYC without AMX"  # the machine of the runs recorded without theirs
 BASE = ["--flagfile=configs/demo.flags", "--demo_data=", "--export_dir=", f"--image_size={TILE}",
         f"--max_image_size={TILE}", "--batch_size=8", "--flagfile=configs/small_data.flags", "--augment=overhead",
         "--report_pictures=0", "--verbose=2"]
@@ -80,6 +81,10 @@ VARIANTS = {
     "cut01": ("+ --nms_score_threshold=0.01 (at evaluation; the base's runs)", [], ["--nms_score_threshold=0.01"]),
     "qfl_cut01": ("+ --classification_loss=quality_focal --nms_score_threshold=0.01 (at evaluation)",
                   ["--classification_loss=quality_focal"], ["--nms_score_threshold=0.01"]),
+    "vfl_vote": ("+ --classification_loss=varifocal --box_voting_sigma=0.025 (the finalists together; voting at "
+                 "evaluation of the VFL runs)", ["--classification_loss=varifocal"], ["--box_voting_sigma=0.025"]),
+    "long3": ("+ three times the steps (--train_steps=1800: 3,600 at batch 8)", ["--train_steps=1800",
+                                                                                "--lr_boundaries=1440"]),
     "ema99": ("+ --ema_momentum=0.99", ["--ema_momentum=0.99"]),
     "ema999": ("+ --ema_momentum=0.999", ["--ema_momentum=0.999"]),
 }
@@ -153,7 +158,14 @@ def train(name, seed, flags, data, steps, folder):
         summary = json.load(f)
     timing = {"best_step": summary["best"]["step"], "steps": summary["steps"],
               "ms_per_step": statistics.median(step_ms) if step_ms else None, "seconds": round(seconds)}
-    return {"seed": seed, **evaluate(model_dir, []), **timing, "flags": flags}
+    return {"seed": seed, **evaluate(model_dir, []), **timing, "flags": flags, "cpu": _cpu()}
+
+
+def _cpu():
+    """The machine a run trained on, in a few words (its ms/step compare only with the same machine's)."""
+    found = results.machine()
+    name = "AMD EPYC" if "AMD" in found["cpu"] else "Intel Xeon" if "Xeon" in found["cpu"] else found["cpu"]
+    return f"{name} with AMX" if "amx_bf16" in found["flags"] else f"{name} without AMX"
 
 
 def evaluate(model_dir, flags):
@@ -236,7 +248,7 @@ def main():
 
 
 def _write(everything, steps):
-    tables = []
+    tables, notes = [], []
     for dataset, caption in (("deepforest", "Tree crowns on NEON orthophotos (DeepForest's pictures)"),
                              ("soft", "Soft-extent blobs (synthetic)")):
         rows = []
@@ -246,6 +258,15 @@ def _write(everything, steps):
             if done:
                 rows.append([what, len(done), _cell(done, "AP"), _cell(done, "AP50"), _cell(done, "AP75"),
                              _cell(done, "APs"), "+" + _cell(done, "localisation"), _cell(done, "ms_per_step", 0)])
+        machines = {}
+        for name, done in everything.get(dataset, {}).items():
+            for run in done:  # runs recorded before machines were: the AMD EPYC (Zen 4) of their session
+                machines.setdefault(run.get("cpu", OLD_RUNS_CPU), set()).add(name)
+        if len(machines) > 1:
+            notes.append(f"{caption}: " + "; ".join(f"on {cpu}: {', '.join(sorted(names))}"
+                                                    for cpu, names in sorted(machines.items())) +
+                         ". ms/step compare only between rows of one machine; AP moves between machines about "
+                         "as between seeds (other kernels round differently).")
         if rows:
             tables.append({"caption": caption, "columns": [
                 "variant", "seeds", "AP", "AP50", "AP75", "APs", "localisation (AP50 if fixed)", "ms/step"],
@@ -256,7 +277,7 @@ def _write(everything, steps):
                   "(benchmarks/localisation_yardstick.py's docstring). The tiny model from scratch with the "
                   "small-data recipe (--augment=overhead, check-data's anchor size) plus each row's change; "
                   "the best checkpoint evaluated, with the evaluation report's localisation cost.",
-                  tables, figures={"runs": everything, "steps": steps}, page="docs/training.md",
+                  tables, notes=notes, figures={"runs": everything, "steps": steps}, page="docs/training.md",
                   command="python benchmarks/localisation_yardstick.py --dataset=deepforest|soft --variants=ROWS "
                           "(the rows of a table may come from several runs)")
 
