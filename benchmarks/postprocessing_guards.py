@@ -11,28 +11,13 @@ Writes benchmarks/results/postprocessing_guards.json (rendered into docs/trainin
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from localisation_yardstick import evaluate  # noqa: E402 - `keras_retina evaluate` of a run's best checkpoint
+
 import results  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def evaluate(model_dir, flags):
-    """AP / AP50 / AP75 of `model_dir`'s best checkpoint, evaluated with postprocessing `flags`."""
-    output = os.path.join(tempfile.mkdtemp(prefix="keras_retina_guard_"), "metrics.json")
-    done = subprocess.run(["keras_retina", "evaluate", f"--model_dir={model_dir}", f"--output={output}",
-                           "--report_pictures=0", *flags], cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{model_dir} evaluate {flags}: {done.stderr[-2000:]}")
-    with open(output) as f:
-        metrics = json.load(f)
-    return {key: metrics[key] for key in ("AP", "AP50", "AP75")}
 
 
 def main():

@@ -26,6 +26,10 @@ def local(url):
     return os.path.join(_root(), url[len(SCHEME) + 3:])
 
 
+class StoreError(Exception):
+    """What a store's client raises for an object it cannot give."""
+
+
 class StoreFileSystem(FileSystem):
     @classmethod
     def scheme(cls):
@@ -56,6 +60,8 @@ class StoreFileSystem(FileSystem):
         return open(local(path), "wb")
 
     def open(self, path, mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO):
+        if not self.exists(path):  # as google.cloud's NotFound and boto's errors: not an OSError
+            raise StoreError(f"404 No such object: {path}")
         return open(local(path), "rb")
 
     def copy(self, source_file_names, destination_file_names):

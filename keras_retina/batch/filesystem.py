@@ -4,15 +4,16 @@
 any other path as it is. `check_path(path, said)`: a UsageError naming the path when Beam cannot
 reach `path` here (a scheme it has no filesystem for, or whose Beam extra is not installed:
 `EXTRAS`), and for a folder the run writes (`folder=True`), when its name holds glob characters
-(Beam reads the run's own file names as patterns).
+(Beam reads the run's own file names as patterns) or it is on HDFS (Beam lists an HDFS folder one
+level deep, and its rename will not replace a file). `unreachable(error)`: a BeamIOError in one
+line naming its path (a bucket without credentials, say). `remove_slash(folder)`.
 
 `join(folder, name)`; `exists(path)`; `match(pattern)` -> the paths matching a glob;
 `delete(paths)`; `read_lines(path)` -> the JSON values of a JSON-lines file, one a line.
 `writing(path)`: a file to write through, and `write_whole(path, data)`: bytes written under a
 temporary name (`path.partial-XXXXXXXX`) and renamed into place, so a reader (or a rerun after a
 crash) sees the old file or the whole new one, never half of it (an object store's rename writes
-over the old object; only where a rename refuses to, as HDFS's does, is the old file deleted
-first); `write_json_lines(path, values)`
+over the old object); `write_json_lines(path, values)`
 and `write_json(path, value)` through it. `PARTIAL`: the glob of such temporary files, which a
 rerun removes.
 """
@@ -44,14 +45,20 @@ def _remote(path):
 
 
 def local(path):
-    """A `file://` URI -> its local path; any other path as it is."""
+    """A `file://` URI -> its local path (`%XX` escapes decoded; `?` and `#` are part of the name);
+    any other path as it is."""
     if not path.startswith("file://"):
         return path
-    parts = urllib.parse.urlsplit(path)
-    if parts.netloc not in ("", "localhost"):
-        raise UsageError(f"{path}: a file:// URI names a file of this machine (file:///path), not of "
-                         f"{parts.netloc}.")
-    return urllib.parse.unquote(parts.path)
+    host, _, rest = path[len("file://"):].partition("/")
+    if host not in ("", "localhost"):
+        raise UsageError(f"{path}: a file:// URI names a file of this machine (file:///path), not of {host}.")
+    return "/" + urllib.parse.unquote(rest)
+
+
+def remove_slash(folder):
+    """`folder` without a trailing slash (paths are joined to it with one), a root as it is."""
+    stripped = folder.rstrip("/")
+    return stripped if stripped and not stripped.endswith(":") else folder
 
 
 def scheme(path):
@@ -60,8 +67,8 @@ def scheme(path):
 
 def check_path(path, said=None, *, folder=False):
     """A UsageError when Beam cannot reach `path` here, or a `folder` the run writes has glob
-    characters in its name (module docstring); it starts with `said` (how the user named the path:
-    `--output_dir=...`), else the path."""
+    characters in its name or is on HDFS (module docstring); it starts with `said` (how the user
+    named the path: `--output_dir=...`), else the path."""
     said = said or path
     if folder and any(c in path for c in GLOB):
         raise UsageError(f"{said}: a folder whose name holds {' '.join(GLOB)} cannot hold a batch run "
@@ -69,6 +76,10 @@ def check_path(path, said=None, *, folder=False):
     name = scheme(path)
     if name is None:
         return
+    if folder and name == "hdfs":
+        raise UsageError(f"{said}: a batch run cannot write to hdfs:// (Beam lists an HDFS folder one level deep "
+                         f"and its rename does not replace a file, which resuming a run needs); write to gs://, "
+                         f"s3:// or a folder every worker mounts.")
     module, extra = EXTRAS.get(name, (None, None))
     if extra is None:
         from apache_beam.io.filesystem import FileSystem
@@ -80,6 +91,16 @@ def check_path(path, said=None, *, folder=False):
     if not _installed(module):
         raise UsageError(f"{said}: {name}:// needs Beam's {extra} extra, which is not installed here: "
                          f"pip install \"apache-beam[{extra}]\" (docs/scale.md).")
+
+
+def unreachable(error):
+    """Why Beam could not reach a path (a BeamIOError), in one line naming the path."""
+    causes = getattr(error, "exception_details", None) or {}
+    if isinstance(causes, dict) and causes:
+        path, cause = next(iter(causes.items()))
+        text = str(cause).strip().splitlines()
+        return f"{path if isinstance(path, str) else path[0]}: {text[0] if text else type(cause).__name__}"
+    return str(error).strip().splitlines()[0]
 
 
 def _installed(module):
@@ -123,17 +144,11 @@ def writing(path):
     block ends without an exception; left as a temporary file otherwise."""
     temporary = f"{path}.partial-{uuid.uuid4().hex[:8]}"
     if _remote(path):
-        from apache_beam.io.filesystem import BeamIOError
-
         with _fs().create(temporary) as f:
             yield f
-        try:
-            _fs().rename([temporary], [path])
-        except BeamIOError:  # a rename that will not replace a file (HDFS)
-            if not _fs().exists(path):
-                raise
-            _fs().delete([path])  # a retried bundle or a rerun: the same bytes again
-            _fs().rename([temporary], [path])
+        # An object store's rename writes over the old object (GCS and S3 copy, then delete the
+        # temporary); if it fails, the old file stays and the temporary is removed by a rerun.
+        _fs().rename([temporary], [path])
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(temporary, "wb") as f:

@@ -2,7 +2,7 @@
 
 `list_inputs(args, input_list)` -> the sorted, distinct paths / URIs of the pictures and videos
 named by `args` (files; folders: their pictures and videos, not their sub-folders, as `predict`;
-globs `*`, `?`, `[...]`: every match, unless a local file has that very name) and by the lines
+globs `*`, `?`, `[...]`: every match, unless a local file or folder has that very name) and by the lines
 of the `input_list` file. Local paths and URIs of every filesystem Apache Beam reads (gs://,
 s3://, hdfs://, ...) are matched through Beam's FileSystems (`file://` URIs as local paths). A
 name that matches nothing, or whose filesystem Beam cannot reach here, is a UsageError naming it.
@@ -38,38 +38,58 @@ def _match(pattern):
     return [path for path in fs.match(pattern) if path.lower().endswith(FILE_EXTENSIONS)]
 
 
-def _listed(input_list):
+def _listed(input_list, said):
     """The lines of the --input_list file (blank lines and # comments left out)."""
-    fs.check_path(input_list, f"--input_list={input_list}")
+    fs.check_path(input_list, said)
     if not fs.exists(input_list):
-        raise UsageError(f"--input_list={input_list}: no such file.")
+        raise UsageError(f"{said}: no such file.")
     try:
         text = fs.read_bytes(input_list).decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"--input_list={input_list}: not a text file (one path or URI a line).") from None
+        raise UsageError(f"{said}: not a text file (one path or URI a line).") from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _folder(folder):
+    """The pictures and videos of a local folder (not of its sub-folders), its name taken as it is."""
+    with os.scandir(folder) as entries:
+        return [os.path.join(folder.rstrip("/") or "/", entry.name) for entry in entries
+                if entry.is_file() and entry.name.lower().endswith(FILE_EXTENSIONS)]
+
+
+def _named(name):
+    """(the inputs `name` names, why none when none)."""
+    if "://" not in name:  # local: a file or folder of that very name, else a glob
+        if os.path.isdir(name):
+            return _folder(name), "a folder holding no picture or video"
+        if os.path.isfile(name):
+            return [name], ""
+        if any(c in name for c in fs.GLOB):
+            return _match(name), "no picture or video matches it"
+        return [], "no such picture, video or folder"
+    if any(c in name for c in fs.GLOB):
+        return _match(name), "no picture or video matches it"
+    if name.endswith("/"):
+        return _match(fs.join(name.rstrip("/"), "*")), "a folder holding no picture or video"
+    if fs.exists(name):
+        return [name], ""
+    # an object store's folder named without its trailing slash, or nothing at all
+    return _match(fs.join(name, "*")), "no such picture, video or folder"
 
 
 def list_inputs(args, input_list=None):
     """The run's inputs, sorted and distinct (module docstring)."""
-    named = [(fs.local(name), "") for name in args]
+    named = [(name, "") for name in args]
     if input_list:
-        named += [(fs.local(name), f" (listed in --input_list={input_list})") for name in _listed(fs.local(input_list))]
+        where = f" (listed in --input_list={input_list})"
+        named += [(name, where) for name in _listed(fs.local(input_list), f"--input_list={input_list}")]
     found = []
-    for name, where in named:
-        fs.check_path(name, f"{name}{where}")
-        remote = "://" in name
-        if any(c in name for c in fs.GLOB) and not (remote or os.path.isfile(name)):
-            matched, why = _match(name), "no picture or video matches it"
-        elif name.endswith("/") or not remote and os.path.isdir(name):
-            matched, why = _match(fs.join(name.rstrip("/"), "*")), "a folder holding no picture or video"
-        elif fs.exists(name):
-            matched, why = [name], ""
-        else:  # an object store's folder named without its trailing slash, or nothing at all
-            matched = _match(fs.join(name, "*")) if remote else []
-            why = "no such picture, video or folder"
+    for given, where in named:
+        name = fs.local(given)
+        fs.check_path(name, f"{given}{where}")
+        matched, why = _named(name)
         if not matched:
-            raise UsageError(f"{name}{where}: {why} (pictures: {', '.join(EXTENSIONS)}, .tif; videos: "
+            raise UsageError(f"{given}{where}: {why} (pictures: {', '.join(EXTENSIONS)}, .tif; videos: "
                              f"{', '.join(VIDEO_EXTENSIONS)}; a folder's sub-folders are not read).")
         found += matched
     return sorted(set(found))

@@ -7,9 +7,10 @@ and runs `work.do_work` on each item of a batch. What it receives and returns ar
 windows, frame numbers in; detections out): pixels are read inside `run_inference`.
 
 `check_model_location(spec)`: where the workers can read the model from, said before the run
-starts. TensorFlow reads a model_dir or a SavedModel from local paths and from gs:// (its own
-filesystems: TF_SCHEMES), not from the other schemes Beam reads (s3://, azfs://); the LiteRT and
-ONNX runtimes read a file of the worker's own disk. Anything else is a UsageError naming the flag.
+starts. TensorFlow 2.20 reads a model_dir or a SavedModel from local paths and from gs:// (its own
+filesystems: TF_SCHEMES), not from the other schemes Beam reads (s3://, azfs://, hdfs://: its HDFS
+support moved to tensorflow-io); the LiteRT and ONNX runtimes read a file of the worker's own
+disk. Anything else is a UsageError naming the flag.
 """
 
 import dataclasses
@@ -21,7 +22,7 @@ from keras_retina.batch import filesystem as fs
 from keras_retina.batch.work import do_work
 from keras_retina.errors import UsageError
 
-TF_SCHEMES = ("gs", "hdfs")  # the URIs TensorFlow 2.20's own filesystems read (hdfs:// with libhdfs)
+TF_SCHEMES = ("gs",)  # the URIs TensorFlow 2.20's own filesystems read
 
 
 class _WithoutMemoryNote(logging.Filter):
@@ -45,6 +46,11 @@ class ModelSpec:
     checkpoint: str = "best"
     mixed_precision: str = "none"
 
+    def named(self):
+        """The model as its flag gives it: `--model_dir=...`."""
+        return next(f"--{flag}={value}" for flag, value in (("model", self.model), ("saved_model", self.saved_model),
+                                                            ("model_dir", self.model_dir)) if value)
+
 
 def check_model_location(spec):
     """A UsageError when the workers could not read `spec`'s model where it is (module docstring)."""
@@ -55,7 +61,7 @@ def check_model_location(spec):
         if value and fs.scheme(value) not in (None, *TF_SCHEMES):
             raise UsageError(f"--{flag}={value}: TensorFlow reads a model from local paths and from "
                              f"{', '.join(s + '://' for s in TF_SCHEMES)}, not from {fs.scheme(value)}://; copy it "
-                             f"to one of those (docs/scale.md).")
+                             f"there, or to a folder every worker mounts (docs/scale.md).")
 
 
 class DetectorHandler(ModelHandler):

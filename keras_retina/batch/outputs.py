@@ -183,7 +183,7 @@ def combine_shard(shard, output_dir, shards, tile_settings=None):
 
 def _remove_empty(folder):
     """A local folder left empty (object stores have no folders to remove)."""
-    if "://" not in folder:
+    if fs.scheme(folder) is None:
         try:
             os.rmdir(folder)
         except OSError:

@@ -107,25 +107,31 @@ def _plain(entry):
 
 def _write_shard(key, records_dir, shards, label_map):
     """One shard: its pictures (from its work file) encoded in order and written under a temporary
-    name renamed whole (on a filesystem TensorFlow does not write, through a local file copied there
-    whole), its failures (beside its work file) first."""
+    name renamed whole (to a bucket, through a local file copied there whole), its failures (beside
+    its work file) first."""
     split, shard = key
     failures, path = [], shard_path(records_dir, split, shard, shards[split])
     remote = fs.scheme(records_dir) is not None
-    temporary = os.path.join(tempfile.mkdtemp(), "shard") if remote else f"{path}.partial-{uuid.uuid4().hex[:8]}"
-    with tf.io.TFRecordWriter(temporary) as writer:
-        for entry in fs.read_lines(_work_path(records_dir, split, shard)):
-            try:
-                writer.write(encode_example(entry, label_map))
-            except image_lib.READ_ERRORS as error:
-                failures.append({"input": entry["file"], "reason": image_lib.unreadable_reason(error)[:500]})
-    fs.write_json_lines(_failures_path(records_dir, split, shard), failures)
-    if not remote:
-        os.replace(temporary, path)
-        return
-    with open(temporary, "rb") as source, fs.writing(path) as target:
-        shutil.copyfileobj(source, target, 1 << 22)
-    shutil.rmtree(os.path.dirname(temporary))
+    folder = tempfile.mkdtemp(prefix="keras_retina_records_") if remote else None
+    temporary = os.path.join(folder, "shard") if remote else f"{path}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        with tf.io.TFRecordWriter(temporary) as writer:
+            for entry in fs.read_lines(_work_path(records_dir, split, shard)):
+                try:
+                    writer.write(encode_example(entry, label_map))
+                except image_lib.READ_ERRORS as error:
+                    failures.append({"input": entry["file"], "reason": image_lib.unreadable_reason(error)[:500]})
+        fs.write_json_lines(_failures_path(records_dir, split, shard), failures)
+        if remote:
+            with open(temporary, "rb") as source, fs.writing(path) as target:
+                shutil.copyfileobj(source, target, 1 << 22)
+        else:
+            with open(temporary, "rb+") as written:  # on disk before its name says the shard is finished
+                os.fsync(written.fileno())
+            os.replace(temporary, path)
+    finally:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_records(entries, label_map, records_dir, shards, options):

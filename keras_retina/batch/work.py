@@ -27,6 +27,7 @@ import threading
 
 import numpy as np
 
+from keras_retina.batch import filesystem as fs
 from keras_retina.errors import DataError, UsageError
 from keras_retina.inference import frame_ranges
 from keras_retina.inference.tiling import TileSettings, detect_windows, tile_count
@@ -73,8 +74,8 @@ _COPIES_LOCK = threading.Lock()
 @contextlib.contextmanager
 def local_file(uri):
     """A local path for `uri` while the block runs (module docstring)."""
-    if "://" not in uri or uri.startswith("file://"):
-        yield uri[len("file://"):] if uri.startswith("file://") else uri
+    if fs.scheme(uri) is None:  # a local path (inputs.list_inputs made file:// URIs local paths)
+        yield uri
         return
     with _COPIES_LOCK:
         copy = _COPIES.setdefault(uri, _Copy())
@@ -102,6 +103,9 @@ def _download(uri):
     try:
         with FileSystems.open(uri) as source, open(path, "wb") as target:
             shutil.copyfileobj(source, target, 1 << 20)
+    except Exception as error:  # noqa: BLE001 - each store's client raises its own kinds (NotFound, Forbidden...)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise OSError(f"{uri}: could not be read ({image_lib.unreadable_reason(error)})") from error
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -29,6 +29,8 @@ def run(configs, options, args):
 
     for name in ("apache_beam", "absl"):  # Beam's start-up notes (optional cloud clients, ...) are not the user's
         logging.getLogger(name).setLevel(logging.ERROR)
+    from apache_beam.io.filesystem import BeamIOError
+
     from keras_retina.batch import filesystem as fs
     from keras_retina.batch import inputs as input_lib
     from keras_retina.batch.detect_pipeline import run_detect_batch
@@ -49,32 +51,38 @@ def run(configs, options, args):
                           batch_size=options["detect_batch_size"])
     settings = BatchSettings(tile=tile, video=video)
     beam_options = pipeline_options(options["runner"], options["workers"], options["beam_options"])
-    output_dir = fs.local(options["output_dir"])
+    output_dir = fs.remove_slash(fs.local(options["output_dir"]))
     fs.check_path(output_dir, f"--output_dir={options['output_dir']}", folder=True)
-    inputs = input_lib.list_inputs(args, options["input_list"])
-    if not inputs:
-        raise UsageError("detect-batch: no input (give pictures, videos, folders, globs or --input_list).")
-    shards = input_lib.shard_count(len(inputs), options["shards"])
-    spec = ModelSpec(options["model"], options["saved_model"], options["model_dir"], options["checkpoint"],
-                     configs["train"].mixed_precision)
+    spec = ModelSpec(*(fs.local(options[flag]) if options[flag] else None for flag in ("model", "saved_model",
+                                                                                       "model_dir")),
+                     options["checkpoint"], configs["train"].mixed_precision)
     postprocess = postprocess_settings(options)
-    # Workers load the model; a wrong flag is said here, before the run's manifest is written.
+    # Workers load the model; a wrong flag is said here, before any input is listed or the run's
+    # manifest written.
     check_model_location(spec)
     try:
         check_model(spec.model, spec.saved_model, spec.model_dir, spec.checkpoint, postprocess=postprocess)
     except tf.errors.OpError as error:  # a bucket without credentials, say
-        named = next(f"--{flag}={value}" for flag, value in vars(spec).items() if flag in (
-            "model", "saved_model", "model_dir") and value)
-        raise DataError(f"{named}: could not be read here: {error.message.splitlines()[0]}") from None
+        raise DataError(f"{spec.named()}: could not be read here: {error.message.splitlines()[0]}") from None
+    try:
+        inputs = input_lib.list_inputs(args, options["input_list"])
+    except BeamIOError as error:  # a bucket without credentials, say
+        raise DataError(f"an input could not be listed: {fs.unreachable(error)}") from None
+    if not inputs:
+        raise UsageError("detect-batch: no input (give pictures, videos, folders, globs or --input_list).")
+    shards = input_lib.shard_count(len(inputs), options["shards"])
     asked = {"model": {k: v for k, v in vars(spec).items() if v}, "postprocess": postprocess.given(),
              "tile": vars(tile) if tile else None, "video": vars(video)}
     workers = f" ({options['workers']} worker process(es))" if options["runner"] == "direct" else ""
     print(f"detect-batch: {len(inputs):,} input(s) in {shards} shard(s) -> {output_dir} on the {options['runner']} "
           f"runner{workers}", flush=True)
     start = time.monotonic()
-    counts, before, items = run_detect_batch(
-        inputs, output_dir, spec, settings, shards=shards, postprocess=postprocess, asked=asked,
-        options=beam_options)
+    try:
+        counts, before, items = run_detect_batch(
+            inputs, output_dir, spec, settings, shards=shards, postprocess=postprocess, asked=asked,
+            options=beam_options)
+    except BeamIOError as error:  # the launcher's own files (the manifest, the shards) out of reach
+        raise DataError(f"--output_dir={options['output_dir']}: {fs.unreachable(error)}") from None
     seconds = time.monotonic() - start
     resumed = [f"{before} of {shards} shard(s) were finished before" if before else "",
                f"{items:,} work item(s) were done before" if items else ""]

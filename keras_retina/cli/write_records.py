@@ -7,13 +7,15 @@ import sys
 import time
 
 from keras_retina.cli.detect_batch import _beam
-from keras_retina.errors import UsageError
+from keras_retina.errors import DataError, UsageError
 
 
 def run(configs, options, args):
     _beam()
     for name in ("apache_beam", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from apache_beam.io.filesystem import BeamIOError
+
     from keras_retina.batch import filesystem as fs
     from keras_retina.batch.inputs import shard_count
     from keras_retina.batch.records_pipeline import write_records
@@ -25,7 +27,7 @@ def run(configs, options, args):
     if not options["records_dir"]:
         raise UsageError("write-records needs --records_dir (where the TFRecord shards go).")
     beam_options = pipeline_options(options["runner"], options["workers"], options["beam_options"])
-    records_dir = fs.local(options["records_dir"])
+    records_dir = fs.remove_slash(fs.local(options["records_dir"]))
     fs.check_path(records_dir, f"--records_dir={options['records_dir']}", folder=True)
     if data.tfds_name or data.train_tfrecord:
         raise UsageError("write-records writes annotation files (COCO JSON, VOC, YOLO, CSV) as TFRecords; "
@@ -41,7 +43,10 @@ def run(configs, options, args):
         entries[split] = [dict(entry) for entry in source.images if not entry.get("bad")]
     shards = {split: shard_count(len(rows), options["shards"]) for split, rows in entries.items()}
     start = time.monotonic()
-    written, failures, before = write_records(entries, sources.label_map, records_dir, shards, beam_options)
+    try:
+        written, failures, before = write_records(entries, sources.label_map, records_dir, shards, beam_options)
+    except BeamIOError as error:  # a bucket without credentials, say
+        raise DataError(f"--records_dir={options['records_dir']}: {fs.unreachable(error)}") from None
     seconds = time.monotonic() - start
     for split in entries:
         resumed = f" ({before[split]} finished before: skipped)" if before[split] else ""

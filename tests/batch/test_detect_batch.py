@@ -244,9 +244,9 @@ def _found(folder):
 
 def test_inputs_and_outputs_on_an_object_store_as_on_local_files(archive, tmp_path):
     """store:// is an object store as GCS and S3 are (tests/object_store.py): inputs listed there and
-    a local file named by a file:// URI, the run written there, then resumed; the same detections as
-    a run on local files."""
-    store, local = tmp_path / "store", tmp_path / "local"
+    a local file named by a file:// URI, the run written there, then resumed whole and after a lost
+    shard; the same detections as a run on local files."""
+    store, local = tmp_path / "store", tmp_path / "photos [2020]"  # a folder whose name reads as a glob
     names = ["p000.jpg", "p001.jpg", "p002.jpg", "p003.jpg", "broken.jpg", "clip.mp4"]
     for name in names:
         for root in (store / "bucket" / "photos", local):
@@ -280,7 +280,18 @@ def test_inputs_and_outputs_on_an_object_store_as_on_local_files(archive, tmp_pa
     assert "2 of 2 shard(s) were finished before: skipped" in again.stdout, again.stdout
     assert {path: open(path, "rb").read() for path in (store / "bucket" / "found").rglob("*") if path.is_file()} \
         == written
+    os.remove(store / "bucket" / "found" / "detections-00001-of-00002.jsonl")  # a crash before that shard ended
+    resumed = _batch(*flags, "--input_list=store://bucket/list.txt", "--output_dir=store://bucket/found",
+                     cwd=tmp_path, store=store)
+    assert "1 of 2 shard(s) were finished before: skipped" in resumed.stdout, resumed.stdout
+    assert {path: open(path, "rb").read() for path in (store / "bucket" / "found").rglob("*") if path.is_file()} \
+        == written
 
+    # A bucket this machine cannot reach (no network, no credentials): the flag and TensorFlow's words.
+    unreachable = _batch("--saved_model=gs://keras-retina-no-such-bucket/serving/1", local, "--output_dir=out",
+                         cwd=tmp_path)
+    assert unreachable.returncode == 2 and "--saved_model=gs://keras-retina-no-such-bucket/serving/1: " in \
+        unreachable.stderr and "Traceback" not in unreachable.stderr, unreachable.stderr[-2000:]
     globbed = _batch(*flags, local, "--output_dir=found[1]", cwd=tmp_path)
     assert globbed.returncode == 2 and "--output_dir=found[1]: a folder whose name holds" in globbed.stderr, \
         globbed.stderr[-2000:]

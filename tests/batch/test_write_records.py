@@ -72,7 +72,7 @@ def test_annotations_become_records_read_back_as_the_same_examples(tmp_path):
 
 def test_records_written_to_an_object_store_are_the_local_files(tmp_path):
     """store:// is an object store as GCS and S3 are (tests/object_store.py): the run's objects hold the
-    bytes a run into a local folder writes."""
+    bytes a run into a local folder writes, and again after a rerun that writes a lost shard."""
     data = write_tiny_coco(tmp_path / "data")
     for where, store in (("--records_dir=records", None), ("--records_dir=store://bucket/records", tmp_path / "store")):
         result = run_beam("write-records", *_flags(data), where, "--shards=2", "--workers=1", cwd=tmp_path,
@@ -83,6 +83,13 @@ def test_records_written_to_an_object_store_are_the_local_files(tmp_path):
     names = sorted(os.listdir(local))
     assert names == sorted(path.name for path in remote.rglob("*") if path.is_file())  # no work or temporary file
     assert "train-00001-of-00002.tfrecord" in names and "records_run.json" in names
+    for name in names:
+        assert (remote / name).read_bytes() == (local / name).read_bytes(), name
+    os.remove(remote / "train-00000-of-00002.tfrecord")  # a crash before that shard was written
+    again = run_beam("write-records", *_flags(data), "--records_dir=store://bucket/records/", "--shards=2",
+                     "--workers=1", cwd=tmp_path, store=tmp_path / "store")
+    assert again.returncode == 0 and "(1 finished before: skipped)" in again.stdout, again.stdout
+    assert "store://bucket/records/train-*" in again.stdout and "records//" not in again.stdout
     for name in names:
         assert (remote / name).read_bytes() == (local / name).read_bytes(), name
 
