@@ -40,6 +40,7 @@ from keras_retina.files import exclusive, write_json
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.backbone import PYTORCH_RESNETS
 from keras_retina.modeling.detection_decoder import SETTINGS as POSTPROCESSING
+from keras_retina.modeling.detection_decoder import PostprocessSettings
 from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
 from keras_retina.modeling.precision import set_precision
 from keras_retina.modeling.retinanet import RetinaNet
@@ -55,7 +56,8 @@ from keras_retina.training.train_config import TrainConfig
 
 def train(model_dir: str, model_config: ModelConfig, train_config: TrainConfig, sources: Sources | None = None,
           data_config: DataConfig | None = None, strategy: tf.distribute.Strategy | None = None,
-          *, allow_other_data: bool = False, coverage_images: int = 500, postprocess=None) -> dict:
+          *, allow_other_data: bool = False, coverage_images: int = 500,
+          postprocess: PostprocessSettings | None = None) -> dict:
     """Trains (or resumes) a RetinaNet (module docstring); returns the summary dict.
 
     Args:
