@@ -5,8 +5,9 @@
 to model_dir/summary.json. Its steps, each a function below:
 
     open_data        the sources and their dirty-data reports            (skipped when given)
-    model_settings   the ModelConfig: classes from the label map, --init_from's architecture,
-                     a resumed run's own settings (any other difference: UsageError)
+    model_settings   (model_settings) the ModelConfig: classes from the label map, --init_from's
+                     architecture, a resumed run's own settings (postprocessing may change;
+                     any other difference: UsageError)
     coverage         how well the anchors cover the boxes (printed)
     build_model      the RetinaNet and its optimizer in the strategy's scope
     restore          the latest checkpoint (its step fixes the learning rate), else --init_from
@@ -29,7 +30,6 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_retina.config_fields import from_dict
 from keras_retina.data import coverage as coverage_lib
 from keras_retina.data import near_duplicates, pipeline
 from keras_retina.data.data_config import DataConfig
@@ -39,14 +39,14 @@ from keras_retina.evaluation.callback import CocoEvaluation
 from keras_retina.files import exclusive, write_json
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.backbone import PYTORCH_RESNETS
-from keras_retina.modeling.detection_decoder import SETTINGS as POSTPROCESSING
 from keras_retina.modeling.detection_decoder import PostprocessSettings
-from keras_retina.modeling.model_config import ModelConfig, upgrade_settings
+from keras_retina.modeling.model_config import ModelConfig
 from keras_retina.modeling.precision import set_precision
 from keras_retina.modeling.retinanet import RetinaNet
 from keras_retina.pretrained import published_weights, registry
 from keras_retina.training import callbacks as cb
 from keras_retina.training import fine_tuning, weight_averaging
+from keras_retina.training.model_settings import model_settings
 from keras_retina.training.optimizer import make_optimizer
 from keras_retina.training.run_summary import format_summary, summarise  # noqa: F401 - format_summary: cli.train
 from keras_retina.training.same_data import as_made, check_same_data
@@ -178,43 +178,6 @@ def open_data(data_config):
     for report in sources.reports().values():
         print(report.format(skipping=data_config.skip_bad_examples), flush=True)
     return sources
-
-
-def model_settings(run, model_config, train_config, label_map, postprocess=None):
-    """The ModelConfig this run trains: K from the label map, --init_from's architecture
-    (`fine_tuning.settings_from`), and for a resumed run its own settings (`resolve_model_settings`)."""
-    model_config = dataclasses.replace(model_config, num_classes=len(label_map))
-    if train_config.init_from:
-        model_config = fine_tuning.settings_from(model_config, train_config.init_from, run.path)
-    previous = run.read_config()["model"] if run.has_config() else None
-    return resolve_model_settings(model_config, previous, run.path, postprocess)
-
-
-def resolve_model_settings(model_config, previous, model_dir, postprocess=None):
-    """`model_config` with an unset `freeze_backbone_at` taken from the resumed run (`previous`,
-    config.json's "model" dict, or None for a new run) or from `backbone.default_freeze_at`. The
-    postprocessing settings (`detection_decoder.SETTINGS`: they decode, they do not train) are
-    those `postprocess` gives (a PostprocessSettings, or None) or `model_config` sets, else the
-    resumed run's: a run may change them when it resumes. Any other difference from `previous`
-    (but backbone_weights, which only initialises a new run) is a UsageError."""
-    given = postprocess.given() if postprocess is not None else {}
-    if previous is None:
-        return dataclasses.replace(model_config, **given).resolved()
-    previous = from_dict(ModelConfig, upgrade_settings(previous), f"{model_dir}/config.json")
-    if model_config.freeze_backbone_at is None:
-        model_config = dataclasses.replace(model_config, freeze_backbone_at=previous.freeze_backbone_at)
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    kept = {name: getattr(previous, name) for name in POSTPROCESSING
-            if getattr(model_config, name) == defaults[name]}  # not asked for: the resumed run's
-    model_config = dataclasses.replace(model_config, **{**kept, **given})
-    changed = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("backbone_weights",
-                     *POSTPROCESSING) and getattr(previous, f.name) != getattr(model_config, f.name))
-    if changed:
-        differences = "; ".join(f"{name}: {getattr(previous, name)!r} there, {getattr(model_config, name)!r} asked"
-                                for name in changed)
-        raise UsageError(f"--model_dir={model_dir} holds a model with different settings ({differences}); "
-                         f"give its settings to resume it, or a new --model_dir to start over.")
-    return model_config
 
 
 def coverage(sources, model, max_images):

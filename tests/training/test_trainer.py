@@ -13,7 +13,7 @@ from keras_retina.data.splits import open_sources
 from keras_retina.errors import UsageError
 from keras_retina.model_dir import ModelDir
 from keras_retina.modeling.model_config import ModelConfig
-from keras_retina.training import trainer
+from keras_retina.training import model_settings, trainer
 from keras_retina.training.train_config import TrainConfig
 
 from conftest import REPO, TINY
@@ -85,7 +85,7 @@ def test_freeze_backbone_at_default_and_resume():
     resnet = dict(backbone="resnet50", image_size=64, backbone_weights="imagenet")
 
     def resolve(model, previous=None):
-        return trainer.resolve_model_settings(ModelConfig(**model), previous, "runs/x").freeze_backbone_at
+        return model_settings.resolve_model_settings(ModelConfig(**model), previous, "runs/x").freeze_backbone_at
 
     assert resolve(resnet) == 2 and resolve({**resnet, "backbone_weights": None}) == 0
     assert resolve(TINY) == 0 and resolve({**resnet, "freeze_backbone_at": 3}) == 3
@@ -100,7 +100,8 @@ def test_postprocessing_settings_are_the_runs_and_may_change_when_it_resumes():
     from keras_retina.modeling.detection_decoder import PostprocessSettings
 
     def resolve(previous=None, model=TINY, **given):
-        config = trainer.resolve_model_settings(ModelConfig(**model), previous, "runs/x", PostprocessSettings(**given))
+        config = model_settings.resolve_model_settings(ModelConfig(**model), previous, "runs/x",
+                                                       PostprocessSettings(**given))
         return config.box_voting_sigma, config.score_threshold
 
     assert resolve() == (0.0, 0.05)  # the paper's decoder
